@@ -1,0 +1,28 @@
+"""The `mmsearch` command: one typer app, one module per command."""
+from __future__ import annotations
+
+import typer
+
+from cli import forget_cmd, index_cmd, search_cmd, status_cmd
+
+app = typer.Typer(
+    name="mmsearch",
+    help="Search your pictures by describing them, or by showing another picture.\n\n"
+         "Example:  mmsearch index ~/Pictures && mmsearch search \"a dog on a beach\"",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+app.command("index")(index_cmd.index)
+app.command("search")(search_cmd.search)
+app.command("status")(status_cmd.status)
+app.command("forget")(forget_cmd.forget)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

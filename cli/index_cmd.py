@@ -1,0 +1,91 @@
+"""`mmsearch index`: walk folders, embed new and changed images, drop vanished ones."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from cli.common import (
+    DbOption, ModelOption, choose_model_name, db_dir, err_console, friendly_errors, is_terminal, out_console,
+    setup_logging,
+)
+
+
+@friendly_errors
+def index(
+    folders: Annotated[List[Path], typer.Argument(help="Folders (or files) to index.", exists=True, show_default=False)],
+    db: DbOption = None,
+    model: ModelOption = None,
+    exclude: Annotated[Optional[List[str]], typer.Option("--exclude", "-x", help="Glob of names or paths to skip; repeatable.")] = None,
+    hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch.")] = 32,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Decode threads (default: CPU count, at most 8).")] = None,
+    exact_decode: Annotated[bool, typer.Option("--exact-decode", help="Decode JPEGs at full size (draft mode is on by default: faster, nearly identical).")] = False,
+    max_megapixels: Annotated[float, typer.Option(help="Skip images larger than this.")] = 100.0,
+    index_type: Annotated[Optional[str], typer.Option(help="auto (exact below 100k, IVF above), flat, ivf, hnsw, or a faiss index_factory string.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    wait: Annotated[float, typer.Option(help="Seconds to wait for another indexer on the same index.")] = 0.0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON on stdout.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Index images under FOLDERS; run again to pick up changes (only new or changed files are embedded).
+
+    Example:  mmsearch index ~/Pictures --exclude '*/thumbnails/*'
+    """
+    setup_logging(verbose)
+    from indexer.decode import DecodeOptions
+    from indexer.library import Library
+    from indexer.pipeline import PipelineConfig
+    from indexer.scan import ScanOptions, image_extensions
+    from indexer.sync import IndexConfig, index_folders
+    from retrieval.encoders import load_model
+
+    pipeline = PipelineConfig(batch_size=batch_size, decode=DecodeOptions(draft=not exact_decode, max_megapixels=max_megapixels))
+    if workers:
+        pipeline = PipelineConfig(batch_size=batch_size, workers=workers, decode=pipeline.decode)
+    config = IndexConfig(
+        roots=tuple(str(folder) for folder in folders),
+        scan=ScanOptions(extensions=image_extensions(), exclude=tuple(exclude or ()), include_hidden=hidden),
+        pipeline=pipeline,
+        index_type=index_type,
+    )
+    with Library(db_dir(db)) as library, library.lock(wait):
+        recorded = library.meta.model()
+        loaded = load_model(choose_model_name(model, recorded.name if recorded else None), device=device)
+        progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[cyan]{task.fields[rate]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=err_console, disable=not is_terminal(), transient=False,
+        )
+
+        def file_error(path: str, reason: str) -> None:
+            err_console.print(f"skipping {path}: {reason}", markup=False, highlight=False)
+
+        with progress:
+            task = progress.add_task("scanning", total=None, rate="")
+
+            def on_progress(event) -> None:
+                if event.phase == "scan":
+                    progress.update(task, description="scanning", completed=event.done)
+                elif event.phase == "embed":
+                    speed = progress.tasks[0].speed
+                    progress.update(task, description="embedding", completed=event.done, total=event.total,
+                                    rate=f"{speed:.1f} files/s" if speed else "")
+                else:
+                    progress.update(task, description="saving index", completed=event.done, total=event.total)
+
+            if not is_terminal():
+                err_console.print(f"indexing {', '.join(config.roots)} with {loaded.info.name}", markup=False)
+            report = index_folders(library, loaded, config, on_progress=on_progress, on_file_error=file_error)
+    summary = report.as_dict()
+    if json_output:
+        out_console.print(json.dumps(summary), markup=False, highlight=False)
+    err_console.print(
+        f"indexed {report.embedded}, reused {report.reused}, unchanged {report.unchanged}, removed {report.removed}, "
+        f"failed {report.failed} in {report.seconds:.1f} s ({report.images_per_s:.1f} images/s)",
+        markup=False,
+    )

@@ -1,0 +1,76 @@
+"""`mmsearch search`: find images by words, by example image, or by a weighted mix."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from cli.common import (
+    DbOption, ModelOption, choose_model_name, db_dir, fail, friendly_errors, out_console, parse_date, setup_logging,
+)
+
+
+@friendly_errors
+def search(
+    query: Annotated[Optional[str], typer.Argument(help='Words; combine with " + " and " - ", weight with "2:words". '
+                                                        'An existing image path counts as an image.', show_default=False)] = None,
+    image: Annotated[Optional[List[Path]], typer.Option("--image", "-i", exists=True, dir_okay=False, help="Search by this image (repeatable; adds to the query).")] = None,
+    queries: Annotated[Optional[Path], typer.Option("--queries", exists=True, dir_okay=False, help="A file with one query per line: batch search.")] = None,
+    top: Annotated[int, typer.Option("--top", "-n", min=1, help="How many results.")] = 10,
+    path: Annotated[Optional[str], typer.Option("--path", help="Only paths matching this glob, e.g. '*/2023/*'.")] = None,
+    after: Annotated[Optional[str], typer.Option(help="Only files modified on or after this date (YYYY-MM-DD).")] = None,
+    before: Annotated[Optional[str], typer.Option(help="Only files modified before this date (YYYY-MM-DD).")] = None,
+    ext: Annotated[Optional[List[str]], typer.Option("--ext", help="Only these extensions (repeatable), e.g. --ext jpg.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout: an array of {path, score, ...}; with --queries one {query, results} object per line.")] = False,
+    db: DbOption = None,
+    model: ModelOption = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "cpu",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Search the index by text, by image, or both.
+
+    Examples:
+      mmsearch search "a dog on a beach" --top 20
+      mmsearch search --image ./query.jpg
+      mmsearch search "beach + sunset - people"
+      mmsearch search --queries queries.txt --json
+    """
+    setup_logging(verbose)
+    if queries is not None and (query or image):
+        fail("--queries takes the queries from the file: give no QUERY or --image with it")
+    if queries is None and not query and not image:
+        fail('nothing to search for: give a QUERY, --image PATH or --queries FILE (see mmsearch search --help)')
+    from indexer.library import Library
+    from retrieval.encoders import load_model
+    from retrieval.search import Filters, build_terms, check_model, embed_queries, embed_terms, rank
+
+    filters = Filters(path_glob=path, after=parse_date(after, "--after"), before=parse_date(before, "--before"),
+                      extensions=tuple(ext or ()))
+    with Library(db_dir(db), create=False) as library:
+        recorded = library.meta.model()
+        loaded = load_model(choose_model_name(model, recorded.name if recorded else None), device=device)
+        check_model(library, loaded)
+        if queries is not None:
+            lines = [line.strip() for line in queries.read_text(encoding="utf-8").splitlines() if line.strip()]
+            vectors = embed_queries(loaded, lines)
+            results = rank(library, vectors, top, filters)
+            for line, hits in zip(lines, results):
+                if json_output:
+                    print(json.dumps({"query": line, "results": [hit.as_dict() for hit in hits]}, ensure_ascii=False))
+                else:
+                    out_console.print(f"# {line}", markup=False)
+                    _print_hits(hits)
+            return
+        vector = embed_terms(loaded, build_terms(query, image or ()))
+        hits = rank(library, vector, top, filters)[0]
+    if json_output:
+        print(json.dumps([hit.as_dict() for hit in hits], ensure_ascii=False))
+    else:
+        _print_hits(hits)
+
+
+def _print_hits(hits) -> None:
+    for hit in hits:
+        out_console.print(f"{hit.score:.4f}\t{hit.path}", markup=False, highlight=False)

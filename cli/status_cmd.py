@@ -1,0 +1,48 @@
+"""`mmsearch status`: what is in the index, which model made it, how big it is."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.common import DbOption, db_dir, friendly_errors, out_console
+
+
+@friendly_errors
+def status(
+    db: DbOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the status as one JSON object.")] = False,
+    failures: Annotated[int, typer.Option(help="How many failed files to list.")] = 5,
+) -> None:
+    """Show items, failures, model, index type, size on disk and the last run.
+
+    Example:  mmsearch status --json
+    """
+    from indexer.library import Library
+    from indexer.status import read_status
+
+    with Library(db_dir(db), create=False) as library:
+        info = read_status(library, failures)
+    if json_output:
+        print(json.dumps(info))
+        return
+    table = Table(show_header=False, box=None)
+    table.add_row("index", info["db"])
+    table.add_row("items", str(info["items"]))
+    table.add_row("failed", str(info["failed"]))
+    model = info["model"] or {}
+    table.add_row("model", f"{model.get('name', '-')} ({model.get('dim', '?')}-d, weights {model.get('weights', '-')})")
+    table.add_row("index type", f"{info['index_type']} (setting: {info['index_type_setting']})")
+    table.add_row("size on disk", f"{info['size_bytes'] / 1e6:.1f} MB")
+    run = info["last_run"]
+    if run:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started_at"]))
+        state = "finished" if run["finished_at"] else "interrupted"
+        table.add_row("last run", f"{when} {state}: embedded {run['embedded']}, reused {run['reused']}, "
+                                  f"removed {run['removed']}, failed {run['failed']}")
+    out_console.print(table)
+    for failure in info["failures"]:
+        out_console.print(f"  failed: {failure['path']}: {failure['error']}", markup=False, highlight=False)

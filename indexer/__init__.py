@@ -1,0 +1,1 @@
+"""Scanning, decoding, the embed pipeline, and the FAISS and SQLite stores."""

@@ -1,0 +1,177 @@
+"""Vector store: a FAISS index keyed by item id, chosen by collection size, saved atomically.
+
+The index is derived from the vectors in the metadata store and records the store generation it
+was built from (a JSON sidecar); a stale or missing file is rebuilt, never trusted.
+
+Index types (faiss wiki, "Guidelines to choose an index"; inner product on L2-normalised vectors,
+i.e. cosine):
+- ``Flat``             exact; the default below 100k vectors, where brute force is fast enough.
+- ``IVF{n},Flat``      inverted lists, n ~ 4*sqrt(N) (a power of two); the default from 100k on.
+                       Supports removal, so runs update it in place.
+- ``HNSW32``           graph index, on request (`--index-type hnsw`); no removal, rebuilt on change.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from retrieval.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+EXACT_LIMIT = 100_000
+INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
+DEFAULT_NPROBE = 32
+DEFAULT_EF_SEARCH = 128
+
+
+def _faiss():
+    import faiss
+
+    return faiss
+
+
+def choose_index_spec(n_vectors: int, index_type: str = "auto") -> str:
+    """The faiss index_factory string for a collection of n_vectors."""
+    index_type = index_type.lower()
+    if index_type not in INDEX_TYPES:
+        return index_type  # a raw index_factory string, for experts
+    if index_type == "flat" or (index_type == "auto" and n_vectors < EXACT_LIMIT):
+        return "Flat"
+    if index_type == "hnsw":
+        return "HNSW32"
+    nlist = 2 ** round(math.log2(max(4 * math.sqrt(max(n_vectors, 1)), 16)))
+    nlist = max(1, min(nlist, n_vectors // 39 or 1))  # faiss wants >= 39 training points per list
+    return f"IVF{nlist},Flat"
+
+
+def supports_removal(spec: str) -> bool:
+    return not spec.startswith("HNSW")
+
+
+@dataclass(frozen=True)
+class SearchTuning:
+    nprobe: int = DEFAULT_NPROBE
+    ef_search: int = DEFAULT_EF_SEARCH
+
+
+class VectorIndex:
+    """A FAISS index of unit vectors keyed by item id (int64)."""
+
+    def __init__(self, index, spec: str, generation: int):
+        self.index = index
+        self.spec = spec
+        self.generation = generation
+
+    @property
+    def dim(self) -> int:
+        return self.index.d
+
+    @property
+    def ntotal(self) -> int:
+        return self.index.ntotal
+
+    @classmethod
+    def build(cls, dim: int, spec: str, chunks: Iterable[tuple[np.ndarray, np.ndarray]], generation: int,
+              train_size: int = 0) -> "VectorIndex":
+        """Build from (ids, vectors) chunks; an IVF index is trained on the first chunks."""
+        faiss = _faiss()
+        index = faiss.IndexIDMap2(faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT))
+        pending_ids, pending_vectors = [], []
+        needed = 0
+        if not index.is_trained:
+            nlist = faiss.extract_index_ivf(index.index).nlist
+            needed = max(train_size, min(nlist * 64, 500_000))
+        for ids, vectors in chunks:
+            if not index.is_trained:
+                pending_ids.append(ids)
+                pending_vectors.append(vectors)
+                if sum(len(v) for v in pending_vectors) < needed:
+                    continue
+                sample = np.concatenate(pending_vectors)
+                index.train(sample)
+                ids, vectors = np.concatenate(pending_ids), sample
+                pending_ids, pending_vectors = [], []
+            index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+        if pending_vectors:  # fewer vectors than the training target: train on what there is
+            sample = np.concatenate(pending_vectors)
+            index.train(sample)
+            index.add_with_ids(sample, np.concatenate(pending_ids).astype(np.int64))
+        return cls(index, spec, generation)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+
+    def remove(self, ids: Sequence[int]) -> None:
+        if len(ids):
+            self.index.remove_ids(np.asarray(ids, dtype=np.int64))
+
+    def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
+               tuning: SearchTuning = SearchTuning()) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, item_ids) per query; ids are -1 where fewer than k exist."""
+        faiss = _faiss()
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = max(1, min(k, self.ntotal)) if self.ntotal else 1
+        params = self._params(faiss, tuning, allowed_ids)
+        scores, ids = self.index.search(queries, k, params=params)
+        return scores, ids
+
+    def _params(self, faiss, tuning: SearchTuning, allowed_ids: np.ndarray | None):
+        selector = faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64)) if allowed_ids is not None else None
+        if self.spec.startswith("IVF"):
+            return faiss.SearchParametersIVF(sel=selector, nprobe=tuning.nprobe)
+        if self.spec.startswith("HNSW"):
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=max(tuning.ef_search, 1))
+        return faiss.SearchParameters(sel=selector) if selector is not None else None
+
+    # --- files ----------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        """Write index + sidecar atomically (temp file then os.replace)."""
+        faiss = _faiss()
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        faiss.write_index(self.index, str(tmp))
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+        _write_json_atomic(sidecar_path(path), {"spec": self.spec, "generation": self.generation,
+                                                "ntotal": self.ntotal, "dim": self.dim})
+
+    @classmethod
+    def load(cls, path: Path) -> "VectorIndex | None":
+        """The saved index, or None when missing or unreadable (the caller rebuilds)."""
+        path = Path(path)
+        try:
+            meta = json.loads(sidecar_path(path).read_text())
+            index = _faiss().read_index(str(path))
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.info("vector index %s unusable (%s); it will be rebuilt", path, exc)
+            return None
+        if index.ntotal != meta.get("ntotal"):
+            return None
+        return cls(index, meta["spec"], int(meta["generation"]))
+
+
+def sidecar_path(path: Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Models, encoders, the query layer and fine-tuning for mmsearch."""

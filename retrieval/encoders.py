@@ -1,0 +1,145 @@
+"""Encoders: one per modality, built lazily, each returning L2-normalised float32 vectors.
+
+`load_model(name)` is the one factory: it returns a `Model` that carries the preprocessing, a
+lazily built image encoder, a lazily built text encoder and its tokenizer. Asking for
+`model.text` never builds the image tower, and the other way round.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Sequence
+
+import numpy as np
+
+from retrieval.errors import QueryError
+from retrieval.preprocess import PreprocessConfig, to_model_input
+from retrieval.registry import ModelCard, ModelSpec, describe_model, resolve_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an index records about the model that filled it."""
+
+    name: str
+    weights: str
+    dim: int
+    fingerprint: str
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _autocast(device: str):
+    import torch
+
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def _normalise(features) -> np.ndarray:
+    import torch
+
+    features = torch.nn.functional.normalize(features.float(), dim=-1)
+    return features.cpu().numpy().astype(np.float32, copy=False)
+
+
+class ImageEncoder:
+    """Image tower: normalised pixel arrays (B, 3, S, S) -> unit vectors (B, dim)."""
+
+    def __init__(self, tower, preprocess: PreprocessConfig, device: str):
+        self.tower = tower.to(device)
+        self.preprocess = preprocess
+        self.device = device
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        import torch
+
+        batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+        if self.device.startswith("cuda"):
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        with torch.inference_mode(), _autocast(self.device):
+            return _normalise(self.tower(batch))
+
+    def embed_images(self, images: Sequence) -> np.ndarray:
+        """PIL images -> unit vectors."""
+        if not images:
+            return np.zeros((0, 0), dtype=np.float32)
+        return self.embed_pixels(np.stack([to_model_input(image, self.preprocess) for image in images]))
+
+
+class TextEncoder:
+    """Text tower plus its tokenizer: strings -> unit vectors (B, dim)."""
+
+    def __init__(self, tower, tokenizer, device: str, batch_size: int = 256):
+        self.tower = tower.to(device)
+        self.tokenizer = tokenizer
+        self.device = device
+        self.batch_size = batch_size
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        if any(not text.strip() for text in texts):
+            raise QueryError("empty text query")
+        chunks = []
+        for start in range(0, len(texts), self.batch_size):
+            tokens = self.tokenizer(list(texts[start:start + self.batch_size])).to(self.device)
+            with torch.inference_mode(), _autocast(self.device):
+                chunks.append(_normalise(self.tower(tokens)))
+        return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+
+
+class Model:
+    """A model's towers, built on first use."""
+
+    def __init__(self, card: ModelCard, device: str = "auto"):
+        self.card = card
+        self.device = pick_device(device)
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(self.card.spec.name, self.card.weights, self.card.dim, self.card.fingerprint)
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return self.card.preprocess
+
+    @cached_property
+    def image(self) -> ImageEncoder:
+        from retrieval.towers import IMAGE, load_tower
+
+        log.info("building image tower of %s on %s", self.card.spec.name, self.device)
+        return ImageEncoder(load_tower(self.card, IMAGE), self.card.preprocess, self.device)
+
+    @cached_property
+    def text(self) -> TextEncoder:
+        from retrieval.towers import TEXT, build_tokenizer, load_tower
+
+        log.info("building text tower of %s on %s", self.card.spec.name, self.device)
+        return TextEncoder(load_tower(self.card, TEXT), build_tokenizer(self.card), self.device)
+
+    @property
+    def image_built(self) -> bool:
+        return "image" in self.__dict__
+
+    @property
+    def text_built(self) -> bool:
+        return "text" in self.__dict__
+
+
+def load_model(name: str | ModelSpec, device: str = "auto") -> Model:
+    """The factory: resolve a name, read its card, return a Model whose towers build on demand."""
+    spec = name if isinstance(name, ModelSpec) else resolve_model(name)
+    return Model(describe_model(spec), device=device)
