@@ -15,7 +15,7 @@ from retrieval.errors import MmsearchError
 
 DEFAULT_MODEL = "bundled"
 
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 out_console = Console(highlight=False, soft_wrap=True)
 
 DbOption = Annotated[

@@ -88,10 +88,13 @@ def walk(root: str | Path, options: ScanOptions = ScanOptions(),
                 continue
             if is_dir:
                 subfolders.append(entry.path)
-            elif is_file and os.path.splitext(entry.name)[1].lower() in options.extensions:
-                found = _found(entry.path, on_skip)
-                if found is not None:
-                    yield found
+            elif os.path.splitext(entry.name)[1].lower() in options.extensions:
+                if is_file:
+                    found = _found(entry.path, on_skip)
+                    if found is not None:
+                        yield found
+                elif entry.is_symlink() and not os.path.exists(entry.path):
+                    _skip(on_skip, entry.path, "broken symbolic link")
         stack.extend(reversed(subfolders))
 
 

@@ -40,9 +40,9 @@ def _faiss():
 
 def choose_index_spec(n_vectors: int, index_type: str = "auto") -> str:
     """The faiss index_factory string for a collection of n_vectors."""
-    index_type = index_type.lower()
-    if index_type not in INDEX_TYPES:
+    if index_type.lower() not in INDEX_TYPES:
         return index_type  # a raw index_factory string, for experts
+    index_type = index_type.lower()
     if index_type == "flat" or (index_type == "auto" and n_vectors < EXACT_LIMIT):
         return "Flat"
     if index_type == "hnsw":

@@ -12,7 +12,7 @@ import numpy as np
 from retrieval.errors import QueryError
 
 MAX_QUERY_CHARS = 2_000
-_SPLIT = re.compile(r"\s+([+-])\s+")
+_SPLIT = re.compile(r"\s+([+-])(?=\s)")
 _WEIGHT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*:\s*(.+)$", re.S)
 
 

@@ -1,0 +1,94 @@
+"""Every index type against numpy brute force on seeded unit vectors (faiss contrib's habit)."""
+import numpy as np
+import pytest
+
+from indexer.store_vectors import VectorIndex, choose_index_spec
+
+
+def _unit(rng, n, dim):
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _clustered(rng, n, dim, centres=50):
+    """Unit vectors around a few centres: closer to real embeddings than uniform noise."""
+    means = _unit(rng, centres, dim)
+    vectors = means[rng.integers(0, centres, n)] + 0.35 * rng.normal(size=(n, dim)).astype(np.float32) / np.sqrt(dim)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _brute_force(data, queries, k):
+    scores = queries @ data.T
+    return np.argsort(-scores, axis=1)[:, :k]
+
+
+def _recall_at_k(found, truth):
+    return np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)])
+
+
+def test_choose_index_spec_by_size():
+    assert choose_index_spec(10) == "Flat"
+    assert choose_index_spec(99_999) == "Flat"
+    assert choose_index_spec(1_000_000) == "IVF4096,Flat"
+    assert choose_index_spec(5000, "hnsw") == "HNSW32"
+    assert choose_index_spec(5000, "ivf").startswith("IVF")
+    assert choose_index_spec(5000, "flat") == "Flat"
+    assert choose_index_spec(5000, "IVF64,SQ8") == "IVF64,SQ8"
+
+
+@pytest.mark.parametrize("spec, min_recall", [("Flat", 1.0), ("IVF64,Flat", 0.9), ("HNSW32", 0.9)])
+def test_index_types_match_brute_force(spec, min_recall):
+    rng = np.random.default_rng(0)
+    dim, k = 64, 10
+    both = _clustered(rng, 6100, dim)  # queries come from the same distribution as the data
+    data, queries = both[:6000], both[6000:]
+    ids = np.arange(1000, 1000 + len(data), dtype=np.int64)  # item ids are not positions
+    chunks = [(ids[i:i + 2000], data[i:i + 2000]) for i in range(0, len(data), 2000)]
+    index = VectorIndex.build(dim, spec, chunks, generation=7)
+    assert index.ntotal == len(data)
+    scores, labels = index.search(queries, k)
+    truth = ids[_brute_force(data, queries, k)]
+    recall = _recall_at_k(labels, truth)
+    print(f"{spec}: recall@{k} = {recall:.3f}")
+    assert recall >= min_recall
+    if spec == "Flat":
+        np.testing.assert_array_equal(labels, truth)
+        np.testing.assert_allclose(scores, np.sort(queries @ data.T, axis=1)[:, ::-1][:, :k], atol=1e-5)
+
+
+@pytest.mark.parametrize("spec", ["Flat", "IVF16,Flat", "HNSW32"])
+def test_selector_restricts_results(spec):
+    rng = np.random.default_rng(2)
+    data = _unit(rng, 2000, 32)
+    ids = np.arange(len(data), dtype=np.int64)
+    index = VectorIndex.build(32, spec, [(ids, data)], generation=1)
+    allowed = ids[::7]
+    _, labels = index.search(data[:5], 5, allowed_ids=allowed)
+    assert set(labels[labels >= 0].ravel()) <= set(allowed.tolist())
+
+
+def test_remove_and_add_keep_ids(tmp_path):
+    rng = np.random.default_rng(3)
+    data = _unit(rng, 500, 16)
+    ids = np.arange(10, 510, dtype=np.int64)
+    index = VectorIndex.build(16, "Flat", [(ids, data)], generation=1)
+    index.remove([10, 11, 12])
+    assert index.ntotal == 497
+    _, labels = index.search(data[0], 1)
+    assert labels[0, 0] != 10
+    index.add(np.array([10], dtype=np.int64), data[:1])
+    _, labels = index.search(data[0], 1)
+    assert labels[0, 0] == 10
+
+
+def test_save_is_atomic_and_loads_back(tmp_path):
+    rng = np.random.default_rng(4)
+    data = _unit(rng, 100, 8)
+    index = VectorIndex.build(8, "Flat", [(np.arange(100, dtype=np.int64), data)], generation=5)
+    path = tmp_path / "vectors.faiss"
+    index.save(path)
+    assert not list(tmp_path.glob("*.tmp"))
+    loaded = VectorIndex.load(path)
+    assert (loaded.ntotal, loaded.generation, loaded.spec) == (100, 5, "Flat")
+    path.write_bytes(b"truncated")
+    assert VectorIndex.load(path) is None  # unreadable -> rebuilt by the caller, never trusted
