@@ -1,0 +1,1 @@
+"""Training data and recipes for mmsearch's bundled offline default model."""
