@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import forget_cmd, index_cmd, search_cmd, status_cmd
+from cli import forget_cmd, index_cmd, reindex_cmd, search_cmd, status_cmd
 
 app = typer.Typer(
     name="mmsearch",
@@ -18,6 +18,7 @@ app.command("index")(index_cmd.index)
 app.command("search")(search_cmd.search)
 app.command("status")(status_cmd.status)
 app.command("forget")(forget_cmd.forget)
+app.command("reindex")(reindex_cmd.reindex)
 
 
 def main() -> None:

@@ -75,7 +75,8 @@ class Library:
         log.info("building %s vector index from the database", spec)
         return VectorIndex.build(dim, spec, self.meta.iter_vectors(dim), generation)
 
-    def update_vectors(self, *, base_generation: int, changed_ids=(), removed_ids=()) -> VectorIndex | None:
+    def update_vectors(self, *, base_generation: int, changed_ids=(), removed_ids=(),
+                       rebuild: bool = False) -> VectorIndex | None:
         """Bring the FAISS file up to the database (call with the write lock held).
 
         When the file holds `base_generation` and its type still fits, applies only the changes;
@@ -88,9 +89,10 @@ class Library:
         count = self.meta.counts()["items"]
         spec = choose_index_spec(count, self.index_type)
         current = VectorIndex.load(self.vectors_path) if self.vectors_path.exists() else None
-        if current is not None and current.generation == generation and current.spec == spec and current.dim == model.dim:
+        if not rebuild and current is not None and current.generation == generation and current.spec == spec \
+                and current.dim == model.dim:
             return current
-        incremental = (
+        incremental = not rebuild and (
             current is not None and current.generation == base_generation and current.spec == spec
             and current.dim == model.dim and supports_removal(spec)
         )

@@ -7,15 +7,16 @@ SQLAlchemy URL) can take its place later.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import (
-    Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine, delete, event, func, select, update,
+    Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine, delete, event, func, select, text, update,
 )
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -67,6 +68,14 @@ class Item(Base):
 
 class VectorRow(Base):
     __tablename__ = "vectors"
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class StagedVectorRow(Base):
+    """Vectors from a model being switched to (`reindex`); swapped in when every item has one."""
+
+    __tablename__ = "staged_vectors"
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
@@ -195,14 +204,67 @@ class MetaStore:
             return
         check_same_model(current, info)
 
-    def replace_model(self, info: ModelInfo) -> None:
-        """Switch the index to another model: drops every vector in the same transaction."""
+    # --- switching models (reindex) ---------------------------------------------------------
+    def staged_model(self) -> ModelInfo | None:
+        raw = self.get_info("staged_model")
+        if not raw:
+            return None
+        data = json.loads(raw)
+        return ModelInfo(data["name"], data["weights"], int(data["dim"]), data["fingerprint"])
+
+    def begin_staging(self, info: ModelInfo) -> None:
+        """Start (or keep) staging vectors for `info`; staged vectors of another model are dropped."""
+        with Session(self.engine) as session, session.begin():
+            current = session.get(SchemaInfo, "staged_model")
+            if current is not None and json.loads(current.value).get("fingerprint") == info.fingerprint:
+                return
+            session.execute(delete(StagedVectorRow))
+            session.merge(SchemaInfo(key="staged_model", value=json.dumps(asdict(info))))
+
+    def abandon_staging(self) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.execute(delete(StagedVectorRow))
+            session.execute(delete(SchemaInfo).where(SchemaInfo.key == "staged_model"))
+
+    def items_to_stage(self) -> list[tuple[int, str, int, float]]:
+        """(id, path, size, mtime) of items with a vector but no staged vector yet."""
+        with Session(self.engine) as session:
+            staged = select(StagedVectorRow.item_id)
+            rows = session.execute(
+                select(Item.id, Item.path, Item.size, Item.mtime).join(VectorRow, VectorRow.item_id == Item.id)
+                .where(Item.id.not_in(staged)).order_by(Item.id)
+            )
+            return [tuple(row) for row in rows]
+
+    def stage_batch(self, vectors: dict[str, np.ndarray], errors: dict[str, str]) -> None:
+        """Store staged vectors (by path) and record items that could not be re-embedded."""
+        with Session(self.engine) as session, session.begin():
+            for path, vector in vectors.items():
+                item_id = session.scalar(select(Item.id).where(Item.path == path))
+                if item_id is not None:
+                    session.merge(StagedVectorRow(item_id=item_id, vector=vector_to_blob(vector)))
+            for path, error in errors.items():
+                session.execute(update(Item).where(Item.path == path).values(error=f"reindex: {error}"))
+                item_id = session.scalar(select(Item.id).where(Item.path == path))
+                session.execute(delete(VectorRow).where(VectorRow.item_id == item_id))
+            self._bump_generation(session)
+
+    def swap_in_staged(self) -> int:
+        """Make the staged model the index's model, its vectors the live ones: one transaction."""
+        info = self.staged_model()
+        if info is None:
+            raise StoreError("no model is being staged")
         with Session(self.engine) as session, session.begin():
             session.execute(delete(VectorRow))
+            session.execute(text("INSERT INTO vectors (item_id, vector) SELECT item_id, vector FROM staged_vectors"))
+            count = session.scalar(select(func.count()).select_from(VectorRow)) or 0
+            session.execute(delete(StagedVectorRow))
             session.execute(delete(ModelRow))
             session.add(ModelRow(name=info.name, weights=info.weights, dim=info.dim,
                                  fingerprint=info.fingerprint, created_at=time.time()))
+            session.execute(delete(SchemaInfo).where(SchemaInfo.key == "staged_model"))
             self._bump_generation(session)
+        return count
 
     # --- runs ---------------------------------------------------------------------------
     def start_run(self, command: str, roots: Sequence[str]) -> int:
