@@ -31,15 +31,54 @@ ModelOption = Annotated[
 ]
 
 
+BUNDLED_NOTICE = (
+    "Using the bundled offline model: it was trained on emoji and drawings, so it suits icons and simple "
+    "pictures, not photos. For photos, get the real CLIP once online with `mmsearch models pull` "
+    "(then `mmsearch reindex --model {recommended}`), or pass --model with a downloaded checkpoint."
+)
+
+
 def db_dir(db: Optional[Path]) -> Path:
+    """--db / MMSEARCH_DB, else the config file's `db`, else the XDG data folder."""
+    from cli.config import load_config
     from indexer.library import default_db_dir
 
-    return Path(db).expanduser() if db else default_db_dir()
+    if db:
+        return Path(db).expanduser()
+    configured = load_config().get("db")
+    return Path(configured).expanduser() if configured else default_db_dir()
 
 
 def choose_model_name(explicit: Optional[str], recorded_name: Optional[str]) -> str:
-    """Flag/env beats the index's recorded model, which beats the default."""
-    return explicit or recorded_name or DEFAULT_MODEL
+    """For an existing index: flag/env, else the index's own model, else the config file, else bundled."""
+    from cli.config import load_config
+
+    return explicit or recorded_name or load_config().get("model") or DEFAULT_MODEL
+
+
+def model_for_index(explicit: Optional[str], recorded_name: Optional[str]) -> tuple[str, Optional[str]]:
+    """(model name, why it was chosen) for an index run; the reason is None for an existing index's model.
+
+    A new index with no model named anywhere gets the default policy: the recommended CLIP when its
+    weights are cached or downloadable now, else the bundled model (said on stderr).
+    """
+    from cli.config import load_config
+
+    if explicit:
+        return explicit, "chosen with --model or MMSEARCH_MODEL"
+    if recorded_name:
+        return recorded_name, None
+    configured = load_config().get("model")
+    if configured:
+        return configured, "chosen in the config file"
+    from cli.models_cmd import rich_tqdm
+    from retrieval.hub import RECOMMENDED_MODEL, choose_default_model
+    from retrieval.registry import BUNDLED_NAME
+
+    choice = choose_default_model(tqdm_class=rich_tqdm())
+    if choice.name == BUNDLED_NAME:
+        err_console.print(BUNDLED_NOTICE.format(recommended=RECOMMENDED_MODEL), markup=False)
+    return choice.name, choice.reason
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -9,8 +9,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cli.common import (
-    DbOption, ModelOption, choose_model_name, db_dir, err_console, friendly_errors, is_terminal, out_console,
-    setup_logging,
+    DbOption, ModelOption, db_dir, err_console, friendly_errors, is_terminal, out_console,
+    model_for_index, setup_logging,
 )
 
 
@@ -54,7 +54,8 @@ def index(
     )
     with Library(db_dir(db)) as library, library.lock(wait):
         recorded = library.meta.model()
-        loaded = load_model(choose_model_name(model, recorded.name if recorded else None), device=device)
+        model_name, reason = model_for_index(model, recorded.name if recorded else None)
+        loaded = load_model(model_name, device=device)
         progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("[cyan]{task.fields[rate]}"),
@@ -81,6 +82,8 @@ def index(
             if not is_terminal():
                 err_console.print(f"indexing {', '.join(config.roots)} with {loaded.info.name}", markup=False)
             report = index_folders(library, loaded, config, on_progress=on_progress, on_file_error=file_error)
+        if recorded is None and reason:  # a new index remembers why it got its model
+            library.meta.set_info("model_reason", reason)
     summary = report.as_dict()
     if json_output:
         out_console.print(json.dumps(summary), markup=False, highlight=False)

@@ -35,6 +35,8 @@ def status(
     table.add_row("failed", str(info["failed"]))
     model = info["model"] or {}
     table.add_row("model", f"{model.get('name', '-')} ({model.get('dim', '?')}-d, weights {model.get('weights', '-')})")
+    if info.get("model_reason"):
+        table.add_row("model chosen", info["model_reason"])
     table.add_row("index type", f"{info['index_type']} (setting: {info['index_type_setting']})")
     table.add_row("size on disk", f"{info['size_bytes'] / 1e6:.1f} MB")
     run = info["last_run"]

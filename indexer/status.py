@@ -18,6 +18,7 @@ def read_status(library: Library, failures: int = 5) -> dict:
         "rows": counts["rows"],
         "failed": counts["failed"],
         "model": asdict(model) if model else None,
+        "model_reason": library.meta.get_info("model_reason"),
         "index_type": index_type,
         "index_type_setting": library.index_type,
         "vectors_in_index": saved.ntotal if saved is not None else None,

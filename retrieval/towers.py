@@ -115,9 +115,10 @@ def _load_open_clip_tower(card: ModelCard, which: str) -> nn.Module:
     if Path(pretrained).is_file():
         checkpoint_path = pretrained
     else:
-        checkpoint_path = open_clip.download_pretrained(card.manifest["pretrained_cfg"])
-        if not checkpoint_path:
-            raise ModelNotFoundError(f"could not obtain weights for {card.spec.name}")
+        from retrieval.hub import download_weights
+
+        # a cached file is used without touching the network; otherwise fetched (or a clear error)
+        checkpoint_path = str(download_weights(card.spec.arch, pretrained))
     state = convert_to_custom_text_state_dict(load_state_dict(checkpoint_path))
     tower = build_tower(card, which, hf_pretrained=False)
     tower.load_state_dict(_tower_state(state, which), strict=True)

@@ -1,0 +1,35 @@
+"""Settings from a config file, the weakest source: file < environment (MMSEARCH_*) < flag.
+
+The file is TOML at $MMSEARCH_CONFIG, else $XDG_CONFIG_HOME/mmsearch/config.toml, else
+~/.config/mmsearch/config.toml, with optional keys `model` and `db`.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from retrieval.errors import MmsearchError
+
+KNOWN_KEYS = {"model", "db"}
+
+
+def config_path() -> Path:
+    if os.environ.get("MMSEARCH_CONFIG"):
+        return Path(os.environ["MMSEARCH_CONFIG"]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "mmsearch" / "config.toml"
+
+
+def load_config() -> dict:
+    path = config_path()
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise MmsearchError(f"cannot read config file {path}: {exc}") from exc
+    unknown = set(data) - KNOWN_KEYS
+    if unknown:
+        raise MmsearchError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(KNOWN_KEYS))}")
+    return data
