@@ -106,7 +106,12 @@ class Model:
 
     def __init__(self, card: ModelCard, device: str = "auto"):
         self.card = card
-        self.device = pick_device(device)
+        self.requested_device = device
+
+    @cached_property
+    def device(self) -> str:
+        """Resolved on first use: importing torch costs seconds, and a run with nothing to embed needs none."""
+        return pick_device(self.requested_device)
 
     @property
     def info(self) -> ModelInfo:
