@@ -5,6 +5,7 @@ tower. open_clip is imported here, lazily, because importing it costs seconds.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -43,7 +44,26 @@ def build_tower(card: ModelCard, which: str, *, hf_pretrained: bool = False) -> 
         torch.manual_seed(seed)
         if which == IMAGE:
             return _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu, None)
-        return _build_text_tower(cfg["embed_dim"], text_cfg_for_build(card, hf_pretrained=hf_pretrained), quick_gelu, None)
+        text_cfg = text_cfg_for_build(card, hf_pretrained=hf_pretrained)
+        with _quiet_transformers() if text_cfg.get("hf_model_name") else contextlib.nullcontext():
+            return _build_text_tower(cfg["embed_dim"], text_cfg, quick_gelu, None)
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers draws a progress bar and logs a load report (unused pooler weights) per pretrained
+    load; neither belongs on a search's stderr."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_tower(card: ModelCard, which: str) -> nn.Module:
