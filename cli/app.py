@@ -4,6 +4,7 @@ from __future__ import annotations
 import typer
 
 from cli import forget_cmd, index_cmd, models_cmd, reindex_cmd, search_cmd, status_cmd
+from cli import check_cmd, repair_cmd
 
 app = typer.Typer(
     name="mmsearch",
@@ -19,6 +20,8 @@ app.command("search")(search_cmd.search)
 app.command("status")(status_cmd.status)
 app.command("forget")(forget_cmd.forget)
 app.command("reindex")(reindex_cmd.reindex)
+app.command("check")(check_cmd.check)
+app.command("repair")(repair_cmd.repair)
 app.add_typer(models_cmd.app, name="models")
 
 

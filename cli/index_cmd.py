@@ -1,6 +1,7 @@
 """`mmsearch index`: walk folders, embed new and changed images, drop vanished ones."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -9,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cli.common import (
-    DbOption, ModelOption, db_dir, err_console, friendly_errors, is_terminal, out_console,
+    DbOption, ModelOption, db_dir, err_console, friendly_errors, is_terminal,
     model_for_index, setup_logging,
 )
 
@@ -25,10 +26,12 @@ def index(
     workers: Annotated[Optional[int], typer.Option(min=1, help="Decode threads (default: CPU count, at most 8).")] = None,
     exact_decode: Annotated[bool, typer.Option("--exact-decode", help="Decode JPEGs at full size (draft mode is on by default: faster, nearly identical).")] = False,
     max_megapixels: Annotated[float, typer.Option(help="Skip images larger than this.")] = 100.0,
+    decode_timeout: Annotated[float, typer.Option(min=0, help="Give up on a file that takes longer than this many seconds to read and decode (0: no limit).")] = 30.0,
     index_type: Annotated[Optional[str], typer.Option(help="auto (exact below 100k, IVF above), flat, ivf, hnsw, or a faiss index_factory string.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     wait: Annotated[float, typer.Option(help="Seconds to wait for another indexer on the same index.")] = 0.0,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON on stdout.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON on stdout, with every skipped file and why.")] = False,
+    report_limit: Annotated[int, typer.Option(min=0, help="Name at most this many skipped files on stderr, then only count them (0: name all).")] = 100,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Index images under FOLDERS; run again to pick up changes (only new or changed files are embedded).
@@ -43,9 +46,10 @@ def index(
     from indexer.sync import IndexConfig, index_folders
     from retrieval.encoders import load_model
 
-    pipeline = PipelineConfig(batch_size=batch_size, decode=DecodeOptions(draft=not exact_decode, max_megapixels=max_megapixels))
+    pipeline = PipelineConfig(batch_size=batch_size, decode=DecodeOptions(draft=not exact_decode, max_megapixels=max_megapixels),
+                              decode_timeout_s=decode_timeout or None)
     if workers:
-        pipeline = PipelineConfig(batch_size=batch_size, workers=workers, decode=pipeline.decode)
+        pipeline = dataclasses.replace(pipeline, workers=workers)
     config = IndexConfig(
         roots=tuple(str(folder) for folder in folders),
         scan=ScanOptions(extensions=image_extensions(), exclude=tuple(exclude or ()), include_hidden=hidden),
@@ -63,8 +67,13 @@ def index(
             console=err_console, disable=not is_terminal(), transient=False,
         )
 
+        reported = 0
+
         def file_error(path: str, reason: str) -> None:
-            err_console.print(f"skipping {path}: {reason}", markup=False, highlight=False)
+            nonlocal reported
+            reported += 1
+            if not report_limit or reported <= report_limit:
+                err_console.print(f"skipping {path}: {reason}", markup=False, highlight=False)
 
         with progress:
             task = progress.add_task("scanning", total=None, rate="")
@@ -82,13 +91,22 @@ def index(
             if not is_terminal():
                 err_console.print(f"indexing {', '.join(config.roots)} with {loaded.info.name}", markup=False)
             report = index_folders(library, loaded, config, on_progress=on_progress, on_file_error=file_error)
+        if report.embedded or report.reused:  # the index has this model's vectors: make text searches fast
+            from retrieval.onnx_text import ensure_exported
+
+            ensure_exported(loaded, library.text_export_path)
         if recorded is None and reason:  # a new index remembers why it got its model
             library.meta.set_info("model_reason", reason)
     summary = report.as_dict()
     if json_output:
-        out_console.print(json.dumps(summary), markup=False, highlight=False)
+        summary["failures"] = [{"path": path, "reason": reason} for path, reason in report.failures]
+        print(json.dumps(summary), flush=True)  # ASCII-escaped: safe for names that are not UTF-8
+    if report_limit and len(report.failures) > report_limit:
+        err_console.print(f"... and {len(report.failures) - report_limit} more skipped files (--report-limit 0 names "
+                          f"them all; `mmsearch status --failures N` lists the recorded ones)", markup=False)
     err_console.print(
         f"indexed {report.embedded}, reused {report.reused}, unchanged {report.unchanged}, removed {report.removed}, "
-        f"failed {report.failed} in {report.seconds:.1f} s ({report.images_per_s:.1f} images/s)",
+        f"failed {report.failed}{f', skipped {report.skipped}' if report.skipped else ''} in {report.seconds:.1f} s "
+        f"({report.images_per_s:.1f} images/s)",
         markup=False,
     )

@@ -7,14 +7,18 @@ import os
 import time
 from pathlib import Path
 
-from retrieval.errors import IndexLockedError
+from retrieval.errors import IndexLockedError, StoreError
 
 
 @contextlib.contextmanager
 def write_lock(path: Path, wait_s: float = 0.0, poll_s: float = 0.2):
     """Hold the lock for the block; wait up to wait_s for another writer, then IndexLockedError."""
     path = Path(path)
-    handle = open(path, "a+")
+    try:
+        handle = open(path, "a+")
+    except OSError as exc:
+        raise StoreError(f"cannot take the write lock {path}: {exc.strerror or exc} "
+                         f"(is the index folder read-only?); nothing was changed") from exc
     deadline = time.monotonic() + max(0.0, wait_s)
     try:
         while True:
@@ -29,13 +33,17 @@ def write_lock(path: Path, wait_s: float = 0.0, poll_s: float = 0.2):
                         f"or pass --wait SECONDS to wait for it"
                     ) from None
                 time.sleep(poll_s)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+        except OSError:  # the pid is only a hint for the "locked" message; a full disk must not stop us
+            pass
         yield
     finally:
-        handle.close()  # closing releases the lock
+        with contextlib.suppress(OSError):  # a failed flush of the pid hint must not hide the real error
+            handle.close()  # closing releases the lock
 
 
 def is_locked(path: Path) -> bool:

@@ -2,7 +2,8 @@
 
 New vectors are staged beside the live ones (searches keep using the old model meanwhile); when
 every item has one, a single transaction swaps model and vectors. A killed reindex resumes where
-it stopped; asking for a different model discards the staged work.
+it stopped (committed batches are never embedded again, and one killed after its swap only writes
+the vector file); asking for a different model discards the staged work.
 """
 from __future__ import annotations
 
@@ -40,6 +41,14 @@ def reindex(library: Library, model, pipeline: PipelineConfig = PipelineConfig()
     report = ReindexReport()
     progress = on_progress or (lambda _: None)
     meta = library.meta
+    if meta.staged_model() is None and meta.swap_unfinished(model.info):
+        # killed after its swap committed: the vectors are in; only the vector file is left to write
+        library.update_vectors(base_generation=meta.generation, rebuild=True)
+        meta.clear_swapped()
+        report.already_staged = meta.counts()["items"]
+        progress(IndexProgress("finish", 0, 0))
+        report.seconds = time.perf_counter() - started
+        return report
     meta.begin_staging(model.info)
     base_generation = meta.generation
     todo = meta.items_to_stage()
@@ -69,5 +78,6 @@ def reindex(library: Library, model, pipeline: PipelineConfig = PipelineConfig()
     progress(IndexProgress("finish", done, len(files)))
     meta.swap_in_staged()
     library.update_vectors(base_generation=base_generation, rebuild=True)
+    meta.clear_swapped()
     report.seconds = time.perf_counter() - started
     return report

@@ -12,6 +12,7 @@ i.e. cosine):
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -134,15 +135,34 @@ class VectorIndex:
 
     # --- files ----------------------------------------------------------------------------
     def save(self, path: Path) -> None:
-        """Write index + sidecar atomically (temp file then os.replace)."""
+        """Write index + sidecar atomically (temp file then os.replace).
+
+        On failure (a full disk, a read-only folder) the previous file is left as it was, the temp
+        file is removed and StoreError says so: the vectors are safe in the database and a stale
+        or missing file is rebuilt from there (`mmsearch repair`, the next run, or each search).
+        """
         faiss = _faiss()
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        faiss.write_index(self.index, str(tmp))
-        _fsync_file(tmp)
-        os.replace(tmp, path)
+        try:
+            faiss.write_index(self.index, str(tmp))
+            _fsync_file(tmp)
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0]
+            raise StoreError(
+                f"cannot write the vector index {path}: {reason}. The database is intact and searches still "
+                f"work (they rebuild the index in memory); fix the cause, then run `mmsearch repair`"
+            ) from exc
         _write_json_atomic(sidecar_path(path), {"spec": self.spec, "generation": self.generation,
                                                 "ntotal": self.ntotal, "dim": self.dim})
+
+    def ids(self) -> np.ndarray:
+        """The item ids held, in storage order (for integrity checks)."""
+        faiss = _faiss()
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
 
     @classmethod
     def load(cls, path: Path) -> "VectorIndex | None":
@@ -151,12 +171,12 @@ class VectorIndex:
         try:
             meta = json.loads(sidecar_path(path).read_text())
             index = _faiss().read_index(str(path))
-        except (OSError, ValueError, RuntimeError) as exc:
+            if index.ntotal != meta.get("ntotal"):
+                return None
+            return cls(index, meta["spec"], int(meta["generation"]))
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
             log.info("vector index %s unusable (%s); it will be rebuilt", path, exc)
             return None
-        if index.ntotal != meta.get("ntotal"):
-            return None
-        return cls(index, meta["spec"], int(meta["generation"]))
 
 
 def sidecar_path(path: Path) -> Path:
@@ -174,4 +194,7 @@ def _write_json_atomic(path: Path, data: dict) -> None:
         tmp.write_text(json.dumps(data))
         os.replace(tmp, path)
     except OSError as exc:
-        raise StoreError(f"cannot write {path}: {exc}") from exc
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}; the database is intact, "
+                         f"run `mmsearch repair` once the cause is fixed") from exc

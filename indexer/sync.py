@@ -38,9 +38,10 @@ class IndexReport:
     embedded: int = 0
     reused: int = 0
     removed: int = 0
-    failed: int = 0
+    failed: int = 0  # files recorded with an error (not retried until they change)
     unchanged: int = 0
     seconds: float = 0.0
+    skipped: int = 0  # files reported but not recorded: unreadable folders, broken links, vanished files
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -51,6 +52,7 @@ class IndexReport:
         return {
             "embedded": self.embedded, "reused": self.reused, "removed": self.removed, "failed": self.failed,
             "unchanged": self.unchanged, "seconds": round(self.seconds, 3), "images_per_s": round(self.images_per_s, 2),
+            "skipped": self.skipped,
         }
 
 
@@ -81,6 +83,10 @@ def index_folders(library: Library, model, config: IndexConfig,
         if on_file_error is not None:
             on_file_error(path, reason)
 
+    def file_skipped(path: str, reason: str) -> None:
+        report.skipped += 1
+        file_error(path, reason)
+
     library.meta.bind_model(model.info)
     if config.index_type:
         library.set_index_type(config.index_type)
@@ -90,7 +96,7 @@ def index_folders(library: Library, model, config: IndexConfig,
 
     to_process: list[FoundFile] = []
     for root in roots:
-        files, unchanged = _split_changed(root, library, config.scan, on_skip=file_error)
+        files, unchanged = _split_changed(root, library, config.scan, on_skip=file_skipped)
         library.meta.mark_seen(unchanged, run_id)
         report.unchanged += len(unchanged)
         to_process.extend(files)
@@ -104,7 +110,7 @@ def index_folders(library: Library, model, config: IndexConfig,
         prepared = prepare_files(to_process, known_hashes, model.preprocess, config.pipeline)
         done = 0
         embed = (lambda pixels: model.image.embed_pixels(pixels))
-        for rows in embed_batches(prepared, embed, config.pipeline):
+        for rows in embed_batches(prepared, embed, config.pipeline, on_vanished=file_skipped):
             ids = library.meta.write_batch(rows, run_id)
             changed_ids.extend(ids)
             for row in rows:

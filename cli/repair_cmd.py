@@ -1,0 +1,42 @@
+"""`mmsearch repair`: make an index consistent again from the vectors kept in its database."""
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from cli.check_cmd import render_check
+from cli.common import DbOption, db_dir, err_console, friendly_errors, setup_logging
+
+
+@friendly_errors
+def repair(
+    db: DbOption = None,
+    drop_missing: Annotated[bool, typer.Option("--drop-missing", help="Also forget items whose files are gone (kept by default: a drive may just be unmounted).")] = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for another writer.")] = 0.0,
+    json_output: Annotated[bool, typer.Option("--json", help='One JSON object on stdout: {"repaired": {...}, "healthy", "check": {...}}.')] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Rebuild the vector index from the database and drop what cannot be right (vectors without a
+    row, rows without a vector, vectors of the wrong size); then check again. Takes the write lock,
+    so it is safe at any time. Exit code 0 when the index is healthy afterwards, else 1.
+
+    Example:  mmsearch repair --drop-missing
+    """
+    setup_logging(verbose)
+    from indexer.integrity import check_index, repair_index
+    from indexer.library import Library
+
+    folder = db_dir(db)
+    with Library(folder, create=False) as library, library.lock(wait):
+        result = repair_index(library, drop_missing=drop_missing)
+        after = check_index(folder, model=False)
+    if json_output:
+        print(json.dumps({"repaired": result.as_dict(), "healthy": after.healthy, "check": after.as_dict()}), flush=True)
+    else:
+        dropped = ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in result.dropped.items() if count)
+        err_console.print(f"dropped {dropped or 'nothing'}; vector index rebuilt with {result.vectors_in_index} vectors"
+                          + (f"; removed {', '.join(result.removed_files)}" if result.removed_files else ""), markup=False)
+        render_check(after)
+    raise typer.Exit(0 if after.healthy else 1)

@@ -1,0 +1,309 @@
+"""Integrity tools: `check_index` reads, `repair_index` fixes what can be fixed from the database.
+
+check is read-only (a `mode=ro` SQLite connection, one snapshot, no lock), so it is safe beside a
+running index. It compares SQLite's own integrity check, vectors against rows, the FAISS file
+against the database, rows against files on disk, and the recorded model against the model that
+loads today. repair takes the write lock, drops what cannot be right (vectors without a row, rows
+without a vector, vectors of the wrong size, leftover staged vectors), forgets rows whose files
+are gone only when asked, and rebuilds the FAISS file from the vectors in the database.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from indexer.library import DB_NAME, VECTORS_NAME, Library
+from indexer.store_meta import SCHEMA_VERSION, DatabaseFacts, inspect_database, iter_item_paths
+from indexer.store_vectors import VectorIndex, sidecar_path
+from retrieval.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+DETAILS_PER_KIND = 20  # problems of one kind listed one by one before a summary line
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str
+    detail: str
+    path: str | None = None
+
+    def as_dict(self) -> dict:
+        out = {"kind": self.kind, "detail": self.detail}
+        if self.path is not None:
+            out["path"] = self.path
+        return out
+
+
+@dataclass
+class CheckReport:
+    db: str
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+    checked: dict = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def kinds(self) -> Counter:
+        return Counter(problem.kind for problem in self.problems)
+
+    def listed(self, per_kind: int | None = DETAILS_PER_KIND) -> list[Problem]:
+        """Problems with at most `per_kind` of each kind, then one `... and N more` line per kind."""
+        if per_kind is None:
+            return list(self.problems)
+        shown: Counter = Counter()
+        out = []
+        for problem in self.problems:
+            shown[problem.kind] += 1
+            if shown[problem.kind] <= per_kind:
+                out.append(problem)
+        for kind, count in self.kinds().items():
+            if count > per_kind:
+                out.append(Problem(kind, f"... and {count - per_kind} more of this kind"))
+        return out
+
+    def as_dict(self, per_kind: int | None = None) -> dict:
+        return {
+            "healthy": self.healthy,
+            "db": self.db,
+            "problems": [problem.as_dict() for problem in self.listed(per_kind)],
+            "problem_counts": dict(self.kinds()),
+            "notes": list(self.notes),
+            **self.facts,
+            "checked": dict(self.checked),
+        }
+
+
+def check_index(folder: Path, *, files: bool = True, model: bool = True, quick: bool = False,
+                load_model: Callable | None = None) -> CheckReport:
+    """Everything that can be wrong with the index in `folder`, read-only."""
+    folder = Path(folder).expanduser().absolute()
+    db_path = folder / DB_NAME
+    if not db_path.exists():
+        raise StoreError(f"no index at {folder}: run `mmsearch index FOLDER` first (or pass --db)")
+    report = CheckReport(db=str(folder), checked={"files": files, "model": model, "quick": quick})
+    try:
+        facts = inspect_database(db_path, quick=quick)
+    except sqlite3.DatabaseError as exc:
+        report.problems.append(Problem("database_unreadable", f"SQLite cannot read {db_path}: {exc}"))
+        return report
+    report.facts = {
+        "schema_version": facts.schema_version, "generation": facts.generation,
+        "counts": {"rows": facts.rows, "vectors": facts.vectors, "failed": facts.failed, "staged": facts.staged},
+        "model": _model_dict(facts.model),
+    }
+    if facts.integrity != ["ok"]:
+        for message in facts.integrity:
+            report.problems.append(Problem("integrity", f"SQLite {'quick_check' if quick else 'integrity_check'}: {message}"))
+    if facts.schema_version is None:
+        report.problems.append(Problem("schema", "the database has no mmsearch schema (not an index, or created by a run "
+                                                 "killed in its first second: run `mmsearch index` again)"))
+        return report
+    if facts.schema_version > SCHEMA_VERSION:
+        report.problems.append(Problem("schema", f"schema version {facts.schema_version} is newer than this mmsearch "
+                                                 f"knows ({SCHEMA_VERSION}); upgrade mmsearch"))
+        return report
+    if facts.schema_version < SCHEMA_VERSION:
+        report.notes.append(f"schema version {facts.schema_version}: the next mmsearch command that opens the index "
+                            f"(index, search, status, repair) migrates it to {SCHEMA_VERSION}, in one transaction")
+    _check_rows(report, facts)
+    _check_vector_file(report, facts, folder)
+    if files:
+        _check_files(report, db_path)
+    if model:
+        _check_model(report, facts, load_model)
+    _notes(report, facts, folder)
+    return report
+
+
+def _model_dict(info) -> dict | None:
+    return {"name": info.name, "weights": info.weights, "dim": info.dim, "fingerprint": info.fingerprint} if info else None
+
+
+def _check_rows(report: CheckReport, facts: DatabaseFacts) -> None:
+    for item_id in facts.orphan_vectors:
+        report.problems.append(Problem("orphan_vector", f"vector for item {item_id}, which has no row"))
+    for item_id, path in facts.rows_without_vector:
+        report.problems.append(Problem("row_without_vector", f"item {item_id} has neither a vector nor an error", path))
+    for item_id, size in facts.bad_vectors:
+        report.problems.append(Problem("bad_vector", f"vector of item {item_id} has {size} bytes, the model's "
+                                                     f"{facts.model.dim}-d vectors have {facts.model.dim * 4}"))
+    for item_id in facts.orphan_staged:
+        report.problems.append(Problem("orphan_staged_vector", f"staged vector for item {item_id}, which has no row"))
+    if facts.staged and facts.staged_model is None:
+        report.problems.append(Problem("orphan_staged_vector", f"{facts.staged} staged vectors but no reindex in progress"))
+    if facts.bad_staged:
+        report.problems.append(Problem("bad_vector", f"{facts.bad_staged} staged vectors are not "
+                                                     f"{facts.staged_model.dim}-d"))
+    if facts.model is None and facts.vectors:
+        report.problems.append(Problem("model_missing", f"{facts.vectors} vectors but no model recorded"))
+
+
+def _check_vector_file(report: CheckReport, facts: DatabaseFacts, folder: Path) -> None:
+    path = folder / VECTORS_NAME
+    live = facts.vectors - len(facts.orphan_vectors) - len(facts.bad_vectors)
+    info: dict = {"path": str(path), "exists": path.exists()}
+    report.facts["vector_index"] = info
+    if not path.exists():
+        if live:
+            report.problems.append(Problem("vector_index_missing", f"{path} is missing ({live} vectors in the database); "
+                                                                   f"`mmsearch repair` rebuilds it"))
+        return
+    saved = VectorIndex.load(path)
+    if saved is None:
+        report.problems.append(Problem("vector_index_unreadable", f"{path} or its sidecar cannot be read or do not "
+                                                                  f"agree; `mmsearch repair` rebuilds it"))
+        return
+    info.update({"spec": saved.spec, "generation": saved.generation, "ntotal": saved.ntotal, "dim": saved.dim})
+    if saved.generation != facts.generation:
+        report.problems.append(Problem(
+            "vector_index_stale", f"{path} was built at generation {saved.generation}, the database is at "
+                                  f"{facts.generation} (a run is in progress or was interrupted; searches rebuild it in "
+                                  f"memory meanwhile; the next run or `mmsearch repair` rewrites it)"))
+        return  # counts and ids of an older generation are expected to differ
+    if facts.model is not None and saved.dim != facts.model.dim:
+        report.problems.append(Problem("vector_index_dim", f"{path} holds {saved.dim}-d vectors, the model "
+                                                           f"makes {facts.model.dim}-d"))
+    if saved.ntotal != live:
+        report.problems.append(Problem("vector_index_count", f"{path} holds {saved.ntotal} vectors, the database "
+                                                             f"{live}"))
+    try:
+        ids = np.sort(saved.ids())
+    except (AttributeError, RuntimeError) as exc:
+        report.problems.append(Problem("vector_index_unreadable", f"{path} has no id map ({exc})"))
+        return
+    good = np.setdiff1d(facts.vector_ids, np.asarray(facts.orphan_vectors + [i for i, _ in facts.bad_vectors], np.int64))
+    if not np.array_equal(ids, good):
+        extra, lacking = np.setdiff1d(ids, good), np.setdiff1d(good, ids)
+        report.problems.append(Problem("vector_index_ids", f"{path} holds {len(extra)} ids the database has no vector "
+                                                           f"for and lacks {len(lacking)} it has"))
+
+
+def _check_files(report: CheckReport, db_path: Path) -> None:
+    missing = 0
+    for rows in iter_item_paths(db_path):
+        for item_id, path in rows:
+            try:
+                gone = _is_missing(path)
+            except OSError as exc:
+                report.notes.append(f"cannot look at {path}: {exc.strerror or exc}")
+                continue
+            if gone:
+                missing += 1
+                report.problems.append(Problem("missing_file", f"item {item_id}: the file is gone; `mmsearch repair "
+                                                               f"--drop-missing` forgets it (or index its folder again)",
+                                               path))
+    report.facts["missing_files"] = missing
+
+
+def _is_missing(path: str) -> bool:
+    """True when the file is gone; OSError when that cannot be told (permissions, I/O)."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    return False
+
+
+def _check_model(report: CheckReport, facts: DatabaseFacts, load_model: Callable | None) -> None:
+    if facts.model is None:
+        return
+    if load_model is None:
+        from retrieval.encoders import load_model
+    recorded = facts.model
+    try:
+        model = load_model(recorded.name, device="cpu")
+        info = model.info
+    except Exception as exc:  # noqa: BLE001 - any failure to load is the finding
+        report.problems.append(Problem("model_unavailable", f"the index's model {recorded.name} cannot be loaded: {exc}"))
+        return
+    if info.fingerprint != recorded.fingerprint or info.dim != recorded.dim:
+        report.problems.append(Problem(
+            "model_changed", f"{recorded.name} now has fingerprint {info.fingerprint[:12]} ({info.dim}-d), the index "
+                             f"was built with {recorded.fingerprint[:12]} ({recorded.dim}-d): its vectors no longer match "
+                             f"queries; `mmsearch reindex --model {recorded.name}` re-embeds them"))
+        return
+    try:
+        model.image  # noqa: B018 - building the towers proves the weights load
+        model.text  # noqa: B018
+    except Exception as exc:  # noqa: BLE001
+        report.problems.append(Problem("model_unavailable", f"the weights of {recorded.name} do not load: {exc}"))
+
+
+def _notes(report: CheckReport, facts: DatabaseFacts, folder: Path) -> None:
+    if facts.staged_model is not None:
+        report.notes.append(f"a reindex to {facts.staged_model.name} is half done ({facts.staged} of {facts.vectors} "
+                            f"staged); run it again to finish")
+    run = facts.last_run
+    if run and run["finished_at"] is None:
+        when = datetime.fromtimestamp(run["started_at"]).strftime("%Y-%m-%d %H:%M")
+        report.notes.append(f"the last {run['command']} run (started {when}) did not finish, or is still running; "
+                            f"its finished batches are kept and the next run resumes")
+    for leftover in _leftovers(folder):
+        report.notes.append(f"leftover temporary file {leftover} (from an interrupted save; repair removes it)")
+
+
+def _leftovers(folder: Path) -> list[Path]:
+    names = [VECTORS_NAME + ".tmp", sidecar_path(Path(VECTORS_NAME)).name + ".tmp"]
+    return [folder / name for name in names if (folder / name).exists()]
+
+
+@dataclass
+class RepairReport:
+    dropped: dict = field(default_factory=dict)
+    vectors_in_index: int = 0
+    removed_files: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"dropped": dict(self.dropped), "vectors_in_index": self.vectors_in_index,
+                "removed_files": list(self.removed_files)}
+
+
+def repair_index(library: Library, *, drop_missing: bool = False) -> RepairReport:
+    """Make the index consistent again. Call with the library's write lock held.
+
+    Refuses a database SQLite itself reports damaged: that needs a backup or a fresh index.
+    """
+    facts = inspect_database(library.meta.path, quick=True)
+    if facts.integrity != ["ok"]:
+        raise StoreError(
+            f"SQLite reports {library.meta.path} damaged ({'; '.join(facts.integrity[:3])}); repair cannot fix that. "
+            f"Restore a backup of the index folder, or move it away and run `mmsearch index` again"
+        )
+    missing_ids: list[int] = []
+    if drop_missing:
+        for rows in iter_item_paths(library.meta.path):
+            for item_id, path in rows:
+                try:
+                    if _is_missing(path):
+                        missing_ids.append(item_id)
+                except OSError as exc:  # cannot tell: keep it
+                    log.info("keeping %s: %s", path, exc)
+    report = RepairReport()
+    base_generation = library.meta.generation
+    report.dropped = library.meta.drop_inconsistent(missing_ids=missing_ids)
+    for leftover in _leftovers(library.folder):
+        try:
+            leftover.unlink()
+            report.removed_files.append(str(leftover))
+        except FileNotFoundError:
+            pass
+    saved = library.update_vectors(base_generation=base_generation, rebuild=True)
+    if saved is None:  # no model: nothing can be indexed, so no vector file should claim otherwise
+        for path in (library.vectors_path, sidecar_path(library.vectors_path)):
+            if path.exists():
+                path.unlink()
+                report.removed_files.append(str(path))
+    report.vectors_in_index = saved.ntotal if saved is not None else 0
+    return report
