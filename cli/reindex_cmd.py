@@ -52,6 +52,9 @@ def reindex(
                 on_progress=lambda event: progress.update(task, completed=event.done, total=event.total),
                 on_file_error=lambda path, reason: err_console.print(f"skipping {path}: {reason}", markup=False),
             )
+        from retrieval.onnx_text import ensure_exported
+
+        ensure_exported(loaded, library.text_export_path)
     if json_output:
         out_console.print(json.dumps(report.as_dict()), markup=False, highlight=False)
     err_console.print(f"re-embedded {report.embedded} images with {loaded.info.name} "

@@ -44,14 +44,17 @@ def search(
         fail('nothing to search for: give a QUERY, --image PATH or --queries FILE (see mmsearch search --help)')
     from indexer.library import Library
     from retrieval.encoders import load_model
-    from retrieval.search import Filters, build_terms, check_model, embed_queries, embed_terms, rank
+    from retrieval.query_model import SearchModel
+    from retrieval.search import Filters, build_terms, embed_queries, embed_terms, rank
 
     filters = Filters(path_glob=path, after=parse_date(after, "--after"), before=parse_date(before, "--before"),
                       extensions=tuple(ext or ()))
     with Library(db_dir(db), create=False) as library:
         recorded = library.meta.model()
-        loaded = load_model(choose_model_name(model, recorded.name if recorded else None), device=device)
-        check_model(library, loaded)
+        if recorded is not None and model is None:
+            loaded = SearchModel(recorded, library.text_export_path, lambda: _checked(library, load_model(recorded.name, device=device)))
+        else:
+            loaded = _checked(library, load_model(choose_model_name(model, recorded.name if recorded else None), device=device))
         if queries is not None:
             lines = [line.strip() for line in queries.read_text(encoding="utf-8").splitlines() if line.strip()]
             vectors = embed_queries(loaded, lines)
@@ -69,6 +72,13 @@ def search(
         print(json.dumps([hit.as_dict() for hit in hits], ensure_ascii=False))
     else:
         _print_hits(hits)
+
+
+def _checked(library, loaded):
+    from retrieval.search import check_model
+
+    check_model(library, loaded)
+    return loaded
 
 
 def _print_hits(hits) -> None:

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 DB_NAME = "mmsearch.db"
 VECTORS_NAME = "vectors.faiss"
 LOCK_NAME = "write.lock"
+TEXT_EXPORT_NAME = "text_encoder"
 
 
 def default_db_dir() -> Path:
@@ -42,6 +43,11 @@ class Library:
     @property
     def vectors_path(self) -> Path:
         return self.folder / VECTORS_NAME
+
+    @property
+    def text_export_path(self) -> Path:
+        """The index model's text tower exported to ONNX, for torch-free text searches."""
+        return self.folder / TEXT_EXPORT_NAME
 
     @property
     def lock_path(self) -> Path:
