@@ -34,8 +34,10 @@ EXIF_DATETIME_ORIGINAL = 0x9003
 EXIF_OFFSET_TIME_ORIGINAL = 0x9011
 _heif_registered = False
 
-# Our own --max-megapixels budget decides; Pillow's bomb warning would only add noise to the log.
+# Our own --max-megapixels budget decides, and broken EXIF only costs the rotation: Pillow's warnings
+# about either would print Python warning lines in the middle of a run.
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", message=r"(Possibly )?[Cc]orrupt EXIF", category=UserWarning)
 
 
 class FileGoneError(DecodeError):

@@ -31,12 +31,16 @@ import numpy as np
 from indexer.decode import DecodeOptions, Decoded, FileGoneError, content_hash, decode_image, read_file_checked
 from indexer.scan import FoundFile
 from indexer.store_meta import NewItem
-from retrieval.errors import DecodeError
+from retrieval.errors import DecodeError, MmsearchError
 from retrieval.preprocess import PreprocessConfig
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DECODE_TIMEOUT_S = 30.0
+
+
+class DecodeStalledError(MmsearchError):
+    """So many reads hung that going on would only pile up stuck threads (a dead network drive)."""
 
 
 @dataclass(frozen=True)
@@ -101,12 +105,14 @@ class _Job:
 class _DecodeThreads:
     """Daemon worker threads running prepare_file; a job over its time budget is abandoned."""
 
+    max_stuck = 32  # abandoned threads still running before the run stops instead of spawning more
+
     def __init__(self, workers: int):
         self.workers = max(1, workers)
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.closed = False
-        self.abandoned = 0
+        self.stuck = 0
         for _ in range(self.workers):
             self._spawn()
 
@@ -129,6 +135,7 @@ class _DecodeThreads:
                 job.result = result
                 job.done.set()
                 if job.abandoned:  # another thread took this one's place meanwhile
+                    self.stuck -= 1
                     return
 
     def submit(self, file: FoundFile, args: tuple) -> _Job:
@@ -145,7 +152,12 @@ class _DecodeThreads:
                 if job.done.is_set():
                     break
                 job.abandoned = True
-                self.abandoned += 1
+                self.stuck += 1
+                stuck = self.stuck
+            if stuck > self.max_stuck:
+                raise DecodeStalledError(
+                    f"{stuck} files are still being read or decoded long after their {timeout_s:g} s budget (the last: "
+                    f"{job.file.path}); is a network drive stalled? Stopping here; finished batches are saved")
             log.warning("giving up on %s after %g s; its decode thread is abandoned", job.file.path, timeout_s)
             self._spawn()
             return Prepared(job.file, error=f"reading and decoding took longer than {timeout_s:g} s "

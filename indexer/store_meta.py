@@ -187,7 +187,6 @@ class MetaStore:
 
     def __init__(self, path: Path, *, timeout_s: float = 30.0):
         self.path = Path(path)
-        self.timeout_s = timeout_s
         self.engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": timeout_s})
         event.listen(self.engine, "connect", _sqlite_pragmas)
         try:

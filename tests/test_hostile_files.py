@@ -368,6 +368,24 @@ def test_a_hung_decode_is_given_up_after_its_time_budget(tmp_path, tiny_model, m
     assert_database_consistent(library.folder, dim=64)
 
 
+def test_a_stalled_drive_stops_the_run_instead_of_piling_up_threads(tmp_path, tiny_model, monkeypatch):
+    import indexer.pipeline
+
+    pics = tmp_path / "pics"
+    for number in range(8):
+        write_image(pics / f"img{number}.png", seed=number, size=(24, 24))
+    release = threading.Event()
+    monkeypatch.setattr(indexer.pipeline, "read_file_checked", lambda path: release.wait(60))  # every read hangs
+    monkeypatch.setattr(indexer.pipeline._DecodeThreads, "max_stuck", 2)
+    library = Library(tmp_path / "db")
+    try:
+        with pytest.raises(indexer.pipeline.DecodeStalledError, match="network drive stalled"):
+            _index(library, tiny_model, pics, decode_timeout_s=0.2)
+    finally:
+        release.set()
+    assert_database_consistent(library.folder, dim=64)
+
+
 def _many_empty_files(tmp_path, tiny_model_config, count: int) -> None:
     """Each empty .jpg is reported, the run stays fast, stderr names the first 100 and counts the rest."""
     pics = tmp_path / "pics"

@@ -63,7 +63,7 @@ def test_very_long_queries(db):
     ("empty.png", b"", "empty file"),
     ("bomb.png", png_claiming(30_000, 30_000), "pixels"),
     ("truncated.png", None, "cannot"),
-])
+], ids=["empty", "pixel-bomb", "truncated"])
 def test_query_images_that_are_not_usable(db, tmp_path, name, data, reason):
     path = tmp_path / name
     if data is None:
