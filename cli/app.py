@@ -5,6 +5,7 @@ import typer
 
 from cli import forget_cmd, index_cmd, models_cmd, reindex_cmd, search_cmd, status_cmd
 from cli import check_cmd, repair_cmd
+from cli import serve_cmd
 
 app = typer.Typer(
     name="mmsearch",
@@ -23,6 +24,7 @@ app.command("reindex")(reindex_cmd.reindex)
 app.command("check")(check_cmd.check)
 app.command("repair")(repair_cmd.repair)
 app.add_typer(models_cmd.app, name="models")
+app.command("serve")(serve_cmd.serve)
 
 
 def main() -> None:

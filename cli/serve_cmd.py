@@ -1,0 +1,71 @@
+"""`mmsearch serve`: the HTTP API and the web UI over one index, model and index kept warm."""
+from __future__ import annotations
+
+import os
+import threading
+import webbrowser
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cli.common import DbOption, ModelOption, db_dir, err_console, fail, friendly_errors, setup_logging
+
+
+@friendly_errors
+def serve(
+    db: DbOption = None,
+    model: ModelOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on. Anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    token: Annotated[Optional[str], typer.Option(envvar="MMSEARCH_TOKEN", show_default=False,
+                                                 help="Every request must carry this token (Authorization: Bearer, "
+                                                      "the /login cookie, or ?token=).")] = None,
+    token_file: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, show_default=False,
+                                                       help="Read the token from this file (first line).")] = None,
+    max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest image upload accepted, in MB.")] = 20.0,
+    preload_image_tower: Annotated[bool, typer.Option(help="Load the image tower at start instead of on the first "
+                                                           "image search.")] = False,
+    threads: Annotated[int, typer.Option(min=1, help="Torch threads per query embedding (requests run in "
+                                                    "parallel besides).")] = 1,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the UI in a web browser once started.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "cpu",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log requests and engine events.")] = False,
+) -> None:
+    """Serve the web UI and the HTTP API (OpenAPI docs at /docs) for one index.
+
+    Example:
+      mmsearch serve --db ~/.local/share/mmsearch --port 8000      # then open http://127.0.0.1:8000
+      mmsearch serve --host 0.0.0.0 --token-file ~/.mmsearch-token  # reachable from the LAN
+    """
+    setup_logging(verbose)
+    if token is not None and token_file is not None:
+        fail("give --token or --token-file, not both")
+    if token_file is not None:
+        lines = token_file.read_text(encoding="utf-8").splitlines()
+        token = lines[0].strip() if lines else ""
+    # OpenMP (torch, faiss) reads this once, when first loaded: one thread per request thread. Requests
+    # already run in parallel, and OpenMP teams spin-waiting beside each other (or beside another busy
+    # process) made a 100k-item IVF search 6x slower here; see docs/BENCHMARKS.md "Web server"
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import uvicorn
+
+    from retrieval.server import ServerConfig, create_app
+
+    config = ServerConfig(db=db_dir(db), model_name=model, device=device, host=host, port=port, token=token,
+                          max_upload_bytes=int(max_upload_mb * 1024 * 1024), preload_image_tower=preload_image_tower,
+                          torch_threads=threads)
+    config.check()
+    err_console.print(f"loading the index at {config.db} and its model ...")
+    app = create_app(config)
+    shown_host = f"[{host}]" if ":" in host else host
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown_host}:{port}/"
+    err_console.print(f"serving {url}  (API docs: {url}docs; Ctrl+C stops)", markup=False)
+    if token is not None:
+        err_console.print(f"sign in at {url}login with the token, or open {url}?token=<token>", markup=False)
+    if open_browser:
+        threading.Timer(1.0, webbrowser.open, args=(url,)).start()  # once uvicorn listens
+    # keep-alive longer than clients' own pool expiry (httpx: 5 s), so the server is never the side that
+    # closes a connection while a client reuses it
+    uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning", access_log=verbose,
+                server_header=False, timeout_keep_alive=75)

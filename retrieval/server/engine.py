@@ -1,0 +1,341 @@
+"""The warm search engine behind the web server: model, index and caches loaded once.
+
+`SearchEngine.open(config)` loads the index's model (text tower at once, image tower on first
+image query unless preloaded) and the FAISS index; queries then only embed and rank. The FAISS
+index stays in memory (`WarmLibrary`) and is reloaded only when the database generation changes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from indexer.decode import DecodeOptions, decode_image
+from indexer.library import Library
+from indexer.store_meta import ItemRecord, check_same_model
+from indexer.store_vectors import VectorIndex, choose_index_spec, sidecar_path
+from retrieval.encoders import Model, load_model
+from retrieval.errors import DecodeError, ModelMismatchError, QueryError
+from retrieval.query import combine, parse_query
+from retrieval.registry import BUNDLED_NAME
+from retrieval.search import Filters, Hit, rank
+from retrieval.server.config import ServerConfig
+from retrieval.server.errors import ItemNotFoundError
+from retrieval.server.security import FileGuard
+
+log = logging.getLogger(__name__)
+
+MAX_OFFSET = 10_000
+MAX_LIMIT = 200
+MAX_LIKE_IDS = 16
+STALE_REBUILD_INTERVAL_S = 30.0  # while a writer runs, rebuild from the database at most this often
+
+
+class WarmLibrary(Library):
+    """A Library whose FAISS index stays in memory until the database generation changes.
+
+    When the generation moves and the FAISS file on disk already matches it, the file is loaded.
+    When the file lags (an `mmsearch index` run is still writing batches), the index is rebuilt
+    from the database at most every `stale_rebuild_s` seconds; in between the previous index keeps
+    answering (hits of since-deleted items are dropped by `rank`). One thread reloads while the
+    others go on with the previous index.
+    """
+
+    def __init__(self, folder, *, stale_rebuild_s: float = STALE_REBUILD_INTERVAL_S):
+        super().__init__(folder, create=False)
+        self.stale_rebuild_s = stale_rebuild_s
+        self.reloads = 0
+        self._index: VectorIndex | None = None
+        self._index_generation: int | None = None
+        self._last_rebuild = float("-inf")
+        self._reload_lock = threading.Lock()
+
+    @property
+    def cached_index(self) -> VectorIndex | None:
+        return self._index
+
+    def vectors_for_search(self) -> VectorIndex | None:
+        generation = self.meta.generation
+        if self._index_generation == generation:
+            return self._index
+        loaded = self._index_generation is not None
+        if not self._reload_lock.acquire(blocking=not loaded):
+            return self._index  # another thread is reloading; answer with the previous index
+        try:
+            if self._index_generation == generation:
+                return self._index
+            if loaded and not self._file_matches(generation) \
+                    and time.monotonic() - self._last_rebuild < self.stale_rebuild_s:
+                return self._index
+            started = time.perf_counter()
+            index = super().vectors_for_search()
+            if not self._file_matches(generation):
+                self._last_rebuild = time.monotonic()
+            self._index, self._index_generation = index, generation
+            self.reloads += 1
+            log.info("vector index for generation %d ready in %.2f s (%s vectors)", generation,
+                     time.perf_counter() - started, index.ntotal if index is not None else 0)
+            return index
+        finally:
+            self._reload_lock.release()
+
+    def saved_index_info(self) -> dict | None:
+        """The FAISS file's sidecar (spec, generation, ntotal, dim), or None when there is none."""
+        try:
+            return json.loads(sidecar_path(self.vectors_path).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _file_matches(self, generation: int) -> bool:
+        saved = self.saved_index_info()
+        return saved is not None and saved.get("generation") == generation and self.vectors_path.exists()
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """One query: weighted text terms, items' stored vectors, uploaded images; filters; a page."""
+
+    text: str | None = None
+    like_ids: tuple[int, ...] = ()
+    images: tuple[bytes, ...] = ()
+    filters: Filters = Filters()
+    offset: int = 0
+    limit: int = 48
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    hits: list[Hit]
+    offset: int
+    limit: int
+    has_more: bool
+    took_ms: float
+
+
+@dataclass
+class _TextCache:
+    """A bounded LRU of text -> unit vector (paging through one query embeds it once)."""
+
+    size: int
+    entries: OrderedDict = field(default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, text: str) -> np.ndarray | None:
+        with self.lock:
+            vector = self.entries.get(text)
+            if vector is not None:
+                self.entries.move_to_end(text)
+            return vector
+
+    def put(self, text: str, vector: np.ndarray) -> None:
+        if self.size <= 0:
+            return
+        with self.lock:
+            self.entries[text] = vector
+            self.entries.move_to_end(text)
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+
+
+class SearchEngine:
+    """What the HTTP routes call: search, items, files, status. Thread-safe."""
+
+    def __init__(self, library: WarmLibrary, model: Model, config: ServerConfig):
+        self.library = library
+        self.model = model
+        self.config = config
+        self.files = FileGuard(library.meta)
+        self._text_cache = _TextCache(config.text_cache_size)
+        self._tower_lock = threading.Lock()  # the image tower is built once, by one thread
+        # Forward passes run on a few dedicated threads (enough to keep every core busy), not on
+        # whichever of the web server's many threads took the request: torch's per-thread state and
+        # buffers then exist a few times over, not once per request thread, and memory stays flat.
+        self._model_workers = max(1, (os.cpu_count() or 1) // (config.torch_threads or 1))
+        self._model_pool = ThreadPoolExecutor(max_workers=self._model_workers, thread_name_prefix="mmsearch-model")
+        self._status_cache: tuple[int, dict] | None = None
+        self._model_checked_generation: int | None = None
+
+    @classmethod
+    def open(cls, config: ServerConfig) -> "SearchEngine":
+        """Open the index, load its model and FAISS index, and warm both up."""
+        if config.torch_threads is not None:
+            import torch
+
+            # one intra-op thread per forward pass: concurrent requests already spread over the cores,
+            # and OpenMP threads spinning beside them (or beside another busy process) cost far more
+            torch.set_num_threads(config.torch_threads)
+        library = WarmLibrary(config.db)
+        try:
+            recorded = library.meta.model()
+            name = config.model_name or (recorded.name if recorded else BUNDLED_NAME)
+            model = load_model(name, device=config.device)
+            if recorded is not None:
+                check_same_model(recorded, model.info)
+            engine = cls(library, model, config)
+            engine.warm()
+        except BaseException:
+            library.close()
+            raise
+        return engine
+
+    def warm(self) -> None:
+        started = time.perf_counter()
+        text = self.model.text  # built here, once; then every model thread runs it once
+        warm_ups = [self._model_pool.submit(text.embed_texts, [f"warm up {n}"]) for n in range(self._model_workers)]
+        for future in warm_ups:
+            future.result()
+        if self.config.preload_image_tower:
+            self.image_encoder()
+        self.library.vectors_for_search()
+        log.info("model %s and index warm in %.2f s", self.model.info.name, time.perf_counter() - started)
+
+    def close(self) -> None:
+        self._model_pool.shutdown(wait=True, cancel_futures=True)
+        self.library.close()
+
+    def _forward(self, function, *args):
+        """Run a model call on the model threads and wait for it."""
+        return self._model_pool.submit(function, *args).result()
+
+    # --- search -------------------------------------------------------------------------
+    def search(self, request: SearchRequest) -> SearchPage:
+        """Rank the top offset+limit (+1 to know if more follow) and return the requested slice."""
+        if not 0 <= request.offset <= MAX_OFFSET:
+            raise QueryError(f"offset must be between 0 and {MAX_OFFSET}")
+        if not 1 <= request.limit <= MAX_LIMIT:
+            raise QueryError(f"limit must be between 1 and {MAX_LIMIT}")
+        started = time.perf_counter()
+        self._check_index_model()
+        query_vector = self.query_vector(request)
+        wanted = request.offset + request.limit
+        hits = rank(self.library, query_vector, wanted + 1, request.filters)[0]
+        return SearchPage(hits[request.offset:wanted], request.offset, request.limit, len(hits) > wanted,
+                          round((time.perf_counter() - started) * 1000, 2))
+
+    def query_vector(self, request: SearchRequest) -> np.ndarray:
+        vectors: list[np.ndarray] = []
+        weights: list[float] = []
+        if len(request.like_ids) > MAX_LIKE_IDS:
+            raise QueryError(f"at most {MAX_LIKE_IDS} items in one query")
+        if request.text is not None and request.text.strip():
+            # parse_query, not build_terms: over HTTP a term is always text, never a server path
+            terms = parse_query(request.text)
+            vectors.extend(self.text_vectors([term.value for term in terms]))
+            weights.extend(term.weight for term in terms)
+        for item_id in request.like_ids:
+            vectors.append(self.stored_vector(item_id))
+            weights.append(1.0)
+        for data in request.images:
+            vectors.append(self.image_vector(data))
+            weights.append(1.0)
+        if not vectors:
+            raise QueryError("nothing to search for: give q (words), like (an item id) or an image")
+        return combine(np.stack(vectors), weights)
+
+    def text_vectors(self, texts: list[str]) -> list[np.ndarray]:
+        """One vector per text: from the cache, the rest embedded in one batch."""
+        found = {text: self._text_cache.get(text) for text in texts}
+        missing = sorted({text for text, vector in found.items() if vector is None})
+        if missing:
+            embedded = self._forward(self.model.text.embed_texts, missing)
+            for text, vector in zip(missing, embedded):
+                self._text_cache.put(text, vector)
+                found[text] = vector
+        return [found[text] for text in texts]
+
+    def image_vector(self, data: bytes) -> np.ndarray:
+        try:
+            decoded = decode_image(data, self.model.preprocess, DecodeOptions())
+        except DecodeError as exc:
+            raise QueryError(f"uploaded image: {exc}") from None
+        encoder = self.image_encoder()
+        return self._forward(encoder.embed_pixels, decoded.pixels[None])[0]
+
+    def image_encoder(self):
+        if not self.model.image_built:
+            with self._tower_lock:
+                return self.model.image
+        return self.model.image
+
+    def stored_vector(self, item_id: int) -> np.ndarray:
+        """The vector the index holds for an item ("more like this")."""
+        ids, vectors = self.library.meta.vectors_for([item_id], self.model.info.dim)
+        if len(ids) == 0:
+            self.item(item_id)  # raises ItemNotFoundError when there is no such item
+            raise QueryError(f"item {item_id} has no vector (it failed to index)")
+        return vectors[0]
+
+    def _check_index_model(self) -> None:
+        """Refuse to rank when the index switched models (`mmsearch reindex`) under a running server."""
+        generation = self.library.meta.generation
+        if generation == self._model_checked_generation:
+            return
+        recorded = self.library.meta.model()
+        if recorded is not None and (recorded.fingerprint != self.model.info.fingerprint
+                                     or recorded.dim != self.model.info.dim):
+            raise ModelMismatchError(
+                f"the index now holds vectors of model {recorded.name} ({recorded.dim}-d) but this server "
+                f"loaded {self.model.info.name}: restart `mmsearch serve`")
+        self._model_checked_generation = generation
+
+    # --- items --------------------------------------------------------------------------
+    def item(self, item_id: int) -> ItemRecord:
+        record = self.library.meta.items([item_id]).get(item_id)
+        if record is None:
+            raise ItemNotFoundError(f"no item with id {item_id}")
+        return record
+
+    def item_file(self, item_id: int) -> tuple[ItemRecord, str]:
+        """An item and the real path of its file, checked to lie inside the indexed folders."""
+        record = self.item(item_id)
+        return record, self.files.resolve(record)
+
+    # --- status -------------------------------------------------------------------------
+    def status(self) -> dict:
+        """The index summary (cached per generation) plus what this server has loaded.
+
+        The keys follow `indexer.status.read_status`, but the FAISS facts come from its JSON sidecar
+        and the index in memory: read_status loads the whole FAISS file to read them.
+        """
+        generation = self.library.meta.generation
+        cached = self._status_cache
+        if cached is None or cached[0] != generation:
+            cached = (generation, self._index_summary(generation))
+            self._status_cache = cached
+        index = self.library.cached_index
+        server = {
+            "model": self.model.info.name,
+            "generation": generation,
+            "loaded_index": None if index is None else {
+                "spec": index.spec, "vectors": index.ntotal, "generation": index.generation},
+            "index_reloads": self.library.reloads,
+            "image_tower_loaded": self.model.image_built,
+        }
+        return {**cached[1], "server": server}
+
+    def _index_summary(self, generation: int) -> dict:
+        meta = self.library.meta
+        counts = meta.counts()
+        model = meta.model()
+        saved = self.library.saved_index_info()
+        return {
+            "db": str(self.library.folder),
+            "items": counts["items"],
+            "rows": counts["rows"],
+            "failed": counts["failed"],
+            "model": asdict(model) if model else None,
+            "index_type": saved["spec"] if saved else choose_index_spec(counts["items"], self.library.index_type),
+            "index_type_setting": self.library.index_type,
+            "vectors_in_index": saved.get("ntotal") if saved else None,
+            "index_up_to_date": bool(saved) and saved.get("generation") == generation,
+            "size_bytes": self.library.size_on_disk(),
+            "last_run": meta.last_run(),
+            "failures": [{"path": path, "error": error} for path, error in meta.failures(5)],
+        }

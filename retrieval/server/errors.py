@@ -1,0 +1,33 @@
+"""Typed errors of the web server; `app.py` maps each to a JSON error with its HTTP status."""
+from __future__ import annotations
+
+from retrieval.errors import MmsearchError
+
+
+class ServerConfigError(MmsearchError):
+    """Options that would start an unsafe or unusable server (public bind without a token...)."""
+
+
+class ItemNotFoundError(MmsearchError):
+    """No indexed item has this id."""
+
+
+class FileUnavailableError(MmsearchError):
+    """The item exists but its file is gone or cannot be decoded for a thumbnail."""
+
+
+class ForbiddenFileError(MmsearchError):
+    """The item's file now resolves outside the indexed folders (a symlink swapped in): never served."""
+
+
+class UploadTooLargeError(MmsearchError):
+    """A request body over the upload limit."""
+
+
+class UnauthorizedError(MmsearchError):
+    """A missing or wrong token."""
+
+
+def error_payload(code: str, message: str, **extra) -> dict:
+    """The JSON body of every error the server returns: {"error": {"code", "message", ...}}."""
+    return {"error": {"code": code, "message": message, **extra}}

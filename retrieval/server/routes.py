@@ -1,0 +1,320 @@
+"""HTTP routes: JSON API under /api, the login page; each route makes one engine call."""
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from indexer.store_meta import ItemRecord
+from retrieval.errors import QueryError
+from retrieval.search import Filters, Hit
+from retrieval.server.engine import MAX_LIMIT, MAX_OFFSET, SearchEngine, SearchPage, SearchRequest
+from retrieval.server.errors import UnauthorizedError, UploadTooLargeError
+from retrieval.server.security import COOKIE_NAME, safe_next, session_cookie_header, session_cookie_value, token_matches
+from retrieval.server.thumbnails import DEFAULT_THUMB_SIZE, THUMB_SIZES, ThumbnailCache
+
+STATIC_DIR = Path(__file__).parent / "static"
+MULTIPART_SLACK_BYTES = 64 * 1024  # room for multipart headers around an image of the maximum size
+MAX_UPLOAD_FILES = 4
+LOGIN_BODY_LIMIT = 4096
+FAILED_LOGIN_DELAY_S = 0.5
+
+api = APIRouter(prefix="/api")
+pages = APIRouter(include_in_schema=False)
+
+
+# --- response models (they document /docs) ---------------------------------------------------
+class HitOut(BaseModel):
+    id: int
+    path: str
+    name: str
+    score: float
+    width: int | None
+    height: int | None
+    format: str | None
+    mtime: float
+    size: int
+    thumb_url: str
+    image_url: str
+
+
+class SearchOut(BaseModel):
+    results: list[HitOut]
+    offset: int
+    limit: int
+    has_more: bool
+    next_offset: int | None
+    took_ms: float
+
+
+class ItemOut(BaseModel):
+    id: int
+    path: str
+    name: str
+    size: int
+    mtime: float
+    width: int | None
+    height: int | None
+    format: str | None
+    modality: str
+    indexed_at: float
+    thumb_url: str
+    image_url: str
+    similar_url: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 404, 413, 422)}
+
+
+def _urls(item_id: int, version: float) -> dict:
+    return {"thumb_url": f"/api/items/{item_id}/thumb?size={DEFAULT_THUMB_SIZE}&v={int(version)}",
+            "image_url": f"/api/items/{item_id}/image"}
+
+
+def hit_out(hit: Hit) -> HitOut:
+    return HitOut(id=hit.item_id, path=hit.path, name=os.path.basename(hit.path), score=round(hit.score, 6),
+                  width=hit.width, height=hit.height, format=hit.format, mtime=hit.mtime, size=hit.size,
+                  **_urls(hit.item_id, hit.mtime))
+
+
+def page_out(page: SearchPage) -> SearchOut:
+    return SearchOut(results=[hit_out(hit) for hit in page.hits], offset=page.offset, limit=page.limit,
+                     has_more=page.has_more, next_offset=page.offset + page.limit if page.has_more else None,
+                     took_ms=page.took_ms)
+
+
+def item_out(record: ItemRecord) -> ItemOut:
+    return ItemOut(id=record.id, path=record.path, name=os.path.basename(record.path), size=record.size,
+                   mtime=record.mtime, width=record.width, height=record.height, format=record.format,
+                   modality=record.modality, indexed_at=record.indexed_at,
+                   similar_url=f"/api/items/{record.id}/similar", **_urls(record.id, record.mtime))
+
+
+# --- dependencies ------------------------------------------------------------------------
+def engine_of(request: Request) -> SearchEngine:
+    return request.app.state.engine
+
+
+Engine = Annotated[SearchEngine, Depends(engine_of)]
+
+
+def _timestamp(moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # a date without a zone is local time, as in the CLI
+    return moment.astimezone(timezone.utc).timestamp()
+
+
+PathGlob = Annotated[str | None, Query(max_length=1000, description="Only paths matching this glob, e.g. */2023/*")]
+After = Annotated[datetime | None, Query(description="Modified on or after: 2024-07-31 or an ISO date-time (local)")]
+Before = Annotated[datetime | None, Query(description="Modified before: 2024-07-31 or an ISO date-time (local)")]
+Extensions = Annotated[list[str], Query(description="Extensions (repeat, or comma-separated): jpg, png ...")]
+
+
+def filters_params(path: PathGlob = None, after: After = None, before: Before = None, ext: Extensions = []) -> Filters:
+    extensions = tuple(part.strip().lstrip(".").lower() for value in ext for part in value.split(",") if part.strip())
+    return Filters(path_glob=path or None, after=_timestamp(after), before=_timestamp(before), extensions=extensions)
+
+
+class Page(BaseModel):
+    offset: int
+    limit: int
+
+
+def page_params(
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Skip this many results")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Results per page")] = 48,
+) -> Page:
+    return Page(offset=offset, limit=limit)
+
+
+QueryText = Annotated[str | None, Query(max_length=2000, description='Words; "beach + sunset - people", "2:red car"')]
+LikeIds = Annotated[list[int], Query(description="Item ids whose stored vectors join the query (more like this)")]
+
+
+# --- search ------------------------------------------------------------------------------
+@api.get("/search", response_model=SearchOut, responses=ERRORS, summary="Search by words and/or items")
+def search(engine: Engine, q: QueryText = None, like: LikeIds = [],
+           filters: Filters = Depends(filters_params), page: Page = Depends(page_params)) -> SearchOut:
+    """Rank the index for `q` (combined terms as in the CLI) plus the stored vectors of `like` items."""
+    request = SearchRequest(text=q, like_ids=tuple(like), filters=filters, offset=page.offset, limit=page.limit)
+    return page_out(engine.search(request))
+
+
+UPLOAD_BODY = {"requestBody": {"content": {
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "image": {"type": "string", "format": "binary", "description": "The query image (repeatable)"}},
+        "required": ["image"]}},
+    "image/*": {"schema": {"type": "string", "format": "binary"}},
+}, "required": True}}
+
+
+@api.post("/search", response_model=SearchOut, responses=ERRORS, openapi_extra=UPLOAD_BODY,
+          summary="Search by an uploaded image (plus optional words, items, filters)")
+async def search_by_image(request: Request, engine: Engine, q: QueryText = None, like: LikeIds = [],
+                          filters: Filters = Depends(filters_params), page: Page = Depends(page_params)) -> SearchOut:
+    """The body is multipart/form-data with field `image`, or the raw image bytes (Content-Type image/*)."""
+    images = await read_images(request, request.app.state.config.max_upload_bytes)
+    search_request = SearchRequest(text=q, like_ids=tuple(like), images=tuple(images), filters=filters,
+                                   offset=page.offset, limit=page.limit)
+    return page_out(await run_in_threadpool(engine.search, search_request))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with UploadTooLargeError as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise QueryError("bad Content-Length header")
+        if int(declared) > limit:
+            raise UploadTooLargeError(f"the upload is {int(declared)} bytes; the limit is {limit}")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise UploadTooLargeError(f"the upload is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_images(request: Request, max_bytes: int) -> list[bytes]:
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith("multipart/form-data"):
+        body = await read_body(request, max_bytes * MAX_UPLOAD_FILES + MULTIPART_SLACK_BYTES)
+
+        async def replay() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        form = await Request(request.scope, replay).form(max_files=MAX_UPLOAD_FILES, max_fields=20)
+        try:
+            images = [await part.read() for part in form.getlist("image") if isinstance(part, UploadFile)]
+        finally:
+            await form.close()
+        if not images:
+            raise QueryError("the form has no file in field 'image'")
+        for data in images:
+            if len(data) > max_bytes:
+                raise UploadTooLargeError(f"an uploaded image is {len(data)} bytes; the limit is {max_bytes}")
+        return images
+    if content_type.startswith(("image/", "application/octet-stream")):
+        data = await read_body(request, max_bytes)
+        if not data:
+            raise QueryError("the request body is empty: send the image")
+        return [data]
+    raise QueryError("send the image as multipart/form-data (field 'image') or as a raw image/* body")
+
+
+# --- items -------------------------------------------------------------------------------
+@api.get("/items/{item_id}", response_model=ItemOut, responses=ERRORS, summary="An item's metadata")
+def item(item_id: int, engine: Engine) -> ItemOut:
+    return item_out(engine.item(item_id))
+
+
+@api.get("/items/{item_id}/similar", response_model=SearchOut, responses=ERRORS, summary="More like this item")
+def similar(item_id: int, engine: Engine, filters: Filters = Depends(filters_params),
+            page: Page = Depends(page_params)) -> SearchOut:
+    """Search with the item's stored vector as the query (the item itself comes first, score 1)."""
+    request = SearchRequest(like_ids=(item_id,), filters=filters, offset=page.offset, limit=page.limit)
+    return page_out(engine.search(request))
+
+
+@api.get("/items/{item_id}/thumb", responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}},
+         response_class=Response, summary="A JPEG thumbnail (made once, cached on disk)")
+def thumbnail(item_id: int, request: Request, engine: Engine,
+              size: Annotated[int, Query(description=f"Longest side: one of {THUMB_SIZES}")] = DEFAULT_THUMB_SIZE,
+              v: Annotated[str | None, Query(description="Cache buster; ignored")] = None) -> Response:
+    if size not in THUMB_SIZES:
+        raise QueryError(f"size must be one of {', '.join(map(str, THUMB_SIZES))}")
+    record, source = engine.item_file(item_id)
+    thumbs: ThumbnailCache = request.app.state.thumbnails
+    path = thumbs.get(record, source, size)
+    stat = path.stat()
+    etag = f'"t{item_id}-{size}-{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
+    if etag in (part.strip() for part in request.headers.get("if-none-match", "").split(",")):
+        return Response(status_code=304, headers=headers)
+    return Response(path.read_bytes(), media_type="image/jpeg", headers=headers)
+
+
+@api.get("/items/{item_id}/image", responses={**ERRORS, 200: {"content": {"image/*": {}}}},
+         response_class=FileResponse, summary="The full image file")
+def image(item_id: int, engine: Engine) -> FileResponse:
+    record, source = engine.item_file(item_id)
+    media_type = mimetypes.guess_type(source)[0] or "application/octet-stream"
+    return FileResponse(source, media_type=media_type, filename=os.path.basename(record.path),
+                        content_disposition_type="inline", stat_result=os.stat(source),
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+
+# --- the index ---------------------------------------------------------------------------
+@api.get("/status", summary="What is in the index; what the server has loaded")
+def status(request: Request, engine: Engine) -> dict:
+    info = engine.status()
+    config = request.app.state.config
+    info["server"].update(max_upload_bytes=config.max_upload_bytes, auth=config.token is not None)
+    return info
+
+
+@api.get("/health", summary="Liveness: answers once the model and index are loaded")
+def health() -> dict:
+    return {"ok": True}
+
+
+# --- pages -------------------------------------------------------------------------------
+def _page(name: str) -> FileResponse:
+    return FileResponse(STATIC_DIR / name, media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+@pages.get("/")
+def index_page() -> FileResponse:
+    return _page("index.html")
+
+
+@pages.get("/login")
+def login_page() -> FileResponse:
+    return _page("login.html")
+
+
+@pages.post("/login")
+async def login(request: Request) -> Response:
+    """Form field `token`: on success a session cookie and a redirect to `next`."""
+    token = request.app.state.config.token
+    fields = dict(parse_qsl((await read_body(request, LOGIN_BODY_LIMIT)).decode("utf-8", "replace")))
+    target = safe_next(fields.get("next") or request.query_params.get("next"))
+    if token is None:
+        return RedirectResponse(target, status_code=303)
+    if not token_matches(fields.get("token"), token):
+        await asyncio.sleep(FAILED_LOGIN_DELAY_S)  # slows guessing down
+        if "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse("/login?" + urlencode({"next": target, "error": "1"}), status_code=303)
+        raise UnauthorizedError("wrong token")
+    response = RedirectResponse(target, status_code=303)
+    response.headers["set-cookie"] = session_cookie_header(session_cookie_value(token))
+    return response
+
+
+@pages.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.headers["set-cookie"] = f"{COOKIE_NAME}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"
+    return response

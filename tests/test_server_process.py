@@ -1,0 +1,172 @@
+"""The API over real HTTP: `mmsearch serve` as a subprocess on a free localhost port."""
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import write_image
+from test_server import build_index
+
+TOKEN = "process-test-token-123"
+START_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def mmsearch_command() -> list[str]:
+    script = Path(sys.executable).with_name("mmsearch")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cli.app"]
+
+
+def start_server(db: Path, *args: str, headers: dict | None = None, log: Path) -> tuple[subprocess.Popen, str]:
+    """Start `mmsearch serve` and wait until it answers; returns (process, base URL)."""
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.pop("MMSEARCH_TOKEN", None)
+    handle = open(log, "wb")
+    process = subprocess.Popen([*mmsearch_command(), "serve", "--db", str(db), "--port", str(port), *args],
+                               stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mmsearch serve exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(base + "/api/health", headers=headers, timeout=2).status_code in (200, 401):
+                return process, base
+        except httpx.TransportError:
+            time.sleep(0.25)
+    stop_server(process)
+    raise RuntimeError(f"mmsearch serve did not answer within {START_TIMEOUT_S} s:\n{log.read_text()}")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a socket listening on `port`, read from /proc (no traffic sent)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in open(table).read().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.rsplit(":", 1)
+            if state == "0A" and int(port_hex, 16) == port:
+                found.add(address)
+    return found
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model):
+    root = tmp_path_factory.mktemp("served")
+    pics = root / "pics"
+    for i in range(5):
+        write_image(pics / f"img{i}.png", seed=i)
+    (root / "secret.txt").write_text("top secret")
+    db = root / "db"
+    build_index(pics, db, tiny_model)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    process, base = start_server(db, "--token", TOKEN, "--max-upload-mb", "0.05", headers=auth, log=root / "serve.log")
+    client = httpx.Client(base_url=base, headers=auth, timeout=30)
+    yield client, pics, process, base
+    client.close()
+    stop_server(process)
+
+
+def ids_by_name(client) -> dict[str, int]:
+    hits = client.get("/api/search", params={"q": "x", "limit": 50}).json()["results"]
+    return {hit["name"]: hit["id"] for hit in hits}
+
+
+def raw_get(base: str, path: str, headers: dict | None = None) -> tuple[int, bytes]:
+    """A GET with the path sent exactly as written (no client-side normalisation of `..`)."""
+    host, port = base.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.putrequest("GET", path, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_listens_on_loopback_only_by_default(server):
+    _, _, _, base = server
+    port = int(base.rsplit(":", 1)[1])
+    assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1, little-endian hex
+
+
+def test_search_over_http(server):
+    client, _, _, _ = server
+    response = client.get("/api/search", params={"q": "sunset + beach - people", "limit": 3})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    page = response.json()
+    assert len(page["results"]) == 3 and page["has_more"] is True
+    second = client.get("/api/search", params={"q": "sunset + beach - people", "offset": 3, "limit": 3}).json()
+    assert len(second["results"]) == 2 and second["has_more"] is False
+
+
+def test_upload_similar_item_thumb_and_image_over_http(server):
+    client, pics, _, _ = server
+    ids = ids_by_name(client)
+    data = (pics / "img2.png").read_bytes()
+    first = client.post("/api/search", files={"image": ("q.png", data, "image/png")}).json()["results"][0]
+    assert first["id"] == ids["img2.png"] and first["score"] == pytest.approx(1.0, abs=1e-4)
+    similar = client.get(f"/api/items/{ids['img3.png']}/similar").json()["results"][0]
+    assert similar["id"] == ids["img3.png"] and similar["score"] == pytest.approx(1.0, abs=1e-5)
+    assert client.get(f"/api/items/{ids['img1.png']}").json()["path"] == str(pics / "img1.png")
+    thumb = client.get(f"/api/items/{ids['img1.png']}/thumb")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert client.get(f"/api/items/{ids['img1.png']}/thumb", headers={"If-None-Match": thumb.headers["etag"]}).status_code == 304
+    assert client.get(f"/api/items/{ids['img1.png']}/image").content == (pics / "img1.png").read_bytes()
+    assert client.get("/api/status").json()["items"] == 5
+
+
+def test_errors_over_http(server):
+    client, _, _, base = server
+    assert httpx.get(base + "/api/status").status_code == 401
+    assert httpx.get(base + "/api/status", params={"token": TOKEN}).status_code == 200
+    assert client.get("/api/items/4242").status_code == 404
+    assert client.get("/api/search", params={"q": "- nothing"}).status_code == 400
+    assert client.get("/api/search", params={"q": "x", "limit": "many"}).status_code == 422
+    big = client.post("/api/search", content=b"\0" * 60_000, headers={"Content-Type": "image/png"})
+    assert big.status_code == 413 and big.json()["error"]["code"] == "too_large"
+
+
+@pytest.mark.parametrize("path", [
+    "/api/items/../../../../etc/passwd",
+    "/api/items/1/../../../../../etc/passwd",
+    "/static/../../../../../../etc/passwd",
+    "/static/..%2f..%2f..%2f..%2fsecret.txt",
+    "/static/%2e%2e/%2e%2e/%2e%2e/%2e%2e/secret.txt",
+    "/api/items/%2e%2e%2f%2e%2e%2fsecret.txt/image",
+    "/../../../../etc/passwd",
+])
+def test_raw_path_traversal_gets_nothing(server, path):
+    _, _, process, base = server
+    status, body = raw_get(base, path, {"Authorization": f"Bearer {TOKEN}"})
+    assert status in (400, 404, 422), (path, status)
+    assert b"root:" not in body and b"top secret" not in body
+    assert process.poll() is None

@@ -1,0 +1,186 @@
+"""End to end in real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright):
+sign in by token link, search by words, by a dropped image and by "more like this".
+
+Needs `apt-get install chromium` and `pip install playwright` (never `playwright install`); skips
+with the reason when either is missing.
+"""
+import base64
+import os
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import write_image
+from retrieval.server import ServerConfig, create_app
+from test_server import build_index, open_engine
+
+CHROMIUM = os.environ.get("MMSEARCH_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TOKEN = "browser-test-token-42"
+TIMEOUT_MS = 20_000
+
+
+def _playwright():
+    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright package is not installed (pip install playwright)")
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_model):
+    """A real uvicorn server on a free loopback port, in a thread, with a token."""
+    import uvicorn
+
+    root = tmp_path_factory.mktemp("webui")
+    pics = root / "pics"
+    for i in range(8):
+        write_image(pics / f"img{i}.png", seed=i)
+    db = root / "db"
+    build_index(pics, db, tiny_model)
+    engine = open_engine(db, tiny_model)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = create_app(ServerConfig(db=db, port=port, token=TOKEN), engine=engine)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    ids = {os.path.basename(record.path): record.id for record in engine.library.meta.items(list(range(1, 20))).values()}
+    yield f"http://127.0.0.1:{port}", pics, ids
+    server.should_exit = True
+    thread.join(timeout=10)
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def browser(served):
+    sync_playwright = _playwright()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    """One page for the module: it signs in once, by token link, in the first test."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    yield context.new_page()
+    context.close()
+
+
+def first_card(page) -> tuple[int, str]:
+    card = page.locator("#results .card").first
+    return int(card.get_attribute("data-id")), card.locator(".score").inner_text()
+
+
+def wait_for_first_card(page, item_id: int) -> None:
+    page.wait_for_function(
+        "id => { const c = document.querySelector('#results .card'); return c && c.dataset.id === String(id); }",
+        arg=item_id)
+
+
+def drop_file(page, path) -> None:
+    """Drag-and-drop of a file onto the page, as a person does it: dragenter, dragover, drop."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    page.evaluate(
+        """([name, data]) => {
+            const bytes = Uint8Array.from(atob(data), (ch) => ch.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/png" }));
+            for (const type of ["dragenter", "dragover", "drop"]) {
+                document.body.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: transfer }));
+            }
+        }""",
+        [path.name, data])
+
+
+def test_search_drop_and_more_like_this_in_chromium(served, page, tmp_path):
+    base, pics, ids = served
+    # a token link signs in (cookie) and drops the token from the address bar
+    page.goto(f"{base}/?token={TOKEN}")
+    assert page.url == f"{base}/"
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('8 items')")
+
+    # words: a grid of thumbnails with scores, every thumbnail loaded
+    page.fill("#q", "a colourful picture + bright")
+    page.press("#q", "Enter")
+    page.wait_for_selector("#results .card img")
+    assert page.locator("#results .card").count() == 8
+    page.wait_for_function("() => Array.from(document.querySelectorAll('#results .card img'))"
+                           ".every(img => img.complete && img.naturalWidth > 0)")
+    scores = [float(text) for text in page.locator("#results .card .score").all_inner_texts()]
+    assert scores == sorted(scores, reverse=True)
+    assert "q=" in page.url
+
+    # drag-and-drop an indexed image: it comes first with score 1.000
+    drop_file(page, pics / "img5.png")
+    wait_for_first_card(page, ids["img5.png"])
+    assert first_card(page) == (ids["img5.png"], "1.000")
+    assert page.locator("#query-chip").is_visible()
+
+    # the file picker does the same
+    page.set_input_files("#file-input", str(pics / "img2.png"))
+    wait_for_first_card(page, ids["img2.png"])
+    assert first_card(page) == (ids["img2.png"], "1.000")
+
+    # click a result: the full image and its metadata; then "more like this"
+    target = page.locator(f'#results .card[data-id="{ids["img6.png"]}"]')
+    target.click()
+    page.wait_for_selector("#detail[open]")
+    page.wait_for_function("() => document.getElementById('detail-meta').textContent.includes('img6.png')")
+    page.wait_for_function("() => { const img = document.getElementById('detail-image');"
+                           " return img.src.endsWith('/image') && img.complete && img.naturalWidth === 96; }")
+    page.screenshot(path=str(tmp_path / "detail.png"))
+    page.click("#more-like-this")
+    wait_for_first_card(page, ids["img6.png"])
+    assert first_card(page) == (ids["img6.png"], "1.000")
+    assert f"like={ids['img6.png']}" in page.url and not page.locator("#detail").is_visible()
+    page.screenshot(path=str(tmp_path / "more-like-this.png"), full_page=True)
+
+
+def test_filters_and_errors_show_in_the_page(served, page):
+    base, _, ids = served
+    page.goto(f"{base}/")
+    page.click("#filters-button")
+    page.fill("#filters input[name=path]", "*/img3.png")
+    page.fill("#q", "anything")
+    page.press("#q", "Enter")
+    wait_for_first_card(page, ids["img3.png"])
+    assert page.locator("#results .card").count() == 1
+    page.fill("#q", "- only negative")
+    page.press("#q", "Enter")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "no positive term" in page.inner_text("#error")
+
+
+def test_login_page_in_chromium(served, browser):
+    base, _, _ = served
+    context = browser.new_context()  # no cookie yet
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        page.goto(f"{base}/?q=cat")
+        assert "/login" in page.url
+        page.fill("#token", "wrong-token-value")
+        page.click("button[type=submit]")
+        page.wait_for_selector("#login-error:not([hidden])")
+        page.fill("#token", TOKEN)
+        page.click("button[type=submit]")
+        page.wait_for_selector("#results .card")
+        assert page.url.endswith("/?q=cat")
+    finally:
+        context.close()
