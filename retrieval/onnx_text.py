@@ -106,7 +106,7 @@ def exported_fingerprint(folder: Path) -> str | None:
 class OnnxTextEncoder:
     """Same interface as `retrieval.encoders.TextEncoder.embed_texts`, on onnxruntime."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, threads: int | None = None):
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -114,6 +114,9 @@ class OnnxTextEncoder:
         self.meta = json.loads((folder / META_NAME).read_text())
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
+        if threads:  # a server answering many queries at once does better with few threads each
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
         self.session = onnxruntime.InferenceSession(str(folder / ONNX_NAME), options, providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_NAME))
         self.context_length = int(self.meta["context_length"])
