@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -56,12 +57,16 @@ def search(
         else:
             loaded = _checked(library, load_model(choose_model_name(model, recorded.name if recorded else None), device=device))
         if queries is not None:
-            lines = [line.strip() for line in queries.read_text(encoding="utf-8").splitlines() if line.strip()]
+            try:
+                text = queries.read_text(encoding="utf-8-sig")
+            except UnicodeDecodeError as exc:
+                fail(f"{queries} is not UTF-8 text (byte {exc.start}); save it as UTF-8")
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
             vectors = embed_queries(loaded, lines)
             results = rank(library, vectors, top, filters)
             for line, hits in zip(lines, results):
                 if json_output:
-                    print(json.dumps({"query": line, "results": [hit.as_dict() for hit in hits]}, ensure_ascii=False))
+                    _print_json({"query": line, "results": [hit.as_dict() for hit in hits]})
                 else:
                     out_console.print(f"# {line}", markup=False)
                     _print_hits(hits)
@@ -69,7 +74,7 @@ def search(
         vector = embed_terms(loaded, build_terms(query, image or ()))
         hits = rank(library, vector, top, filters)[0]
     if json_output:
-        print(json.dumps([hit.as_dict() for hit in hits], ensure_ascii=False))
+        _print_json([hit.as_dict() for hit in hits])
     else:
         _print_hits(hits)
 
@@ -81,6 +86,24 @@ def _checked(library, loaded):
     return loaded
 
 
+def _print_json(value) -> None:
+    """UTF-8 JSON; a file name that is not valid UTF-8 comes out \\u-escaped (json.loads + os.fsencode restore its bytes)."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(value)
+    print(text, flush=True)
+
+
 def _print_hits(hits) -> None:
+    """`score<TAB>path` lines; paths are written as their exact bytes, as ls and find do."""
+    out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
     for hit in hits:
-        out_console.print(f"{hit.score:.4f}\t{hit.path}", markup=False, highlight=False)
+        line = f"{hit.score:.4f}\t{hit.path}\n"
+        if out is None:
+            sys.stdout.write(line)
+        else:
+            out.write(line.encode("utf-8", "surrogateescape"))
+    if out is not None:
+        out.flush()

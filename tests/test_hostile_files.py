@@ -292,8 +292,6 @@ def test_names_that_are_not_utf8_are_stored_losslessly(tmp_path, tiny_model):
     assert json.loads(check.stdout)["healthy"], check.stdout
 
 
-@pytest.mark.xfail(reason="cli/search_cmd.py prints JSON with ensure_ascii=False through a strict UTF-8 stdout; "
-                          "a non-UTF-8 name then raises UnicodeEncodeError (search_cmd's owner to fix)", strict=False)
 def test_search_prints_names_that_are_not_utf8(tmp_path, tiny_model):
     pics = tmp_path / "pics"
     pics.mkdir()
@@ -302,6 +300,10 @@ def test_search_prints_names_that_are_not_utf8(tmp_path, tiny_model):
     _index(library, tiny_model, pics)
     result = runner.invoke(app, ["search", "a picture", "--db", str(library.folder), "--json"])
     assert result.exit_code == 0, result.output
+    path = json.loads(result.stdout)[0]["path"]
+    assert os.fsencode(path).endswith(b"caf\xe9.png")  # the exact bytes come back
+    plain = runner.invoke(app, ["search", "a picture", "--db", str(library.folder)])
+    assert plain.exit_code == 0 and plain.stdout_bytes.rstrip().endswith(b"caf\xe9.png")
 
 
 def test_very_long_names_and_paths(tmp_path, tiny_model):

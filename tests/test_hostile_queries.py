@@ -82,10 +82,8 @@ def test_a_named_pipe_as_query_image_does_not_hang(db, tmp_path):
     assert result.exit_code == 1 and "not a regular file" in result.stderr
 
 
-@pytest.mark.xfail(reason="cli/search_cmd.py reads --queries with a strict UTF-8 decode: a Latin-1 file raises "
-                          "UnicodeDecodeError with a traceback (search_cmd's owner to fix)", strict=False)
 def test_a_queries_file_that_is_not_utf8(db, tmp_path):
     queries = tmp_path / "queries.txt"
     queries.write_bytes(b"caf\xe9\nbeach\n")
     result = _search(db, "--queries", str(queries))
-    assert result.exit_code in (0, 1) and "Traceback" not in result.output
+    assert result.exit_code == 1 and "not UTF-8" in result.stderr and "Traceback" not in result.output
