@@ -83,6 +83,7 @@ def _checked(library, loaded):
     from retrieval.search import check_model
 
     check_model(library, loaded)
+    library.use_image_precision(loaded)  # image queries embedded like the index's images
     return loaded
 
 

@@ -66,10 +66,11 @@ class SearchTuning:
 class VectorIndex:
     """A FAISS index of unit vectors keyed by item id (int64)."""
 
-    def __init__(self, index, spec: str, generation: int):
+    def __init__(self, index, spec: str, generation: int, tuning: SearchTuning | None = None):
         self.index = index
         self.spec = spec
         self.generation = generation
+        self.tuning = tuning  # chosen by indexer.autotune for this index; None: the defaults
 
     @property
     def dim(self) -> int:
@@ -116,9 +117,15 @@ class VectorIndex:
             self.index.remove_ids(np.asarray(ids, dtype=np.int64))
 
     def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
-               tuning: SearchTuning = SearchTuning()) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, item_ids) per query; ids are -1 where fewer than k exist."""
+               tuning: SearchTuning | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, item_ids) per query; ids are -1 where fewer than k exist.
+
+        `tuning` None (or the plain defaults) means the index's own tuning when it has one.
+        """
         faiss = _faiss()
+        if (tuning is None or tuning == SearchTuning()) and self.tuning is not None:
+            tuning = self.tuning
+        tuning = tuning or SearchTuning()
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         params = self._params(faiss, tuning, allowed_ids)
@@ -156,8 +163,10 @@ class VectorIndex:
                 f"cannot write the vector index {path}: {reason}. The database is intact and searches still "
                 f"work (they rebuild the index in memory); fix the cause, then run `mmsearch repair`"
             ) from exc
-        _write_json_atomic(sidecar_path(path), {"spec": self.spec, "generation": self.generation,
-                                                "ntotal": self.ntotal, "dim": self.dim})
+        sidecar = {"spec": self.spec, "generation": self.generation, "ntotal": self.ntotal, "dim": self.dim}
+        if self.tuning is not None:
+            sidecar["tuning"] = {"nprobe": self.tuning.nprobe, "ef_search": self.tuning.ef_search}
+        _write_json_atomic(sidecar_path(path), sidecar)
 
     def ids(self) -> np.ndarray:
         """The item ids held, in storage order (for integrity checks)."""
@@ -165,18 +174,35 @@ class VectorIndex:
         return faiss.vector_to_array(self.index.id_map).astype(np.int64)
 
     @classmethod
-    def load(cls, path: Path) -> "VectorIndex | None":
-        """The saved index, or None when missing or unreadable (the caller rebuilds)."""
+    def load(cls, path: Path, *, mmap: bool = False) -> "VectorIndex | None":
+        """The saved index, or None when missing or unreadable (the caller rebuilds).
+
+        `mmap`: map the file instead of reading it (faiss IO_FLAG_MMAP_IFC): a 100k x 512 IVF opens
+        in ~0.01 s instead of ~0.25 s. The result is for searching only: it must not be added to.
+        """
         path = Path(path)
         try:
             meta = json.loads(sidecar_path(path).read_text())
-            index = _faiss().read_index(str(path))
+            index = _read_index(str(path), mmap)
             if index.ntotal != meta.get("ntotal"):
                 return None
-            return cls(index, meta["spec"], int(meta["generation"]))
+            tuning = meta.get("tuning")
+            tuning = SearchTuning(int(tuning["nprobe"]), int(tuning["ef_search"])) if tuning else None
+            return cls(index, meta["spec"], int(meta["generation"]), tuning)
         except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
             log.info("vector index %s unusable (%s); it will be rebuilt", path, exc)
             return None
+
+
+def _read_index(path: str, mmap: bool):
+    faiss = _faiss()
+    flag = getattr(faiss, "IO_FLAG_MMAP_IFC", None) if mmap else None
+    if flag is not None:
+        try:
+            return faiss.read_index(path, flag | faiss.IO_FLAG_READ_ONLY)
+        except RuntimeError as exc:  # an index type this faiss cannot map: read it
+            log.debug("cannot map %s (%s); reading it", path, exc)
+    return faiss.read_index(path)
 
 
 def sidecar_path(path: Path) -> Path:

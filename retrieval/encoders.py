@@ -107,6 +107,10 @@ class Model:
     def __init__(self, card: ModelCard, device: str = "auto"):
         self.card = card
         self.requested_device = device
+        # CPU image tower variant (retrieval.fast_image.PRECISIONS) and where an ONNX export may live;
+        # set before the first use of `image`. A GPU always runs the plain tower.
+        self.image_precision = "fp32"
+        self.image_cache_dir = None
 
     @cached_property
     def device(self) -> str:
@@ -126,6 +130,10 @@ class Model:
         from retrieval.towers import IMAGE, load_tower
 
         log.info("building image tower of %s on %s", self.card.spec.name, self.device)
+        if self.device == "cpu" and self.image_precision != "fp32":
+            from retrieval.fast_image import build_image_encoder
+
+            return build_image_encoder(self, self.image_precision, self.image_cache_dir)
         return ImageEncoder(load_tower(self.card, IMAGE), self.card.preprocess, self.device)
 
     @cached_property

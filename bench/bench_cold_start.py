@@ -1,0 +1,116 @@
+"""Cold start of `mmsearch search "a cat"`: a new process per query on a synthetic 100k-item index.
+
+Builds (once, reused when present) a 100k-item index the way bench_serve.py does (rows + random
+unit vectors through `MetaStore.write_batch`, FAISS file as `mmsearch index` builds it) plus the ONNX
+export of the model's text tower that `mmsearch index` writes, then times the CLI with hyperfine
+(or, without hyperfine, its own loop of subprocesses) and prints the medians as JSON.
+
+The model is an architecture config with RANDOM weights (default open_clip's ViT-B-32: 512-d,
+a real-sized text tower), or `--model bundled`: speed only.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_cold_start.py --items 100000 --runs 10
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_cold_start.py --items 2000 --runs 3   # quick
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def build(db: Path, arch: str, items: int) -> dict:
+    """The index and its text export; skipped when db already holds them."""
+    from indexer.library import Library
+    from retrieval.encoders import load_model
+    from retrieval.fast_text import optimise_text_export
+    from retrieval.onnx_text import ensure_exported
+
+    marker = db / "bench_cold_start.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    from bench_serve import build_synthetic_index, write_model_config
+
+    db.mkdir(parents=True, exist_ok=True)
+    model_name = arch if arch == "bundled" else str(write_model_config(db, arch))  # load_model resolves both
+    started = time.perf_counter()
+    info = build_synthetic_index(db / "index", Path(model_name), items)
+    with Library(db / "index") as library:
+        ok = ensure_exported(load_model(model_name, device="cpu"), library.text_export_path)
+    info.update({"export": ok and optimise_text_export(db / "index" / "text_encoder"), "build_s": time.perf_counter() - started, "items": items, "model": model_name})
+    marker.write_text(json.dumps(info))
+    return info
+
+
+def mmsearch() -> str:
+    return str(Path(sys.executable).with_name("mmsearch"))
+
+
+def time_with_hyperfine(commands: dict[str, str], runs: int, warmup: int) -> dict:
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"cold-start-{os.getpid()}.json"
+    args = ["hyperfine", "-N", "--warmup", str(warmup), "--runs", str(runs), "--export-json", str(out)]
+    for name, command in commands.items():
+        args += ["-n", name, command]
+    subprocess.run(args, check=True, stdout=sys.stderr)
+    results = json.loads(out.read_text())["results"]
+    out.unlink()
+    return {r["command"]: {"median_s": r["median"], "mean_s": r["mean"], "min_s": r["min"], "max_s": r["max"],
+                           "runs": len(r["times"])} for r in results}
+
+
+def time_with_loop(commands: dict[str, str], runs: int, warmup: int) -> dict:
+    """Interleaved A, B, A, B ... so a busy neighbour slows both alike."""
+    import shlex
+
+    times = {name: [] for name in commands}
+    for round_ in range(warmup + runs):
+        for name, command in commands.items():
+            started = time.perf_counter()
+            subprocess.run(shlex.split(command), check=True, stdout=subprocess.DEVNULL)
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - started)
+    return {name: {"median_s": statistics.median(values), "min_s": min(values), "max_s": max(values), "runs": len(values)}
+            for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--arch", default="ViT-B-32", help="open_clip architecture (random weights), or 'bundled'")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/mms-cold-start"))
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--query", default="a cat")
+    parser.add_argument("--extra", action="append", default=[],
+                        help="another command to time alongside, NAME=COMMAND (e.g. rclip)")
+    parser.add_argument("--no-hyperfine", action="store_true")
+    args = parser.parse_args()
+
+    db = args.work / f"{args.arch}-{args.items}"
+    info = build(db, args.arch, args.items)
+    index_dir = db / "index"
+    commands = {
+        "mmsearch search": f"{mmsearch()} search '{args.query}' --db {index_dir} --top 10",
+        "python -c pass (floor)": f"{sys.executable} -c pass",
+    }
+    for extra in args.extra:
+        name, _, command = extra.partition("=")
+        commands[name] = command
+    use_hyperfine = shutil.which("hyperfine") and not args.no_hyperfine
+    timed = (time_with_hyperfine if use_hyperfine else time_with_loop)(commands, args.runs, args.warmup)
+    print(json.dumps({"index": info, "timer": "hyperfine" if use_hyperfine else "loop", "results": timed}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

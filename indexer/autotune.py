@@ -1,0 +1,163 @@
+"""Pick nprobe (IVF) or efSearch (HNSW) for an index: the cheapest setting that reaches a recall target.
+
+As autofaiss does: a sample of the index's own vectors serves as queries; their exact neighbours
+come from brute force over all stored vectors (streamed in chunks, memory stays flat), each query's
+own entry left out (held out). Then each candidate setting, smallest first, is scored for
+recall@k against that truth and timed on single queries; the first that reaches the target wins
+(recall and latency both grow with nprobe / efSearch, so the first is also the fastest). The
+choice is stored with the index (the vectors.json sidecar) and searches use it.
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from indexer.store_vectors import SearchTuning, VectorIndex
+
+log = logging.getLogger(__name__)
+
+NPROBE_STEPS = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, 4096)
+EF_SEARCH_STEPS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    target_recall: float = 0.95
+    k: int = 10
+    queries: int = 200
+    timed_queries: int = 50  # single-query latency is the median over this many
+    seed: int = 0
+
+
+@dataclass
+class TuneResult:
+    tuning: SearchTuning
+    parameter: str  # "nprobe", "ef_search" or "" (exact index: nothing to tune)
+    value: int
+    recall: float
+    latency_ms: float
+    reached: bool
+    trials: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"parameter": self.parameter, "value": self.value, "recall": round(self.recall, 4),
+                "latency_ms": round(self.latency_ms, 3), "reached": self.reached, "trials": self.trials}
+
+
+def exact_neighbours(queries: np.ndarray, chunks: Iterable[tuple[np.ndarray, np.ndarray]], k: int,
+                     exclude: np.ndarray | None = None) -> np.ndarray:
+    """Ids of the exact top-k by inner product, streamed over (ids, vectors) chunks; `exclude[i]`
+    (a query's own id) never counts as its neighbour."""
+    best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    best_ids = np.full((len(queries), k), -1, dtype=np.int64)
+    for ids, vectors in chunks:
+        scores = queries @ np.ascontiguousarray(vectors, dtype=np.float32).T
+        if exclude is not None:
+            scores[ids[None, :] == exclude[:, None]] = -np.inf
+        take = min(k, scores.shape[1])
+        part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        merged_scores = np.concatenate([best_scores, np.take_along_axis(scores, part, axis=1)], axis=1)
+        merged_ids = np.concatenate([best_ids, ids[part]], axis=1)
+        order = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
+        best_scores = np.take_along_axis(merged_scores, order, axis=1)
+        best_ids = np.take_along_axis(merged_ids, order, axis=1)
+    return best_ids
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = sum(len(set(row[row >= 0].tolist()) & set(t[t >= 0].tolist())) for row, t in zip(found, truth))
+    return hits / max(1, int((truth >= 0).sum()))
+
+
+def sample_queries(chunks: Iterable[tuple[np.ndarray, np.ndarray]], count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `count` (ids, vectors) drawn uniformly from the chunks (reservoir sampling, one pass)."""
+    rng = np.random.default_rng(seed)
+    kept_ids: list[int] = []
+    kept: list[np.ndarray] = []
+    seen = 0
+    for ids, vectors in chunks:
+        for offset in range(len(ids)):
+            if len(kept) < count:
+                kept_ids.append(int(ids[offset]))
+                kept.append(np.array(vectors[offset], dtype=np.float32))
+            else:
+                slot = int(rng.integers(0, seen + 1))
+                if slot < count:
+                    kept_ids[slot] = int(ids[offset])
+                    kept[slot] = np.array(vectors[offset], dtype=np.float32)
+            seen += 1
+    if not kept:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    return np.asarray(kept_ids, dtype=np.int64), np.stack(kept)
+
+
+def _steps(index: VectorIndex) -> tuple[str, tuple[int, ...]]:
+    if index.spec.startswith("IVF"):
+        import faiss
+
+        nlist = faiss.extract_index_ivf(index.index.index if hasattr(index.index, "index") else index.index).nlist
+        return "nprobe", tuple(step for step in NPROBE_STEPS if step < nlist) + (nlist,)
+    if index.spec.startswith("HNSW"):
+        return "ef_search", EF_SEARCH_STEPS
+    return "", ()
+
+
+def _tuning(parameter: str, value: int) -> SearchTuning:
+    if parameter == "nprobe":
+        return SearchTuning(nprobe=value)
+    if parameter == "ef_search":
+        return SearchTuning(ef_search=value)
+    return SearchTuning()
+
+
+def autotune(index: VectorIndex, query_ids: np.ndarray, query_vectors: np.ndarray,
+             truth: np.ndarray, config: TuneConfig = TuneConfig()) -> TuneResult:
+    """The cheapest setting reaching config.target_recall; the best one tried when none does."""
+    parameter, steps = _steps(index)
+    if not steps or len(query_vectors) == 0:
+        return TuneResult(SearchTuning(), parameter, 0, 1.0, 0.0, True)
+    trials = []
+    best = None
+    k = config.k
+    for value in steps:
+        tuning = _tuning(parameter, value)
+        _, found = index.search(query_vectors, k + 1, tuning=tuning)
+        # the query's own vector is in the index: drop it, keep k
+        found = np.stack([np.concatenate([row[row != own], np.full(1, -1)])[:k] for row, own in zip(found, query_ids)])
+        recall = recall_at_k(found, truth)
+        times = []
+        for query in query_vectors[:config.timed_queries]:
+            started = time.perf_counter()
+            index.search(query[None], k, tuning=tuning)
+            times.append(time.perf_counter() - started)
+        latency_ms = statistics.median(times) * 1000
+        trials.append({parameter: value, "recall": round(recall, 4), "latency_ms": round(latency_ms, 3)})
+        log.info("autotune %s=%d: recall@%d %.3f, %.2f ms", parameter, value, k, recall, latency_ms)
+        result = TuneResult(tuning, parameter, value, recall, latency_ms, recall >= config.target_recall, trials)
+        if best is None or recall > best.recall:
+            best = result
+        if result.reached:
+            return result
+    return best
+
+
+def tune_index(index: VectorIndex, chunks_factory, config: TuneConfig = TuneConfig()) -> TuneResult:
+    """Sample queries from the stored vectors, find their exact neighbours, tune; sets index.tuning.
+
+    `chunks_factory()` yields (ids, vectors) over every stored vector (called twice: sample, truth).
+    """
+    if not _steps(index)[1]:
+        return TuneResult(SearchTuning(), "", 0, 1.0, 0.0, True)
+    started = time.perf_counter()
+    query_ids, query_vectors = sample_queries(chunks_factory(), config.queries, config.seed)
+    truth = exact_neighbours(query_vectors, chunks_factory(), config.k, exclude=query_ids)
+    result = autotune(index, query_ids, query_vectors, truth, config)
+    index.tuning = result.tuning
+    log.info("autotuned %s: %s=%d (recall@%d %.3f, %.2f ms/query) in %.1f s", index.spec, result.parameter,
+             result.value, config.k, result.recall, result.latency_ms, time.perf_counter() - started)
+    return result

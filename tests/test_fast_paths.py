@@ -1,0 +1,154 @@
+"""Every fast path against the plain one: same vectors (within a stated cosine), same results, tuned recall."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexer.autotune import TuneConfig, exact_neighbours, recall_at_k, tune_index
+from indexer.store_vectors import SearchTuning, VectorIndex
+
+
+def clustered(n: int, dim: int, clusters: int, spread: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    vectors = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def chunks_of(vectors: np.ndarray, size: int = 1000):
+    return lambda: ((np.arange(start, min(start + size, len(vectors)), dtype=np.int64), vectors[start:start + size])
+                    for start in range(0, len(vectors), size))
+
+
+# --- search: mmap load, autotune -----------------------------------------------------------------
+@pytest.mark.parametrize("spec", ["Flat", "IVF32,Flat", "HNSW32", "IVF32,SQfp16"])
+def test_mmap_load_searches_like_a_read(tmp_path, spec):
+    vectors = clustered(4000, 32, 40, 0.3, seed=1)
+    index = VectorIndex.build(32, spec, [(np.arange(4000), vectors)], generation=3)
+    index.tuning = SearchTuning(nprobe=4, ef_search=40)
+    index.save(tmp_path / "v.faiss")
+    read, mapped = VectorIndex.load(tmp_path / "v.faiss"), VectorIndex.load(tmp_path / "v.faiss", mmap=True)
+    assert mapped.tuning == read.tuning == SearchTuning(nprobe=4, ef_search=40)
+    for a, b in zip(read.search(vectors[:20], 10), mapped.search(vectors[:20], 10)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_exact_neighbours_match_brute_force():
+    vectors = clustered(3000, 16, 10, 0.5, seed=2)
+    queries, own = vectors[:25], np.arange(25)
+    scores = queries @ vectors.T
+    scores[np.arange(25), own] = -np.inf
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    found = exact_neighbours(queries, chunks_of(vectors, 700)(), 10, exclude=own)
+    assert recall_at_k(found, expected) == 1.0
+
+
+@pytest.mark.parametrize("spec", ["IVF64,Flat", "HNSW32"])
+def test_autotune_reaches_its_recall_target(spec):
+    vectors = clustered(20000, 32, 64, 0.6, seed=3)
+    index = VectorIndex.build(32, spec, [(np.arange(len(vectors)), vectors)], generation=1)
+    config = TuneConfig(target_recall=0.95, queries=100, timed_queries=5)
+    result = tune_index(index, chunks_of(vectors), config)
+    assert result.reached and result.recall >= 0.95
+    assert index.tuning == result.tuning
+    # check on fresh queries (not the tuning sample) with the chosen setting
+    rng = np.random.default_rng(9)
+    fresh = rng.choice(len(vectors), 100, replace=False)
+    truth = exact_neighbours(vectors[fresh], chunks_of(vectors)(), 10, exclude=fresh)
+    _, found = index.search(vectors[fresh], 11)
+    found = np.stack([row[row != own][:10] for row, own in zip(found, fresh)])
+    assert recall_at_k(found, truth) >= 0.9
+
+
+def test_autotune_picks_a_smaller_nprobe_for_easy_data():
+    easy = clustered(20000, 32, 64, 0.05, seed=4)  # tight, well separated clusters
+    hard = clustered(20000, 32, 64, 1.5, seed=4)  # nearly uniform
+    chosen = {}
+    for name, vectors in (("easy", easy), ("hard", hard)):
+        index = VectorIndex.build(32, "IVF64,Flat", [(np.arange(len(vectors)), vectors)], generation=1)
+        chosen[name] = tune_index(index, chunks_of(vectors), TuneConfig(queries=100, timed_queries=3)).value
+    assert chosen["easy"] < chosen["hard"]
+
+
+def test_saved_tuning_is_what_searches_use(tmp_path):
+    vectors = clustered(5000, 16, 16, 0.5, seed=5)
+    index = VectorIndex.build(16, "IVF16,Flat", [(np.arange(5000), vectors)], generation=1)
+    index.tuning = SearchTuning(nprobe=16)  # all lists: exact
+    index.save(tmp_path / "v.faiss")
+    loaded = VectorIndex.load(tmp_path / "v.faiss", mmap=True)
+    _, found = loaded.search(vectors[:30], 10)
+    scores = vectors[:30] @ vectors.T
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    assert recall_at_k(found, expected) == 1.0
+    _, one_list = loaded.search(vectors[:30], 10, tuning=SearchTuning(nprobe=1))  # an explicit tuning wins
+    assert recall_at_k(one_list, expected) < 1.0
+
+
+# --- text: the optimised ONNX export ----------------------------------------------------------------
+def test_optimised_text_export_gives_identical_vectors(tmp_path, tiny_model):
+    from retrieval.fast_text import is_optimised, optimise_text_export
+    from retrieval.onnx_text import OnnxTextEncoder, export_text_encoder, exported_fingerprint
+
+    texts = ["a photo of a cat", "red square", "ein Hund am Strand", "x" * 300]
+    folder = export_text_encoder(tiny_model, tmp_path / "text")
+    plain = OnnxTextEncoder(folder).embed_texts(texts)
+    assert optimise_text_export(folder) and is_optimised(folder)
+    assert optimise_text_export(folder)  # a second call is a no-op
+    assert exported_fingerprint(folder) == tiny_model.info.fingerprint
+    np.testing.assert_allclose(OnnxTextEncoder(folder).embed_texts(texts), plain, atol=1e-5)
+
+
+# --- images: int8 / ONNX towers --------------------------------------------------------------------
+IMAGE_PRECISION_COSINE = 0.995  # the stated bound; onnx-int8 measured >= 0.9997 on ViT-B-32-256
+
+
+def _pixels(model, count: int = 6) -> np.ndarray:
+    from PIL import Image
+
+    from retrieval.preprocess import to_model_input
+
+    rng = np.random.default_rng(7)
+    images = []
+    for _ in range(count):  # smooth gradients + noise: closer to photos than white noise
+        gradient = np.linspace(0, 255, 96)[None, :, None] * rng.uniform(0.2, 1, 3)
+        pixels = np.clip(gradient + rng.normal(0, 25, (72, 96, 3)), 0, 255).astype(np.uint8)
+        images.append(to_model_input(Image.fromarray(pixels), model.preprocess))
+    return np.stack(images)
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16", "onnx", "onnx-int8"])
+def test_image_precisions_stay_close_to_fp32(tmp_path, tiny_model_config, precision):
+    from retrieval.encoders import load_model
+
+    pixels = _pixels(load_model(str(tiny_model_config), device="cpu"))
+    plain = load_model(str(tiny_model_config), device="cpu").image.embed_pixels(pixels)
+    fast_model = load_model(str(tiny_model_config), device="cpu")
+    fast_model.image_precision, fast_model.image_cache_dir = precision, tmp_path / "image_encoder"
+    fast = fast_model.image.embed_pixels(pixels)
+    assert type(fast_model.image).__name__ == ("OnnxImageEncoder" if precision.startswith("onnx") else "TorchImageEncoder")
+    assert fast.shape == plain.shape
+    np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-5)
+    assert (fast * plain).sum(axis=1).min() >= IMAGE_PRECISION_COSINE
+
+
+def test_index_records_its_precision_and_image_queries_use_it(tmp_path, tiny_model_config):
+    from typer.testing import CliRunner
+
+    from cli.app import app
+    from indexer.library import Library
+    from tests.conftest import write_image
+
+    for seed in range(3):
+        write_image(tmp_path / "pics" / f"p{seed}.png", seed)
+    db = tmp_path / "db"
+    runner = CliRunner()
+    result = runner.invoke(app, ["index", str(tmp_path / "pics"), "--db", str(db), "--model", str(tiny_model_config)])
+    assert result.exit_code == 0, result.output
+    with Library(db, create=False) as library:
+        assert library.image_precision == "onnx-int8"  # the CPU default for a new index
+    result = runner.invoke(app, ["search", "--image", str(tmp_path / "pics" / "p1.png"), "--db", str(db), "--json", "--top", "1"])
+    assert result.exit_code == 0, result.output
+    assert '"p1.png"' in result.output.replace("/", '"') or "p1.png" in result.output
+    assert '"score": 1.0' in result.output or '"score": 0.99' in result.output
+    result = runner.invoke(app, ["index", str(tmp_path / "pics"), "--db", str(db), "--precision", "fp16"])
+    assert result.exit_code == 1 and "unknown precision" in result.output
