@@ -50,7 +50,7 @@ def search(
 
     filters = Filters(path_glob=path, after=parse_date(after, "--after"), before=parse_date(before, "--before"),
                       extensions=tuple(ext or ()))
-    with Library(db_dir(db), create=False) as library:
+    with Library(db_dir(db), create=False, read_only=True) as library:
         recorded = library.meta.model()
         if recorded is not None and model is None:
             loaded = SearchModel(recorded, library.text_export_path, lambda: _checked(library, load_model(recorded.name, device=device)))

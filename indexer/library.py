@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 from indexer.lock import write_lock
-from indexer.store_meta import MetaStore
 from indexer.store_vectors import VectorIndex, choose_index_spec, sidecar_path, supports_removal
 from retrieval.errors import StoreError
 
@@ -30,7 +29,7 @@ def default_db_dir() -> Path:
 class Library:
     """The stores of one index, opened together."""
 
-    def __init__(self, folder: Path, *, create: bool = True):
+    def __init__(self, folder: Path, *, create: bool = True, read_only: bool = False):
         self.folder = Path(folder).expanduser().absolute()
         if not (self.folder / DB_NAME).exists():
             if not create:
@@ -39,7 +38,14 @@ class Library:
                 self.folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create index folder {self.folder}: {exc.strerror or exc}") from exc
-        self.meta = MetaStore(self.folder / DB_NAME)
+        if read_only:  # a search: plain sqlite3 for the hot reads, SQLAlchemy only if something else is asked
+            from indexer.read_meta import open_for_search
+
+            self.meta = open_for_search(self.folder / DB_NAME)
+        else:
+            from indexer.store_meta import MetaStore
+
+            self.meta = MetaStore(self.folder / DB_NAME)
 
     @property
     def vectors_path(self) -> Path:

@@ -12,7 +12,6 @@ import numpy as np
 from indexer.decode import DecodeOptions, decode_image, read_file
 from indexer.library import Library
 from indexer.scan import image_extensions
-from indexer.store_meta import check_same_model
 from indexer.store_vectors import SearchTuning
 from retrieval.errors import DecodeError, QueryError
 from retrieval.query import Term, combine, parse_query
@@ -98,6 +97,8 @@ def embed_queries(model, queries: Sequence[str]) -> np.ndarray:
 
 
 def check_model(library: Library, model) -> None:
+    from indexer.store_meta import check_same_model  # lazily: SQLAlchemy costs a text search 0.3 s
+
     recorded = library.meta.model()
     if recorded is not None:
         check_same_model(recorded, model.info)

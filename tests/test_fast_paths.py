@@ -1,6 +1,8 @@
 """Every fast path against the plain one: same vectors (within a stated cosine), same results, tuned recall."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -152,3 +154,53 @@ def test_index_records_its_precision_and_image_queries_use_it(tmp_path, tiny_mod
     assert '"score": 1.0' in result.output or '"score": 0.99' in result.output
     result = runner.invoke(app, ["index", str(tmp_path / "pics"), "--db", str(db), "--precision", "fp16"])
     assert result.exit_code == 1 and "unknown precision" in result.output
+
+
+# --- search start-up: the sqlite3 read path -------------------------------------------------------
+def test_read_meta_answers_like_the_full_store(tmp_path):
+    import os
+
+    from indexer import read_meta, store_meta
+    from indexer.library import Library
+    from indexer.store_meta import NewItem
+    from retrieval.encoders import ModelInfo
+
+    assert read_meta.SCHEMA_VERSION == store_meta.SCHEMA_VERSION
+    odd = os.fsdecode(b"/pics/caf\xe9.jpg")  # not UTF-8: must come back as the same str
+    with Library(tmp_path / "db") as library:
+        library.meta.bind_model(ModelInfo("m", "w", 4, "fp"))
+        run = library.meta.start_run("index", ["/pics"])
+        rows = [NewItem(path=path, size=10, mtime=5.0, content_hash=None, width=3, height=2, format="JPEG",
+                        vector=np.ones(4, np.float32) / 2) for path in ("/pics/a.jpg", odd)]
+        library.meta.write_batch(rows, run)
+        library.meta.set_info("image_precision", "onnx-int8")
+        expected = library.meta.items([1, 2, 99])
+        generation = library.meta.generation
+    with Library(tmp_path / "db", create=False, read_only=True) as library:
+        assert isinstance(library.meta, read_meta.ReadMeta)
+        assert library.meta.model() == ModelInfo("m", "w", 4, "fp")
+        assert library.meta.generation == generation
+        assert library.image_precision == "onnx-int8"
+        got = library.meta.items([1, 2, 99])
+        assert {key: vars(value) for key, value in got.items()} == {key: vars(value) for key, value in expected.items()}
+        assert odd in {record.path for record in got.values()}
+        assert library.meta.counts()["items"] == 2  # not answered here: handed to the full store
+
+
+def test_cli_text_search_never_imports_sqlalchemy(tmp_path, tiny_model_config):
+    import subprocess
+    import sys
+
+    from tests.conftest import write_image
+
+    for seed in range(3):
+        write_image(tmp_path / "pics" / f"p{seed}.png", seed)
+    db = tmp_path / "db"
+    mmsearch = str(Path(sys.executable).with_name("mmsearch"))
+    subprocess.run([mmsearch, "index", str(tmp_path / "pics"), "--db", str(db), "--model", str(tiny_model_config)],
+                   check=True, capture_output=True)
+    probe = ("import sys, runpy; sys.argv = ['mmsearch', 'search', 'a red thing', '--db', %r, '--json'];"
+             "from cli.app import app\ntry:\n    app()\nexcept SystemExit:\n    pass\n"
+             "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'torch', 'open_clip'}))") % str(db)
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    assert "LOADED []" in out and ".png" in out
