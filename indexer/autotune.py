@@ -75,25 +75,21 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def sample_queries(chunks: Iterable[tuple[np.ndarray, np.ndarray]], count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Up to `count` (ids, vectors) drawn uniformly from the chunks (reservoir sampling, one pass)."""
+    """Up to `count` (ids, vectors) drawn uniformly from the chunks in one pass (each vector gets a
+    random key; the `count` smallest keys win)."""
     rng = np.random.default_rng(seed)
-    kept_ids: list[int] = []
-    kept: list[np.ndarray] = []
-    seen = 0
+    kept_keys = np.zeros(0)
+    kept_ids = np.zeros(0, np.int64)
+    kept = None
     for ids, vectors in chunks:
-        for offset in range(len(ids)):
-            if len(kept) < count:
-                kept_ids.append(int(ids[offset]))
-                kept.append(np.array(vectors[offset], dtype=np.float32))
-            else:
-                slot = int(rng.integers(0, seen + 1))
-                if slot < count:
-                    kept_ids[slot] = int(ids[offset])
-                    kept[slot] = np.array(vectors[offset], dtype=np.float32)
-            seen += 1
-    if not kept:
+        keys = np.concatenate([kept_keys, rng.random(len(ids))])
+        all_ids = np.concatenate([kept_ids, np.asarray(ids, dtype=np.int64)])
+        all_vectors = np.asarray(vectors, dtype=np.float32) if kept is None else np.concatenate([kept, vectors])
+        order = np.argsort(keys, kind="stable")[:count]
+        kept_keys, kept_ids, kept = keys[order], all_ids[order], np.ascontiguousarray(all_vectors[order])
+    if kept is None:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-    return np.asarray(kept_ids, dtype=np.int64), np.stack(kept)
+    return kept_ids, kept
 
 
 def _steps(index: VectorIndex) -> tuple[str, tuple[int, ...]]:
