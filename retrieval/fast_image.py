@@ -142,13 +142,14 @@ def build_image_encoder(model, precision: str, cache_dir: Path | None):
 
     check_precision(precision)
     card = model.card
-    tower = load_tower(card, IMAGE)
+    tower = None
     if precision.startswith("onnx"):
         try:
             if cache_dir is None:
                 raise RuntimeError("no folder to keep the ONNX export in")
-            if exported_fingerprint(cache_dir) != card.fingerprint:
+            if exported_fingerprint(cache_dir) != card.fingerprint:  # else the torch weights are not even read
                 log.info("exporting the image tower of %s to ONNX (once per model)", card.spec.name)
+                tower = load_tower(card, IMAGE)
                 export_image_tower(tower, int(card.preprocess.image_size), cache_dir, card.fingerprint)
             name = "image-int8.onnx" if precision == "onnx-int8" else "image.onnx"
             return OnnxImageEncoder(Path(cache_dir) / name, card.preprocess, precision)
@@ -157,4 +158,4 @@ def build_image_encoder(model, precision: str, cache_dir: Path | None):
                         "int8" if precision == "onnx-int8" else "fp32")
             shutil.rmtree(Path(cache_dir), ignore_errors=True) if cache_dir is not None else None
             precision = "int8" if precision == "onnx-int8" else "fp32"
-    return TorchImageEncoder(tower, card.preprocess, precision)
+    return TorchImageEncoder(tower if tower is not None else load_tower(card, IMAGE), card.preprocess, precision)
