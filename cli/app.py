@@ -6,6 +6,7 @@ import typer
 from cli import forget_cmd, index_cmd, models_cmd, reindex_cmd, search_cmd, status_cmd
 from cli import check_cmd, repair_cmd
 from cli import serve_cmd
+from cli import classify_cmd, eval_cmd, finetune_cmd
 
 app = typer.Typer(
     name="mmsearch",
@@ -25,6 +26,10 @@ app.command("check")(check_cmd.check)
 app.command("repair")(repair_cmd.repair)
 app.add_typer(models_cmd.app, name="models")
 app.command("serve")(serve_cmd.serve)
+
+app.command("finetune")(finetune_cmd.finetune)
+app.command("eval")(eval_cmd.evaluate)
+app.command("classify")(classify_cmd.classify)
 
 
 def main() -> None:

@@ -43,3 +43,51 @@ def write_image(path: Path, seed: int, size=(96, 72), fmt=None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path, format=fmt)
     return path
+
+
+SHAPE_COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220), "yellow": (240, 210, 30),
+                 "purple": (140, 40, 170), "orange": (250, 140, 20), "black": (20, 20, 20), "pink": (250, 120, 190)}
+SHAPE_NAMES = ("circle", "square", "triangle", "cross")
+
+
+def draw_shape(shape: str, colour: tuple[int, int, int], size: int = 64) -> Image.Image:
+    """A filled shape on a light grey background."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (size, size), (235, 235, 235))
+    draw = ImageDraw.Draw(image)
+    margin = size // 6
+    if shape == "circle":
+        draw.ellipse((margin, margin, size - margin, size - margin), fill=colour)
+    elif shape == "square":
+        draw.rectangle((margin, margin, size - margin, size - margin), fill=colour)
+    elif shape == "triangle":
+        draw.polygon([(size // 2, margin), (size - margin, size - margin), (margin, size - margin)], fill=colour)
+    else:
+        arm, centre = size // 6, size // 2
+        draw.rectangle((centre - arm, margin, centre + arm, size - margin), fill=colour)
+        draw.rectangle((margin, centre - arm, size - margin, centre + arm), fill=colour)
+    return image
+
+
+def write_shape_pairs(folder: Path) -> Path:
+    """32 PNGs of coloured shapes in folder/img/ and folder/pairs.csv with captions like "a red circle"."""
+    import csv
+
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    pairs = folder / "pairs.csv"
+    with pairs.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "caption"])
+        for colour, rgb in SHAPE_COLOURS.items():
+            for shape in SHAPE_NAMES:
+                relative = f"img/{colour}_{shape}.png"
+                draw_shape(shape, rgb).save(folder / relative)
+                writer.writerow([relative, f"a {colour} {shape}"])
+    return pairs
+
+
+@pytest.fixture(scope="session")
+def shape_pairs(tmp_path_factory) -> Path:
+    """pairs.csv of 32 coloured shapes (relative image paths); do not modify it in a test."""
+    return write_shape_pairs(tmp_path_factory.mktemp("shapes"))
