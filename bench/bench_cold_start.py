@@ -94,6 +94,9 @@ def main() -> None:
     parser.add_argument("--query", default="a cat")
     parser.add_argument("--extra", action="append", default=[],
                         help="another command to time alongside, NAME=COMMAND (e.g. rclip)")
+    parser.add_argument("--before-src", type=Path,
+                        help="a checkout of older code (e.g. `git archive 89a1ce2 | tar -x -C DIR`) to time side by side, "
+                             "on a copy of the index with the plain (unoptimised) text export")
     parser.add_argument("--no-hyperfine", action="store_true")
     args = parser.parse_args()
 
@@ -104,6 +107,23 @@ def main() -> None:
         "mmsearch search": f"{mmsearch()} search '{args.query}' --db {index_dir} --top 10",
         "python -c pass (floor)": f"{sys.executable} -c pass",
     }
+    if args.before_src:
+        plain = db / "index-plain"
+        if not plain.exists():  # same database and vectors, the text export as `mmsearch index` wrote it before
+            shutil.copytree(index_dir, plain, ignore=shutil.ignore_patterns("text_encoder"))
+            from indexer.library import Library
+            from retrieval.encoders import load_model
+            from retrieval.onnx_text import export_text_encoder
+
+            with Library(plain) as library:
+                export_text_encoder(load_model(info["model"], device="cpu"), library.text_export_path)
+            json_path = plain / "vectors.json"
+            sidecar = json.loads(json_path.read_text())
+            sidecar.pop("tuning", None)
+            json_path.write_text(json.dumps(sidecar))
+        commands["before (older code, plain export)"] = (
+            f"env PYTHONPATH={args.before_src} {sys.executable} -m cli.app search '{args.query}' --db {plain} --top 10")
+        commands["mmsearch search"] = f"env PYTHONPATH={ROOT} {sys.executable} -m cli.app search '{args.query}' --db {index_dir} --top 10"
     for extra in args.extra:
         name, _, command = extra.partition("=")
         commands[name] = command

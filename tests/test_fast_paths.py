@@ -133,6 +133,36 @@ def test_image_precisions_stay_close_to_fp32(tmp_path, tiny_model_config, precis
     assert (fast * plain).sum(axis=1).min() >= IMAGE_PRECISION_COSINE
 
 
+@pytest.mark.parametrize("precision", ["int8", "onnx-int8"])
+def test_resnet_tower_takes_int8(tmp_path, precision):
+    """A ModifiedResNet (the bundled model's kind) reads its attention pool's weights as tensors."""
+    import json
+
+    from retrieval.encoders import load_model
+
+    config = tmp_path / "rn.json"
+    config.write_text(json.dumps({"embed_dim": 64, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16},
+                                  "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+                                  "seed": 0}))
+    pixels = _pixels(load_model(str(config), device="cpu"))
+    plain = load_model(str(config), device="cpu").image.embed_pixels(pixels)
+    fast_model = load_model(str(config), device="cpu")
+    fast_model.image_precision, fast_model.image_cache_dir = precision, tmp_path / "image_encoder"
+    assert (fast_model.image.embed_pixels(pixels) * plain).sum(axis=1).min() >= IMAGE_PRECISION_COSINE
+
+
+def test_int8_export_that_drifts_is_not_used(tmp_path, tiny_model_config, monkeypatch):
+    from retrieval import fast_image
+    from retrieval.encoders import load_model
+
+    monkeypatch.setattr(fast_image, "MIN_INT8_COSINE", 1.01)  # no int8 export can pass this
+    model = load_model(str(tiny_model_config), device="cpu")
+    model.image_precision, model.image_cache_dir = "onnx-int8", tmp_path / "image_encoder"
+    encoder = model.image
+    assert encoder.session._model_path.endswith("image.onnx")
+    assert 0.99 < fast_image.exported_meta(tmp_path / "image_encoder")["int8_min_cosine"] <= 1.0
+
+
 def test_index_records_its_precision_and_image_queries_use_it(tmp_path, tiny_model_config):
     from typer.testing import CliRunner
 
