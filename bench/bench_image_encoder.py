@@ -1,0 +1,71 @@
+"""Image tower speed and drift per CPU precision (retrieval.fast_image), side by side.
+
+Decodes --batch JPEGs from --folder as `mmsearch index` does, embeds them with the plain fp32 torch
+tower and with each precision (interleaved rounds, median), and prints images/s, the speed-up over
+fp32 and the least / mean cosine to the fp32 vectors. ONNX exports go to a temporary folder (the
+one-time export is not timed). Random-weight models (`fake_hub.py`, `*.json` configs) may quantise
+differently from trained ones; `bundled` is trained.
+
+    HF_HUB_OFFLINE=1 HF_HUB_CACHE=/tmp/perf-hf .venv/bin/python bench/bench_image_encoder.py ViT-B-32-256:datacomp_s34b_b86k
+    .venv/bin/python bench/bench_image_encoder.py bundled --precisions int8,onnx,onnx-int8
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("--folder", type=Path, default=Path("/tmp/perf-jpegs"))
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--precisions", default="bf16,int8,onnx,onnx-int8")
+    args = parser.parse_args()
+
+    import torch
+
+    from indexer.decode import DecodeOptions, decode_image, read_file
+    from retrieval.encoders import load_model
+
+    torch.set_num_threads(2)
+    reference = load_model(args.model, device="cpu")
+    files = sorted(path for path in args.folder.iterdir() if path.suffix.lower() in (".jpg", ".jpeg"))[:args.batch]
+    pixels = np.stack([decode_image(read_file(str(path)), reference.preprocess, DecodeOptions()).pixels for path in files])
+    encoders = {"fp32": reference.image}
+    with tempfile.TemporaryDirectory() as cache:
+        for precision in args.precisions.split(","):
+            model = load_model(args.model, device="cpu")
+            model.image_precision, model.image_cache_dir = precision, Path(cache) / "image_encoder"
+            encoders[precision] = model.image
+        plain = reference.image.embed_pixels(pixels)
+        drift = {}
+        for name, encoder in encoders.items():
+            cosines = (encoder.embed_pixels(pixels) * plain).sum(axis=1)  # also the warm-up
+            drift[name] = (float(cosines.min()), float(cosines.mean()))
+        times = {name: [] for name in encoders}
+        for _ in range(args.rounds):
+            for name, encoder in encoders.items():
+                started = time.perf_counter()
+                encoder.embed_pixels(pixels)
+                times[name].append(time.perf_counter() - started)
+    base = statistics.median(times["fp32"])
+    print(json.dumps({"model": args.model, "images": len(files), "rounds": args.rounds, "results": {
+        name: {"images_per_s": round(len(files) / statistics.median(values), 2),
+               "vs_fp32": round(base / statistics.median(values), 2),
+               "cosine_min": round(drift[name][0], 5), "cosine_mean": round(drift[name][1], 5)}
+        for name, values in times.items()}}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
