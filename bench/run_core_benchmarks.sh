@@ -15,3 +15,5 @@ $PY bench/bench_index.py --n 500 --megapixels 12 --rounds 3 --drift-n 50 --data-
 $PY bench/benchlib.py --wait-quiet "${SECOND_WAIT:-900}"
 $PY bench/bench_search.py --sizes 100000 1000000 --dists uniform clustered \
     --json-out "$OUT/search.json" 2>&1 | tee "$OUT/search.log"
+$PY bench/bench_search.py --sizes 100000 --dists clustered --spread 2.0 --types ivf hnsw \
+    --json-out "$OUT/search-spread2.json" 2>&1 | tee "$OUT/search-spread2.log"
