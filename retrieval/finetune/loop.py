@@ -263,7 +263,7 @@ def finetune(config: TrainConfig, on_event: OnEvent | None = None) -> TrainResul
         progress.before = before.to_dict()
         emit(TrainEvent("epoch", epoch=0, epochs=config.epochs, metrics=before, steps=total_steps))
 
-    run_started = time.perf_counter()
+    run_started = started  # `seconds` counts every run's whole wall time: preparation, training, evaluation
     previous_seconds = progress.seconds
     model.train_mode()
     for epoch in range(progress.epochs_done, config.epochs):
