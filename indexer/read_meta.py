@@ -21,8 +21,9 @@ SCHEMA_VERSION = 2  # indexer.store_meta.SCHEMA_VERSION (a test keeps them equal
 
 
 @dataclass(frozen=True)
-class ItemRow:
-    """The fields of indexer.store_meta.ItemRecord, read without it."""
+class ItemRecord:
+    """One indexed item's metadata (also exported by indexer.store_meta); defined here so the
+    sqlite3 read path needs no SQLAlchemy import."""
 
     id: int
     path: str
@@ -88,14 +89,14 @@ class ReadMeta:
         rows = self._rows("SELECT name, weights, dim, fingerprint FROM models ORDER BY id DESC LIMIT 1")
         return ModelInfo(*rows[0]) if rows else None
 
-    def items(self, item_ids: Sequence[int]) -> dict[int, ItemRow]:
+    def items(self, item_ids: Sequence[int]) -> dict[int, ItemRecord]:
         out = {}
         ids = [int(item_id) for item_id in item_ids]
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
             for row in self._rows("SELECT id, path, size, mtime, width, height, format, modality, indexed_at, taken_at "
                                   f"FROM items WHERE id IN ({','.join('?' * len(chunk))})", chunk):
-                out[row[0]] = ItemRow(*row)
+                out[row[0]] = ItemRecord(*row)
         return out
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from indexer.read_meta import ItemRecord  # noqa: F401 - part of this module's API
 from retrieval.encoders import ModelInfo
 from retrieval.errors import ModelMismatchError, StoreError
 
@@ -155,20 +156,6 @@ class NewItem:
     reuse_from: int | None = None
     error: str | None = None
     modality: str = IMAGE
-    taken_at: float | None = None
-
-
-@dataclass(frozen=True)
-class ItemRecord:
-    id: int
-    path: str
-    size: int
-    mtime: float
-    width: int | None
-    height: int | None
-    format: str | None
-    modality: str
-    indexed_at: float
     taken_at: float | None = None
 
 

@@ -168,7 +168,7 @@ def test_index_records_its_precision_and_image_queries_use_it(tmp_path, tiny_mod
 
     from cli.app import app
     from indexer.library import Library
-    from tests.conftest import write_image
+    from conftest import write_image
 
     for seed in range(3):
         write_image(tmp_path / "pics" / f"p{seed}.png", seed)
@@ -221,7 +221,7 @@ def test_cli_text_search_never_imports_sqlalchemy(tmp_path, tiny_model_config):
     import subprocess
     import sys
 
-    from tests.conftest import write_image
+    from conftest import write_image
 
     for seed in range(3):
         write_image(tmp_path / "pics" / f"p{seed}.png", seed)
