@@ -106,6 +106,16 @@ def test_model_folder_records_the_run_and_reloads_with_the_same_metrics(trained,
     assert skipped == [] and metrics.to_dict() == result.after.to_dict()
 
 
+def test_cpu_bf16_training_validates_in_fp32_like_eval(shape_pairs, micro_config, tmp_path):
+    result = finetune(quick_config(shape_pairs, tmp_path / "bf16", micro_config, epochs=1, precision="bf16"))
+    manifest = json.loads((tmp_path / "bf16" / "mmsearch_model.json").read_text())
+    assert manifest["training"]["settings"]["precision"] == "bf16"
+    metrics, _ = evaluate_model(load_model(str(tmp_path / "bf16"), device="cpu"), read_pairs(shape_pairs).pairs)
+    assert metrics.to_dict() == result.after.to_dict()
+    with pytest.raises(TrainingError, match="precision"):
+        finetune(quick_config(shape_pairs, tmp_path / "x", micro_config, precision="fp8"))
+
+
 def test_running_a_finished_fine_tune_again_does_nothing(trained, shape_pairs, tiny_model_config):
     result, out, _ = trained
     again = finetune(quick_config(shape_pairs, out, tiny_model_config), lambda event: pytest.fail(event.kind))
