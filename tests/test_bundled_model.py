@@ -10,9 +10,9 @@ import pytest
 from retrieval.registry import BUNDLED_DIR, MANIFEST_NAME, describe_model, resolve_model
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
-# A regression check on captions the committed model gets right: it ranks the right image first for
-# 10 of the 154 sample captions (R@1 0.065; docs/BENCHMARKS.md has its full metrics), these among them.
-CAPTIONS = ("ambulance", "camera", "crescent moon", "grinning face", "locomotive", "ship")
+# A regression check on captions the committed model gets right, picked after training: it ranks the
+# right image first among all 308 for 32 of the 154 sample captions. The last test measures it as a whole.
+CAPTIONS = ("rocket", "soccer ball", "red heart", "house", "grinning face", "star")
 
 
 @pytest.fixture()
@@ -66,17 +66,17 @@ def test_bundled_model_ranks_the_right_sample_image_first(no_network, sample_row
         assert captions[names.index(best)] == caption, f"{caption!r}: ranked {best} first"
 
 
-def test_bundled_model_beats_chance_clearly_on_the_whole_sample(no_network, sample_rows):
-    """Text -> image over all 154 sample captions: the right image in the top 10 far above chance (~0.065)."""
-    from indexer.decode import decode_image, read_file
-    from retrieval.encoders import load_model
+def test_bundled_model_retrieves_sample_images_far_above_chance(no_network, sample_rows):
+    """All 154 sample captions against all 308 sample images, via `mmsearch eval`'s code.
 
-    model = load_model("bundled", device="cpu")
-    names = [row["image"] for row in sample_rows]
-    captions = [row["caption"] for row in sample_rows]
-    pixels = np.stack([decode_image(read_file(str(SAMPLE_DIR / name)), model.preprocess).pixels for name in names])
-    image_vectors = model.image.embed_pixels(pixels)
-    unique = sorted(set(captions))
-    scores = model.text.embed_texts(unique) @ image_vectors.T
-    hits = [any(captions[j] == caption for j in np.argsort(-row)[:10]) for caption, row in zip(unique, scores)]
-    assert np.mean(hits) >= 0.25
+    Chance would give R@10 about 0.06 and a mean rank about 100; the shipped model measured
+    text->image R@10 0.66, mean rank 16.9; image->text R@10 0.66 (docs/BENCHMARKS.md).
+    """
+    from retrieval.encoders import load_model
+    from retrieval.finetune.evaluate import evaluate_model
+    from retrieval.finetune.pairs import read_pairs
+
+    metrics, skipped = evaluate_model(load_model("bundled", device="cpu"), read_pairs(SAMPLE_DIR / "captions.csv").pairs)
+    assert skipped == [] and metrics.captions == len({row["caption"] for row in sample_rows})
+    assert metrics.text_to_image.r10 > 0.55 and metrics.text_to_image.mean_rank < 25
+    assert metrics.image_to_text.r10 > 0.55 and metrics.image_to_text.mean_rank < 25

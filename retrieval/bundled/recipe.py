@@ -4,6 +4,9 @@
 
 1. `make_pairs` renders OpenMoji + Noto emoji into `<work>/pairs` (train pairs plus held-out concepts
    in both styles); an existing render with the same settings is reused.
+   The train concepts get as many images again in make_pairs' *mild* augmentation (the look of
+   clean icons and of the held-out sets, never their concepts): at this small compute budget the
+   mix learns faster than heavy augmentation alone. `pairs_train.csv` lists both.
 2. The same fine-tuning code as `mmsearch finetune` trains `configs/mmsearch-emoji-minilm.json`
    (a small image tower from scratch; the pretrained MiniLM text tower from PyPI, frozen, with a
    trained projection) into `<work>/model`, with augmentation on. Interrupted? Run the same
@@ -13,13 +16,15 @@
    (image tower float16, text tower as a delta: the projection only), with the figures in its
    manifest.
 
-Wall time on a 2-core x86_64 CPU without GPU: about 30 minutes (see docs/BENCHMARKS.md).
+Wall time on a 2-core x86_64 CPU without GPU (AVX512-BF16, so bf16 training), `--threads 1`: 21 minutes
+(see docs/BENCHMARKS.md). A CPU without bf16 instructions trains in fp32, about twice as long.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -29,7 +34,8 @@ from pathlib import Path
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "mmsearch-emoji-minilm.json"
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "model"
 HELD_OUT_STYLES = ("openmoji", "noto")
-COMMAND = "python -m retrieval.bundled.recipe --work /tmp/emoji-work"
+MIXED_PAIRS = "pairs_train.csv"
+MILD_SEED_OFFSET = 1000  # other images and caption picks than the heavy renders
 
 
 @dataclass(frozen=True)
@@ -37,14 +43,16 @@ class RecipeConfig:
     work: Path
     install_to: Path | None = BUNDLED_MODEL_DIR
     image_size: int = 96  # rendered pixels; the model's input is 80 (augmented crops come from the 96)
-    per_concept: int = 8
-    epochs: int = 8
+    per_concept: int = 4  # heavily augmented images per train concept (make_pairs)
+    mild_per_concept: int = 4  # and mildly augmented ones
+    epochs: int = 16
     batch_size: int = 128
     lr: float = 2e-3
     seed: int = 0
     workers: int = 2
     limit: int | None = None  # only this many concepts: a quick smoke run
     restart: bool = False  # retrain even when <work>/model holds a run with other settings
+    precision: str = "auto"  # auto: bf16 autocast where the CPU has bf16 instructions (or on CUDA), else fp32
 
 
 def pairs_ready(folder: Path, config: RecipeConfig) -> bool:
@@ -60,20 +68,51 @@ def pairs_ready(folder: Path, config: RecipeConfig) -> bool:
 
 
 def make_training_pairs(config: RecipeConfig, on_progress=None) -> dict:
+    """make_pairs into <work>/pairs, then the mild renders; returns make_pairs' counts plus `mild_images`."""
     from retrieval.bundled.make_pairs import PairsConfig, make_pairs
 
     folder = config.work / "pairs"
-    if pairs_ready(folder, config):
+    if pairs_ready(folder, config) and (folder / MIXED_PAIRS).is_file():
         return {"reused": str(folder)}
-    return make_pairs(PairsConfig(out=folder, size=config.image_size, per_concept=config.per_concept,
-                                  seed=config.seed, workers=config.workers, limit=config.limit), on_progress)
+    summary = make_pairs(PairsConfig(out=folder, size=config.image_size, per_concept=config.per_concept,
+                                     seed=config.seed, workers=config.workers, limit=config.limit), on_progress)
+    summary["mild_images"] = add_mild_pairs(folder, config)
+    return summary
+
+
+def add_mild_pairs(folder: Path, config: RecipeConfig) -> int:
+    """Render `mild_per_concept` mildly augmented images of each train concept (as concepts.json lists
+    them); write pairs.csv plus those rows to MIXED_PAIRS. Returns the number of mild images."""
+    import dataclasses
+
+    from retrieval.bundled import emoji_data
+    from retrieval.bundled.make_pairs import noto_drawable, run_jobs, train_jobs, write_csv
+
+    concepts = json.loads((folder / "concepts.json").read_text(encoding="utf-8"))
+    train_codepoints = {record["codepoints"] for record in concepts["train"]}
+    train = [concept for concept in emoji_data.list_concepts() if concept.codepoints in train_codepoints]
+    font = emoji_data.find_noto_font()
+    jobs = [
+        dataclasses.replace(job, augment=emoji_data.MILD_AUGMENT, image=job.image.replace("images/train/", "images/mild/"))
+        for job in train_jobs(train, noto_drawable(train, font), config.mild_per_concept, config.seed + MILD_SEED_OFFSET,
+                              config.image_size, font)
+    ]
+    mild = run_jobs(jobs, folder, config.workers)
+    write_csv(folder / "pairs_mild.csv", mild)
+    with (folder / "pairs.csv").open(encoding="utf-8") as heavy, \
+            (folder / "pairs_mild.csv").open(encoding="utf-8") as light:
+        rows = heavy.read().splitlines() + light.read().splitlines()[1:]
+    temporary = folder / f"{MIXED_PAIRS}.tmp"
+    temporary.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    os.replace(temporary, folder / MIXED_PAIRS)
+    return len(mild)
 
 
 def train_config(config: RecipeConfig):
     from retrieval.finetune.loop import TrainConfig
 
     return TrainConfig(
-        pairs=config.work / "pairs" / "pairs.csv",
+        pairs=config.work / "pairs" / MIXED_PAIRS,
         out=config.work / "model",
         base=str(CONFIG_PATH),
         val_fraction=0.05,
@@ -86,10 +125,25 @@ def train_config(config: RecipeConfig):
         augment=True,
         seed=config.seed,
         save_dtype="float16",
+        precision=training_precision(config.precision),
         device="auto",
         workers=config.workers,
         restart=config.restart,
     )
+
+
+def cpu_has_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 autocast then trains about twice as fast as fp32 on CPU."""
+    import torch
+
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check is not None and check() for check in checks)
+
+
+def training_precision(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return "bf16" if cpu_has_bf16() else "auto"
 
 
 def evaluate_held_out(model_dir: Path, pairs_dir: Path) -> dict:
@@ -142,11 +196,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, required=True, help="work folder for pairs, checkpoints and the report")
     parser.add_argument("--no-install", action="store_true", help="leave retrieval/bundled/model/ alone")
     parser.add_argument("--epochs", type=int, default=RecipeConfig.epochs)
-    parser.add_argument("--per-concept", type=int, default=RecipeConfig.per_concept)
+    parser.add_argument("--per-concept", type=int, default=RecipeConfig.per_concept,
+                        help="heavily augmented images per train concept")
+    parser.add_argument("--mild-per-concept", type=int, default=RecipeConfig.mild_per_concept,
+                        help="mildly augmented images per train concept")
     parser.add_argument("--lr", type=float, default=RecipeConfig.lr)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--limit", type=int, default=None, help="only this many emoji concepts (a quick smoke run)")
     parser.add_argument("--restart", action="store_true", help="retrain although <work>/model holds another run")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="training precision; auto: bf16 where the CPU has bf16 instructions, else fp32")
     return parser.parse_args(argv)
 
 
@@ -163,8 +222,9 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = RecipeConfig(work=args.work, install_to=None if args.no_install else BUNDLED_MODEL_DIR,
-                          epochs=args.epochs, per_concept=args.per_concept, lr=args.lr, limit=args.limit,
-                          restart=args.restart)
+                          epochs=args.epochs, per_concept=args.per_concept,
+                          mild_per_concept=args.mild_per_concept, lr=args.lr, limit=args.limit,
+                          restart=args.restart, precision=args.precision)
     config.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
@@ -195,8 +255,9 @@ def main(argv=None) -> int:
         print(f"Error: {error}", file=sys.stderr)
         return 1
     wall = time.perf_counter() - started
+    given = sys.argv[1:] if argv is None else list(argv)
     report = {
-        "command": COMMAND,
+        "command": " ".join(["python -m retrieval.bundled.recipe", *map(shlex.quote, given)]),
         "machine": "2-core x86_64 CPU, no GPU",
         "date": time.strftime("%Y-%m-%d"),
         "wall_seconds": round(wall, 1),
