@@ -29,6 +29,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from indexer.decode import DecodeOptions, Decoded, FileGoneError, content_hash, decode_image, read_file_checked
+from indexer.gpu_decode import DeferredJpeg, is_jpeg, jpeg_header
 from indexer.scan import FoundFile
 from indexer.store_meta import NewItem
 from retrieval.errors import DecodeError, MmsearchError
@@ -51,6 +52,10 @@ class PipelineConfig:
     decode: DecodeOptions = DecodeOptions()
     max_pending_rows: int = 512  # reused/failed rows written at least this often
     decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S  # per file; None: no limit
+    # JPEGs: workers read only the header and the GPU decodes the pixels (indexer.gpu_decode); set
+    # by the caller when the image tower runs on CUDA, with embed_batches(embed_jpegs=...)
+    defer_jpeg: bool = False
+    gpu_decode: str = "auto"  # auto | on | off: JPEGs decoded on the GPU when the tower runs on CUDA
 
 
 @dataclass(frozen=True)
@@ -60,13 +65,14 @@ class Prepared:
     file: FoundFile
     content_hash: str | None = None
     decoded: Decoded | None = None
+    jpeg: DeferredJpeg | None = None  # header read, pixels left for the GPU (PipelineConfig.defer_jpeg)
     reuse_from: int | None = None
     error: str | None = None
     vanished: bool = False  # gone between the scan and the read: nothing to record
 
 
 def prepare_file(file: FoundFile, known_hashes: Mapping[str, int], preprocess: PreprocessConfig,
-                 options: DecodeOptions) -> Prepared:
+                 options: DecodeOptions, defer_jpeg: bool = False) -> Prepared:
     try:
         data, stat = read_file_checked(file.path)
     except FileGoneError as exc:
@@ -80,6 +86,10 @@ def prepare_file(file: FoundFile, known_hashes: Mapping[str, int], preprocess: P
     if source is not None:
         return Prepared(file, content_hash=digest, reuse_from=source)
     try:
+        if defer_jpeg and is_jpeg(data):
+            deferred = jpeg_header(data, options)
+            if deferred is not None:
+                return Prepared(file, content_hash=digest, jpeg=deferred)
         return Prepared(file, content_hash=digest, decoded=decode_image(data, preprocess, options))
     except DecodeError as exc:
         return Prepared(file, content_hash=digest, error=str(exc))
@@ -184,7 +194,7 @@ def prepare_files(files: Iterable[FoundFile], known_hashes: Mapping[str, int], p
             if file.size == 0:
                 in_flight.append(_Job(file, result=Prepared(file, error="empty file (0 bytes)")))
             else:
-                in_flight.append(pool.submit(file, (file, known_hashes, preprocess, config.decode)))
+                in_flight.append(pool.submit(file, (file, known_hashes, preprocess, config.decode, config.defer_jpeg)))
             if len(in_flight) >= window:
                 yield pool.result(in_flight.popleft(), config.decode_timeout_s)
         while in_flight:
@@ -193,33 +203,42 @@ def prepare_files(files: Iterable[FoundFile], known_hashes: Mapping[str, int], p
         pool.close()
 
 
-def _as_row(prepared: Prepared, vector: np.ndarray | None = None) -> NewItem:
-    decoded = prepared.decoded
+def _as_row(prepared: Prepared, vector: np.ndarray | None = None, error: str | None = None) -> NewItem:
+    decoded = prepared.decoded or (prepared.jpeg if error is None else None)  # a failed decode records no size
     return NewItem(
         path=prepared.file.path, size=prepared.file.size, mtime=prepared.file.mtime,
         content_hash=prepared.content_hash,
         width=decoded.width if decoded else None, height=decoded.height if decoded else None,
         format=decoded.format if decoded else None,
-        vector=vector, reuse_from=prepared.reuse_from, error=prepared.error,
+        vector=vector, reuse_from=prepared.reuse_from, error=error or prepared.error,
         taken_at=decoded.taken_at if decoded else None,
     )
 
 
 def embed_batches(prepared: Iterable[Prepared], embed_pixels, config: PipelineConfig,
-                  on_vanished: Callable[[str, str], None] | None = None) -> Iterator[list[NewItem]]:
+                  on_vanished: Callable[[str, str], None] | None = None,
+                  embed_jpegs: Callable | None = None) -> Iterator[list[NewItem]]:
     """Group prepared files into write batches; the decoded ones are embedded together.
 
     With `on_vanished`, a file that disappeared before it was read is reported there and gets no
     row (there is nothing to remember); without it, it is a row with an error like any other.
+    `embed_jpegs` (indexer.gpu_decode.GpuJpegEmbedder.embed) takes the deferred JPEGs.
     """
     to_embed: list[Prepared] = []
     others: list[NewItem] = []
 
     def flush() -> list[NewItem]:
         rows = list(others)
-        if to_embed:
-            vectors = embed_pixels(np.stack([item.decoded.pixels for item in to_embed]))
-            rows.extend(_as_row(item, vector) for item, vector in zip(to_embed, vectors))
+        decoded = [item for item in to_embed if item.decoded is not None]
+        deferred = [item for item in to_embed if item.decoded is None]
+        if decoded:
+            vectors = embed_pixels(np.stack([item.decoded.pixels for item in decoded]))
+            rows.extend(_as_row(item, vector) for item, vector in zip(decoded, vectors))
+        if deferred:
+            if embed_jpegs is None:
+                raise ValueError("deferred JPEGs (PipelineConfig.defer_jpeg) need embed_jpegs")
+            outcomes = embed_jpegs([item.jpeg for item in deferred])
+            rows.extend(_as_row(item, outcome.vector, outcome.error) for item, outcome in zip(deferred, outcomes))
         to_embed.clear()
         others.clear()
         return rows
@@ -228,7 +247,7 @@ def embed_batches(prepared: Iterable[Prepared], embed_pixels, config: PipelineCo
         if item.vanished and on_vanished is not None:
             on_vanished(item.file.path, item.error or "vanished")
             continue
-        if item.decoded is not None:
+        if item.decoded is not None or item.jpeg is not None:
             to_embed.append(item)
         else:
             others.append(_as_row(item))

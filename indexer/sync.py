@@ -5,6 +5,7 @@ killed run leaves committed batches; the next run skips them and finishes the re
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -14,6 +15,7 @@ from typing import Callable, Sequence
 from indexer.library import Library
 from indexer.pipeline import PipelineConfig, embed_batches, prepare_files
 from indexer.scan import FoundFile, ScanOptions, walk
+from retrieval.errors import MmsearchError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,23 @@ def _split_changed(root: str, library: Library, options: ScanOptions,
     return to_process, unchanged
 
 
+def _gpu_jpeg_setup(model, pipeline: PipelineConfig):
+    """(pipeline, embed_jpegs): JPEGs decoded on the GPU when the image tower runs on CUDA and
+    `pipeline.gpu_decode` allows it (auto: whenever it can); else the pipeline as given and None."""
+    if pipeline.gpu_decode == "off" or not str(model.requested_device).startswith(("cuda", "auto")):
+        return pipeline, None
+    from indexer.gpu_decode import GpuJpegEmbedder, gpu_decode_available
+
+    if not gpu_decode_available(model.device):
+        if pipeline.gpu_decode == "on":
+            raise MmsearchError(f"--gpu-decode on needs a CUDA device and torchvision's GPU JPEG decoder "
+                                f"(the image tower runs on {model.device})")
+        return pipeline, None
+    embedder = GpuJpegEmbedder(model.image, model.preprocess, pipeline.decode)
+    log.info("JPEGs are decoded on %s (nvJPEG)", model.device)
+    return dataclasses.replace(pipeline, defer_jpeg=True), embedder.embed
+
+
 def index_folders(library: Library, model, config: IndexConfig,
                   on_progress: Callable[[IndexProgress], None] | None = None,
                   on_file_error: Callable[[str, str], None] | None = None) -> IndexReport:
@@ -107,10 +126,11 @@ def index_folders(library: Library, model, config: IndexConfig,
     progress(IndexProgress("embed", 0, total))
     if to_process:
         known_hashes = library.meta.hashes_with_vectors()
-        prepared = prepare_files(to_process, known_hashes, model.preprocess, config.pipeline)
+        pipeline, embed_jpegs = _gpu_jpeg_setup(model, config.pipeline)
+        prepared = prepare_files(to_process, known_hashes, model.preprocess, pipeline)
         done = 0
         embed = (lambda pixels: model.image.embed_pixels(pixels))
-        for rows in embed_batches(prepared, embed, config.pipeline, on_vanished=file_skipped):
+        for rows in embed_batches(prepared, embed, pipeline, on_vanished=file_skipped, embed_jpegs=embed_jpegs):
             ids = library.meta.write_batch(rows, run_id)
             changed_ids.extend(ids)
             for row in rows:

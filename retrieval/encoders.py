@@ -72,6 +72,13 @@ class ImageEncoder:
         with torch.inference_mode(), _autocast(self.device):
             return _normalise(self.tower(batch))
 
+    def embed_tensor(self, batch) -> np.ndarray:
+        """A normalised (B, 3, S, S) torch tensor already on this encoder's device -> unit vectors."""
+        import torch
+
+        with torch.inference_mode(), _autocast(self.device):
+            return _normalise(self.tower(batch))
+
     def embed_images(self, images: Sequence) -> np.ndarray:
         """PIL images -> unit vectors."""
         if not images:

@@ -19,6 +19,7 @@ from retrieval.query import Term, combine, parse_query
 log = logging.getLogger(__name__)
 
 BRUTE_FORCE_LIMIT = 20_000  # filtered candidate sets up to this size are ranked exactly in numpy
+GPU_MIN_QUERIES = 64  # rank() moves the vectors to a CUDA device for batches at least this large
 
 
 @dataclass(frozen=True)
@@ -105,12 +106,22 @@ def check_model(library: Library, model) -> None:
 
 
 def rank(library: Library, query_vectors: np.ndarray, top: int, filters: Filters = Filters(),
-         tuning: SearchTuning = SearchTuning()) -> list[list[Hit]]:
-    """Top hits for each query vector, best first, filtered by metadata."""
+         tuning: SearchTuning = SearchTuning(), device: str = "cpu") -> list[list[Hit]]:
+    """Top hits for each query vector, best first, filtered by metadata.
+
+    On a CUDA `device`, a batch of at least GPU_MIN_QUERIES queries is ranked on the GPU
+    (indexer.gpu_search: faiss-gpu, else exact fp16 search in torch); fewer queries are not worth
+    moving the vectors there.
+    """
     query_vectors = np.atleast_2d(query_vectors).astype(np.float32)
     if top < 1:
         raise QueryError("--top must be at least 1")
-    index = library.vectors_for_search()
+    if str(device).startswith("cuda") and len(query_vectors) >= GPU_MIN_QUERIES:
+        from indexer.gpu_search import gpu_index
+
+        index = gpu_index(library, device)
+    else:
+        index = library.vectors_for_search()
     if index is None or index.ntotal == 0:
         return [[] for _ in query_vectors]
     allowed = None

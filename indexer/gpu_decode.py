@@ -1,0 +1,236 @@
+"""JPEGs decoded on the GPU (nvJPEG through torchvision), resized and normalised there, then embedded.
+
+On a CUDA machine, decoding 12-megapixel JPEGs on the CPU is what limits indexing (PIL: tens of
+images/s per core even with draft mode), not the model. So when the image tower runs on CUDA, the
+decode workers only read, hash and parse each JPEG's header (size, pixel budget, EXIF orientation
+and date: no pixels), and this module turns a batch of JPEG bytes into model input on the GPU:
+`torchvision.io.decode_jpeg(device="cuda")` (batched nvJPEG), EXIF orientation as flips and
+transposes, the same shortest-side resize + centre crop as `retrieval.preprocess` (bicubic with
+antialiasing, which torch implements to match PIL's filter), normalisation, the tower.
+
+Anything nvJPEG refuses (CMYK, arithmetic coding, a truncated file) is decoded on the CPU by
+`indexer.decode.decode_image` and embedded by the same tower: one odd file never costs a batch.
+
+`pixels_from_decoded` is device-agnostic and is tested on the CPU against the PIL path.
+"""
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from indexer.decode import DecodeOptions, decode_image
+from retrieval.errors import DecodeError
+from retrieval.preprocess import PreprocessConfig
+
+log = logging.getLogger(__name__)
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+# PIL modes of JPEGs that nvJPEG decodes to RGB; CMYK and friends go through the CPU path
+GPU_JPEG_MODES = ("RGB", "L")
+
+
+def is_jpeg(data: bytes) -> bool:
+    return data[:3] == JPEG_MAGIC
+
+
+@dataclass(frozen=True)
+class DeferredJpeg:
+    """A JPEG whose header was read (on a decode worker) and whose pixels the GPU will decode."""
+
+    data: bytes
+    width: int  # displayed size, after EXIF orientation
+    height: int
+    orientation: int = 1
+    taken_at: float | None = None
+    format: str = "JPEG"
+
+
+def jpeg_header(data: bytes, options: DecodeOptions) -> DeferredJpeg | None:
+    """A JPEG's displayed size, orientation and date from its header alone, for the GPU to decode;
+    None when this JPEG should be decoded on the CPU (not baseline RGB/greyscale, say).
+
+    Raises DecodeError for what the CPU path would refuse too (unreadable header, over the pixel budget).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from indexer.decode import EXIF_ORIENTATION, _read_exif, _taken_at
+
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise DecodeError("not an image Pillow can read") from None
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(f"image header claims too many pixels ({exc})") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise DecodeError(f"cannot read image header: {exc}") from None
+    if image.format != "JPEG" or image.mode not in GPU_JPEG_MODES:
+        return None
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise DecodeError(f"image has no pixels ({width}x{height})")
+    megapixels = width * height / 1e6
+    if megapixels > options.max_megapixels:
+        raise DecodeError(f"image is {megapixels:.0f} megapixels, over the {options.max_megapixels:g} MP limit")
+    exif = _read_exif(image)
+    orientation = exif.get(EXIF_ORIENTATION, 1) if exif is not None else 1
+    if orientation not in range(1, 9):
+        orientation = 1
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return DeferredJpeg(data, width, height, orientation, _taken_at(exif))
+
+
+def orient(image, orientation: int):
+    """A (C, H, W) tensor turned as EXIF orientation 1-8 says (what PIL's exif_transpose does)."""
+    if orientation == 2:
+        return image.flip(-1)
+    if orientation == 3:
+        return image.flip(-1).flip(-2)
+    if orientation == 4:
+        return image.flip(-2)
+    if orientation == 5:
+        return image.transpose(-1, -2)
+    if orientation == 6:
+        return image.transpose(-1, -2).flip(-1)
+    if orientation == 7:
+        return image.transpose(-1, -2).flip(-1).flip(-2)
+    if orientation == 8:
+        return image.transpose(-1, -2).flip(-2)
+    return image
+
+
+def resize_tensor(image, cfg: PreprocessConfig):
+    """(3, H, W) float tensor in 0..255 -> (3, S, S), by the rules of retrieval.preprocess.resize_for_model."""
+    import torch
+    import torch.nn.functional as F
+
+    size = cfg.image_size
+    mode = cfg.interpolation if cfg.interpolation in ("bicubic", "bilinear") else "nearest"
+    aa = mode != "nearest"
+
+    def resize(tensor, new_h: int, new_w: int):
+        if (new_h, new_w) == tuple(tensor.shape[-2:]):
+            return tensor
+        out = F.interpolate(tensor[None], size=(new_h, new_w), mode=mode, antialias=aa,
+                            **({} if mode == "nearest" else {"align_corners": False}))[0]
+        return out.clamp_(0, 255)
+
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    if cfg.resize_mode == "squash":
+        return resize(image, size, size)
+    if cfg.resize_mode == "longest":
+        scale = size / max(width, height)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        canvas = torch.full((3, size, size), float(cfg.fill_color), dtype=image.dtype, device=image.device)
+        top, left = (size - new_h) // 2, (size - new_w) // 2
+        canvas[:, top:top + new_h, left:left + new_w] = resize(image, new_h, new_w)
+        return canvas
+    if width <= height:
+        new_w, new_h = size, int(size * height / width)
+    else:
+        new_w, new_h = int(size * width / height), size
+    image = resize(image, new_h, new_w)
+    top = int(round((new_h - size) / 2.0))
+    left = int(round((new_w - size) / 2.0))
+    return image[:, top:top + size, left:left + size]
+
+
+def pixels_from_decoded(images: Sequence, orientations: Sequence[int], cfg: PreprocessConfig):
+    """Decoded (3, H, W) uint8 tensors -> one normalised float32 (B, 3, S, S) batch on their device."""
+    import torch
+
+    if not images:
+        raise ValueError("no images")
+    device = images[0].device
+    mean = torch.tensor(cfg.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    resized = []
+    for image, orientation in zip(images, orientations):
+        if image.shape[0] == 1:
+            image = image.expand(3, -1, -1)
+        resized.append(resize_tensor(orient(image, orientation).float(), cfg))
+    # PIL hands the CPU path 8-bit pixels after its resize: round the same way
+    batch = torch.stack(resized).round_().div_(255.0)
+    return (batch - mean) / std
+
+
+def gpu_decode_available(device: str) -> bool:
+    """True when `device` is CUDA and this torchvision decodes JPEGs there."""
+    if not str(device).startswith("cuda"):
+        return False
+    try:
+        import torch
+        from torchvision.io import decode_jpeg  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@dataclass
+class JpegOutcome:
+    vector: np.ndarray | None
+    error: str | None = None
+    cpu_fallback: bool = False
+
+
+class GpuJpegEmbedder:
+    """JPEG bytes -> unit vectors: nvJPEG decode, resize, normalise and the tower, all on `encoder.device`."""
+
+    def __init__(self, encoder, preprocess: PreprocessConfig, options: DecodeOptions = DecodeOptions()):
+        self.encoder = encoder  # retrieval.encoders.ImageEncoder (torch tower on a CUDA device)
+        self.preprocess = preprocess
+        self.options = options
+        self.fallbacks = 0
+
+    def _decode(self, blobs: list[bytes]) -> list:
+        """Decoded tensors (None where nvJPEG refused the file); one batched call when all succeed."""
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        tensors = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob in blobs]
+        try:
+            return list(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=self.encoder.device))
+        except RuntimeError as exc:
+            log.info("batched GPU JPEG decode failed (%s); decoding one by one", exc)
+        out = []
+        for tensor in tensors:
+            try:
+                out.append(decode_jpeg(tensor, mode=ImageReadMode.RGB, device=self.encoder.device))
+            except RuntimeError:
+                out.append(None)
+        return out
+
+    def embed(self, items: Sequence[DeferredJpeg]) -> list[JpegOutcome]:
+        """One outcome per item, in order."""
+        import torch
+
+        outcomes: list[JpegOutcome | None] = [None] * len(items)
+        decoded = self._decode([item.data for item in items])
+        gpu_rows = [i for i, image in enumerate(decoded) if image is not None]
+        cpu_pixels, cpu_rows = [], []
+        for i, image in enumerate(decoded):
+            if image is None:
+                self.fallbacks += 1
+                try:
+                    cpu_pixels.append(decode_image(items[i].data, self.preprocess, self.options).pixels)
+                    cpu_rows.append(i)
+                except DecodeError as exc:
+                    outcomes[i] = JpegOutcome(None, str(exc), cpu_fallback=True)
+        parts, rows = [], []
+        if gpu_rows:
+            parts.append(pixels_from_decoded([decoded[i] for i in gpu_rows],
+                                             [items[i].orientation for i in gpu_rows], self.preprocess))
+            rows.extend(gpu_rows)
+        if cpu_pixels:
+            parts.append(torch.from_numpy(np.stack(cpu_pixels)).to(self.encoder.device))
+            rows.extend(cpu_rows)
+        if parts:
+            vectors = self.encoder.embed_tensor(torch.cat(parts))
+            on_cpu = set(cpu_rows)
+            for row, vector in zip(rows, vectors):
+                outcomes[row] = JpegOutcome(vector, cpu_fallback=row in on_cpu)
+        return outcomes  # type: ignore[return-value]

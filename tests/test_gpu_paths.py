@@ -1,0 +1,233 @@
+"""The GPU fast paths against the plain CPU paths.
+
+JPEG decoding on the GPU (indexer.gpu_decode) and exact search in torch (indexer.gpu_search) are
+written device-agnostic, so their logic is checked here on the CPU; the tests marked `cuda` run the
+same comparisons on a GPU and skip without one.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from indexer.decode import DecodeOptions, decode_image
+from indexer.gpu_decode import GpuJpegEmbedder, jpeg_header, pixels_from_decoded
+from indexer.pipeline import PipelineConfig, embed_batches, prepare_files
+from indexer.scan import FoundFile
+from retrieval.errors import DecodeError
+from retrieval.preprocess import PreprocessConfig
+
+torch = pytest.importorskip("torch")
+torchvision_io = pytest.importorskip("torchvision.io")
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def photo(seed: int, size=(640, 480)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (size[1] // 20, size[0] // 20, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize(size, Image.BILINEAR)
+
+
+def jpeg_bytes(image: Image.Image, orientation: int = 1, quality: int = 92) -> bytes:
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def decode_on(data: list[bytes], device: str):
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    return decode_jpeg([torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob in data],
+                       mode=ImageReadMode.RGB, device=device)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("resize_mode", ["shortest", "longest", "squash"])
+def test_tensor_preprocessing_matches_the_pil_path(orientation, resize_mode):
+    """Same pixels as decode_image's full decode to one 8-bit level, for every EXIF orientation."""
+    cfg = PreprocessConfig(image_size=64, resize_mode=resize_mode)
+    data = jpeg_bytes(photo(orientation, (400, 300)), orientation)
+    reference = decode_image(data, cfg, DecodeOptions(draft=False))
+    header = jpeg_header(data, DecodeOptions())
+    assert (header.width, header.height, header.orientation) == (reference.width, reference.height, orientation)
+    pixels = pixels_from_decoded(decode_on([data], "cpu"), [header.orientation], cfg)[0].numpy()
+    assert pixels.shape == reference.pixels.shape
+    one_level = 1 / 255 / min(cfg.std) + 1e-4
+    assert np.abs(pixels - reference.pixels).max() <= one_level
+    assert np.abs(pixels - reference.pixels).mean() < 0.01
+
+
+def test_greyscale_jpeg_becomes_three_equal_channels():
+    cfg = PreprocessConfig(image_size=32)
+    data = jpeg_bytes(photo(3, (120, 90)).convert("L"))
+    reference = decode_image(data, cfg, DecodeOptions(draft=False))
+    pixels = pixels_from_decoded(decode_on([data], "cpu"), [1], cfg)[0].numpy()
+    assert np.abs(pixels - reference.pixels).max() <= 1 / 255 / min(cfg.std) + 1e-4
+
+
+def test_header_keeps_the_pixel_budget_and_leaves_odd_jpegs_to_the_cpu():
+    data = jpeg_bytes(photo(1, (2000, 1000)))
+    with pytest.raises(DecodeError, match="megapixels"):
+        jpeg_header(data, DecodeOptions(max_megapixels=1.0))
+    cmyk = io.BytesIO()
+    photo(2).convert("CMYK").save(cmyk, "JPEG")
+    assert jpeg_header(cmyk.getvalue(), DecodeOptions()) is None
+    with pytest.raises(DecodeError):
+        jpeg_header(b"\xff\xd8\xff" + b"garbage" * 10, DecodeOptions())
+
+
+def write_files(folder, count: int) -> list[FoundFile]:
+    """JPEGs (one CMYK, one truncated) and a PNG: every route through the deferred pipeline."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n in range(count):
+        path = folder / f"photo{n}.jpg"
+        path.write_bytes(jpeg_bytes(photo(10 + n), orientation=1 + n % 8))
+        paths.append(path)
+    cmyk = folder / "cmyk.jpg"
+    photo(40).convert("CMYK").save(cmyk, "JPEG")
+    truncated = folder / "truncated.jpg"  # a readable header, half the pixel data
+    whole = jpeg_bytes(photo(41))
+    truncated.write_bytes(whole[:len(whole) // 2])
+    png = folder / "plain.png"
+    photo(42).save(png)
+    paths += [cmyk, truncated, png]
+    return [FoundFile(str(path), path.stat().st_size, path.stat().st_mtime) for path in paths]
+
+
+def run_pipeline(files, model, defer: bool, device: str):
+    pipeline = PipelineConfig(batch_size=4, workers=2, defer_jpeg=defer,
+                              decode=DecodeOptions(draft=False))
+    embedder = GpuJpegEmbedder(model.image, model.preprocess, pipeline.decode) if defer else None
+    rows = []
+    prepared = prepare_files(files, {}, model.preprocess, pipeline)
+    for batch in embed_batches(prepared, model.image.embed_pixels, pipeline,
+                               embed_jpegs=embedder.embed if embedder else None):
+        rows.extend(batch)
+    return {row.path: row for row in rows}, embedder
+
+
+def check_same_rows(plain, deferred, min_cosine: float):
+    assert plain.keys() == deferred.keys()
+    for path, row in plain.items():
+        other = deferred[path]
+        assert (row.width, row.height, row.format, row.error is None) == \
+               (other.width, other.height, other.format, other.error is None), path
+        if row.vector is not None:
+            assert float(row.vector @ other.vector) >= min_cosine, path
+
+
+def test_deferred_jpeg_pipeline_gives_the_plain_pipelines_rows(tmp_path, tiny_model):
+    """Header on the worker, pixels decoded by the embedder (here on the CPU): same rows, same vectors."""
+    files = write_files(tmp_path / "photos", 10)
+    plain, _ = run_pipeline(files, tiny_model, defer=False, device="cpu")
+    deferred, embedder = run_pipeline(files, tiny_model, defer=True, device="cpu")
+    check_same_rows(plain, deferred, min_cosine=0.999)
+    assert deferred[str(tmp_path / "photos" / "truncated.jpg")].error  # refused by both decoders
+    assert embedder.fallbacks == 1  # the truncated JPEG went to the CPU decoder too (and failed there)
+
+
+@cuda
+def test_gpu_decode_and_embed_matches_cpu(tmp_path, tiny_model_config):
+    from retrieval.encoders import load_model
+
+    files = write_files(tmp_path / "photos", 12)
+    cpu_model = load_model(str(tiny_model_config), device="cpu")
+    gpu_model = load_model(str(tiny_model_config), device="cuda")
+    plain, _ = run_pipeline(files, cpu_model, defer=False, device="cpu")
+    deferred, _ = run_pipeline(files, gpu_model, defer=True, device="cuda")
+    check_same_rows(plain, deferred, min_cosine=0.99)  # bf16 autocast on the GPU
+
+
+# --- search -------------------------------------------------------------------------------------
+def clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((16, dim)).astype(np.float32)
+    vectors = centres[rng.integers(0, 16, n)] + 0.5 * rng.standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def faiss_exact(ids, vectors, queries, k, allowed=None):
+    import faiss
+
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
+    index.add_with_ids(vectors, ids)
+    params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed)) if allowed is not None else None
+    return index.search(queries, k, params=params)
+
+
+@pytest.mark.parametrize("n", [7, 5000])
+def test_torch_exact_search_equals_faiss_brute_force(n, monkeypatch):
+    from indexer import gpu_search
+
+    monkeypatch.setattr(gpu_search, "SCORE_BUDGET_BYTES", 4 * 1024 * 64)  # many chunks: the merge is exercised
+    vectors = clustered(n, 32, seed=n)
+    ids = np.arange(1000, 1000 + n, dtype=np.int64)[::-1].copy()
+    queries = clustered(50, 32, seed=99)
+    index = gpu_search.TorchExactIndex(ids, vectors, device="cpu")
+    scores, found = index.search(queries, 10)
+    want_scores, want_ids = faiss_exact(ids, vectors, queries, min(10, n))
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    assert (found == want_ids).mean() > 0.99  # ties aside, the same items in the same order
+
+
+def test_torch_exact_search_with_allowed_ids_and_short_results():
+    from indexer.gpu_search import TorchExactIndex
+
+    vectors = clustered(300, 16, seed=1)
+    ids = np.arange(300, dtype=np.int64) * 3
+    allowed = ids[::50]  # 6 items
+    index = TorchExactIndex(ids, vectors, device="cpu")
+    scores, found = index.search(vectors[:4], 10, allowed_ids=allowed)
+    want_scores, want_ids = faiss_exact(ids, vectors, vectors[:4], 10, allowed)
+    assert set(found[:, :6].ravel()) <= set(allowed)
+    np.testing.assert_array_equal(found[:, 6:], -1)
+    np.testing.assert_array_equal(found[:, :6], want_ids[:, :6])
+    np.testing.assert_allclose(scores[:, :6], want_scores[:, :6], atol=1e-5)
+
+
+@cuda
+def test_fp16_search_on_the_gpu_keeps_recall():
+    from indexer.gpu_search import TorchExactIndex
+
+    vectors = clustered(20_000, 128, seed=5)
+    ids = np.arange(20_000, dtype=np.int64)
+    queries = clustered(200, 128, seed=6)
+    _, found = TorchExactIndex(ids, vectors, device="cuda").search(queries, 10)
+    _, want = faiss_exact(ids, vectors, queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found.tolist(), want.tolist())])
+    assert recall >= 0.98
+
+
+def test_rank_uses_the_gpu_path_only_for_cuda_batches(tmp_path, tiny_model, monkeypatch):
+    """A CUDA device with a big enough batch goes through indexer.gpu_search; the hits match the CPU's."""
+    from indexer import gpu_search
+    from indexer.library import Library
+    from indexer.sync import IndexConfig, index_folders
+    from retrieval import search
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for n in range(12):
+        photo(n, (96, 72)).save(folder / f"p{n}.png")
+    with Library(tmp_path / "db") as library:
+        index_folders(library, tiny_model, IndexConfig(roots=(str(folder),)))
+    calls = []
+
+    def on_cpu(library, device):
+        calls.append(device)
+        return gpu_search.TorchExactIndex.from_chunks(library.meta.iter_vectors(64), 64, device="cpu")
+
+    monkeypatch.setattr(gpu_search, "gpu_index", on_cpu)
+    queries = tiny_model.text.embed_texts([f"query {n}" for n in range(search.GPU_MIN_QUERIES)])
+    with Library(tmp_path / "db", create=False, read_only=True) as library:
+        expected = search.rank(library, queries, 5)
+        got = search.rank(library, queries, 5, device="cuda:0")
+        search.rank(library, queries[:3], 5, device="cuda:0")  # too few queries: stays on the CPU
+    assert calls == ["cuda:0"]
+    assert [[hit.path for hit in hits] for hits in got] == [[hit.path for hit in hits] for hits in expected]
