@@ -36,7 +36,8 @@ def test_choose_index_spec_by_size():
     assert choose_index_spec(5000, "IVF64,SQ8") == "IVF64,SQ8"
 
 
-@pytest.mark.parametrize("spec, min_recall", [("Flat", 1.0), ("IVF64,Flat", 0.9), ("HNSW32", 0.9)])
+@pytest.mark.parametrize("spec, min_recall", [("Flat", 1.0), ("IVF64,Flat", 0.9), ("HNSW32", 0.9),
+                                               ("IVF64,SQfp16", 0.9), ("IVF64,SQ8", 0.9)])
 def test_index_types_match_brute_force(spec, min_recall):
     rng = np.random.default_rng(0)
     dim, k = 64, 10
@@ -92,3 +93,29 @@ def test_save_is_atomic_and_loads_back(tmp_path):
     assert (loaded.ntotal, loaded.generation, loaded.spec) == (100, 5, "Flat")
     path.write_bytes(b"truncated")
     assert VectorIndex.load(path) is None  # unreadable -> rebuilt by the caller, never trusted
+
+
+@pytest.mark.parametrize("spec", ["IVF32,SQfp16", "IVF32,SQ8"])
+def test_scalar_quantized_storage_round_trips_through_save_and_load(tmp_path, spec):
+    """SQ storage saves, reads and maps back to the same index: same results, same tuning, smaller file."""
+    from indexer.store_vectors import SearchTuning
+
+    rng = np.random.default_rng(6)
+    data = _clustered(rng, 3000, 64, centres=30)
+    ids = np.arange(500, 3500, dtype=np.int64)
+    index = VectorIndex.build(64, spec, [(ids[:1500], data[:1500]), (ids[1500:], data[1500:])], generation=9)
+    index.tuning = SearchTuning(nprobe=8)
+    index.tuning_report = {"value": 8, "status": "nprobe=8: ..."}
+    path = tmp_path / "vectors.faiss"
+    index.save(path)
+    flat = tmp_path / "flat.faiss"
+    VectorIndex.build(64, "IVF32,Flat", [(ids, data)], generation=9).save(flat)
+    assert path.stat().st_size < (0.6 if spec.endswith("fp16") else 0.35) * flat.stat().st_size
+    expected = index.search(data[:40], 10)
+    for mmap in (False, True):
+        loaded = VectorIndex.load(path, mmap=mmap)
+        assert (loaded.spec, loaded.generation, loaded.ntotal, loaded.dim) == (spec, 9, 3000, 64)
+        assert loaded.tuning == SearchTuning(nprobe=8) and loaded.tuning_report == index.tuning_report
+        for got, want in zip(loaded.search(data[:40], 10), expected):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.sort(loaded.ids()), ids)
