@@ -7,6 +7,13 @@ the index folder, records the model fingerprint it came from, and is rebuilt whe
 Tokenisation matches open_clip's tokenizers for ordinary text: the HF tokenizer file is reused
 as is; CLIP's BPE tokenizer is rebuilt with `tokenizers` from open_clip's own vocabulary (one
 difference, documented: ftfy's mojibake repair is skipped on the fast path).
+
+The export takes any sequence length (`retrieval.trimmed_text`): a query runs on its real tokens
+only (8 for "a photo of a red dog" instead of CLIP's 77), the same vector for ~1/10 of the work.
+Each export is checked against the torch tower at full length before it is kept; a tower that
+cannot be trimmed, or fails the check, is exported at its fixed context length (`"sequence":
+"full"`). Exports made before this (no "sequence" key) have a fixed length too: they keep working
+at full length, and `ensure_exported` replaces them the next time the index is written.
 """
 from __future__ import annotations
 
@@ -30,7 +37,22 @@ META_NAME = "text_encoder.json"
 ONNX_NAME = "text.onnx"
 TOKENIZER_NAME = "tokenizer.json"
 FORMAT = "mmsearch-onnx-text/1"
+TRIMMED, FULL = "trimmed", "full"  # meta["sequence"]: any length up to the context / the context length only
+CHECK_TEXTS = ("a cat", "a photo of a small red dog running on a sunny beach", "x", "word " * 200)
+CHECK_ATOL = 1e-4  # on unit vectors: trimmed ONNX against the torch tower at full length
 _CLIP_PATTERN = r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+def needed_length(tokens, pad_id: int = 0) -> int:
+    """The shortest length that keeps every real token of every row: last non-pad position + 1 (at least 1).
+
+    `tokens`: (batch, context_length) numpy array or CPU torch tensor.
+    """
+    real = np.asarray(tokens) != pad_id
+    if real.size == 0:
+        return 1
+    ends = real.shape[1] - np.argmax(real[:, ::-1], axis=1)  # one past the last real token of each row
+    return max(1, int(np.max(np.where(real.any(axis=1), ends, 1))))
 
 
 def _whitespace(text: str) -> str:
@@ -55,14 +77,29 @@ def _clip_tokenizer_json(simple_tokenizer) -> str:
     return tokenizer.to_str()
 
 
-def export_text_encoder(model, folder: Path) -> Path:
-    """Write `model`'s text tower and tokenizer to `folder` (atomically: staged, then renamed)."""
-    import torch
+def export_text_encoder(model, folder: Path, *, trim: bool = True) -> Path:
+    """Write `model`'s text tower and tokenizer to `folder` (atomically: staged, then renamed).
 
+    With `trim` (the default) the graph takes any sequence length when the tower allows it and the
+    exported graph passes the check against torch; otherwise it is the fixed-length export that
+    versions before trimming wrote (`trim=False` writes exactly that, without a "sequence" key).
+    """
     folder = Path(folder)
     staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    try:
+        _write_export(model, staging, trim)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(staging, folder)
+    return folder
+
+
+def _write_export(model, staging: Path, trim: bool) -> None:
     encoder = model.text
     tokenizer = encoder.tokenizer
     text_cfg = model.card.model_cfg["text_cfg"]
@@ -77,22 +114,66 @@ def export_text_encoder(model, folder: Path) -> Path:
         special = {"pad": int(hf.pad_token_id or 0)}
     else:
         raise QueryError(f"cannot export tokenizer {type(tokenizer).__name__} for the fast text path")
-    example = tokenizer(["a photo of a cat"]).to("cpu")
-    tower = encoder.tower.to("cpu").eval()
-    with warnings.catch_warnings():  # the TorchScript exporter is chatty about deprecations
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            tower, (example,), str(staging / ONNX_NAME), input_names=["tokens"], output_names=["features"],
-            dynamic_axes={"tokens": {0: "batch"}, "features": {0: "batch"}}, opset_version=17, dynamo=False,
-        )
     meta = {"format": FORMAT, "fingerprint": model.info.fingerprint, "dim": model.info.dim, "tokenizer": kind,
             "context_length": context_length, "special": special, "model": model.info.name,
             "clean": "whitespace" if kind == "hf" else "clip-lower", "hf_clean": text_cfg.get("hf_tokenizer_name") is not None}
-    (staging / META_NAME).write_text(json.dumps(meta, indent=2))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(staging, folder)
-    return folder
+    tower = encoder.tower.to("cpu").eval()
+    trimmed = None
+    if trim:
+        from retrieval.trimmed_text import trimmable_tower
+
+        trimmed = trimmable_tower(tower)
+        if trimmed is not None:
+            _export_graph(trimmed, tokenizer, staging / ONNX_NAME, variable_length=True)
+            (staging / META_NAME).write_text(json.dumps({**meta, "sequence": TRIMMED}, indent=2))
+            problem = _check_trimmed(staging, tower, tokenizer)
+            if problem:
+                log.warning("text export of %s: trimmed graph rejected (%s); exporting at full length",
+                            model.info.name, problem)
+                trimmed = None
+    if trimmed is None:
+        _export_graph(tower, tokenizer, staging / ONNX_NAME, variable_length=False)
+        if trim:
+            meta["sequence"] = FULL
+        (staging / META_NAME).write_text(json.dumps(meta, indent=2))
+
+
+def _export_graph(module, tokenizer, path: Path, *, variable_length: bool) -> None:
+    import torch
+
+    example = tokenizer(["a photo of a cat"]).to("cpu")
+    axes = {0: "batch", 1: "length"} if variable_length else {0: "batch"}
+    with warnings.catch_warnings():  # the TorchScript exporter is chatty about deprecations
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, (example,), str(path), input_names=["tokens"], output_names=["features"],
+            dynamic_axes={"tokens": axes, "features": {0: "batch"}}, opset_version=17, dynamo=False,
+        )
+
+
+def _check_trimmed(folder: Path, tower, tokenizer) -> str | None:
+    """Why the trimmed export in `folder` is wrong (None when it matches torch at full length).
+
+    Runs a mixed batch (trimmed to its longest text) and each text alone (trimmed to its own length)
+    and compares with the torch tower on the full-length tokens.
+    """
+    import torch
+
+    try:
+        with torch.inference_mode():
+            expected = _unit(tower(tokenizer(list(CHECK_TEXTS)).to("cpu")).float().numpy())
+        fast = OnnxTextEncoder(folder, threads=1)
+        batch = fast.embed_texts(CHECK_TEXTS)
+        alone = np.concatenate([fast.embed_texts([text]) for text in CHECK_TEXTS])
+    except Exception as exc:  # noqa: BLE001 - any failure means: use the fixed-length graph
+        return f"{type(exc).__name__}: {exc}"
+    error = max(float(np.abs(batch - expected).max()), float(np.abs(alone - expected).max()))
+    return None if error <= CHECK_ATOL else f"max difference {error:.2e} > {CHECK_ATOL:g}"
+
+
+def _unit(features: np.ndarray) -> np.ndarray:
+    features = features.astype(np.float32, copy=False)
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
 def exported_fingerprint(folder: Path) -> str | None:
@@ -103,10 +184,24 @@ def exported_fingerprint(folder: Path) -> str | None:
     return meta.get("fingerprint") if meta.get("format") == FORMAT else None
 
 
-class OnnxTextEncoder:
-    """Same interface as `retrieval.encoders.TextEncoder.embed_texts`, on onnxruntime."""
+def export_sequence(folder: Path) -> str | None:
+    """TRIMMED or FULL for an export with the "sequence" key; None for older ones (fixed length)."""
+    try:
+        meta = json.loads((Path(folder) / META_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta.get("sequence")
 
-    def __init__(self, folder: Path, threads: int | None = None):
+
+class OnnxTextEncoder:
+    """Same interface as `retrieval.encoders.TextEncoder.embed_texts`, on onnxruntime.
+
+    `threads`: intra-op threads (None: onnxruntime's default, one per core). `prepack=False` skips
+    onnxruntime's weight pre-packing when the session is made: it opens faster and holds less
+    memory, for a process that embeds one query and exits; the vectors are the same.
+    """
+
+    def __init__(self, folder: Path, threads: int | None = None, prepack: bool = True):
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -117,9 +212,12 @@ class OnnxTextEncoder:
         if threads:  # a server answering many queries at once does better with few threads each
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        if not prepack:
+            options.add_session_config_entry("session.disable_prepacking", "1")
         self.session = onnxruntime.InferenceSession(str(folder / ONNX_NAME), options, providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_NAME))
         self.context_length = int(self.meta["context_length"])
+        self.trims = self.meta.get("sequence") == TRIMMED
         if self.meta["tokenizer"] == "hf":
             self.tokenizer.enable_truncation(self.context_length)
             self.tokenizer.enable_padding(length=self.context_length, pad_id=self.meta["special"]["pad"])
@@ -129,6 +227,7 @@ class OnnxTextEncoder:
         return self.meta["fingerprint"]
 
     def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+        """Tokens at the full context length, exactly as the torch tokenizer gives them."""
         if self.meta["tokenizer"] == "hf":
             encodings = self.tokenizer.encode_batch([_whitespace(text) for text in texts])
             return np.asarray([encoding.ids for encoding in encodings], dtype=np.int64)
@@ -142,12 +241,18 @@ class OnnxTextEncoder:
             out[row, : len(ids)] = ids
         return out
 
+    def model_input(self, texts: Sequence[str]) -> np.ndarray:
+        """The tokens the graph runs on: cut after the batch's last real token when the export allows."""
+        tokens = self.tokenize(texts)
+        if self.trims:
+            tokens = np.ascontiguousarray(tokens[:, :needed_length(tokens, self.meta["special"]["pad"])])
+        return tokens
+
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if any(not text.strip() for text in texts):
             raise QueryError("empty text query")
-        (features,) = self.session.run(["features"], {"tokens": self.tokenize(texts)})
-        features = features.astype(np.float32)
-        return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+        (features,) = self.session.run(["features"], {"tokens": self.model_input(texts)})
+        return _unit(features)
 
 
 def ensure_exported(model, folder: Path) -> bool:
@@ -156,12 +261,14 @@ def ensure_exported(model, folder: Path) -> bool:
     Returns True when a usable export exists afterwards; an export failure is logged, not raised
     (searches then use the torch text tower).
     """
-    if exported_fingerprint(folder) == model.info.fingerprint:
-        return True
+    if exported_fingerprint(folder) == model.info.fingerprint and export_sequence(folder) is not None:
+        return True  # current; an export without "sequence" predates trimming and is replaced
     try:
         export_text_encoder(model, folder)
     except Exception as exc:  # noqa: BLE001 - the fast path is optional
         log.warning("could not export the text tower for fast searches: %s", exc)
+        if exported_fingerprint(folder) == model.info.fingerprint:
+            return True  # an older export of this model is still there and still works (at full length)
         shutil.rmtree(Path(folder), ignore_errors=True)
         return False
     return True
