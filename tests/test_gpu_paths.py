@@ -21,7 +21,11 @@ from retrieval.preprocess import PreprocessConfig
 
 torch = pytest.importorskip("torch")
 torchvision_io = pytest.importorskip("torchvision.io")
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def cuda(test):
+    """Run with `-m gpu` on a CUDA machine; skipped without one."""
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
 
 
 def photo(seed: int, size=(640, 480)) -> Image.Image:
