@@ -10,6 +10,7 @@ from retrieval.server.errors import ServerConfigError
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MIN_TOKEN_CHARS = 8
 LOOPBACK_NAMES = ("localhost",)
+TEXT_BACKENDS = ("auto", "torch")
 
 
 def is_loopback(host: str) -> bool:
@@ -35,6 +36,7 @@ class ServerConfig:
     preload_image_tower: bool = False
     text_cache_size: int = 512
     torch_threads: int | None = 1  # intra-op threads per forward pass; None leaves torch's default
+    text_backend: str = "auto"  # "auto": the index's ONNX text export when current, else torch; "torch"
 
     def check(self) -> None:
         """Refuse a configuration that would expose the collection."""
@@ -49,6 +51,8 @@ class ServerConfig:
             )
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ServerConfigError("--threads must be at least 1")
+        if self.text_backend not in TEXT_BACKENDS:
+            raise ServerConfigError(f"text backend must be one of {', '.join(TEXT_BACKENDS)}")
         if self.max_upload_bytes < 1:
             raise ServerConfigError("the upload limit must be positive")
 

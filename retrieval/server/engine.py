@@ -3,6 +3,10 @@
 `SearchEngine.open(config)` loads the index's model (text tower at once, image tower on first
 image query unless preloaded) and the FAISS index; queries then only embed and rank. The FAISS
 index stays in memory (`WarmLibrary`) and is reloaded only when the database generation changes.
+
+Text queries run on the ONNX export of the text tower that `mmsearch index` writes beside the index
+(`retrieval.onnx_text`, one intra-op thread per call, trimmed to the query's real tokens) when its
+model fingerprint matches; without one (or when it cannot be opened) on the torch tower.
 """
 from __future__ import annotations
 
@@ -144,6 +148,26 @@ class _TextCache:
                 self.entries.popitem(last=False)
 
 
+def open_text_encoder(library: Library, model: Model, config: ServerConfig):
+    """(encoder, backend name): the index's current ONNX text export when there is one, else the torch tower.
+
+    The backend is "onnx-trimmed" (runs on the real tokens only), "onnx" (an export at the fixed
+    context length: older, or a tower that cannot be trimmed) or "torch".
+    """
+    folder = library.text_export_path
+    if config.text_backend == "auto":
+        from retrieval.onnx_text import OnnxTextEncoder, exported_fingerprint
+
+        if exported_fingerprint(folder) == model.info.fingerprint:
+            try:
+                encoder = OnnxTextEncoder(folder, threads=config.torch_threads or 1)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime missing or a damaged export: torch does the same job
+                log.warning("text export %s not usable (%s); text queries use the torch tower", folder, exc)
+            else:
+                return encoder, "onnx-trimmed" if encoder.trims else "onnx"
+    return model.text, "torch"
+
+
 class SearchEngine:
     """What the HTTP routes call: search, items, files, status. Thread-safe."""
 
@@ -151,6 +175,7 @@ class SearchEngine:
         self.library = library
         self.model = model
         self.config = config
+        self.text_encoder, self.text_backend = open_text_encoder(library, model, config)
         self.files = FileGuard(library.meta)
         self._text_cache = _TextCache(config.text_cache_size)
         self._tower_lock = threading.Lock()  # the image tower is built once, by one thread
@@ -187,14 +212,15 @@ class SearchEngine:
 
     def warm(self) -> None:
         started = time.perf_counter()
-        text = self.model.text  # built here, once; then every model thread runs it once
+        text = self.text_encoder  # built at start, once; then every model thread runs it once
         warm_ups = [self._model_pool.submit(text.embed_texts, [f"warm up {n}"]) for n in range(self._model_workers)]
         for future in warm_ups:
             future.result()
         if self.config.preload_image_tower:
             self.image_encoder()
         self.library.vectors_for_search()
-        log.info("model %s and index warm in %.2f s", self.model.info.name, time.perf_counter() - started)
+        log.info("model %s (text: %s) and index warm in %.2f s", self.model.info.name, self.text_backend,
+                 time.perf_counter() - started)
 
     def close(self) -> None:
         self._model_pool.shutdown(wait=True, cancel_futures=True)
@@ -244,7 +270,7 @@ class SearchEngine:
         found = {text: self._text_cache.get(text) for text in texts}
         missing = sorted({text for text, vector in found.items() if vector is None})
         if missing:
-            embedded = self._forward(self.model.text.embed_texts, missing)
+            embedded = self._forward(self.text_encoder.embed_texts, missing)
             for text, vector in zip(missing, embedded):
                 self._text_cache.put(text, vector)
                 found[text] = vector
@@ -317,6 +343,7 @@ class SearchEngine:
                 "spec": index.spec, "vectors": index.ntotal, "generation": index.generation},
             "index_reloads": self.library.reloads,
             "image_tower_loaded": self.model.image_built,
+            "text_encoder": self.text_backend,
         }
         return {**cached[1], "server": server}
 
