@@ -24,6 +24,7 @@ import argparse
 import functools
 import io
 import json
+import logging
 import platform
 import sys
 import threading
@@ -288,6 +289,9 @@ def main() -> None:
     parser.add_argument("--skip-index", action="store_true", help="leave out the mmsearch index runs")
     parser.add_argument("--out", default=None, help="also write the JSON report here")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    for name in ("indexer.gpu_decode", "indexer.sync"):  # says whether the GPU decode path ran, and any fallbacks
+        logging.getLogger(name).setLevel(logging.INFO)
 
     import torch
 
