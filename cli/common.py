@@ -9,14 +9,24 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from retrieval.errors import MmsearchError
 
 DEFAULT_MODEL = "bundled"
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-out_console = Console(highlight=False, soft_wrap=True)
+
+@functools.cache
+def console(stderr: bool):
+    """The rich console for stderr or stdout, made on first use: a plain search prints without rich (~0.02 s)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def __getattr__(name: str):  # `from cli.common import err_console, out_console`
+    if name in ("err_console", "out_console"):
+        return console(stderr=name == "err_console")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 DbOption = Annotated[
     Optional[Path],
@@ -77,12 +87,12 @@ def model_for_index(explicit: Optional[str], recorded_name: Optional[str]) -> tu
 
     choice = choose_default_model(tqdm_class=rich_tqdm())
     if choice.name == BUNDLED_NAME:
-        err_console.print(BUNDLED_NOTICE.format(recommended=RECOMMENDED_MODEL), markup=False)
+        console(stderr=True).print(BUNDLED_NOTICE.format(recommended=RECOMMENDED_MODEL), markup=False)
     return choice.name, choice.reason
 
 
 def fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[bold red]Error:[/] {message}", markup=True, highlight=False)
+    console(stderr=True).print(f"[bold red]Error:[/] {message}", markup=True, highlight=False)
     raise typer.Exit(code)
 
 
@@ -96,7 +106,7 @@ def friendly_errors(func):
         except MmsearchError as exc:
             fail(str(exc))
         except KeyboardInterrupt:
-            err_console.print("Interrupted; finished batches are saved, the next run resumes.")
+            console(stderr=True).print("Interrupted; finished batches are saved, the next run resumes.")
             raise typer.Exit(130)
 
     return wrapper
@@ -122,4 +132,4 @@ def parse_date(value: Optional[str], option: str) -> Optional[float]:
 
 
 def is_terminal() -> bool:
-    return err_console.is_terminal
+    return console(stderr=True).is_terminal

@@ -8,9 +8,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from cli.common import (
-    DbOption, ModelOption, choose_model_name, db_dir, fail, friendly_errors, out_console, parse_date, setup_logging,
-)
+from cli.common import DbOption, ModelOption, choose_model_name, console, db_dir, fail, friendly_errors, parse_date, setup_logging
 
 
 @friendly_errors
@@ -68,7 +66,7 @@ def search(
                 if json_output:
                     _print_json({"query": line, "results": [hit.as_dict() for hit in hits]})
                 else:
-                    out_console.print(f"# {line}", markup=False)
+                    console(stderr=False).print(f"# {line}", markup=False)
                     _print_hits(hits)
             return
         vector = embed_terms(loaded, build_terms(query, image or ()))

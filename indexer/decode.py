@@ -8,6 +8,7 @@ device) is never opened for a blocking read. The time budget lives in the pipeli
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -16,12 +17,15 @@ import stat
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from retrieval.errors import DecodeError
 from retrieval.preprocess import PreprocessConfig, to_model_input
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +39,19 @@ EXIF_OFFSET_TIME_ORIGINAL = 0x9011
 _heif_registered = False
 
 # Our own --max-megapixels budget decides, and broken EXIF only costs the rotation: Pillow's warnings
-# about either would print Python warning lines in the middle of a run.
-warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+# about either would print Python warning lines in the middle of a run. Set without importing Pillow
+# (a text search never needs it); _pil() adds the filter by class when Pillow is first used.
+warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
 warnings.filterwarnings("ignore", message=r"(Possibly )?[Cc]orrupt EXIF", category=UserWarning)
+
+
+@functools.cache
+def _pil():
+    """PIL.Image, imported on the first decode rather than with this module."""
+    from PIL import Image
+
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    return Image
 
 
 class FileGoneError(DecodeError):
@@ -82,6 +96,9 @@ def open_image(data: bytes, options: DecodeOptions, target_size: int) -> tuple[I
 
 
 def _open_oriented(data: bytes, options: DecodeOptions, target_size: int):
+    Image = _pil()
+    from PIL import ImageOps, UnidentifiedImageError
+
     _register_heif()
     try:
         image = Image.open(io.BytesIO(data))
@@ -154,6 +171,7 @@ def to_8bit(image: Image.Image) -> Image.Image:
     """16-bit and float greyscale scaled to 8 bits (Pillow's convert() would clip them to white)."""
     if image.mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         return image
+    Image = _pil()
     array = np.asarray(image)
     if image.mode == "F":
         peak = float(np.nanmax(array)) if array.size else 0.0

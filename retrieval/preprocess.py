@@ -2,23 +2,21 @@
 
 Matches open_clip's eval transform (resize shortest side, centre crop, normalise) without
 importing torchvision, so decode workers stay light. `tests/test_preprocess.py` checks it
-against `open_clip.image_transform`.
+against `open_clip.image_transform`. PIL is imported by the functions that take an image, not by the
+module: a text search reads `PreprocessConfig` without paying for Pillow (tested in test_fast_paths.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-
-_INTERPOLATIONS = {
-    "bicubic": Image.Resampling.BICUBIC,
-    "bilinear": Image.Resampling.BILINEAR,
-    "nearest": Image.Resampling.NEAREST,
-}
 
 
 @dataclass(frozen=True)
@@ -57,6 +55,8 @@ class PreprocessConfig:
 
 def flatten_alpha(image: Image.Image, background=(255, 255, 255)) -> Image.Image:
     """RGB version of any PIL image; transparent areas become `background`."""
+    from PIL import Image
+
     if image.mode == "RGB":
         return image
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -69,8 +69,11 @@ def flatten_alpha(image: Image.Image, background=(255, 255, 255)) -> Image.Image
 
 def resize_for_model(image: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     """Resize and crop an RGB image to cfg.image_size x cfg.image_size."""
+    from PIL import Image
+
     size = cfg.image_size
-    resample = _INTERPOLATIONS[cfg.interpolation]
+    resample = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+                "nearest": Image.Resampling.NEAREST}[cfg.interpolation]
     width, height = image.size
     if cfg.resize_mode == "squash":
         return image.resize((size, size), resample)

@@ -135,11 +135,51 @@ def test_db_from_environment(indexed):
     assert result.exit_code == 0 and json.loads(result.stdout)["items"] == 5
 
 
-def test_every_command_has_help_with_an_example():
+def _command_paths():
+    """Every command and sub-command as an argv prefix, found the way `mmsearch --help` finds them."""
+    import click
     import typer.main
 
-    group = typer.main.get_command(app)
-    for name in group.commands:
-        result = runner.invoke(app, [name, "--help"])
+    def walk(group, prefix):
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            assert command is not None, f"`mmsearch {' '.join(prefix + [name])}` is listed but cannot be built"
+            yield prefix + [name], command
+            if hasattr(command, "list_commands"):
+                yield from walk(command, prefix + [name])
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+def test_every_command_module_is_registered():
+    from pathlib import Path
+
+    from cli.app import COMMANDS
+
+    modules = {path.stem for path in (Path(__file__).parents[1] / "cli").glob("*_cmd.py")}
+    assert modules == {target.split(":")[0].split(".")[1] for target in COMMANDS.values()}
+
+
+def test_every_command_has_help_with_an_example():
+    paths = _command_paths()
+    assert len(paths) >= 14  # 12 commands + `models list` / `models pull`
+    listing = runner.invoke(app, ["--help"])
+    assert listing.exit_code == 0
+    for argv, command in paths:
+        name = " ".join(argv)
+        if len(argv) == 1:
+            assert argv[0] in listing.stdout, f"`mmsearch --help` does not list {name}"
+        assert (command.get_short_help_str() or "").strip(), f"`mmsearch {name}` has no help line"
+        result = runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "250"})
         assert result.exit_code == 0, name
         assert "Example" in result.stdout, f"`mmsearch {name} --help` has no example"
+        for param in command.params:  # the page is complete: every option is on it
+            if param.opts[0].startswith("-") and not getattr(param, "hidden", False):
+                assert param.opts[0] in result.stdout, f"`mmsearch {name} --help` does not show {param.opts[0]}"
+
+
+def test_unknown_command_suggests_the_nearest():
+    result = runner.invoke(app, ["serch", "a cat"])
+    assert result.exit_code == 2
+    assert "Did you mean 'search'" in result.output
