@@ -99,8 +99,8 @@ def model_only(tower, size: int, batch: int, seconds: float, device, dtype) -> d
 
 
 def end_to_end(tower, size: int, jpegs: list[bytes], total: int, batch: int, device, dtype) -> dict:
-    """Host: bytes -> pinned uint8 tensors (a reader thread, bounded queue); GPU: nvjpeg decode,
-    resize, normalise, tower. The copy of batch i+1 runs on a side stream while batch i computes."""
+    """Host: bytes -> pinned uint8 tensors (a reader thread, bounded queue, so reading batch i+1
+    overlaps batch i); GPU: nvJPEG decode (torchvision uploads the bytes), resize, normalise, tower."""
     import queue
 
     import torch
@@ -119,34 +119,20 @@ def end_to_end(tower, size: int, jpegs: list[bytes], total: int, batch: int, dev
             host_batches.put([t.pin_memory() for t in tensors] if cuda else tensors)
         host_batches.put(None)
 
-    copy_stream = torch.cuda.Stream(device) if cuda else None
     thread = threading.Thread(target=reader, daemon=True)
     started = time.perf_counter()
     thread.start()
     done = 0
-
-    def upload(tensors):
-        if not cuda:
-            return tensors
-        with torch.cuda.stream(copy_stream):
-            return [t.to(device, non_blocking=True) for t in tensors]
-
-    pending = host_batches.get()
-    on_device = upload(pending) if pending is not None else None
     with torch.inference_mode():
-        while on_device is not None:
-            if cuda:
-                torch.cuda.current_stream(device).wait_stream(copy_stream)
-            following = host_batches.get()
-            next_on_device = upload(following) if following is not None else None  # overlaps the work below
-            decoded = decode_jpeg(on_device, device=device) if cuda else [decode_jpeg(t) for t in on_device]
+        while (pending := host_batches.get()) is not None:
+            # torchvision uploads the (pinned) host bytes itself and decodes the batch with nvJPEG
+            decoded = decode_jpeg(pending, device=device) if cuda else [decode_jpeg(t) for t in pending]
             resized = torch.cat([F.interpolate(image[None].float(), size=(size, size), mode="bilinear",
                                                antialias=True, align_corners=False) for image in decoded])
             pixels = ((resized / 255.0 - mean) / std).to(dtype)
             features = tower(pixels)
             features = F.normalize(features.float(), dim=-1)
             done += len(decoded)
-            on_device = next_on_device
     sync(device)
     elapsed = time.perf_counter() - started
     return {"images_per_s": round(done / elapsed, 1), "images": done, "batch": batch, "seconds": round(elapsed, 2)}

@@ -49,6 +49,13 @@ class DeferredJpeg:
     format: str = "JPEG"
 
 
+def ends_with_eoi(data: bytes) -> bool:
+    """True when the JPEG ends with its EOI marker (padding aside). nvJPEG decodes a truncated file
+    without complaint (grey where the data stops), where PIL refuses it: a file without EOI, or
+    with data after it (some cameras append a trailer), is left to the CPU decoder."""
+    return data.rstrip(b"\x00\r\n ")[-2:] == b"\xff\xd9"
+
+
 def jpeg_header(data: bytes, options: DecodeOptions) -> DeferredJpeg | None:
     """A JPEG's displayed size, orientation and date from its header alone, for the GPU to decode;
     None when this JPEG should be decoded on the CPU (not baseline RGB/greyscale, say).
@@ -67,7 +74,7 @@ def jpeg_header(data: bytes, options: DecodeOptions) -> DeferredJpeg | None:
         raise DecodeError(f"image header claims too many pixels ({exc})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DecodeError(f"cannot read image header: {exc}") from None
-    if image.format != "JPEG" or image.mode not in GPU_JPEG_MODES:
+    if image.format != "JPEG" or image.mode not in GPU_JPEG_MODES or not ends_with_eoi(data):
         return None
     width, height = image.size
     if width <= 0 or height <= 0:

@@ -83,6 +83,11 @@ def test_header_keeps_the_pixel_budget_and_leaves_odd_jpegs_to_the_cpu():
     assert jpeg_header(cmyk.getvalue(), DecodeOptions()) is None
     with pytest.raises(DecodeError):
         jpeg_header(b"\xff\xd8\xff" + b"garbage" * 10, DecodeOptions())
+    # nvJPEG would decode a truncated file without complaint (grey below the cut): the CPU decides
+    whole = jpeg_bytes(photo(3))
+    assert jpeg_header(whole, DecodeOptions()) is not None
+    assert jpeg_header(whole[:len(whole) // 2], DecodeOptions()) is None
+    assert jpeg_header(whole + b"\x00" * 16, DecodeOptions()) is not None  # padding after EOI is fine
 
 
 def write_files(folder, count: int) -> list[FoundFile]:
@@ -132,8 +137,8 @@ def test_deferred_jpeg_pipeline_gives_the_plain_pipelines_rows(tmp_path, tiny_mo
     plain, _ = run_pipeline(files, tiny_model, defer=False, device="cpu")
     deferred, embedder = run_pipeline(files, tiny_model, defer=True, device="cpu")
     check_same_rows(plain, deferred, min_cosine=0.999)
-    assert deferred[str(tmp_path / "photos" / "truncated.jpg")].error  # refused by both decoders
-    assert embedder.fallbacks == 1  # the truncated JPEG went to the CPU decoder too (and failed there)
+    assert deferred[str(tmp_path / "photos" / "truncated.jpg")].error  # refused, as the CPU path refuses it
+    assert embedder.fallbacks == 0  # CMYK and the truncated JPEG never reached the GPU decoder
 
 
 @cuda
