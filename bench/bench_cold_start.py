@@ -84,6 +84,47 @@ def time_with_loop(commands: dict[str, str], runs: int, warmup: int) -> dict:
             for name, values in times.items()}
 
 
+THREADS_PROBE = """
+import sys, time
+import numpy as np
+from indexer.store_vectors import VectorIndex, _faiss
+faiss = _faiss()
+threads = int(sys.argv[2])
+if threads:
+    faiss.omp_set_num_threads(threads)
+index = VectorIndex.load(sys.argv[1], mmap=True)
+query = np.random.default_rng(int(sys.argv[3])).standard_normal((1, index.dim)).astype(np.float32)
+query /= np.linalg.norm(query)
+started = time.perf_counter()
+index.search(query, 10)
+first = time.perf_counter() - started
+again = []
+for _ in range(20):
+    started = time.perf_counter()
+    index.search(query, 10)
+    again.append(time.perf_counter() - started)
+print(first, sorted(again)[10], faiss.omp_get_max_threads())
+"""
+
+
+def faiss_threads_sweep(vectors_path: Path, rounds: int) -> dict:
+    """One query in a fresh process per round, FAISS at 1 thread vs its default (interleaved): the first search
+    (what a one-shot CLI search pays, OpenMP pool start included) and the median of 20 more in the same process."""
+    times = {"1": ([], []), "default": ([], [])}
+    threads_used = {}
+    for round_ in range(rounds):
+        for name, threads in (("1", 1), ("default", 0)):
+            out = subprocess.run([sys.executable, "-c", THREADS_PROBE, str(vectors_path), str(threads), str(round_)],
+                                 check=True, capture_output=True, text=True, cwd=ROOT).stdout.split()
+            times[name][0].append(float(out[0]))
+            times[name][1].append(float(out[1]))
+            threads_used[name] = int(out[2])
+    return {name: {"threads": threads_used[name], "first_search_median_ms": round(statistics.median(first) * 1e3, 2),
+                   "first_search_max_ms": round(max(first) * 1e3, 2),
+                   "repeat_search_median_ms": round(statistics.median(repeat) * 1e3, 2)}
+            for name, (first, repeat) in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=100_000)
@@ -98,11 +139,20 @@ def main() -> None:
                         help="a checkout of older code (e.g. `git archive 89a1ce2 | tar -x -C DIR`) to time side by side, "
                              "on a copy of the index with the plain (unoptimised) text export")
     parser.add_argument("--no-hyperfine", action="store_true")
+    parser.add_argument("--faiss-threads", type=int, metavar="ROUNDS",
+                        help="instead of the CLI: time one FAISS search at 1 thread vs the default, ROUNDS fresh processes each")
     args = parser.parse_args()
 
     db = args.work / f"{args.arch}-{args.items}"
     info = build(db, args.arch, args.items)
     index_dir = db / "index"
+    if args.faiss_threads:
+        from indexer.library import Library
+
+        with Library(index_dir, create=False, read_only=True) as library:
+            vectors_path = library.vectors_path
+        print(json.dumps({"index": info, "faiss_threads": faiss_threads_sweep(vectors_path, args.faiss_threads)}, indent=2))
+        return
     commands = {
         "mmsearch search": f"{mmsearch()} search '{args.query}' --db {index_dir} --top 10",
         "python -c pass (floor)": f"{sys.executable} -c pass",

@@ -26,6 +26,10 @@ def search(
     db: DbOption = None,
     model: ModelOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "cpu",
+    search_threads: Annotated[Optional[int], typer.Option(
+        "--search-threads", envvar="MMSEARCH_SEARCH_THREADS", min=1, show_default=False,
+        help="CPU threads for the vector search. Default: 1 for one query (more threads only wait on each "
+             "other, 5-10x slower on a busy machine), FAISS's default (all cores) for --queries.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Search the index by text, by image, or both.
@@ -61,6 +65,7 @@ def search(
                 fail(f"{queries} is not UTF-8 text (byte {exc.start}); save it as UTF-8")
             lines = [line.strip() for line in text.splitlines() if line.strip()]
             vectors = embed_queries(loaded, lines)
+            _set_search_threads(search_threads)
             results = rank(library, vectors, top, filters)
             for line, hits in zip(lines, results):
                 if json_output:
@@ -70,11 +75,20 @@ def search(
                     _print_hits(hits)
             return
         vector = embed_terms(loaded, build_terms(query, image or ()))
+        _set_search_threads(search_threads or 1)
         hits = rank(library, vector, top, filters)[0]
     if json_output:
         _print_json([hit.as_dict() for hit in hits])
     else:
         _print_hits(hits)
+
+
+def _set_search_threads(threads: Optional[int]) -> None:
+    """FAISS's OpenMP threads for this process; None leaves its default. See docs/BENCHMARKS.md, "Cold start"."""
+    if threads:
+        import faiss  # the search imports it anyway
+
+        faiss.omp_set_num_threads(threads)
 
 
 def _checked(library, loaded):

@@ -80,6 +80,29 @@ def test_batch_queries_one_json_line_each_in_order(indexed, tmp_path):
     assert all(len(line["results"]) == 2 for line in lines)
 
 
+def test_search_threads_one_for_a_single_query_else_as_asked(indexed, tmp_path):
+    import faiss
+
+    _, db, _ = indexed
+    queries = tmp_path / "queries.txt"
+    queries.write_text("a dog\nzebra\n", encoding="utf-8")
+    before = faiss.omp_get_max_threads()
+    try:
+        expected = runner.invoke(app, ["search", "a dog", "--db", str(db), "--json"]).stdout
+        assert faiss.omp_get_max_threads() == 1
+        result = runner.invoke(app, ["search", "a dog", "--db", str(db), "--json", "--search-threads", "2"])
+        assert result.exit_code == 0 and result.stdout == expected and faiss.omp_get_max_threads() == 2
+        result = runner.invoke(app, ["search", "a dog", "--db", str(db), "--json"], env={"MMSEARCH_SEARCH_THREADS": "3"})
+        assert result.exit_code == 0 and result.stdout == expected and faiss.omp_get_max_threads() == 3
+        faiss.omp_set_num_threads(before)
+        result = runner.invoke(app, ["search", "--queries", str(queries), "--db", str(db), "--json"])
+        assert result.exit_code == 0 and faiss.omp_get_max_threads() == before  # a batch keeps FAISS's default
+        result = runner.invoke(app, ["search", "a dog", "--db", str(db), "--search-threads", "0"])
+        assert result.exit_code == 2 and "search-threads" in result.output
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 def test_status_json(indexed):
     _, db, _ = indexed
     result = runner.invoke(app, ["status", "--db", str(db), "--json"])
