@@ -14,10 +14,18 @@ The index is built synthetically for speed: rows + random unit vectors written s
 `MetaStore.write_batch` / `NewItem` (no files on disk, so no thumbnails are asked for), then the
 FAISS file is built as `mmsearch index` would (auto type: IVF from 100k vectors). The model is an
 architecture config with RANDOM weights (`--arch tiny`: the tests' 64-d towers; `--arch
-ViT-B-32`: open_clip's ViT-B-32, a 512-d index and a real-sized text tower): speed only.
+ViT-B-32`: open_clip's ViT-B-32, a 512-d index and a real-sized text tower): speed only. `--arch
+bundled` uses the bundled offline model (its real weights).
+
+`--compare-text` measures only warm text queries, for three text encoders side by side in one run:
+three servers on the same index, started with no text export (torch tower), with a fixed-length
+ONNX export (what versions before trimming wrote) and with the current trimmed ONNX export (both
+pre-optimised as `mmsearch index` leaves them); each query goes to the three servers in turn (the
+order rotating), so a change in the machine's load hits all three alike.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_serve.py --items 2000 --queries 20 --seconds 5 --clients 20
     HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_serve.py --arch ViT-B-32 --items 100000
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_serve.py --arch ViT-B-32 --items 100000 --compare-text
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -56,7 +65,9 @@ EXTENSIONS = ("jpg", "jpg", "jpg", "png", "heic", "webp")
 
 
 # --- set-up -----------------------------------------------------------------------------------
-def write_model_config(folder: Path, arch: str) -> Path:
+def write_model_config(folder: Path, arch: str) -> Path | str:
+    if arch == "bundled":
+        return "bundled"
     if arch == "tiny":
         cfg = TINY
     else:
@@ -70,8 +81,13 @@ def write_model_config(folder: Path, arch: str) -> Path:
     return path
 
 
-def build_synthetic_index(db: Path, model_config: Path, items: int, batch: int = 5000) -> dict:
-    """Rows + random unit vectors through MetaStore.write_batch, then the FAISS file."""
+def build_synthetic_index(db: Path, model_config: Path, items: int, batch: int = 5000, vectors: str = "uniform") -> dict:
+    """Rows + random unit vectors through MetaStore.write_batch, then the FAISS file.
+
+    `vectors`: "uniform" (on the whole sphere: no structure, so the autotuner must probe every IVF
+    list to reach its recall target) or "cliplike" (bench_search's stand-in for CLIP image
+    embeddings: clustered in a narrow cone, like real ones).
+    """
     from indexer.library import Library
     from indexer.store_meta import NewItem
     from retrieval.encoders import load_model
@@ -79,6 +95,12 @@ def build_synthetic_index(db: Path, model_config: Path, items: int, batch: int =
     model = load_model(str(model_config), device="cpu")  # a card only: no tower is built
     dim = model.info.dim
     rng = np.random.default_rng(0)
+    mixture = None
+    if vectors == "cliplike":
+        sys.path.insert(0, str(ROOT / "bench"))
+        from bench_search import ClipLikeMixture
+
+        mixture = ClipLikeMixture.make(dim, seed=0)
     root = "/synthetic/photos"
     started = time.perf_counter()
     with Library(db) as library, library.lock():
@@ -87,8 +109,11 @@ def build_synthetic_index(db: Path, model_config: Path, items: int, batch: int =
         now = time.time()
         for start in range(0, items, batch):
             count = min(batch, items - start)
-            vectors = rng.standard_normal((count, dim), dtype=np.float32)
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            if mixture is not None:
+                block = mixture.sample(count, rng)
+            else:
+                block = rng.standard_normal((count, dim), dtype=np.float32)
+                block /= np.linalg.norm(block, axis=1, keepdims=True)
             rows = []
             for offset in range(count):
                 number = start + offset
@@ -96,7 +121,7 @@ def build_synthetic_index(db: Path, model_config: Path, items: int, batch: int =
                 rows.append(NewItem(
                     path=f"{root}/{2015 + number % 10}/{number // 1000:03d}/img{number:06d}.{ext}",
                     size=200_000 + number % 5000, mtime=now - (number % 3650) * 86400.0, content_hash=None,
-                    width=4000, height=3000, format="JPEG", vector=vectors[offset]))
+                    width=4000, height=3000, format="JPEG", vector=block[offset]))
             library.meta.write_batch(rows, run_id)
         rows_s = time.perf_counter() - started
         library.update_vectors(base_generation=-1)
@@ -105,7 +130,20 @@ def build_synthetic_index(db: Path, model_config: Path, items: int, batch: int =
 
         status = read_status(library)
     return {"rows_s": rows_s, "total_s": time.perf_counter() - started, "index_type": status["index_type"],
-            "dim": dim}
+            "dim": dim, "tuning": tuning_line(db)}
+
+
+def tuning_line(db: Path) -> str:
+    """The autotuned search setting the FAISS sidecar records (nprobe / efSearch), as a short phrase."""
+    from indexer.store_vectors import sidecar_path
+
+    try:
+        sidecar = json.loads(sidecar_path(db / "vectors.faiss").read_text())
+    except (OSError, ValueError):
+        return "no tuning recorded"
+    tuning, spec = sidecar.get("tuning") or {}, sidecar.get("spec", "")
+    key = "nprobe" if spec.startswith("IVF") else "ef_search" if "HNSW" in spec else None
+    return f"{key} {tuning[key]}" if key in tuning else "exact (no setting)"
 
 
 def free_port() -> int:
@@ -125,12 +163,18 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_server(db: Path, log: Path, threads: int) -> tuple[subprocess.Popen, str, float]:
+# `mmsearch serve` with the torch text tower run at the full context length, as before trimming
+UNTRIMMED_SERVE = ("import sys\nimport retrieval.encoders as encoders\nencoders.TextEncoder.trimmed = None\n"
+                   "from cli.app import main\nsys.argv[0] = 'mmsearch'\nsys.exit(main())\n")
+
+
+def start_server(db: Path, log: Path, threads: int, *, untrimmed_torch: bool = False) -> tuple[subprocess.Popen, str, float]:
     import httpx
 
     port = free_port()
     started = time.perf_counter()
-    process = subprocess.Popen([mmsearch(), "serve", "--db", str(db), "--port", str(port), "--threads", str(threads)],
+    command = [sys.executable, "-c", UNTRIMMED_SERVE] if untrimmed_torch else [mmsearch()]
+    process = subprocess.Popen(command + ["serve", "--db", str(db), "--port", str(port), "--threads", str(threads)],
                                stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     while time.perf_counter() - started < 600:
@@ -294,6 +338,113 @@ def measure_load(base: str, clients: int, seconds: float, pid: int, items: int) 
     return result
 
 
+# --- text encoders side by side ----------------------------------------------------------------
+TEXT_VARIANTS = (("torch-full", "torch tower, full length (before this change)"),
+                 ("torch", "torch tower, trimmed (no export, or not usable)"),
+                 ("onnx", "ONNX, full length (an export made before this change)"),
+                 ("onnx-trimmed", "ONNX, trimmed (the export `mmsearch index` writes now)"))
+
+
+def prepare_exports(workdir: Path, model_name: str) -> dict:
+    """Both kinds of text export of the model, each pre-optimised as `mmsearch index` leaves it."""
+    from retrieval.encoders import load_model
+    from retrieval.fast_text import optimise_text_export
+    from retrieval.onnx_text import export_sequence, export_text_encoder
+
+    model = load_model(model_name, device="cpu")
+    folders = {}
+    for variant, trim in (("onnx", False), ("onnx-trimmed", True)):
+        folder = workdir / f"export-{variant}"
+        if not (folder / "text_encoder.json").is_file():
+            started = time.perf_counter()
+            export_text_encoder(model, folder, trim=trim)
+            optimise_text_export(folder)
+            print(f"exported {variant} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        if trim and export_sequence(folder) != "trimmed":
+            raise SystemExit(f"the {model_name} text tower was exported at full length: nothing to compare")
+        folders[variant] = folder
+    return folders
+
+
+def token_lengths(folder: Path, texts: list[str]) -> list[int]:
+    from retrieval.onnx_text import OnnxTextEncoder
+
+    encoder = OnnxTextEncoder(folder, threads=1)
+    return [encoder.model_input([text]).shape[1] for text in texts]
+
+
+def compare_text_encoders(db: Path, workdir: Path, model_name: str, args) -> dict:
+    """Warm text-query latency on one server per text encoder (TEXT_VARIANTS), queries interleaved."""
+    import httpx
+
+    from indexer.library import TEXT_EXPORT_NAME
+
+    exports = prepare_exports(workdir, model_name)
+    target = db / TEXT_EXPORT_NAME
+    servers: dict[str, tuple] = {}
+    try:
+        for variant, _ in TEXT_VARIANTS:  # each server picks its text encoder at start-up
+            shutil.rmtree(target, ignore_errors=True)
+            if variant.startswith("onnx"):
+                shutil.copytree(exports[variant], target)
+            process, base, startup_s = start_server(db, workdir / f"serve-{variant}.log", args.threads,
+                                                    untrimmed_torch=variant == "torch-full")
+            servers[variant] = (process, base, startup_s)
+            backend = httpx.get(base + "/api/status", timeout=60).json()["server"]["text_encoder"]
+            if backend != variant.removesuffix("-full"):
+                raise SystemExit(f"server started for {variant} reports text encoder {backend}")
+        clients = {variant: httpx.Client(base_url=base, timeout=60) for variant, (_, base, _) in servers.items()}
+        order = [variant for variant, _ in TEXT_VARIANTS]
+        for query in distinct_queries(20, seed=99):  # warm-up
+            for variant in order:
+                timed(clients[variant], "GET", "/api/search", params={"q": query, "limit": args.limit})
+        texts = distinct_queries(args.queries, seed=1)
+        wall = {variant: [] for variant in order}
+        took = {variant: [] for variant in order}
+        for number, query in enumerate(texts):
+            for variant in order[number % len(order):] + order[:number % len(order)]:
+                elapsed, page = timed(clients[variant], "GET", "/api/search", params={"q": query, "limit": args.limit})
+                wall[variant].append(elapsed)
+                took[variant].append(page["took_ms"])
+        paging = [timed(clients["onnx-trimmed"], "GET", "/api/search",
+                        params={"q": query, "offset": args.limit, "limit": args.limit})[0] for query in texts[:50]]
+        for client in clients.values():
+            client.close()
+    finally:
+        for process, _, _ in servers.values():
+            stop_server(process)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(exports["onnx-trimmed"], target)  # leave the index as `mmsearch index` would
+    lengths = token_lengths(exports["onnx-trimmed"], texts)
+    return {"variants": {variant: {"text": percentiles(wall[variant]), "took": percentiles(took[variant]),
+                                   "startup_s": servers[variant][2]} for variant in order},
+            "next_page": percentiles(paging), "tokens": percentiles(lengths),
+            "context_length": token_lengths(exports["onnx"], texts[:1])[0]}
+
+
+def compare_markdown(args, built: dict, result: dict, load_before, load_after) -> str:
+    ms = lambda stats: f"{stats['p50']:.1f} ({stats['p95']:.1f})"  # noqa: E731
+    tokens = result["tokens"]
+    lines = [
+        f"- Command: `HF_HUB_OFFLINE=1 flock /tmp/mms-bench.lock .venv/bin/python bench/bench_serve.py --arch {args.arch} "
+        f"--items {args.items} --queries {args.queries} --threads {args.threads} --vectors {args.vectors} --compare-text`",
+        f"- Machine: {machine_line()}; date {dt.date.today().isoformat()}; load average {load_before[0]:.1f} at the "
+        f"start, {load_after[0]:.1f} at the end (the CPU was shared with other jobs)",
+        f"- Index: {args.items:,} synthetic items, {built['dim']}-d, FAISS `{built['index_type']}`; model `{args.arch}`; "
+        f"{args.queries} distinct queries ('a photo of a red dog' style), {tokens['min']}-{tokens['max']} tokens "
+        f"(median {tokens['p50']:g}) against a context of {result['context_length']}; each query sent to the "
+        f"{len(TEXT_VARIANTS)} servers in turn; vectors `{args.vectors}`, search setting {built['tuning']}",
+        "",
+        "| text query, p50 (p95), ms | HTTP round trip | server `took_ms` (embed + rank) | server start |",
+        "| --- | --- | --- | --- |",
+    ]
+    for variant, label in TEXT_VARIANTS:
+        stats = result["variants"][variant]
+        lines.append(f"| {label} | {ms(stats['text'])} | {ms(stats['took'])} | {stats['startup_s']:.1f} s |")
+    lines.append(f"| next page (vector cached: rank only) | {ms(result['next_page'])} | | |")
+    return "\n".join(lines)
+
+
 # --- report ----------------------------------------------------------------------------------
 def machine_line() -> str:
     model = "unknown"
@@ -356,6 +507,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="keep (and reuse) the synthetic index here")
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--markdown-out", type=Path)
+    parser.add_argument("--vectors", choices=("uniform", "cliplike"), default="uniform",
+                        help="synthetic index vectors: uniform on the sphere, or clustered like CLIP embeddings")
+    parser.add_argument("--compare-text", action="store_true",
+                        help="only warm text queries: torch vs fixed-length ONNX vs trimmed ONNX, side by side")
     args = parser.parse_args()
     if args.clients > 500 or args.seconds > 600:
         raise SystemExit("keep the load bounded: at most 500 clients and 600 s")
@@ -366,7 +521,8 @@ def main() -> None:
         temporary = tempfile.TemporaryDirectory(prefix="bench_serve_")
         args.workdir = Path(temporary.name)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    db = args.workdir / f"db-{args.arch}-{args.items}"
+    db = args.workdir / f"db-{args.arch}-{args.items}" if args.vectors == "uniform" else \
+        args.workdir / f"db-{args.arch}-{args.items}-{args.vectors}"
     model_config = write_model_config(args.workdir, args.arch)
     if (db / "mmsearch.db").exists():
         from indexer.library import Library
@@ -374,12 +530,25 @@ def main() -> None:
 
         with Library(db, create=False) as library:
             status = read_status(library)
-        built = {"dim": status["model"]["dim"], "index_type": status["index_type"], "rows_s": 0, "total_s": 0}
+        built = {"dim": status["model"]["dim"], "index_type": status["index_type"], "rows_s": 0, "total_s": 0,
+                 "tuning": tuning_line(db)}
         print(f"reusing {db}", file=sys.stderr)
     else:
         print(f"building {args.items:,} synthetic items in {db} ...", file=sys.stderr)
-        built = build_synthetic_index(db, model_config, args.items)
+        built = build_synthetic_index(db, model_config, args.items, vectors=args.vectors)
         print(f"built in {built['total_s']:.0f} s ({built['index_type']})", file=sys.stderr)
+
+    if args.compare_text:
+        result = compare_text_encoders(db, args.workdir, str(model_config), args)
+        report = compare_markdown(args, built, result, load_avg, os.getloadavg())
+        print(report)
+        if args.markdown_out:
+            args.markdown_out.write_text(report + "\n")
+        if args.json_out:
+            args.json_out.write_text(json.dumps({"built": built, **result, "load_avg": load_avg}, indent=1))
+        if temporary is not None:
+            temporary.cleanup()
+        return
 
     process, base, startup_s = start_server(db, args.workdir / "serve.log", args.threads)
     try:

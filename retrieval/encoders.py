@@ -95,16 +95,30 @@ class TextEncoder:
         self.device = device
         self.batch_size = batch_size
 
+    @cached_property
+    def trimmed(self):
+        """(module, pad id) running the tower on trimmed tokens, or None when trimming would change vectors."""
+        from retrieval.trimmed_text import pad_id, trimmable_tower
+
+        module = trimmable_tower(self.tower)
+        return None if module is None else (module, pad_id(self.tower))
+
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch
+
+        from retrieval.onnx_text import needed_length
 
         if any(not text.strip() for text in texts):
             raise QueryError("empty text query")
         chunks = []
         for start in range(0, len(texts), self.batch_size):
-            tokens = self.tokenizer(list(texts[start:start + self.batch_size])).to(self.device)
+            tokens = self.tokenizer(list(texts[start:start + self.batch_size]))
+            tower = self.tower
+            if self.trimmed is not None:  # only the real tokens, same vectors: see retrieval.trimmed_text
+                tower, pad = self.trimmed
+                tokens = tokens[:, :needed_length(tokens, pad)]
             with torch.inference_mode(), _autocast(self.device):
-                chunks.append(_normalise(self.tower(tokens)))
+                chunks.append(_normalise(tower(tokens.to(self.device))))
         return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
 
 

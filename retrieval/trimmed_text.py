@@ -87,6 +87,14 @@ class TrimmedClipText(nn.Module):
         return projection(pooled) if isinstance(projection, nn.Linear) else pooled @ projection
 
 
+def pad_id(tower: nn.Module) -> int:
+    """The token id the tower treats as padding (CLIP: 0; Hugging Face: the config's pad token)."""
+    config = getattr(tower, "config", None)
+    if config is not None:
+        return int(getattr(config, "pad_token_id", 0) or 0)
+    return int(getattr(tower, "pad_id", 0) or 0)
+
+
 def trimmable_tower(tower: nn.Module) -> nn.Module | None:
     """A module equal to `tower` at full length that also accepts trimmed tokens, or None.
 

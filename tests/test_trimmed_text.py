@@ -47,7 +47,12 @@ def _pad_id(model) -> int:
 
 
 def _torch_full(model, texts) -> np.ndarray:
-    return model.text.embed_texts(texts)
+    """The torch tower on the full-length tokens: what every trimmed path must reproduce."""
+    import torch
+
+    with torch.inference_mode():
+        features = model.text.tower(model.text.tokenizer(list(texts))).numpy()
+    return features / np.linalg.norm(features, axis=1, keepdims=True)
 
 
 def test_needed_length():
@@ -75,6 +80,14 @@ def test_torch_tower_trimmed_equals_full_length(model):
         for row in range(len(TEXTS)):  # each text alone, at its own length
             alone = tokens[row:row + 1, :needed_length(tokens[row:row + 1], _pad_id(model))]
             np.testing.assert_allclose(trimmed(alone).numpy(), full[row:row + 1], atol=1e-5)
+
+
+def test_torch_text_encoder_trims_and_gives_full_length_vectors(model):
+    assert model.text.trimmed is not None
+    expected = _torch_full(model, TEXTS)
+    np.testing.assert_allclose(model.text.embed_texts(TEXTS), expected, atol=1e-5)
+    np.testing.assert_allclose(model.text.embed_texts(TEXTS[:2]), expected[:2], atol=1e-5)
+    np.testing.assert_allclose(model.text.embed_texts(["cat"]), expected[:1], atol=1e-5)
 
 
 def test_onnx_export_trims_and_matches_torch(tmp_path, model):
@@ -151,7 +164,7 @@ def test_tower_that_cannot_be_trimmed_is_exported_at_full_length(tmp_path, tiny_
     path = tmp_path / "last.json"
     path.write_text(json.dumps(config))
     model = load_model(str(path), device="cpu")
-    assert trimmable_tower(model.text.tower) is None
+    assert trimmable_tower(model.text.tower) is None and model.text.trimmed is None
     folder = export_text_encoder(model, tmp_path / "text")
     assert export_sequence(folder) == FULL
     np.testing.assert_allclose(OnnxTextEncoder(folder).embed_texts(TEXTS), _torch_full(model, TEXTS), atol=1e-5)
