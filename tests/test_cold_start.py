@@ -39,3 +39,31 @@ def test_text_search_imports_only_what_it_needs(tmp_path, tiny_model_config):
     assert not top_level & {"PIL", "sqlalchemy", "torch", "open_clip", "torchvision", "rich"}, top_level
     other_commands = {target.split(":")[0] for name, target in COMMANDS.items() if name != "search"}
     assert not loaded & other_commands, loaded & other_commands
+
+
+def test_one_query_opens_its_text_session_without_prepacking(tmp_path, tiny_model_config, monkeypatch):
+    import retrieval.onnx_text as onnx_text
+
+    for seed in range(2):
+        write_image(tmp_path / "pics" / f"p{seed}.png", seed)
+    db = tmp_path / "db"
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", str(tmp_path / "pics"), "--db", str(db), "--model", str(tiny_model_config)]).exit_code == 0
+    opened = []
+
+    class Recording(onnx_text.OnnxTextEncoder):
+        def __init__(self, folder, threads=None, prepack=True):
+            opened.append(prepack)
+            super().__init__(folder, threads=threads, prepack=prepack)
+
+    monkeypatch.setattr(onnx_text, "OnnxTextEncoder", Recording)
+    one = runner.invoke(app, ["search", "a red thing", "--db", str(db), "--json"])
+    assert one.exit_code == 0, one.output
+    queries = tmp_path / "queries.txt"
+    queries.write_text("a red thing\n", encoding="utf-8")
+    batch = runner.invoke(app, ["search", "--queries", str(queries), "--db", str(db), "--json"])
+    assert batch.exit_code == 0, batch.output
+    assert opened == [False, True]  # the batch keeps prepacking: it pays off over many queries
+    from_batch, alone = json.loads(batch.stdout.splitlines()[0])["results"], json.loads(one.stdout)
+    assert [hit["path"] for hit in from_batch] == [hit["path"] for hit in alone]
+    assert all(abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(from_batch, alone))
