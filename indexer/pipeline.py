@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping, TypeVar
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from retrieval.errors import DecodeError, MmsearchError
 from retrieval.preprocess import PreprocessConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_DECODE_TIMEOUT_S = 30.0
 
@@ -255,3 +256,33 @@ def embed_batches(prepared: Iterable[Prepared], embed_pixels, config: PipelineCo
             yield flush()
     if to_embed or others:
         yield flush()
+
+
+def write_behind(batches: Iterable[list[NewItem]], write: Callable[[list[NewItem]], T]) -> Iterator[tuple[list[NewItem], T]]:
+    """(batch, write(batch)) for each batch, in order, with the writes on one writer thread.
+
+    Writing batch i (its own SQLite transaction) overlaps embedding batch i+1: on a GPU the
+    database writes were a third of a run's wall time, done one after the other. When the producer
+    or the consumer stops with an error, the write in flight is allowed to finish first, so a batch
+    is either committed whole or not at all, as before.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
+        previous = None
+        try:
+            for batch in batches:
+                current = (batch, writer.submit(write, batch))
+                if previous is not None:
+                    done, previous = previous, None
+                    yield done[0], done[1].result()
+                previous = current
+            if previous is not None:
+                done, previous = previous, None
+                yield done[0], done[1].result()
+        finally:
+            if previous is not None:  # stopped early: wait for the write in flight, keep the first error
+                try:
+                    previous[1].result()
+                except Exception:  # noqa: BLE001 - the error that stopped the run is the one to report
+                    log.exception("a database write failed while the run was stopping")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from indexer.library import Library
-from indexer.pipeline import PipelineConfig, embed_batches, prepare_files
+from indexer.pipeline import PipelineConfig, embed_batches, prepare_files, write_behind
 from indexer.scan import FoundFile, ScanOptions, walk
 from retrieval.errors import MmsearchError
 
@@ -130,8 +130,13 @@ def index_folders(library: Library, model, config: IndexConfig,
         prepared = prepare_files(to_process, known_hashes, model.preprocess, pipeline)
         done = 0
         embed = (lambda pixels: model.image.embed_pixels(pixels))
-        for rows in embed_batches(prepared, embed, pipeline, on_vanished=file_skipped, embed_jpegs=embed_jpegs):
+
+        def write(rows):  # on the writer thread, while the next batch is embedded
             ids = library.meta.write_batch(rows, run_id)
+            return ids, library.meta.hashes_for(ids)
+
+        batches = embed_batches(prepared, embed, pipeline, on_vanished=file_skipped, embed_jpegs=embed_jpegs)
+        for rows, (ids, hashes) in write_behind(batches, write):
             changed_ids.extend(ids)
             for row in rows:
                 if row.error is not None:
@@ -142,7 +147,7 @@ def index_folders(library: Library, model, config: IndexConfig,
                 else:
                     report.reused += 1
             # hashes embedded now serve later duplicates in this same run
-            known_hashes.update(library.meta.hashes_for(ids))
+            known_hashes.update(hashes)
             done += len(rows)
             progress(IndexProgress("embed", done, total))
 
