@@ -62,6 +62,9 @@ def make_vectors(kind: str, n: int, dim: int, rng: np.random.Generator, centres:
     return out
 
 
+CLIPLIKE_NOISE_VAR = 0.30  # --spread scales it for cliplike data
+
+
 @dataclass(frozen=True)
 class ClipLikeMixture:
     """A synthetic stand-in for CLIP image embeddings: a two-level Gaussian mixture in a low
@@ -123,7 +126,7 @@ class ClipLikeMixture:
 
 def make_dataset(kind: str, n: int, dim: int, n_queries: int, seed: int, n_centres: int, spread: float):
     if kind == "cliplike":
-        mixture = ClipLikeMixture.make(dim, seed)
+        mixture = ClipLikeMixture.make(dim, seed, noise_var=CLIPLIKE_NOISE_VAR * spread)
         rng = np.random.default_rng([seed, n, 2])
         return mixture.sample(n, rng), mixture.sample(n_queries, rng)
     rng = np.random.default_rng([seed, n, 0 if kind == "uniform" else 1])
@@ -152,7 +155,8 @@ def exact_top_k(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarr
 
 def cached_dataset(args, kind: str, n: int):
     """(base, queries, truth scores, truth positions, note), from --cache when it holds them."""
-    stem = args.cache / f"{kind}-{n}-{args.dim}-q{args.queries}-s{args.seed}" if args.cache else None
+    spread = "" if args.spread == 1.0 else f"-spread{args.spread:g}"
+    stem = args.cache / f"{kind}-{n}-{args.dim}-q{args.queries}-s{args.seed}{spread}" if args.cache else None
     if stem is not None and stem.with_suffix(".truth.npz").exists():
         base = np.load(stem.with_suffix(".base.npy"), mmap_mode="r")
         saved = np.load(stem.with_suffix(".truth.npz"))
@@ -367,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512])
     parser.add_argument("--centres", type=int, default=1000)
     parser.add_argument("--spread", type=float, default=1.0,
-                        help="clustered: noise norm relative to the centre (1.0: cos to centre ~0.71)")
+                        help="clustered: noise norm relative to the centre (1.0: cos to centre ~0.71); "
+                             "cliplike: multiplies the per-vector noise variance (1.0: 0.30)")
     parser.add_argument("--max-build-s", type=float, default=600.0, help="give up an HNSW build after this")
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
@@ -413,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                 centroids: dict = {}
                 for spec in args.specs or [specs[index_type] for index_type in args.types]:
                     rows.extend(measure_spec(spec, base, queries, truth, settings_for(spec, args), args, Path(tmp),
-                                             f"{kind}-{n}", centroids))
+                                             f"{kind}-{n}" + ("" if args.spread == 1.0 else f"-spread{args.spread:g}"), centroids))
                 summary = {
                     "dist": kind, "n": n, "rows": rows, "neighbours": profile,
                     "ivf_reaching_target": first_reaching(rows, "IVF", args.target_recall),

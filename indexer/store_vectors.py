@@ -6,8 +6,11 @@ was built from (a JSON sidecar); a stale or missing file is rebuilt, never trust
 Index types (faiss wiki, "Guidelines to choose an index"; inner product on L2-normalised vectors,
 i.e. cosine):
 - ``Flat``             exact; the default below 100k vectors, where brute force is fast enough.
-- ``IVF{n},Flat``      inverted lists, n ~ 4*sqrt(N) (a power of two); the default from 100k on.
-                       Supports removal, so runs update it in place.
+- ``IVF{n},SQfp16``    inverted lists, n ~ 4*sqrt(N) (a power of two), vectors stored as float16:
+                       the default from 100k on. Half the memory of ``IVF{n},Flat`` with the same
+                       recall (1M clip-like vectors: 1.000 at nprobe 128 for both, 0.981 / 0.981 at
+                       nprobe 8; SQ8 would quarter it but caps recall@10 at ~0.97; docs/BENCHMARKS.md
+                       "### 2. Search"). Supports removal, so runs update it in place.
 - ``HNSW32``           graph index, on request (`--index-type hnsw`); no removal, rebuilt on change.
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ from retrieval.errors import StoreError
 log = logging.getLogger(__name__)
 
 EXACT_LIMIT = 100_000
+IVF_STORAGE = "SQfp16"  # float16 vectors in the inverted lists: half of Flat's memory, same recall
 INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
 DEFAULT_NPROBE = 32
 DEFAULT_EF_SEARCH = 128
@@ -54,7 +58,7 @@ def choose_index_spec(n_vectors: int, index_type: str = "auto") -> str:
         return "HNSW32"
     nlist = 2 ** round(math.log2(max(4 * math.sqrt(max(n_vectors, 1)), 16)))
     nlist = max(1, min(nlist, n_vectors // 39 or 1))  # faiss wants >= 39 training points per list
-    return f"IVF{nlist},Flat"
+    return f"IVF{nlist},{IVF_STORAGE}"
 
 
 def supports_removal(spec: str) -> bool:

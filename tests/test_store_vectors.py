@@ -29,9 +29,10 @@ def _recall_at_k(found, truth):
 def test_choose_index_spec_by_size():
     assert choose_index_spec(10) == "Flat"
     assert choose_index_spec(99_999) == "Flat"
-    assert choose_index_spec(1_000_000) == "IVF4096,Flat"
+    assert choose_index_spec(100_000) == "IVF1024,SQfp16"
+    assert choose_index_spec(1_000_000) == "IVF4096,SQfp16"  # fp16 storage: half the memory, same recall
     assert choose_index_spec(5000, "hnsw") == "HNSW32"
-    assert choose_index_spec(5000, "ivf").startswith("IVF")
+    assert choose_index_spec(5000, "ivf") == "IVF128,SQfp16"
     assert choose_index_spec(5000, "flat") == "Flat"
     assert choose_index_spec(5000, "IVF64,SQ8") == "IVF64,SQ8"
 
