@@ -21,6 +21,7 @@ random (speed only).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import io
 import json
@@ -155,6 +156,34 @@ def unique_copies(jpegs: list[bytes], count: int, folder, tag: str) -> list[str]
     return paths
 
 
+@contextlib.contextmanager
+def timed_calls():
+    """Seconds spent in GpuJpegEmbedder.embed and MetaStore.write_batch while the block runs."""
+    from indexer.gpu_decode import GpuJpegEmbedder
+    from indexer.store_meta import MetaStore
+
+    spent: dict[str, float] = {}
+    originals = {"embed": (GpuJpegEmbedder, "embed"), "write": (MetaStore, "write_batch")}
+    saved = {name: getattr(owner, attr) for name, (owner, attr) in originals.items()}
+
+    def timer(name, function):
+        def wrapped(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - started
+        return wrapped
+
+    for name, (owner, attr) in originals.items():
+        setattr(owner, attr, timer(name, saved[name]))
+    try:
+        yield spent
+    finally:
+        for name, (owner, attr) in originals.items():
+            setattr(owner, attr, saved[name])
+
+
 def product_index(model, folder, db, batch: int, workers: int) -> dict:
     """index_folders on `folder` into a new index at `db`; whole-run and embed-phase images/s."""
     from indexer.library import Library
@@ -172,7 +201,7 @@ def product_index(model, folder, db, batch: int, workers: int) -> dict:
     config = IndexConfig(roots=(str(folder),), pipeline=PipelineConfig(batch_size=batch, workers=workers))
     started = time.perf_counter()
     failures = []
-    with Library(db) as library, library.lock():
+    with Library(db) as library, library.lock(), timed_calls() as spent:
         report = index_folders(library, model, config, on_progress=progress,
                                on_file_error=lambda path, reason: failures.append(f"{path}: {reason}"))
     wall = time.perf_counter() - started
@@ -180,7 +209,9 @@ def product_index(model, folder, db, batch: int, workers: int) -> dict:
     return {"images_per_s": round(report.embedded / wall, 1),
             "embed_phase_images_per_s": round(report.embedded / embed_s, 1) if embed_s > 0 else None,
             "embedded": report.embedded, "failed": report.failed, "wall_s": round(wall, 2),
-            "embed_s": round(embed_s, 2), "batch": batch, "workers": workers, "first_failures": failures[:3]}
+            "embed_s": round(embed_s, 2), "batch": batch, "workers": workers, "first_failures": failures[:3],
+            # where the time went: GPU decode + tower (main thread, synchronous), database writes (writer thread)
+            "gpu_embed_s": round(spent.get("embed", 0.0), 2), "db_write_s": round(spent.get("write", 0.0), 2)}
 
 
 def exact_search(n: int, dim: int, n_queries: int, query_batch: int, k: int, device) -> dict:

@@ -240,3 +240,23 @@ def test_rank_uses_the_gpu_path_only_for_cuda_batches(tmp_path, tiny_model, monk
         search.rank(library, queries[:3], 5, device="cuda:0")  # too few queries: stays on the CPU
     assert calls == ["cuda:0"]
     assert [[hit.path for hit in hits] for hits in got] == [[hit.path for hit in hits] for hits in expected]
+
+
+@cuda
+def test_rank_on_the_gpu_matches_the_cpu(tmp_path, tiny_model):
+    from indexer.library import Library
+    from indexer.sync import IndexConfig, index_folders
+    from retrieval import search
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for n in range(40):
+        photo(n, (96, 72)).save(folder / f"p{n}.png")
+    with Library(tmp_path / "db") as library:
+        index_folders(library, tiny_model, IndexConfig(roots=(str(folder),)))
+    queries = tiny_model.text.embed_texts([f"query {n}" for n in range(search.GPU_MIN_QUERIES)])
+    with Library(tmp_path / "db", create=False, read_only=True) as library:
+        expected = search.rank(library, queries, 5)
+        got = search.rank(library, queries, 5, device="cuda")
+    same = np.mean([[h.path for h in a] == [h.path for h in b] for a, b in zip(got, expected)])
+    assert same >= 0.95  # fp16 scores may swap near-ties
