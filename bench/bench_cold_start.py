@@ -53,6 +53,21 @@ def build(db: Path, arch: str, items: int) -> dict:
     return info
 
 
+def refresh_export(index_dir: Path, model_name: str) -> str | None:
+    """Rewrite the text export as the current code writes it, when it is older (e.g. fixed-length); its "sequence"."""
+    from indexer.library import Library
+    from retrieval.encoders import load_model
+    from retrieval.fast_text import optimise_text_export
+    from retrieval.onnx_text import ensure_exported, export_sequence
+
+    with Library(index_dir) as library:
+        folder = library.text_export_path
+    if export_sequence(folder) is None:
+        ensure_exported(load_model(model_name, device="cpu"), folder)
+        optimise_text_export(folder)
+    return export_sequence(folder)
+
+
 def mmsearch() -> str:
     return str(Path(sys.executable).with_name("mmsearch"))
 
@@ -138,6 +153,9 @@ def main() -> None:
     parser.add_argument("--before-src", type=Path,
                         help="a checkout of older code (e.g. `git archive 89a1ce2 | tar -x -C DIR`) to time side by side, "
                              "on a copy of the index with the plain (unoptimised) text export")
+    parser.add_argument("--before-index", type=Path,
+                        help="with --before-src: the index the older code searches; made (if missing) as a copy of the "
+                             "index as it is before this run refreshes its text export. Default: a copy with the plain export")
     parser.add_argument("--no-hyperfine", action="store_true")
     parser.add_argument("--faiss-threads", type=int, metavar="ROUNDS",
                         help="instead of the CLI: time one FAISS search at 1 thread vs the default, ROUNDS fresh processes each")
@@ -146,6 +164,9 @@ def main() -> None:
     db = args.work / f"{args.arch}-{args.items}"
     info = build(db, args.arch, args.items)
     index_dir = db / "index"
+    if args.before_src and args.before_index and not args.before_index.exists():
+        shutil.copytree(index_dir, args.before_index)  # the text export as the older code wrote it
+    info["export_sequence"] = refresh_export(index_dir, info["model"])
     if args.faiss_threads:
         from indexer.library import Library
 
@@ -158,7 +179,7 @@ def main() -> None:
         "python -c pass (floor)": f"{sys.executable} -c pass",
     }
     if args.before_src:
-        plain = db / "index-plain"
+        plain = args.before_index or db / "index-plain"
         if not plain.exists():  # same database and vectors, the text export as `mmsearch index` wrote it before
             shutil.copytree(index_dir, plain, ignore=shutil.ignore_patterns("text_encoder"))
             from indexer.library import Library
@@ -171,7 +192,7 @@ def main() -> None:
             sidecar = json.loads(json_path.read_text())
             sidecar.pop("tuning", None)
             json_path.write_text(json.dumps(sidecar))
-        commands["before (older code, plain export)"] = (
+        commands["before (--before-src code)"] = (
             f"env PYTHONPATH={args.before_src} {sys.executable} -m cli.app search '{args.query}' --db {plain} --top 10")
         commands["mmsearch search"] = f"env PYTHONPATH={ROOT} {sys.executable} -m cli.app search '{args.query}' --db {index_dir} --top 10"
     for extra in args.extra:

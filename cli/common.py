@@ -50,11 +50,11 @@ BUNDLED_NOTICE = (
 
 def db_dir(db: Optional[Path]) -> Path:
     """--db / MMSEARCH_DB, else the config file's `db`, else the XDG data folder."""
+    if db:
+        return Path(db).expanduser()
     from cli.config import load_config
     from indexer.library import default_db_dir
 
-    if db:
-        return Path(db).expanduser()
     configured = load_config().get("db")
     return Path(configured).expanduser() if configured else default_db_dir()
 
