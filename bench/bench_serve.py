@@ -168,12 +168,20 @@ UNTRIMMED_SERVE = ("import sys\nimport retrieval.encoders as encoders\nencoders.
                    "from cli.app import main\nsys.argv[0] = 'mmsearch'\nsys.exit(main())\n")
 
 
-def start_server(db: Path, log: Path, threads: int, *, untrimmed_torch: bool = False) -> tuple[subprocess.Popen, str, float]:
+# `mmsearch serve` with ServerConfig.text_precision="int8" (the CLI has no flag for it)
+INT8_SERVE = ("import dataclasses, sys\nimport retrieval.server.engine as engine\nopen_text = engine.open_text_encoder\n"
+              "engine.open_text_encoder = lambda library, model, config: open_text(library, model, "
+              "dataclasses.replace(config, text_precision='int8'))\n"
+              "from cli.app import main\nsys.argv[0] = 'mmsearch'\nsys.exit(main())\n")
+
+
+def start_server(db: Path, log: Path, threads: int, *, variant: str = "") -> tuple[subprocess.Popen, str, float]:
     import httpx
 
     port = free_port()
     started = time.perf_counter()
-    command = [sys.executable, "-c", UNTRIMMED_SERVE] if untrimmed_torch else [mmsearch()]
+    wrapper = {"torch-full": UNTRIMMED_SERVE, "onnx-trimmed-int8": INT8_SERVE}.get(variant)
+    command = [sys.executable, "-c", wrapper] if wrapper else [mmsearch()]
     process = subprocess.Popen(command + ["serve", "--db", str(db), "--port", str(port), "--threads", str(threads)],
                                stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -342,7 +350,8 @@ def measure_load(base: str, clients: int, seconds: float, pid: int, items: int) 
 TEXT_VARIANTS = (("torch-full", "torch tower, full length (before this change)"),
                  ("torch", "torch tower, trimmed (no export, or not usable)"),
                  ("onnx", "ONNX, full length (an export made before this change)"),
-                 ("onnx-trimmed", "ONNX, trimmed (the export `mmsearch index` writes now)"))
+                 ("onnx-trimmed", "ONNX, trimmed (the export `mmsearch index` writes now)"),
+                 ("onnx-trimmed-int8", "ONNX int8, trimmed (`text_precision=\"int8\"`, export with `int8=True`)"))
 
 
 def prepare_exports(workdir: Path, model_name: str) -> dict:
@@ -357,11 +366,15 @@ def prepare_exports(workdir: Path, model_name: str) -> dict:
         folder = workdir / f"export-{variant}"
         if not (folder / "text_encoder.json").is_file():
             started = time.perf_counter()
-            export_text_encoder(model, folder, trim=trim)
+            export_text_encoder(model, folder, trim=trim, int8=trim)
             optimise_text_export(folder)
             print(f"exported {variant} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         if trim and export_sequence(folder) != "trimmed":
             raise SystemExit(f"the {model_name} text tower was exported at full length: nothing to compare")
+        if trim:
+            int8 = json.loads((folder / "text_encoder.json").read_text()).get("int8") or {}
+            print(f"int8 text graph: least cosine to torch {int8.get('min_cosine')}, "
+                  f"{'kept' if int8.get('file') else 'rejected'}", file=sys.stderr)
         folders[variant] = folder
     return folders
 
@@ -386,9 +399,8 @@ def compare_text_encoders(db: Path, workdir: Path, model_name: str, args) -> dic
         for variant, _ in TEXT_VARIANTS:  # each server picks its text encoder at start-up
             shutil.rmtree(target, ignore_errors=True)
             if variant.startswith("onnx"):
-                shutil.copytree(exports[variant], target)
-            process, base, startup_s = start_server(db, workdir / f"serve-{variant}.log", args.threads,
-                                                    untrimmed_torch=variant == "torch-full")
+                shutil.copytree(exports[variant.removesuffix("-int8")], target)
+            process, base, startup_s = start_server(db, workdir / f"serve-{variant}.log", args.threads, variant=variant)
             servers[variant] = (process, base, startup_s)
             backend = httpx.get(base + "/api/status", timeout=60).json()["server"]["text_encoder"]
             if backend != variant.removesuffix("-full"):

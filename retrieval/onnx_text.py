@@ -40,6 +40,11 @@ FORMAT = "mmsearch-onnx-text/1"
 TRIMMED, FULL = "trimmed", "full"  # meta["sequence"]: any length up to the context / the context length only
 CHECK_TEXTS = ("a cat", "a photo of a small red dog running on a sunny beach", "x", "word " * 200)
 CHECK_ATOL = 1e-4  # on unit vectors: trimmed ONNX against the torch tower at full length
+INT8_NAME = "text-int8.onnx"
+MIN_INT8_COSINE = 0.995  # least cosine to the torch tower on INT8_CHECK_TEXTS for the int8 graph to be kept
+INT8_CHECK_TEXTS = CHECK_TEXTS + ("a dog", "sunset over the sea", "a red car parked in a narrow street",
+                                  "two children playing football in the snow", "birthday cake", "Paris at night")
+PRECISIONS = ("fp32", "int8")
 _CLIP_PATTERN = r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
@@ -77,19 +82,21 @@ def _clip_tokenizer_json(simple_tokenizer) -> str:
     return tokenizer.to_str()
 
 
-def export_text_encoder(model, folder: Path, *, trim: bool = True) -> Path:
+def export_text_encoder(model, folder: Path, *, trim: bool = True, int8: bool = False) -> Path:
     """Write `model`'s text tower and tokenizer to `folder` (atomically: staged, then renamed).
 
     With `trim` (the default) the graph takes any sequence length when the tower allows it and the
     exported graph passes the check against torch; otherwise it is the fixed-length export that
     versions before trimming wrote (`trim=False` writes exactly that, without a "sequence" key).
+    With `int8`, an int8-quantised copy of the graph is written beside it when its vectors keep a
+    cosine >= MIN_INT8_COSINE to the torch tower's (recorded in the meta either way).
     """
     folder = Path(folder)
     staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        _write_export(model, staging, trim)
+        _write_export(model, staging, trim, int8)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -99,7 +106,7 @@ def export_text_encoder(model, folder: Path, *, trim: bool = True) -> Path:
     return folder
 
 
-def _write_export(model, staging: Path, trim: bool) -> None:
+def _write_export(model, staging: Path, trim: bool, int8: bool) -> None:
     encoder = model.text
     tokenizer = encoder.tokenizer
     text_cfg = model.card.model_cfg["text_cfg"]
@@ -136,6 +143,37 @@ def _write_export(model, staging: Path, trim: bool) -> None:
         if trim:
             meta["sequence"] = FULL
         (staging / META_NAME).write_text(json.dumps(meta, indent=2))
+    if int8:
+        meta = json.loads((staging / META_NAME).read_text())
+        meta["int8"] = _write_int8(staging, tower, tokenizer)
+        (staging / META_NAME).write_text(json.dumps(meta, indent=2))
+
+
+def _write_int8(staging: Path, tower, tokenizer) -> dict:
+    """Quantise the graph's MatMul weights to int8 (dynamic) beside it; keep it only if it stays close.
+
+    Returns the meta entry: {"file": INT8_NAME or None, "min_cosine": least cosine to the torch tower}.
+    """
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    try:
+        root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint through the root logger
+        quantize_dynamic(str(staging / ONNX_NAME), str(staging / INT8_NAME), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul"])
+    finally:
+        root.setLevel(level)
+    with torch.inference_mode():
+        expected = _unit(tower(tokenizer(list(INT8_CHECK_TEXTS)).to("cpu")).float().numpy())
+    vectors = OnnxTextEncoder(staging, threads=1, precision="int8", _unchecked=True).embed_texts(INT8_CHECK_TEXTS)
+    cosine = float((vectors * expected).sum(axis=1).min())
+    if cosine < MIN_INT8_COSINE:
+        log.warning("int8 text graph drifts (cosine %.4f < %.3f vs fp32): not kept", cosine, MIN_INT8_COSINE)
+        (staging / INT8_NAME).unlink()
+        return {"file": None, "min_cosine": round(cosine, 6)}
+    return {"file": INT8_NAME, "min_cosine": round(cosine, 6)}
 
 
 def _export_graph(module, tokenizer, path: Path, *, variable_length: bool) -> None:
@@ -199,9 +237,12 @@ class OnnxTextEncoder:
     `threads`: intra-op threads (None: onnxruntime's default, one per core). `prepack=False` skips
     onnxruntime's weight pre-packing when the session is made: it opens faster and holds less
     memory, for a process that embeds one query and exits; the vectors are the same.
+    `precision="int8"` runs the export's int8 graph when it has one that passed its check (else
+    fp32); `self.precision` says which runs.
     """
 
-    def __init__(self, folder: Path, threads: int | None = None, prepack: bool = True):
+    def __init__(self, folder: Path, threads: int | None = None, prepack: bool = True, precision: str = "fp32",
+                 _unchecked: bool = False):
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -214,7 +255,12 @@ class OnnxTextEncoder:
             options.inter_op_num_threads = 1
         if not prepack:
             options.add_session_config_entry("session.disable_prepacking", "1")
-        self.session = onnxruntime.InferenceSession(str(folder / ONNX_NAME), options, providers=["CPUExecutionProvider"])
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}")
+        int8_file = INT8_NAME if _unchecked else (self.meta.get("int8") or {}).get("file")
+        self.precision = "int8" if precision == "int8" and int8_file else "fp32"
+        graph = folder / (int8_file if self.precision == "int8" else ONNX_NAME)
+        self.session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_NAME))
         self.context_length = int(self.meta["context_length"])
         self.trims = self.meta.get("sequence") == TRIMMED

@@ -114,3 +114,35 @@ def test_damaged_export_falls_back_to_torch(db, tiny_model):
         assert engine.text_backend == "torch"
     finally:
         engine.close()
+
+
+def test_int8_precision_uses_the_checked_int8_graph(db, tiny_model):
+    from retrieval.onnx_text import MIN_INT8_COSINE
+
+    export_to(db, tiny_model, int8=True)
+    int8_engine = open_engine(db, tiny_model, text_precision="int8")
+    fp32_engine = open_engine(db, tiny_model)
+    try:
+        assert int8_engine.text_backend == "onnx-trimmed-int8" and fp32_engine.text_backend == "onnx-trimmed"
+        for query in QUERIES:
+            int8_vector = int8_engine.query_vector(SearchRequest(text=query))
+            fp32_vector = fp32_engine.query_vector(SearchRequest(text=query))
+            assert float(int8_vector @ fp32_vector) >= MIN_INT8_COSINE
+    finally:
+        int8_engine.close()
+        fp32_engine.close()
+    export_to(db, tiny_model)  # no int8 graph: fp32 runs
+    engine = open_engine(db, tiny_model, text_precision="int8")
+    try:
+        assert engine.text_backend == "onnx-trimmed"
+    finally:
+        engine.close()
+
+
+def test_bad_text_settings_are_refused(db):
+    from retrieval.server.errors import ServerConfigError
+
+    with pytest.raises(ServerConfigError, match="text precision"):
+        ServerConfig(db=db, text_precision="int4").check()
+    with pytest.raises(ServerConfigError, match="text backend"):
+        ServerConfig(db=db, text_backend="gpu").check()

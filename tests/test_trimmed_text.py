@@ -176,3 +176,28 @@ def test_prepack_off_gives_the_same_vectors(tmp_path, tiny_model):
     unpacked = OnnxTextEncoder(folder, prepack=False)
     assert unpacked.session.get_session_options().get_session_config_entry("session.disable_prepacking") == "1"
     np.testing.assert_allclose(unpacked.embed_texts(TEXTS), packed, atol=1e-6)
+
+
+def test_int8_graph_is_kept_when_close_to_torch(tmp_path, tiny_model):
+    from retrieval.onnx_text import INT8_NAME, MIN_INT8_COSINE
+
+    folder = export_text_encoder(tiny_model, tmp_path / "text", int8=True)
+    entry = json.loads((folder / META_NAME).read_text())["int8"]
+    assert entry["file"] == INT8_NAME and (folder / INT8_NAME).is_file() and entry["min_cosine"] >= MIN_INT8_COSINE
+    fast = OnnxTextEncoder(folder, threads=1, precision="int8")
+    assert fast.precision == "int8" and fast.trims
+    cosines = (fast.embed_texts(TEXTS) * _torch_full(tiny_model, TEXTS)).sum(axis=1)
+    assert cosines.min() >= MIN_INT8_COSINE
+    assert OnnxTextEncoder(folder).precision == "fp32"  # fp32 unless asked
+
+
+def test_int8_graph_is_dropped_when_it_drifts(tmp_path, tiny_model, monkeypatch):
+    import retrieval.onnx_text as onnx_text
+
+    monkeypatch.setattr(onnx_text, "MIN_INT8_COSINE", 1.01)  # no int8 graph can pass
+    folder = export_text_encoder(tiny_model, tmp_path / "text", int8=True)
+    entry = json.loads((folder / META_NAME).read_text())["int8"]
+    assert entry["file"] is None and entry["min_cosine"] < 1.01 and not (folder / onnx_text.INT8_NAME).exists()
+    fast = OnnxTextEncoder(folder, precision="int8")
+    assert fast.precision == "fp32"
+    np.testing.assert_allclose(fast.embed_texts(TEXTS), _torch_full(tiny_model, TEXTS), atol=1e-5)

@@ -11,6 +11,7 @@ DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MIN_TOKEN_CHARS = 8
 LOOPBACK_NAMES = ("localhost",)
 TEXT_BACKENDS = ("auto", "torch")
+TEXT_PRECISIONS = ("fp32", "int8")
 
 
 def is_loopback(host: str) -> bool:
@@ -37,6 +38,7 @@ class ServerConfig:
     text_cache_size: int = 512
     torch_threads: int | None = 1  # intra-op threads per forward pass; None leaves torch's default
     text_backend: str = "auto"  # "auto": the index's ONNX text export when current, else torch; "torch"
+    text_precision: str = "fp32"  # "int8": the export's int8 graph when it has one that passed its check
 
     def check(self) -> None:
         """Refuse a configuration that would expose the collection."""
@@ -53,6 +55,8 @@ class ServerConfig:
             raise ServerConfigError("--threads must be at least 1")
         if self.text_backend not in TEXT_BACKENDS:
             raise ServerConfigError(f"text backend must be one of {', '.join(TEXT_BACKENDS)}")
+        if self.text_precision not in TEXT_PRECISIONS:
+            raise ServerConfigError(f"text precision must be one of {', '.join(TEXT_PRECISIONS)}")
         if self.max_upload_bytes < 1:
             raise ServerConfigError("the upload limit must be positive")
 

@@ -152,7 +152,8 @@ def open_text_encoder(library: Library, model: Model, config: ServerConfig):
     """(encoder, backend name): the index's current ONNX text export when there is one, else the torch tower.
 
     The backend is "onnx-trimmed" (runs on the real tokens only), "onnx" (an export at the fixed
-    context length: older, or a tower that cannot be trimmed) or "torch".
+    context length: older, or a tower that cannot be trimmed) or "torch"; "-int8" is appended when
+    `config.text_precision` asks for int8 and the export has a checked int8 graph.
     """
     folder = library.text_export_path
     if config.text_backend == "auto":
@@ -160,11 +161,12 @@ def open_text_encoder(library: Library, model: Model, config: ServerConfig):
 
         if exported_fingerprint(folder) == model.info.fingerprint:
             try:
-                encoder = OnnxTextEncoder(folder, threads=config.torch_threads or 1)
+                encoder = OnnxTextEncoder(folder, threads=config.torch_threads or 1, precision=config.text_precision)
             except Exception as exc:  # noqa: BLE001 - onnxruntime missing or a damaged export: torch does the same job
                 log.warning("text export %s not usable (%s); text queries use the torch tower", folder, exc)
             else:
-                return encoder, "onnx-trimmed" if encoder.trims else "onnx"
+                backend = "onnx-trimmed" if encoder.trims else "onnx"
+                return encoder, backend + ("-int8" if encoder.precision == "int8" else "")
     return model.text, "torch"
 
 
