@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer.decode import DecodeOptions, decode_image
+from indexer.decode import DRAFT_OVERSAMPLE, DecodeOptions, decode_image
 from retrieval.errors import DecodeError
 from retrieval.preprocess import PreprocessConfig
 
@@ -155,9 +155,24 @@ def resize_batch(images, cfg: PreprocessConfig):
     return images[:, :, top:top + size, left:left + size]
 
 
-def pixels_from_decoded(images: Sequence, orientations: Sequence[int], cfg: PreprocessConfig):
-    """Decoded (3, H, W) uint8 tensors -> one normalised float32 (B, 3, S, S) batch on their device."""
+def draft_factor(height: int, width: int, target_size: int) -> int:
+    """The power-of-two reduction PIL's JPEG draft mode applies before the resize (indexer.decode):
+    1, 2, 4 or 8, keeping at least DRAFT_OVERSAMPLE times the model's input size."""
+    scale = min(width, height) / (target_size * DRAFT_OVERSAMPLE)
+    factor = 1
+    while factor < 8 and factor * 2 <= scale:
+        factor *= 2
+    return factor
+
+
+def pixels_from_decoded(images: Sequence, orientations: Sequence[int], cfg: PreprocessConfig, draft: bool = False):
+    """Decoded (3, H, W) uint8 tensors -> one normalised float32 (B, 3, S, S) batch on their device.
+
+    `draft`: first average power-of-two blocks as PIL's JPEG draft mode does (DecodeOptions.draft,
+    the default): a 12-MP photo is then resized from 1/8 of its pixels, not all of them.
+    """
     import torch
+    import torch.nn.functional as F
 
     if not images:
         raise ValueError("no images")
@@ -177,6 +192,9 @@ def pixels_from_decoded(images: Sequence, orientations: Sequence[int], cfg: Prep
         for start in range(0, len(positions), per_group):
             group = positions[start:start + per_group]
             stacked = torch.stack([oriented[i] for i in group]).float()
+            factor = draft_factor(shape[1], shape[2], cfg.image_size) if draft else 1
+            if factor > 1:
+                stacked = F.avg_pool2d(stacked, factor, ceil_mode=True)
             for i, out in zip(group, resize_batch(stacked, cfg)):
                 resized[i] = out
     # PIL hands the CPU path 8-bit pixels after its resize: round the same way
@@ -248,8 +266,8 @@ class GpuJpegEmbedder:
                     outcomes[i] = JpegOutcome(None, str(exc), cpu_fallback=True)
         parts, rows = [], []
         if gpu_rows:
-            parts.append(pixels_from_decoded([decoded[i] for i in gpu_rows],
-                                             [items[i].orientation for i in gpu_rows], self.preprocess))
+            parts.append(pixels_from_decoded([decoded[i] for i in gpu_rows], [items[i].orientation for i in gpu_rows],
+                                             self.preprocess, draft=self.options.draft))
             rows.extend(gpu_rows)
         if cpu_pixels:
             parts.append(torch.from_numpy(np.stack(cpu_pixels)).to(self.encoder.device))

@@ -39,12 +39,17 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+def _cuda_dtype():
+    import torch
+
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def _autocast(device: str):
     import torch
 
     if device.startswith("cuda"):
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast("cuda", dtype=_cuda_dtype())
     return contextlib.nullcontext()
 
 
@@ -60,6 +65,9 @@ class ImageEncoder:
 
     def __init__(self, tower, preprocess: PreprocessConfig, device: str):
         self.tower = tower.to(device)
+        if device.startswith("cuda"):
+            # inference in bf16 (fp16 without bf16): the weights cast once, not by autocast on every call
+            self.tower = self.tower.to(_cuda_dtype())
         self.preprocess = preprocess
         self.device = device
 
@@ -68,15 +76,16 @@ class ImageEncoder:
 
         batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
         if self.device.startswith("cuda"):
-            batch = batch.pin_memory().to(self.device, non_blocking=True)
-        with torch.inference_mode(), _autocast(self.device):
-            return _normalise(self.tower(batch))
+            batch = batch.pin_memory()
+        return self.embed_tensor(batch)
 
     def embed_tensor(self, batch) -> np.ndarray:
-        """A normalised (B, 3, S, S) torch tensor already on this encoder's device -> unit vectors."""
+        """A normalised (B, 3, S, S) float torch tensor (on this encoder's device, or pinned) -> unit vectors."""
         import torch
 
-        with torch.inference_mode(), _autocast(self.device):
+        with torch.inference_mode():
+            if self.device.startswith("cuda"):
+                return _normalise(self.tower(batch.to(self.device, _cuda_dtype(), non_blocking=True)))
             return _normalise(self.tower(batch))
 
     def embed_images(self, images: Sequence) -> np.ndarray:

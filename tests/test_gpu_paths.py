@@ -66,6 +66,24 @@ def test_tensor_preprocessing_matches_the_pil_path(orientation, resize_mode):
     assert np.abs(pixels - reference.pixels).mean() < 0.01
 
 
+@pytest.mark.parametrize("size", [(1600, 1200), (400, 300)])
+def test_draft_reduction_matches_pils_draft_decode(size):
+    """DecodeOptions.draft (the default): power-of-two block averages stand in for PIL's DCT scaling;
+    the pixels stay as close to the CPU's draft decode as an exact resize would."""
+    from indexer.gpu_decode import draft_factor
+
+    cfg = PreprocessConfig(image_size=64)
+    assert draft_factor(size[1], size[0], cfg.image_size) > 1
+    data = jpeg_bytes(photo(5, size))
+    reference = decode_image(data, cfg, DecodeOptions(draft=True)).pixels
+    decoded = decode_on([data], "cpu")
+    drafted = pixels_from_decoded(decoded, [1], cfg, draft=True)[0].numpy()
+    exact = pixels_from_decoded(decoded, [1], cfg, draft=False)[0].numpy()
+    assert np.abs(drafted - reference).mean() < 0.01
+    assert np.abs(drafted - reference).max() < 0.15
+    assert np.abs(drafted - reference).mean() <= 2 * np.abs(exact - reference).mean()
+
+
 def test_greyscale_jpeg_becomes_three_equal_channels():
     cfg = PreprocessConfig(image_size=32)
     data = jpeg_bytes(photo(3, (120, 90)).convert("L"))
