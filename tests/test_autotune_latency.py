@@ -39,7 +39,7 @@ def test_generous_latency_target_is_met_at_the_cheapest_setting(vectors):
     assert result.reached and result.latency_met is True
     assert "within the 1e+06 ms target" in result.status_line()
     recalls = [trial["recall"] for trial in result.trials]
-    assert recalls[-1] >= 0.96 and all(recall < 0.96 for recall in recalls[:-1])  # the first reaching 0.95 + margin
+    assert recalls[-1] >= 0.965 and all(recall < 0.965 for recall in recalls[:-1])  # the first reaching 0.95 + margin
     assert [("latency_ms" in trial) for trial in result.trials] == [False] * (len(recalls) - 1) + [True]  # only it is timed
 
 
