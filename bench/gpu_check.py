@@ -257,7 +257,7 @@ def exact_search(n: int, dim: int, n_queries: int, query_batch: int, k: int, dev
             "api_batch_queries_per_s": round(query_batch / api_s, 1), "recall_vs_fp32": round(recall, 3)}
 
 
-def stage_times(model, device, dry: bool) -> dict:
+def stage_times(model, device, dry: bool, skip_12mp: bool = False) -> dict:
     """Median seconds per batch of each stage of indexer.gpu_decode: decode, preprocess (draft and
     exact), tower; for 256 640x480 and 64 12-MP JPEGs."""
     import torch
@@ -278,6 +278,8 @@ def stage_times(model, device, dry: bool) -> dict:
 
     out = {}
     for name, size, batch in (("640x480", (640, 480), 256), ("12mp", (4000, 3000), 64)):
+        if skip_12mp and name == "12mp":
+            continue
         if dry:
             size, batch = (size[0] // 10, size[1] // 10), 4
         blobs = [make_jpegs(16 if not dry else 2, size)[n % (16 if not dry else 2)] for n in range(batch)]
@@ -312,7 +314,7 @@ def run_product_index(args, dry: bool, device, report: dict) -> dict:
     workers = args.workers or os.cpu_count() or 1
     out = {"workers": workers, "cpu_count": os.cpu_count()}
     try:
-        out["stages"] = stage_times(model, device, dry)
+        out["stages"] = stage_times(model, device, dry, args.skip_12mp)
         log(f"stages: {out['stages']}")
     except Exception as exc:  # noqa: BLE001 - a diagnostic; the runs below still count
         out["stages"] = {"error": repr(exc)}
@@ -320,6 +322,8 @@ def run_product_index(args, dry: bool, device, report: dict) -> dict:
     product_index(model, Path(warm[0]).parent, work / "db-warm", 4 if dry else 64, workers)
     for name, size, count, batch in (("index_12mp", (4000, 3000), args.files_12mp, 64),
                                      ("index_640x480", (640, 480), args.files_small, 256)):
+        if args.skip_12mp and name == "index_12mp":
+            continue
         if dry:
             size, count, batch = (size[0] // 10, size[1] // 10), 12, 4
         started = time.perf_counter()
@@ -346,6 +350,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="decode workers for mmsearch index (default: CPU count)")
     parser.add_argument("--skip-index", action="store_true", help="leave out the mmsearch index runs")
     parser.add_argument("--only-index", action="store_true", help="only the mmsearch index runs (and their stage times)")
+    parser.add_argument("--skip-12mp", action="store_true", help="leave out every 12-megapixel run")
     parser.add_argument("--out", default=None, help="also write the JSON report here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -372,6 +377,8 @@ def main() -> None:
         log(f"model only: {report['model_only']}")
     for name, image_size, total, batch, goal in (("e2e_12mp", (4000, 3000), 6 if dry else 6000, 3 if dry else 64, 600),
                                                   ("e2e_640x480", (640, 480), 8 if dry else 60000, 4 if dry else 256, 5000)):
+        if args.skip_12mp and name == "e2e_12mp":
+            continue
         jpegs = make_jpegs(2 if dry else 16, (400, 300) if dry and name == "e2e_12mp" else image_size)
         end_to_end(tower, size, jpegs, min(total, batch * 2), batch, device, dtype)  # warm-up
         report[name] = end_to_end(tower, size, jpegs, total, batch, device, dtype)
