@@ -1,18 +1,31 @@
-"""Vector search: latency p50/p99 and recall@10 vs exact, per index type, through VectorIndex.
+"""Vector search: latency p50/p95/p99 and recall@10 vs exact, per index type, through VectorIndex.
 
-For each data set (uniform random unit vectors: the hardest case for IVF and HNSW; and a
-clustered set: unit vectors around --centres centres, queries from the same distribution, closer
-to real embeddings) and each size, builds Flat, IVF as `choose_index_spec` picks it, and HNSW32
+Data sets: uniform random unit vectors (the hardest case for IVF and HNSW: no structure to prune
+with); `clustered` (unit vectors around --centres random centres); `cliplike` (ClipLikeMixture:
+a synthetic stand-in for CLIP image embeddings, a two-level Gaussian mixture in a low effective
+dimension; its parameters are in its docstring and docs/BENCHMARKS.md "### 2. Search"). Queries
+are fresh draws from the same distribution, never vectors of the index. For each size, builds
+Flat, IVF as `choose_index_spec` picks it and HNSW32 (or the index_factory strings in --specs)
 with `indexer.store_vectors.VectorIndex.build` (the code path `mmsearch index` uses, fed in
 20,000-vector chunks as `MetaStore.iter_vectors` does), then:
-- recall@10: share of the exact top 10 (faiss.knn brute force) found, over --queries queries;
-- latency: single queries, one at a time, after a warm-up; p50 and p99 in ms;
-- build time, and index size (the file `VectorIndex.save` writes).
-An HNSW build that passes --max-build-s is stopped between chunks and reported as not run, with
-how far it got.
+- recall@10: share of the exact top 10 (numpy brute force in 100k blocks) found, over --queries queries;
+- latency: single queries, one at a time, after a warm-up, per OpenMP thread count; p50/p95/p99 in ms;
+- build time, and index size (the file `VectorIndex.save` writes);
+- with --autotune-target-ms: what `indexer.autotune.tune_index` picks, how long it takes, and the
+  recall of its pick on the fresh queries.
+An HNSW build that passes --max-build-s is stopped between chunks and reported as not run.
+--cache DIR keeps the data, exact neighbours and built indexes, so an untimed build pass (under
+`nice`, --no-latency) and a timed pass (under `flock /tmp/mms-bench.lock`) can be separate runs;
+--reuse-centroids builds later IVF specs of the same nlist from the first one's k-means centroids.
 
     python bench/bench_search.py --sizes 20000 --queries 200          # dry run
     python bench/bench_search.py --sizes 100000 1000000 --dists uniform clustered
+    # 1M clip-like, build then time (docs/BENCHMARKS.md "### 2. Search"):
+    nice -n 19 python bench/bench_search.py --sizes 1000000 --dists cliplike --cache /tmp/mms-s4/c1m \
+        --specs IVF4096,SQfp16 IVF4096,Flat IVF4096,SQ8 --reuse-centroids --no-latency
+    flock /tmp/mms-bench.lock python bench/bench_search.py --sizes 1000000 --dists cliplike \
+        --cache /tmp/mms-s4/c1m --mmap --specs IVF4096,SQfp16 IVF4096,Flat IVF4096,SQ8 Flat \
+        --latency-threads 1 --nprobe 8 16 32 64 128 --autotune-target-ms 10
 """
 from __future__ import annotations
 
@@ -237,7 +250,8 @@ def obtain_index(spec: str, base: np.ndarray, args, work: Path, label: str, cent
 
     from indexer.store_vectors import VectorIndex
 
-    cached = (args.cache or work) / f"{label}-{spec.replace(',', '_')}.faiss"
+    trained = f"-train{args.train_size}" if args.train_size else ""
+    cached = (args.cache or work) / f"{label}-{spec.replace(',', '_')}{trained}.faiss"
     ivf_prefix = spec.split(",")[0] if spec.startswith("IVF") else None
     if args.cache and cached.exists():
         index = VectorIndex.load(cached, mmap=args.mmap)
@@ -251,7 +265,8 @@ def obtain_index(spec: str, base: np.ndarray, args, work: Path, label: str, cent
             index = build_with_centroids(spec, base, centroids[ivf_prefix.split("_")[0]])
             how = "centroids reused: SQ training + adding only"
         else:
-            index = VectorIndex.build(base.shape[1], spec, chunks_with_budget(base, max_build, progress), generation=0)
+            index = VectorIndex.build(base.shape[1], spec, chunks_with_budget(base, max_build, progress), generation=0,
+                                      train_size=args.train_size)
             how = "VectorIndex.build (k-means included)" if ivf_prefix else "VectorIndex.build"
     build_s = time.perf_counter() - started
     if ivf_prefix:
@@ -388,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mmap", action="store_true", help="load cached indexes mapped, as searches do")
     parser.add_argument("--reuse-centroids", action="store_true",
                         help="IVF specs after the first with the same nlist reuse its k-means centroids")
+    parser.add_argument("--train-size", type=int, default=0,
+                        help="IVF: train k-means on at least this many vectors (0: VectorIndex.build's default)")
     parser.add_argument("--no-latency", action="store_true", help="recall and build only (an untimed pass)")
     parser.add_argument("--autotune-target-ms", type=float,
                         help="also run indexer.autotune.tune_index on each IVF/HNSW index with this latency target")

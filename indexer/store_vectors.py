@@ -94,14 +94,15 @@ class VectorIndex:
     @classmethod
     def build(cls, dim: int, spec: str, chunks: Iterable[tuple[np.ndarray, np.ndarray]], generation: int,
               train_size: int = 0) -> "VectorIndex":
-        """Build from (ids, vectors) chunks; an IVF index is trained on the first chunks."""
+        """Build from (ids, vectors) chunks; an IVF index is trained on the first `train_size` vectors
+        (0: min(nlist * TRAIN_POINTS_PER_LIST, MAX_TRAIN_POINTS))."""
         faiss = _faiss()
         index = faiss.IndexIDMap2(faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT))
         pending_ids, pending_vectors = [], []
         needed = 0
         if not index.is_trained:
             nlist = faiss.extract_index_ivf(index.index).nlist
-            needed = max(train_size, min(nlist * TRAIN_POINTS_PER_LIST, MAX_TRAIN_POINTS))
+            needed = train_size or min(nlist * TRAIN_POINTS_PER_LIST, MAX_TRAIN_POINTS)
         for ids, vectors in chunks:
             if not index.is_trained:
                 pending_ids.append(ids)
