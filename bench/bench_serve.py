@@ -393,10 +393,12 @@ def compare_text_encoders(db: Path, workdir: Path, model_name: str, args) -> dic
     from indexer.library import TEXT_EXPORT_NAME
 
     exports = prepare_exports(workdir, model_name)
+    int8 = json.loads((exports["onnx-trimmed"] / "text_encoder.json").read_text()).get("int8") or {}
+    order = [variant for variant, _ in TEXT_VARIANTS if variant != "onnx-trimmed-int8" or int8.get("file")]
     target = db / TEXT_EXPORT_NAME
     servers: dict[str, tuple] = {}
     try:
-        for variant, _ in TEXT_VARIANTS:  # each server picks its text encoder at start-up
+        for variant in order:  # each server picks its text encoder at start-up
             shutil.rmtree(target, ignore_errors=True)
             if variant.startswith("onnx"):
                 shutil.copytree(exports[variant.removesuffix("-int8")], target)
@@ -406,7 +408,6 @@ def compare_text_encoders(db: Path, workdir: Path, model_name: str, args) -> dic
             if backend != variant.removesuffix("-full"):
                 raise SystemExit(f"server started for {variant} reports text encoder {backend}")
         clients = {variant: httpx.Client(base_url=base, timeout=60) for variant, (_, base, _) in servers.items()}
-        order = [variant for variant, _ in TEXT_VARIANTS]
         for query in distinct_queries(20, seed=99):  # warm-up
             for variant in order:
                 timed(clients[variant], "GET", "/api/search", params={"q": query, "limit": args.limit})
@@ -431,7 +432,7 @@ def compare_text_encoders(db: Path, workdir: Path, model_name: str, args) -> dic
     return {"variants": {variant: {"text": percentiles(wall[variant]), "took": percentiles(took[variant]),
                                    "startup_s": servers[variant][2]} for variant in order},
             "next_page": percentiles(paging), "tokens": percentiles(lengths),
-            "context_length": token_lengths(exports["onnx"], texts[:1])[0]}
+            "context_length": token_lengths(exports["onnx"], texts[:1])[0], "int8": int8}
 
 
 def compare_markdown(args, built: dict, result: dict, load_before, load_after) -> str:
@@ -445,13 +446,17 @@ def compare_markdown(args, built: dict, result: dict, load_before, load_after) -
         f"- Index: {args.items:,} synthetic items, {built['dim']}-d, FAISS `{built['index_type']}`; model `{args.arch}`; "
         f"{args.queries} distinct queries ('a photo of a red dog' style), {tokens['min']}-{tokens['max']} tokens "
         f"(median {tokens['p50']:g}) against a context of {result['context_length']}; each query sent to the "
-        f"{len(TEXT_VARIANTS)} servers in turn; vectors `{args.vectors}`, search setting {built['tuning']}",
+        f"{len(result['variants'])} servers in turn; vectors `{args.vectors}`, search setting {built['tuning']}",
         "",
         "| text query, p50 (p95), ms | HTTP round trip | server `took_ms` (embed + rank) | server start |",
         "| --- | --- | --- | --- |",
     ]
     for variant, label in TEXT_VARIANTS:
-        stats = result["variants"][variant]
+        stats = result["variants"].get(variant)
+        if stats is None:
+            lines.append(f"| {label} | not run: int8 graph rejected at export (least cosine to torch "
+                         f"{result['int8'].get('min_cosine')}) | | |")
+            continue
         lines.append(f"| {label} | {ms(stats['text'])} | {ms(stats['took'])} | {stats['startup_s']:.1f} s |")
     lines.append(f"| next page (vector cached: rank only) | {ms(result['next_page'])} | | |")
     return "\n".join(lines)
