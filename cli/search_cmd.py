@@ -43,7 +43,8 @@ def search(
     json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout: an array of {path, score, ...}; with --queries one {query, results} object per line.")] = False,
     db: DbOption = None,
     model: ModelOption = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ... for the query towers; with --queries on a CUDA "
+                                             "device, batches of 64 or more are also ranked on the GPU.")] = "cpu",
     search_threads: Annotated[Optional[int], typer.Option(
         "--search-threads", envvar="MMSEARCH_SEARCH_THREADS", min=1, show_default=False,
         help="CPU threads for the vector search. Default: 1 for one query (more threads only wait on each "
@@ -84,7 +85,11 @@ def search(
             lines = [line.strip() for line in text.splitlines() if line.strip()]
             vectors = embed_queries(loaded, lines)
             _set_search_threads(search_threads)
-            results = rank(library, vectors, top, filters)
+            if device == "auto":
+                from retrieval.encoders import pick_device
+
+                device = pick_device(device)
+            results = rank(library, vectors, top, filters, device=device)
             for line, hits in zip(lines, results):
                 if json_output:
                     _print_json({"query": line, "results": [hit.as_dict() for hit in hits]})
