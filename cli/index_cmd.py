@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -14,6 +15,12 @@ from cli.common import (
     model_for_index, setup_logging,
 )
 
+
+
+class GpuDecode(str, enum.Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
 
 @friendly_errors
 def index(
@@ -29,6 +36,7 @@ def index(
     decode_timeout: Annotated[float, typer.Option(min=0, help="Give up on a file that takes longer than this many seconds to read and decode (0: no limit).")] = 30.0,
     index_type: Annotated[Optional[str], typer.Option(help="auto (exact below 100k, IVF above), flat, ivf, hnsw, or a faiss index_factory string.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    gpu_decode: Annotated[GpuDecode, typer.Option("--gpu-decode", help="JPEGs decoded on the GPU (nvJPEG) when the image tower runs on CUDA. auto: whenever possible; on: fail without it.")] = GpuDecode.auto,
     precision: Annotated[Optional[str], typer.Option(help="CPU image tower: onnx-int8 (fastest; default for a new index), onnx, int8, bf16 or fp32. Recorded in the index; image queries use the same.")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for another indexer on the same index.")] = 0.0,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON on stdout, with every skipped file and why.")] = False,
@@ -48,7 +56,7 @@ def index(
     from retrieval.encoders import load_model
 
     pipeline = PipelineConfig(batch_size=batch_size, decode=DecodeOptions(draft=not exact_decode, max_megapixels=max_megapixels),
-                              decode_timeout_s=decode_timeout or None)
+                              decode_timeout_s=decode_timeout or None, gpu_decode=gpu_decode.value)
     if workers:
         pipeline = dataclasses.replace(pipeline, workers=workers)
     config = IndexConfig(

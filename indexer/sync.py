@@ -75,14 +75,16 @@ def _split_changed(root: str, library: Library, options: ScanOptions,
 def _gpu_jpeg_setup(model, pipeline: PipelineConfig):
     """(pipeline, embed_jpegs): JPEGs decoded on the GPU when the image tower runs on CUDA and
     `pipeline.gpu_decode` allows it (auto: whenever it can); else the pipeline as given and None."""
-    if pipeline.gpu_decode == "off" or not str(model.requested_device).startswith(("cuda", "auto")):
+    if pipeline.gpu_decode == "off":
         return pipeline, None
     from indexer.gpu_decode import GpuJpegEmbedder, gpu_decode_available
 
-    if not gpu_decode_available(model.device):
+    requested = str(model.requested_device)
+    device = model.device if requested.startswith(("cuda", "auto")) else requested  # "cpu": no torch import
+    if not gpu_decode_available(device):
         if pipeline.gpu_decode == "on":
             raise MmsearchError(f"--gpu-decode on needs a CUDA device and torchvision's GPU JPEG decoder "
-                                f"(the image tower runs on {model.device})")
+                                f"(the image tower runs on {device})")
         return pipeline, None
     embedder = GpuJpegEmbedder(model.image, model.preprocess, pipeline.decode)
     log.info("JPEGs are decoded on %s (nvJPEG)", model.device)

@@ -278,3 +278,22 @@ def test_rank_on_the_gpu_matches_the_cpu(tmp_path, tiny_model):
         got = search.rank(library, queries, 5, device="cuda")
     same = np.mean([[h.path for h in a] == [h.path for h in b] for a, b in zip(got, expected)])
     assert same >= 0.95  # fp16 scores may swap near-ties
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_gpu_decode_on_without_cuda_is_a_clear_error(tmp_path, tiny_model_config, device):
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    photo(1, (96, 72)).save(pics / "a.jpg")
+    result = CliRunner().invoke(app, ["index", str(pics), "--db", str(tmp_path / "db"), "--model", str(tiny_model_config),
+                                      "--device", device, "--gpu-decode", "on"])
+    assert result.exit_code == 1
+    assert "--gpu-decode on needs a CUDA device" in result.stderr
+    off = CliRunner().invoke(app, ["index", str(pics), "--db", str(tmp_path / "db"), "--model", str(tiny_model_config),
+                                   "--device", device, "--gpu-decode", "off", "--json"])
+    assert off.exit_code == 0, off.output
