@@ -157,6 +157,24 @@ def int8_agreement(folder: Path, image_size: int) -> float:
     return float((plain * quantised).sum(axis=1).min())
 
 
+def int8_cosine(folder: Path) -> float:
+    """The export's recorded int8-vs-fp32 agreement; an export made before it was recorded is
+    checked now (seconds, once) and the figure added to its metadata."""
+    meta = exported_meta(folder)
+    if "int8_min_cosine" in meta:
+        return float(meta["int8_min_cosine"])
+    if not (folder / "image-int8.onnx").is_file():
+        return 0.0
+    cosine = int8_agreement(folder, int(meta.get("image_size", 224)))
+    staged = folder / (META_NAME + ".tmp")
+    try:
+        staged.write_text(json.dumps({**meta, "int8_min_cosine": cosine}))
+        os.replace(staged, folder / META_NAME)
+    except OSError as exc:  # a read-only index folder: checked again next time
+        log.info("cannot record the int8 check in %s: %s", folder, exc)
+    return cosine
+
+
 def exported_meta(folder: Path) -> dict:
     try:
         meta = json.loads((Path(folder) / META_NAME).read_text())
@@ -190,7 +208,7 @@ def build_image_encoder(model, precision: str, cache_dir: Path | None):
                 export_image_tower(tower, int(card.preprocess.image_size), cache_dir, card.fingerprint)
             name = "image.onnx"
             if precision == "onnx-int8":
-                cosine = exported_meta(cache_dir).get("int8_min_cosine", 0.0)
+                cosine = int8_cosine(Path(cache_dir))
                 if cosine >= MIN_INT8_COSINE:
                     name = "image-int8.onnx"
                 else:  # this model does not take int8 well: fp32 ONNX, for the index and its queries alike

@@ -163,6 +163,26 @@ def test_int8_export_that_drifts_is_not_used(tmp_path, tiny_model_config, monkey
     assert 0.99 < fast_image.exported_meta(tmp_path / "image_encoder")["int8_min_cosine"] <= 1.0
 
 
+def test_int8_export_from_before_the_check_was_recorded_is_checked_and_used(tmp_path, tiny_model_config):
+    """An export whose metadata lacks int8_min_cosine (older versions) is checked once, not treated as drifting."""
+    import json
+
+    from retrieval import fast_image
+    from retrieval.encoders import load_model
+
+    folder = tmp_path / "image_encoder"
+    model = load_model(str(tiny_model_config), device="cpu")
+    model.image_precision, model.image_cache_dir = "onnx-int8", folder
+    model.image  # noqa: B018 - writes the export
+    meta = json.loads((folder / fast_image.META_NAME).read_text())
+    recorded = meta.pop("int8_min_cosine")
+    (folder / fast_image.META_NAME).write_text(json.dumps(meta))
+    again = load_model(str(tiny_model_config), device="cpu")
+    again.image_precision, again.image_cache_dir = "onnx-int8", folder
+    assert again.image.session._model_path.endswith("image-int8.onnx")
+    assert fast_image.exported_meta(folder)["int8_min_cosine"] == pytest.approx(recorded, abs=1e-6)
+
+
 def test_index_records_its_precision_and_image_queries_use_it(tmp_path, tiny_model_config):
     from typer.testing import CliRunner
 
