@@ -435,6 +435,45 @@ def compare_text_encoders(db: Path, workdir: Path, model_name: str, args) -> dic
             "context_length": token_lengths(exports["onnx"], texts[:1])[0], "int8": int8}
 
 
+def measure_in_process(db: Path, args) -> dict:
+    """Where a warm text query's time goes, without HTTP: the engine `mmsearch serve` opens, called directly."""
+    import torch
+
+    from retrieval.encoders import load_model
+    from retrieval.search import rank
+    from retrieval.server import ServerConfig
+    from retrieval.server.engine import SearchEngine, SearchRequest, WarmLibrary
+
+    torch.set_num_threads(args.threads)
+    library = WarmLibrary(db)
+    model = load_model(library.meta.model().name, device="cpu")
+    engine = SearchEngine(library, model, ServerConfig(db=db, torch_threads=args.threads))
+    try:
+        engine.warm()
+        texts = distinct_queries(args.queries, seed=1)
+
+        def clock(function, runs: int) -> dict:
+            times = []
+            for number in range(runs):
+                started = time.perf_counter()
+                function(number)
+                times.append((time.perf_counter() - started) * 1000)
+            return percentiles(times)
+
+        vector = engine.text_vectors([texts[0]])[0]
+        index = library.vectors_for_search()
+        ids = [hit.item_id for hit in rank(library, vector, args.limit + 1)[0]]
+        return {
+            "text_encoder": engine.text_backend,
+            "embed": clock(lambda n: engine.text_encoder.embed_texts([texts[n % len(texts)]]), min(100, len(texts))),
+            "search_cached_vector": clock(lambda n: engine.search(SearchRequest(text=texts[0], limit=args.limit)), 100),
+            "faiss": clock(lambda n: index.search(vector[None], args.limit + 1), 100),
+            "item_rows": clock(lambda n: library.meta.items(ids), 100),
+        }
+    finally:
+        engine.close()
+
+
 def compare_markdown(args, built: dict, result: dict, load_before, load_after) -> str:
     ms = lambda stats: f"{stats['p50']:.1f} ({stats['p95']:.1f})"  # noqa: E731
     tokens = result["tokens"]
@@ -526,6 +565,8 @@ def main() -> None:
     parser.add_argument("--markdown-out", type=Path)
     parser.add_argument("--vectors", choices=("uniform", "cliplike"), default="uniform",
                         help="synthetic index vectors: uniform on the sphere, or clustered like CLIP embeddings")
+    parser.add_argument("--in-process", action="store_true",
+                        help="only the engine in this process: text embed, search with a cached vector, FAISS, rows")
     parser.add_argument("--compare-text", action="store_true",
                         help="only warm text queries: torch vs fixed-length ONNX vs trimmed ONNX, side by side")
     args = parser.parse_args()
@@ -555,6 +596,13 @@ def main() -> None:
         built = build_synthetic_index(db, model_config, args.items, vectors=args.vectors)
         print(f"built in {built['total_s']:.0f} s ({built['index_type']})", file=sys.stderr)
 
+    if args.in_process:
+        result = measure_in_process(db, args)
+        ms = lambda stats: f"{stats['p50']:.2f} ms (p95 {stats['p95']:.2f})"  # noqa: E731
+        print(f"in process, text encoder {result['text_encoder']}, load average {load_avg[0]:.1f} -> "
+              f"{os.getloadavg()[0]:.1f}: embed {ms(result['embed'])}; search with a cached vector "
+              f"{ms(result['search_cached_vector'])}; FAISS {ms(result['faiss'])}; item rows {ms(result['item_rows'])}")
+        return
     if args.compare_text:
         result = compare_text_encoders(db, args.workdir, str(model_config), args)
         report = compare_markdown(args, built, result, load_avg, os.getloadavg())
