@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,7 +180,70 @@ def _card_from_folder(spec: ModelSpec) -> ModelCard:
     )
 
 
+CARD_CACHE_FORMAT = 1
+
+
+def cache_dir() -> Path:
+    """$MMSEARCH_CACHE_DIR, else $XDG_CACHE_HOME/mmsearch, else ~/.cache/mmsearch."""
+    if os.environ.get("MMSEARCH_CACHE_DIR"):
+        return Path(os.environ["MMSEARCH_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mmsearch"
+
+
+def _card_cache_path(spec: ModelSpec) -> Path | None:
+    """Where the card of an open_clip model is kept, keyed by the installed open_clip's version."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("open_clip_torch")
+    except metadata.PackageNotFoundError:
+        return None
+    key = hashlib.sha256(f"{CARD_CACHE_FORMAT}|{version}|{spec.name}".encode()).hexdigest()[:32]
+    return cache_dir() / "open_clip_cards" / f"{key}.json"
+
+
+def _cached_card(spec: ModelSpec, path: Path | None) -> ModelCard | None:
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text())
+        cfg = data["model_cfg"]
+        if data.get("name") != spec.name or data.get("fingerprint") != _sha256_json({"open_clip": spec.name, "cfg": cfg}):
+            return None
+        return ModelCard(spec=spec, model_cfg=cfg, preprocess=PreprocessConfig.from_dict(data["preprocess"]),
+                         fingerprint=data["fingerprint"], manifest={"pretrained_cfg": data.get("pretrained_cfg", {})})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _store_card(card: ModelCard, path: Path | None) -> None:
+    if path is None:
+        return
+    data = {"name": card.spec.name, "model_cfg": card.model_cfg, "preprocess": card.preprocess.to_dict(),
+            "fingerprint": card.fingerprint, "pretrained_cfg": card.manifest.get("pretrained_cfg", {})}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        staged.write_text(json.dumps(data, default=list))
+        os.replace(staged, path)
+    except (OSError, TypeError, ValueError) as exc:  # a read-only home: open_clip is imported each time
+        log.info("cannot cache the model card of %s in %s: %s", card.spec.name, path, exc)
+
+
 def _card_from_open_clip(spec: ModelSpec) -> ModelCard:
+    """The card of an open_clip model. `import open_clip` costs 6-12 s, so the card is kept in the
+    cache folder (per open_clip version) and an index run of a known model does not import it."""
+    cache_path = _card_cache_path(spec)
+    cached = _cached_card(spec, cache_path)
+    if cached is not None:
+        return cached
+    card = _card_from_open_clip_itself(spec)
+    _store_card(card, cache_path)
+    return card
+
+
+def _card_from_open_clip_itself(spec: ModelSpec) -> ModelCard:
     import open_clip  # costs seconds: only when an open_clip architecture is really used
 
     cfg = open_clip.get_model_config(spec.arch)

@@ -11,6 +11,10 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if "MMSEARCH_CACHE_DIR" not in os.environ:  # model cards cached by the tests stay out of the user's ~/.cache
+    import tempfile
+
+    os.environ["MMSEARCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="mmsearch-test-cache-")
 
 TINY_CONFIG = {
     "embed_dim": 64,
