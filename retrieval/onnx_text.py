@@ -224,11 +224,14 @@ def exported_fingerprint(folder: Path) -> str | None:
 
 def export_sequence(folder: Path) -> str | None:
     """TRIMMED or FULL for an export with the "sequence" key; None for older ones (fixed length)."""
+    return _meta(folder).get("sequence")
+
+
+def _meta(folder: Path) -> dict:
     try:
-        meta = json.loads((Path(folder) / META_NAME).read_text())
+        return json.loads((Path(folder) / META_NAME).read_text())
     except (OSError, ValueError):
-        return None
-    return meta.get("sequence")
+        return {}
 
 
 class OnnxTextEncoder:
@@ -301,16 +304,19 @@ class OnnxTextEncoder:
         return _unit(features)
 
 
-def ensure_exported(model, folder: Path) -> bool:
-    """Export `model`'s text tower to `folder` unless an export of the same model is there.
+def ensure_exported(model, folder: Path, *, int8: bool = False) -> bool:
+    """Export `model`'s text tower to `folder` unless a current export of the same model is there.
 
-    Returns True when a usable export exists afterwards; an export failure is logged, not raised
-    (searches then use the torch text tower).
+    An export without "sequence" predates trimming and is replaced; with `int8`, so is one that
+    never tried an int8 graph (one whose int8 graph was rejected is current). Returns True when a
+    usable export exists afterwards; an export failure is logged, not raised (searches then use the
+    older export when it is of this model, else the torch text tower).
     """
-    if exported_fingerprint(folder) == model.info.fingerprint and export_sequence(folder) is not None:
-        return True  # current; an export without "sequence" predates trimming and is replaced
+    if exported_fingerprint(folder) == model.info.fingerprint and export_sequence(folder) is not None \
+            and (not int8 or _meta(folder).get("int8") is not None):
+        return True
     try:
-        export_text_encoder(model, folder)
+        export_text_encoder(model, folder, int8=int8)
     except Exception as exc:  # noqa: BLE001 - the fast path is optional
         log.warning("could not export the text tower for fast searches: %s", exc)
         if exported_fingerprint(folder) == model.info.fingerprint:

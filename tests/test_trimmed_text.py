@@ -201,3 +201,15 @@ def test_int8_graph_is_dropped_when_it_drifts(tmp_path, tiny_model, monkeypatch)
     fast = OnnxTextEncoder(folder, precision="int8")
     assert fast.precision == "fp32"
     np.testing.assert_allclose(fast.embed_texts(TEXTS), _torch_full(tiny_model, TEXTS), atol=1e-5)
+
+
+def test_ensure_exported_adds_the_int8_graph_when_asked(tmp_path, tiny_model):
+    from retrieval.onnx_text import INT8_NAME
+
+    folder = export_text_encoder(tiny_model, tmp_path / "text")
+    assert ensure_exported(tiny_model, folder) and "int8" not in json.loads((folder / META_NAME).read_text())
+    assert ensure_exported(tiny_model, folder, int8=True)
+    assert (folder / INT8_NAME).is_file() and export_sequence(folder) == TRIMMED
+    written = (folder / META_NAME).stat().st_mtime_ns
+    assert ensure_exported(tiny_model, folder, int8=True) and ensure_exported(tiny_model, folder)  # current now
+    assert (folder / META_NAME).stat().st_mtime_ns == written
