@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Sequence
@@ -31,10 +33,23 @@ class ModelInfo:
     fingerprint: str
 
 
-def pick_device(device: str = "auto") -> str:
-    import torch
+# a Linux machine without these has no GPU torch could use as "cuda" (NVIDIA, NVIDIA under WSL2, ROCm)
+GPU_DEVICE_FILES = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
 
+
+def gpu_possible() -> bool:
+    """False when this machine certainly has no CUDA/ROCm GPU, found without importing torch (2 s)."""
+    if sys.platform.startswith("linux"):
+        return any(os.path.exists(path) for path in GPU_DEVICE_FILES)
+    return True
+
+
+def pick_device(device: str = "auto") -> str:
     if device == "auto":
+        if not gpu_possible():
+            return "cpu"
+        import torch
+
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
 

@@ -81,3 +81,13 @@ def test_unknown_open_clip_tag_is_a_clear_error():
 def test_empty_text_is_refused(tiny_model):
     with pytest.raises(QueryError):
         tiny_model.text.embed_texts(["  "])
+
+
+def test_auto_device_on_a_machine_without_gpu_files_skips_torch(monkeypatch):
+    from retrieval import encoders
+
+    monkeypatch.setattr(encoders, "GPU_DEVICE_FILES", ("/nonexistent/gpu",))
+    monkeypatch.setattr(encoders.sys, "platform", "linux")
+    assert encoders.gpu_possible() is False
+    assert encoders.pick_device("auto") == "cpu"
+    assert encoders.pick_device("cuda:1") == "cuda:1"
