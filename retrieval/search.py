@@ -51,7 +51,8 @@ class Hit:
 
 
 def _looks_like_image_path(value: str) -> bool:
-    return os.path.splitext(value)[1].lower() in image_extensions() and os.path.isfile(os.path.expanduser(value))
+    # the file test first: image_extensions() may import pillow-heif, which plain words need not pay for
+    return os.path.isfile(os.path.expanduser(value)) and os.path.splitext(value)[1].lower() in image_extensions()
 
 
 def build_terms(query: str | None, images: Sequence[str | Path] = ()) -> list[Term]:
