@@ -200,6 +200,34 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found, truth)]))
 
 
+def neighbour_structure(vectors: np.ndarray) -> dict:
+    """Within one small set: cosine to each vector's 1st and 10th neighbour, random pairs, and how
+    concentrated the covariance is (participation ratio; share of variance in the top 10 components)."""
+    scores = vectors @ vectors.T
+    pairs = scores[~np.eye(len(vectors), dtype=bool)]
+    np.fill_diagonal(scores, -np.inf)
+    ranked = -np.sort(-scores, axis=1)
+    eigen = np.sort(np.linalg.eigvalsh(np.cov((vectors - vectors.mean(0)).T)))[::-1]
+    return {"nn1_p10_p50_p90": np.percentile(ranked[:, 0], [10, 50, 90]).round(2).tolist(),
+            "nn10_p10_p50_p90": np.percentile(ranked[:, 9], [10, 50, 90]).round(2).tolist(),
+            "random_pair_mean": round(float(pairs.mean()), 3),
+            "participation_ratio": round(float(eigen.sum() ** 2 / (eigen ** 2).sum()), 1),
+            "top10_variance": round(float(eigen[:10].sum() / eigen.sum()), 2)}
+
+
+def compare_with_real(db_folder: Path, spread: float, seed: int) -> None:
+    """Real embeddings of an mmsearch index (its SQLite vectors) against as many cliplike draws."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{db_folder / 'mmsearch.db'}?mode=ro", uri=True) as connection:
+        real = np.stack([np.frombuffer(blob, np.float32) for (blob,) in connection.execute("SELECT vector FROM vectors")])
+    print(f"real, {len(real)} x {real.shape[1]} from {db_folder}: {neighbour_structure(real)}")
+    for dim in sorted({real.shape[1], 512}):
+        mixture = ClipLikeMixture.make(dim, seed, noise_var=CLIPLIKE_NOISE_VAR * spread)
+        drawn = mixture.sample(len(real), np.random.default_rng([seed, 5]))
+        print(f"cliplike spread {spread:g}, {len(real)} x {dim}: {neighbour_structure(drawn)}")
+
+
 # --- one index ---------------------------------------------------------------------------------
 def chunks_with_budget(base: np.ndarray, max_seconds: float | None, progress: dict):
     started = time.perf_counter()
@@ -408,7 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-latency", action="store_true", help="recall and build only (an untimed pass)")
     parser.add_argument("--autotune-target-ms", type=float,
                         help="also run indexer.autotune.tune_index on each IVF/HNSW index with this latency target")
+    parser.add_argument("--compare-real", type=Path, metavar="DB_FOLDER",
+                        help="only compare the neighbour structure of an mmsearch index's vectors with cliplike draws")
     args = parser.parse_args(argv)
+    if args.compare_real:
+        compare_with_real(args.compare_real, args.spread, args.seed)
+        return 0
 
     import faiss
 
