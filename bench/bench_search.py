@@ -87,11 +87,12 @@ class ClipLikeMixture:
     fixed unit direction, t one of `topics` topics, c one of `clusters` clusters (each in one
     topic; sizes drawn log-normal, so a few are large and many small) and scale_c a per-cluster
     noise scale (log-normal, sigma 0.35). Topic, cluster and noise terms are Gaussians with
-    variance falling as 1/(i+1)**decay over the i-th of `dim` axes (effective dimension ~30 at
+    variance falling as 1/(i+1)**decay over the i-th of `dim` axes (participation ratio ~35 at
     decay 1.0), turned by one random rotation so that no axis is special; their total variances
-    are topic_var, cluster_var and noise_var. Defaults were chosen so that, at 1M vectors, a
-    query's nearest neighbour has cosine ~0.9 and its 10th ~0.8, a random pair ~0.3 (see
-    docs/BENCHMARKS.md "### 2. Search", which compares them with real embeddings).
+    are topic_var, cluster_var and noise_var. With the defaults, at 1M vectors, a fresh query's
+    nearest neighbour has cosine 0.88 (median) and its 10th 0.86, a random pair 0.36; noise_var
+    0.6 (`--spread 2`) gives 0.80 / 0.78 / 0.29 (docs/BENCHMARKS.md "### 2. Search", which also
+    compares them with real embeddings: `--compare-real`).
     """
 
     offset: np.ndarray  # (dim,)
