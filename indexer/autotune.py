@@ -6,11 +6,11 @@ come from brute force over all stored vectors (streamed in chunks, memory stays 
 own entry left out (held out). Each candidate setting, smallest first, is scored for recall@k
 against that truth with one batch search (cheap); the first that reaches the target (plus a margin
 of 0.015 for the sample's error) wins: recall and latency both grow with nprobe / efSearch, so the
-first is also the fastest. Only that setting
-is timed, on single queries with one OpenMP thread (as `mmsearch serve` runs); when its p50 is over
-the latency target, no setting can give the recall target within it, and the result says so (a
-warning in the log, and `status` in the report stored with the index) rather than trading recall
-away silently. The choice is stored with the index (the vectors.json sidecar) and searches use it.
+first is also the fastest. Only that setting is timed, on single queries with one OpenMP thread (as
+`mmsearch serve` runs); when its p50 is over the latency target, no setting can give the recall
+target within it, and the result says so (a warning in the log, and `status` in the report stored
+with the index) rather than trading recall away silently. The choice is stored with the index (the
+vectors.json sidecar) and searches use it.
 """
 from __future__ import annotations
 
@@ -54,9 +54,10 @@ class TuneResult:
     value: int
     recall: float
     latency_ms: float
-    reached: bool  # the recall target
+    reached: bool  # the recall target plus the margin
     trials: list[dict] = field(default_factory=list)
     target_recall: float = 0.95
+    margin: float = 0.0
     target_latency_ms: float | None = None
     latency_threads: int = 0
 
@@ -76,7 +77,8 @@ class TuneResult:
         line = (f"{self.parameter}={self.value}: recall@10 {self.recall:.3f} on a sample of the index's own "
                 f"vectors, p50 {self.latency_ms:.2f} ms per query ({threads})")
         if not self.reached:
-            line += f"; recall target {self.target_recall:g} not reached by any setting (this is the best)"
+            line += (f"; recall target {self.target_recall:g} (+ margin {self.margin:g}) not reached by any setting "
+                     f"(this is the best)")
         if self.latency_met is False:
             line += (f"; over the {self.target_latency_ms:g} ms latency target"
                      + (" even at the cheapest setting reaching the recall target" if self.reached else ""))
@@ -87,7 +89,7 @@ class TuneResult:
     def as_dict(self) -> dict:
         return {"parameter": self.parameter, "value": self.value, "recall": round(self.recall, 4),
                 "latency_ms": round(self.latency_ms, 3), "reached": self.reached,
-                "target_recall": self.target_recall, "target_latency_ms": self.target_latency_ms,
+                "target_recall": self.target_recall, "margin": self.margin, "target_latency_ms": self.target_latency_ms,
                 "latency_met": self.latency_met, "latency_threads": self.latency_threads,
                 "status": self.status_line(), "trials": self.trials}
 
@@ -212,7 +214,7 @@ def autotune(index: VectorIndex, query_ids: np.ndarray, query_vectors: np.ndarra
     latency_ms = single_query_ms(index, query_vectors, k, tuning, config)
     trials[-1]["latency_ms"] = round(latency_ms, 3)
     return TuneResult(tuning, parameter, value, recall, latency_ms, recall >= config.target_recall + config.margin, trials,
-                      config.target_recall, config.target_latency_ms, config.latency_threads)
+                      config.target_recall, config.margin, config.target_latency_ms, config.latency_threads)
 
 
 def tune_index(index: VectorIndex, chunks_factory, config: TuneConfig = TuneConfig()) -> TuneResult:
