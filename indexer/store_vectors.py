@@ -35,8 +35,10 @@ IVF_STORAGE = "SQfp16"  # float16 vectors in the inverted lists: half of Flat's 
 INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
 DEFAULT_NPROBE = 32
 DEFAULT_EF_SEARCH = 128
-# IVF k-means trains on the first min(nlist * 40, 200k) vectors: faiss asks for >= 39 per list, and
-# training time grows linearly with the sample (IVF4096 on 2 cores: ~2 min at 164k vectors).
+# IVF k-means trains on the first min(nlist * 40, 200k) vectors (rounded up to whole chunks): faiss
+# warns on stderr below 39 per list, and training time grows with the sample. 1M clip-like vectors,
+# IVF4096 on 2 shared cores: 180k -> 182 CPU-s for the whole build, 280k (64 per list) -> 235 CPU-s,
+# recall@10 within 0.004 at every nprobe (docs/BENCHMARKS.md "### 2. Search").
 TRAIN_POINTS_PER_LIST = 40
 MAX_TRAIN_POINTS = 200_000
 
