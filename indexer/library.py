@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from indexer.lock import write_lock
-from indexer.store_vectors import VectorIndex, choose_index_spec, sidecar_path, supports_removal
+from indexer.store_vectors import VectorIndex, choose_index_spec, sidecar_path, supports_removal, training_sample_size
 from retrieval.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -107,12 +107,28 @@ class Library:
     # --- the FAISS copy ---------------------------------------------------------------------
     def _rebuild(self, dim: int, spec: str, generation: int, *, tune: bool = False) -> VectorIndex:
         log.info("building %s vector index from the database", spec)
-        index = VectorIndex.build(dim, spec, self.meta.iter_vectors(dim), generation)
+        index = VectorIndex.build(dim, spec, self.meta.iter_vectors(dim), generation,
+                                  train_vectors=self._training_sample(dim, spec, generation))
         if tune and not spec.startswith("Flat"):  # nprobe / efSearch for recall@10 >= 0.95 at the least latency
             from indexer.autotune import tune_index
 
             tune_index(index, lambda: self.meta.iter_vectors(dim))
         return index
+
+    def _training_sample(self, dim: int, spec: str, generation: int):
+        """Vectors drawn at random across the whole collection for an IVF index to train on, or None.
+
+        The first vectors in the database are the first folders indexed: clustering only those
+        would place every list in the look of a few folders.
+        """
+        import numpy as np
+
+        ids = self.meta.vector_ids()
+        size = training_sample_size(spec, len(ids))
+        if not size:
+            return None
+        chosen = np.sort(np.random.default_rng(generation).choice(ids, size=size, replace=False))
+        return self.meta.vectors_for(chosen.tolist(), dim)[1]
 
     def update_vectors(self, *, base_generation: int, changed_ids=(), removed_ids=(),
                        rebuild: bool = False) -> VectorIndex | None:

@@ -611,6 +611,11 @@ class MetaStore:
                 vectors = np.frombuffer(b"".join(row[1] for row in good), dtype=np.float32).reshape(len(good), dim)
                 yield ids, vectors
 
+    def vector_ids(self) -> np.ndarray:
+        """Ids of every item that has a vector, ascending."""
+        with self._reading() as session:
+            return np.fromiter(session.scalars(select(VectorRow.item_id).order_by(VectorRow.item_id)), dtype=np.int64)
+
     def vectors_for(self, item_ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
         with self._reading() as session:
             ids, blobs = [], []

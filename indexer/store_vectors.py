@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -63,6 +64,15 @@ def choose_index_spec(n_vectors: int, index_type: str = "auto") -> str:
     return f"IVF{nlist},{IVF_STORAGE}"
 
 
+def training_sample_size(spec: str, n_vectors: int) -> int:
+    """How many vectors an index of `spec` trains on (0: it needs no training, or takes them all)."""
+    match = re.match(r"IVF(\d+)", spec)
+    if not match:
+        return 0
+    needed = min(int(match.group(1)) * TRAIN_POINTS_PER_LIST, MAX_TRAIN_POINTS)
+    return needed if n_vectors > needed else 0
+
+
 def supports_removal(spec: str) -> bool:
     return not spec.startswith("HNSW")
 
@@ -95,11 +105,14 @@ class VectorIndex:
 
     @classmethod
     def build(cls, dim: int, spec: str, chunks: Iterable[tuple[np.ndarray, np.ndarray]], generation: int,
-              train_size: int = 0) -> "VectorIndex":
-        """Build from (ids, vectors) chunks; an IVF index is trained on the first `train_size` vectors
-        (0: min(nlist * TRAIN_POINTS_PER_LIST, MAX_TRAIN_POINTS))."""
+              train_size: int = 0, train_vectors: np.ndarray | None = None) -> "VectorIndex":
+        """Build from (ids, vectors) chunks; an IVF index is trained on `train_vectors` when given (a
+        sample drawn across the whole collection: `training_sample_size`), else on the first
+        `train_size` vectors (0: min(nlist * TRAIN_POINTS_PER_LIST, MAX_TRAIN_POINTS))."""
         faiss = _faiss()
         index = faiss.IndexIDMap2(faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT))
+        if not index.is_trained and train_vectors is not None and len(train_vectors):
+            index.train(np.ascontiguousarray(train_vectors, dtype=np.float32))
         pending_ids, pending_vectors = [], []
         needed = 0
         if not index.is_trained:

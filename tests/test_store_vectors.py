@@ -120,3 +120,36 @@ def test_scalar_quantized_storage_round_trips_through_save_and_load(tmp_path, sp
         for got, want in zip(loaded.search(data[:40], 10), expected):
             np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(np.sort(loaded.ids()), ids)
+
+
+def test_ivf_trains_on_a_sample_of_the_whole_collection_not_its_first_folders(tmp_path):
+    """Items stored folder by folder: the IVF lists must cover the last folder's look too."""
+    from indexer.library import Library
+    from indexer.store_meta import NewItem
+    from indexer.store_vectors import training_sample_size
+    from retrieval.encoders import ModelInfo
+
+    rng = np.random.default_rng(3)
+    dim, per_folder = 16, 1500
+    first = _clustered(rng, per_folder, dim, centres=8) + 0.0
+    second = -first[rng.permutation(per_folder)]  # the opposite half of the sphere
+    rows = [NewItem(path=f"/a/{n}.jpg" if n < per_folder else f"/b/{n}.jpg", size=1, mtime=1.0, content_hash=str(n),
+                    width=1, height=1, format="JPEG", vector=vector, reuse_from=None, error=None, taken_at=None)
+            for n, vector in enumerate(np.concatenate([first, second]))]
+    with Library(tmp_path / "db") as library:
+        library.meta.bind_model(ModelInfo("m", "w", dim, "f"))
+        run_id = library.meta.start_run("index", ["/a", "/b"])
+        for start in range(0, len(rows), 500):
+            library.meta.write_batch(rows[start:start + 500], run_id)
+        library.set_index_type("IVF32,Flat")
+        stream = library.meta.iter_vectors  # read in small chunks, as a big collection is: 20k of 1M
+        library.meta.iter_vectors = lambda dim: stream(dim, chunk=500)
+        assert 0 < training_sample_size("IVF32,Flat", len(rows)) < per_folder  # trains on fewer than one folder
+        index = library.update_vectors(base_generation=library.meta.generation, rebuild=True)
+    import faiss
+
+    centroids = faiss.extract_index_ivf(index.index.index if hasattr(index.index, "index") else index.index).quantizer
+    centres = centroids.reconstruct_n(0, centroids.ntotal)
+    nearest = (second @ centres.T).max(axis=1)
+    assert np.median(nearest) > 0.5  # lists near the second folder's vectors exist
+    assert (centres @ first.mean(axis=0) > 0).any() and (centres @ second.mean(axis=0) > 0).any()
