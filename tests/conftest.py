@@ -12,9 +12,12 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if "MMSEARCH_CACHE_DIR" not in os.environ:  # model cards cached by the tests stay out of the user's ~/.cache
+    import atexit
+    import shutil
     import tempfile
 
     os.environ["MMSEARCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="mmsearch-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["MMSEARCH_CACHE_DIR"], True)
 
 TINY_CONFIG = {
     "embed_dim": 64,
