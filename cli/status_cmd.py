@@ -38,6 +38,8 @@ def status(
     if info.get("model_reason"):
         table.add_row("model chosen", info["model_reason"])
     table.add_row("index type", f"{info['index_type']} (setting: {info['index_type_setting']})")
+    if info.get("search_tuning"):
+        table.add_row("search tuning", info["search_tuning"])
     table.add_row("size on disk", f"{info['size_bytes'] / 1e6:.1f} MB")
     run = info["last_run"]
     if run:

@@ -23,6 +23,8 @@ def read_status(library: Library, failures: int = 5) -> dict:
         "index_type_setting": library.index_type,
         "vectors_in_index": saved.ntotal if saved is not None else None,
         "index_up_to_date": saved is not None and saved.generation == library.meta.generation,
+        # the last autotune of an IVF/HNSW index: its setting, recall and single-query latency
+        "search_tuning": (getattr(saved, "tuning_report", None) or {}).get("status") if saved is not None else None,
         "size_bytes": library.size_on_disk(),
         "last_run": library.meta.last_run(),
         "failures": [{"path": path, "error": error} for path, error in library.meta.failures(failures)],

@@ -115,3 +115,23 @@ def test_default_ivf_type_tuned_reaches_recall_on_fresh_queries():
     truth = np.argsort(-(fresh @ data.T), axis=1, kind="stable")[:, :10]
     recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])
     assert recall >= 0.93, recall  # 0.95 + margin on the sample; 200 fresh queries vary by ~0.01
+
+
+def test_status_shows_the_last_tuning(tmp_path, vectors):
+    from indexer.library import Library
+    from indexer.status import read_status
+    from indexer.store_meta import NewItem
+    from retrieval.encoders import ModelInfo
+
+    rows = [NewItem(path=f"/p/{n}.jpg", size=1, mtime=1.0, content_hash=str(n), width=1, height=1, format="JPEG",
+                    vector=vector, reuse_from=None, error=None, taken_at=None) for n, vector in enumerate(vectors[:3000])]
+    with Library(tmp_path / "db") as library:
+        library.meta.bind_model(ModelInfo("m", "w", vectors.shape[1], "f"))
+        run_id = library.meta.start_run("index", ["/p"])
+        library.meta.write_batch(rows, run_id)
+        library.set_index_type("IVF32,SQfp16")
+        library.update_vectors(base_generation=library.meta.generation, rebuild=True)
+    with Library(tmp_path / "db", create=False) as library:
+        status = read_status(library)
+    assert status["index_type"] == "IVF32,SQfp16"
+    assert status["search_tuning"].startswith("nprobe=") and "recall@10" in status["search_tuning"]
