@@ -172,13 +172,13 @@ class Model:
 
     @cached_property
     def image(self) -> ImageEncoder:
-        from retrieval.towers import IMAGE, load_tower
-
         log.info("building image tower of %s on %s", self.card.spec.name, self.device)
         if self.device == "cpu" and self.image_precision != "fp32":
-            from retrieval.fast_image import build_image_encoder
+            from retrieval.fast_image import build_image_encoder  # no torch import when its ONNX export is current
 
             return build_image_encoder(self, self.image_precision, self.image_cache_dir)
+        from retrieval.towers import IMAGE, load_tower  # imports torch (seconds)
+
         return ImageEncoder(load_tower(self.card, IMAGE), self.card.preprocess, self.device)
 
     @cached_property

@@ -67,3 +67,38 @@ def test_one_query_opens_its_text_session_without_prepacking(tmp_path, tiny_mode
     from_batch, alone = json.loads(batch.stdout.splitlines()[0])["results"], json.loads(one.stdout)
     assert [hit["path"] for hit in from_batch] == [hit["path"] for hit in alone]
     assert all(abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(from_batch, alone))
+
+
+INDEX_PROBE = """
+import sys
+sys.argv = ["mmsearch", "index", {folder!r}, "--db", {db!r}, "--json"]
+from cli.app import app
+try:
+    app()
+except SystemExit:
+    pass
+print("LOADED", " ".join(sorted(sys.modules)))
+"""
+
+
+def test_index_run_with_current_exports_imports_no_torch(tmp_path, tiny_model_config):
+    """On a CPU with the ONNX image and text exports in the index, an index run embeds new files
+    without importing torch or open_clip (2-12 s per run)."""
+    import pytest
+
+    from retrieval.encoders import gpu_possible
+
+    if gpu_possible():
+        pytest.skip("this machine may have a GPU: torch is imported to look for it")
+    pics, db = tmp_path / "pics", tmp_path / "db"
+    for seed in range(3):
+        write_image(pics / f"p{seed}.png", seed)
+    first = CliRunner().invoke(app, ["index", str(pics), "--db", str(db), "--model", str(tiny_model_config)])
+    assert first.exit_code == 0, first.output
+    write_image(pics / "new.png", 9)
+    probe = subprocess.run([sys.executable, "-c", INDEX_PROBE.format(folder=str(pics), db=str(db))],
+                           capture_output=True, text=True, timeout=300)
+    summary = json.loads(probe.stdout[:probe.stdout.index("LOADED")])
+    assert summary["embedded"] == 1
+    loaded = set(probe.stdout.split("LOADED", 1)[1].split())
+    assert not {"torch", "open_clip", "torchvision"} & loaded
