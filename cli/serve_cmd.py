@@ -28,6 +28,8 @@ def serve(
                                                            "image search.")] = False,
     threads: Annotated[int, typer.Option(min=1, help="Torch threads per query embedding (requests run in "
                                                     "parallel besides).")] = 1,
+    text_threads: Annotated[Optional[int], typer.Option(min=1, show_default=False, help="Threads for one text "
+                                                        "query's ONNX embedding (default: one per core, at most 4).")] = None,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the UI in a web browser once started.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "cpu",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log requests and engine events.")] = False,
@@ -54,7 +56,7 @@ def serve(
 
     config = ServerConfig(db=db_dir(db), model_name=model, device=device, host=host, port=port, token=token,
                           max_upload_bytes=int(max_upload_mb * 1024 * 1024), preload_image_tower=preload_image_tower,
-                          torch_threads=threads)
+                          torch_threads=threads, text_threads=text_threads)
     config.check()
     err_console.print(f"loading the index at {config.db} and its model ...")
     app = create_app(config)

@@ -241,11 +241,12 @@ class OnnxTextEncoder:
     onnxruntime's weight pre-packing when the session is made: it opens faster and holds less
     memory, for a process that embeds one query and exits; the vectors are the same.
     `precision="int8"` runs the export's int8 graph when it has one that passed its check (else
-    fp32); `self.precision` says which runs.
+    fp32); `self.precision` says which runs. `spin=False`: idle intra-op threads wait without spinning
+    (for a long-running server whose other threads need the cores between queries).
     """
 
     def __init__(self, folder: Path, threads: int | None = None, prepack: bool = True, precision: str = "fp32",
-                 _unchecked: bool = False):
+                 _unchecked: bool = False, spin: bool = True):
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -258,6 +259,8 @@ class OnnxTextEncoder:
             options.inter_op_num_threads = 1
         if not prepack:
             options.add_session_config_entry("session.disable_prepacking", "1")
+        if not spin:  # idle intra-op threads sleep instead of spinning: a server's other work keeps its cores
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}")
         int8_file = INT8_NAME if _unchecked else (self.meta.get("int8") or {}).get("file")

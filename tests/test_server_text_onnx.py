@@ -3,6 +3,7 @@
 Real SQLite, real FAISS, the tiny random model; exports written into the index folder as `mmsearch
 index` writes them.
 """
+import os
 import shutil
 
 import numpy as np
@@ -146,3 +147,21 @@ def test_bad_text_settings_are_refused(db):
         ServerConfig(db=db, text_precision="int4").check()
     with pytest.raises(ServerConfigError, match="text backend"):
         ServerConfig(db=db, text_backend="gpu").check()
+    with pytest.raises(ServerConfigError, match="--text-threads"):
+        ServerConfig(db=db, text_threads=0).check()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_text_threads_reach_the_onnx_session_and_rank_the_same(db, tiny_model, threads):
+    """One query's embedding may use every core (the default): same ranking as one thread."""
+    export_to(db, tiny_model)
+    engine = open_engine(db, tiny_model, text_threads=threads)
+    reference = open_engine(db, tiny_model, text_backend="torch")
+    try:
+        assert engine.text_encoder.session.get_session_options().intra_op_num_threads == threads
+        for query in QUERIES:
+            assert ranking(engine, query)[0] == ranking(reference, query)[0]
+    finally:
+        engine.close()
+        reference.close()
+    assert ServerConfig(db=db).resolved_text_threads == max(1, min(os.cpu_count() or 1, 4))

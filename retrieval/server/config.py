@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,9 @@ class ServerConfig:
     preload_image_tower: bool = False
     text_cache_size: int = 512
     torch_threads: int | None = 1  # intra-op threads per forward pass; None leaves torch's default
+    # intra-op threads of the ONNX text tower (None: one per core, at most 4): one query's embedding
+    # uses every core (a 512-wide text tower on 2 cores: 25.7 -> 19.9 ms p50), without spin-waiting
+    text_threads: int | None = None
     text_backend: str = "auto"  # "auto": the index's ONNX text export when current, else torch; "torch"
     text_precision: str = "fp32"  # "int8": the export's int8 graph when it has one that passed its check
 
@@ -53,12 +57,18 @@ class ServerConfig:
             )
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ServerConfigError("--threads must be at least 1")
+        if self.text_threads is not None and self.text_threads < 1:
+            raise ServerConfigError("--text-threads must be at least 1")
         if self.text_backend not in TEXT_BACKENDS:
             raise ServerConfigError(f"text backend must be one of {', '.join(TEXT_BACKENDS)}")
         if self.text_precision not in TEXT_PRECISIONS:
             raise ServerConfigError(f"text precision must be one of {', '.join(TEXT_PRECISIONS)}")
         if self.max_upload_bytes < 1:
             raise ServerConfigError("the upload limit must be positive")
+
+    @property
+    def resolved_text_threads(self) -> int:
+        return self.text_threads or max(1, min(os.cpu_count() or 1, 4))
 
     @property
     def thumbs_dir(self) -> Path:

@@ -161,7 +161,8 @@ def open_text_encoder(library: Library, model: Model, config: ServerConfig):
 
         if exported_fingerprint(folder) == model.info.fingerprint:
             try:
-                encoder = OnnxTextEncoder(folder, threads=config.torch_threads or 1, precision=config.text_precision)
+                threads = config.resolved_text_threads
+                encoder = OnnxTextEncoder(folder, threads=threads, precision=config.text_precision, spin=threads == 1)
             except Exception as exc:  # noqa: BLE001 - onnxruntime missing or a damaged export: torch does the same job
                 log.warning("text export %s not usable (%s); text queries use the torch tower", folder, exc)
             else:

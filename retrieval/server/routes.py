@@ -102,6 +102,13 @@ def page_out(page: SearchPage) -> SearchOut:
                      took_ms=page.took_ms)
 
 
+def page_response(page: SearchPage) -> Response:
+    """The page as JSON, serialised once by pydantic: returned as a Response, FastAPI does not
+    validate and encode it a second time against `response_model` (which stays for /docs). That
+    second pass cost ~3 ms of a 48-result page."""
+    return Response(page_out(page).model_dump_json(), media_type="application/json")
+
+
 def item_out(record: ItemRecord) -> ItemOut:
     return ItemOut(id=record.id, path=record.path, name=os.path.basename(record.path), size=record.size,
                    mtime=record.mtime, width=record.width, height=record.height, format=record.format,
@@ -155,10 +162,10 @@ LikeIds = Annotated[list[int], Query(description="Item ids whose stored vectors 
 # --- search ------------------------------------------------------------------------------
 @api.get("/search", response_model=SearchOut, responses=ERRORS, summary="Search by words and/or items")
 def search(engine: Engine, q: QueryText = None, like: LikeIds = [],
-           filters: Filters = Depends(filters_params), page: Page = Depends(page_params)) -> SearchOut:
+           filters: Filters = Depends(filters_params), page: Page = Depends(page_params)) -> Response:
     """Rank the index for `q` (combined terms as in the CLI) plus the stored vectors of `like` items."""
     request = SearchRequest(text=q, like_ids=tuple(like), filters=filters, offset=page.offset, limit=page.limit)
-    return page_out(engine.search(request))
+    return page_response(engine.search(request))
 
 
 UPLOAD_BODY = {"requestBody": {"content": {
@@ -172,12 +179,12 @@ UPLOAD_BODY = {"requestBody": {"content": {
 @api.post("/search", response_model=SearchOut, responses=ERRORS, openapi_extra=UPLOAD_BODY,
           summary="Search by an uploaded image (plus optional words, items, filters)")
 async def search_by_image(request: Request, engine: Engine, q: QueryText = None, like: LikeIds = [],
-                          filters: Filters = Depends(filters_params), page: Page = Depends(page_params)) -> SearchOut:
+                          filters: Filters = Depends(filters_params), page: Page = Depends(page_params)) -> Response:
     """The body is multipart/form-data with field `image`, or the raw image bytes (Content-Type image/*)."""
     images = await read_images(request, request.app.state.config.max_upload_bytes)
     search_request = SearchRequest(text=q, like_ids=tuple(like), images=tuple(images), filters=filters,
                                    offset=page.offset, limit=page.limit)
-    return page_out(await run_in_threadpool(engine.search, search_request))
+    return page_response(await run_in_threadpool(engine.search, search_request))
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -232,10 +239,10 @@ def item(item_id: int, engine: Engine) -> ItemOut:
 
 @api.get("/items/{item_id}/similar", response_model=SearchOut, responses=ERRORS, summary="More like this item")
 def similar(item_id: int, engine: Engine, filters: Filters = Depends(filters_params),
-            page: Page = Depends(page_params)) -> SearchOut:
+            page: Page = Depends(page_params)) -> Response:
     """Search with the item's stored vector as the query (the item itself comes first, score 1)."""
     request = SearchRequest(like_ids=(item_id,), filters=filters, offset=page.offset, limit=page.limit)
-    return page_out(engine.search(request))
+    return page_response(engine.search(request))
 
 
 @api.get("/items/{item_id}/thumb", responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}},
