@@ -95,9 +95,10 @@ def open_image(data: bytes, options: DecodeOptions, target_size: int) -> tuple[I
     return image, image_format, size
 
 
-def _open_oriented(data: bytes, options: DecodeOptions, target_size: int):
+def open_header(data: bytes, options: DecodeOptions):
+    """Bytes -> a PIL image whose header is read and whose size is within the pixel budget (no pixels decoded)."""
     Image = _pil()
-    from PIL import ImageOps, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     _register_heif()
     try:
@@ -108,13 +109,22 @@ def _open_oriented(data: bytes, options: DecodeOptions, target_size: int):
         raise DecodeError(f"image header claims too many pixels ({exc})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DecodeError(f"cannot read image header: {exc}") from None
-    image_format = image.format
     width, height = image.size
     if width <= 0 or height <= 0:
         raise DecodeError(f"image has no pixels ({width}x{height})")
     megapixels = width * height / 1e6
     if megapixels > options.max_megapixels:
         raise DecodeError(f"image is {megapixels:.0f} megapixels, over the {options.max_megapixels:g} MP limit")
+    return image
+
+
+def _open_oriented(data: bytes, options: DecodeOptions, target_size: int):
+    Image = _pil()
+    from PIL import ImageOps
+
+    image = open_header(data, options)
+    image_format = image.format
+    width, height = image.size
     try:
         if getattr(image, "is_animated", False):
             image.seek(0)

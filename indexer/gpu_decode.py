@@ -66,26 +66,12 @@ def jpeg_header(data: bytes, options: DecodeOptions) -> DeferredJpeg | None:
 
     Raises DecodeError for what the CPU path would refuse too (unreadable header, over the pixel budget).
     """
-    from PIL import Image, UnidentifiedImageError
+    from indexer.decode import EXIF_ORIENTATION, _read_exif, _taken_at, open_header
 
-    from indexer.decode import EXIF_ORIENTATION, _read_exif, _taken_at
-
-    try:
-        image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise DecodeError("not an image Pillow can read") from None
-    except Image.DecompressionBombError as exc:
-        raise DecodeError(f"image header claims too many pixels ({exc})") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise DecodeError(f"cannot read image header: {exc}") from None
+    image = open_header(data, options)  # raises DecodeError as the CPU path would
     if image.format != "JPEG" or image.mode not in GPU_JPEG_MODES or not ends_with_eoi(data):
         return None
     width, height = image.size
-    if width <= 0 or height <= 0:
-        raise DecodeError(f"image has no pixels ({width}x{height})")
-    megapixels = width * height / 1e6
-    if megapixels > options.max_megapixels:
-        raise DecodeError(f"image is {megapixels:.0f} megapixels, over the {options.max_megapixels:g} MP limit")
     exif = _read_exif(image)
     orientation = exif.get(EXIF_ORIENTATION, 1) if exif is not None else 1
     if orientation not in range(1, 9):
