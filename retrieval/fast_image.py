@@ -184,11 +184,7 @@ def exported_meta(folder: Path) -> dict:
 
 
 def exported_fingerprint(folder: Path) -> str | None:
-    try:
-        meta = json.loads((Path(folder) / META_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-    return meta.get("fingerprint") if meta.get("format") == FORMAT else None
+    return exported_meta(folder).get("fingerprint")
 
 
 def build_image_encoder(model, precision: str, cache_dir: Path | None):

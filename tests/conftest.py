@@ -42,6 +42,20 @@ def tiny_model(tiny_model_config):
     return load_model(str(tiny_model_config), device="cpu")
 
 
+def clustered_vectors(n: int, dim: int, clusters: int, spread: float, seed: int) -> np.ndarray:
+    """Unit vectors around `clusters` random centres (seeded): the shape real embeddings have."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    vectors = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def vector_chunks(vectors: np.ndarray, size: int = 1000):
+    """A callable giving (ids, vectors) chunks afresh, as MetaStore.iter_vectors does."""
+    return lambda: ((np.arange(start, min(start + size, len(vectors)), dtype=np.int64), vectors[start:start + size])
+                    for start in range(0, len(vectors), size))
+
+
 def write_image(path: Path, seed: int, size=(96, 72), fmt=None) -> Path:
     """A reproducible noisy colour image; different seeds give different pictures."""
     rng = np.random.default_rng(seed)

@@ -10,16 +10,8 @@ from indexer.autotune import TuneConfig, exact_neighbours, recall_at_k, tune_ind
 from indexer.store_vectors import SearchTuning, VectorIndex
 
 
-def clustered(n: int, dim: int, clusters: int, spread: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
-    vectors = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
-def chunks_of(vectors: np.ndarray, size: int = 1000):
-    return lambda: ((np.arange(start, min(start + size, len(vectors)), dtype=np.int64), vectors[start:start + size])
-                    for start in range(0, len(vectors), size))
+from conftest import clustered_vectors as clustered
+from conftest import vector_chunks as chunks_of
 
 
 # --- search: mmap load, autotune -----------------------------------------------------------------
