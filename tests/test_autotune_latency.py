@@ -10,8 +10,6 @@ import pytest
 
 from indexer.autotune import TuneConfig, tune_index
 from indexer.store_vectors import VectorIndex
-
-
 from conftest import clustered_vectors as clustered
 from conftest import vector_chunks as chunks_of
 

@@ -8,8 +8,6 @@ import pytest
 
 from indexer.autotune import TuneConfig, exact_neighbours, recall_at_k, tune_index
 from indexer.store_vectors import SearchTuning, VectorIndex
-
-
 from conftest import clustered_vectors as clustered
 from conftest import vector_chunks as chunks_of
 
