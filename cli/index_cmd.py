@@ -105,7 +105,9 @@ def index(
             if not is_terminal():
                 err_console.print(f"indexing {', '.join(config.roots)} with {loaded.info.name}", markup=False)
             report = index_folders(library, loaded, config, on_progress=on_progress, on_file_error=file_error)
-        if report.embedded or report.reused:  # the index has this model's vectors: make text searches fast
+        # the index has this model's vectors: make text searches fast (also on an unchanged re-run,
+        # which replaces an export written by an older version; a current one is left alone)
+        if report.embedded or report.reused or report.unchanged:
             from retrieval.onnx_text import ensure_exported
 
             ensure_exported(loaded, library.text_export_path)

@@ -206,3 +206,17 @@ def test_unknown_command_suggests_the_nearest():
     result = runner.invoke(app, ["serch", "a cat"])
     assert result.exit_code == 2
     assert "Did you mean 'search'" in result.output
+
+
+def test_unchanged_rerun_replaces_an_old_text_export(tmp_path, tiny_model_config):
+    pics, db = tmp_path / "pics", tmp_path / "db"
+    write_image(pics / "a.png", seed=1)
+    args = ["index", str(pics), "--db", str(db), "--model", str(tiny_model_config)]
+    assert runner.invoke(app, args).exit_code == 0
+    meta_path = db / "text_encoder" / "text_encoder.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta.pop("sequence", None) is not None  # now it looks like an export by an older version
+    meta_path.write_text(json.dumps(meta))
+    again = runner.invoke(app, args + ["--json"])
+    assert again.exit_code == 0 and json.loads(again.stdout)["unchanged"] == 1
+    assert "sequence" in json.loads(meta_path.read_text())
