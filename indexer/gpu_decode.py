@@ -100,11 +100,6 @@ def orient(image, orientation: int):
     return image
 
 
-def resize_tensor(image, cfg: PreprocessConfig):
-    """(3, H, W) float tensor in 0..255 -> (3, S, S), by the rules of retrieval.preprocess.resize_for_model."""
-    return resize_batch(image[None], cfg)[0]
-
-
 def resize_batch(images, cfg: PreprocessConfig):
     """(N, 3, H, W) float tensor in 0..255 -> (N, 3, S, S), by the rules of retrieval.preprocess.resize_for_model."""
     import torch

