@@ -163,11 +163,12 @@ def pixels_from_decoded(images: Sequence, orientations: Sequence[int], cfg: Prep
     oriented = [orient(image.expand(3, -1, -1) if image.shape[0] == 1 else image, orientation)
                 for image, orientation in zip(images, orientations)]
     # images of one shape are resized together (one kernel launch instead of one per image: a batch
-    # of 256 phone-sized JPEGs was launch-bound), in groups of at most GROUP_ELEMENTS float values
-    resized: list = [None] * len(oriented)
+    # of 256 phone-sized JPEGs was launch-bound), in groups of at most GROUP_ELEMENTS float values,
+    # and each group lands in the batch with one indexed copy (not one tensor view per image)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for position, image in enumerate(oriented):
         by_shape.setdefault(tuple(image.shape), []).append(position)
+    batch = None
     for shape, positions in by_shape.items():
         per_group = max(1, GROUP_ELEMENTS // (shape[0] * shape[1] * shape[2]))
         for start in range(0, len(positions), per_group):
@@ -176,10 +177,15 @@ def pixels_from_decoded(images: Sequence, orientations: Sequence[int], cfg: Prep
             factor = draft_factor(shape[1], shape[2], cfg.image_size) if draft else 1
             if factor > 1:
                 stacked = F.avg_pool2d(stacked, factor, ceil_mode=True)
-            for i, out in zip(group, resize_batch(stacked, cfg)):
-                resized[i] = out
+            resized = resize_batch(stacked, cfg)
+            if len(group) == len(oriented):
+                batch = resized
+            else:
+                if batch is None:
+                    batch = torch.empty((len(oriented), *resized.shape[1:]), dtype=resized.dtype, device=device)
+                batch[torch.tensor(group, device=device)] = resized
     # PIL hands the CPU path 8-bit pixels after its resize: round the same way
-    batch = torch.stack(resized).round_().div_(255.0)
+    batch = batch.round_().div_(255.0)
     return (batch - mean) / std
 
 

@@ -84,6 +84,20 @@ def test_draft_reduction_matches_pils_draft_decode(size):
     assert np.abs(drafted - reference).mean() <= 2 * np.abs(exact - reference).mean()
 
 
+def test_a_batch_of_mixed_shapes_gives_each_image_its_own_pixels():
+    """Images are resized in groups of one shape; every image must come back in its own place."""
+    cfg = PreprocessConfig(image_size=48)
+    sizes = [(400, 300), (300, 400), (400, 300), (160, 120), (400, 300)]
+    orientations = [1, 6, 3, 1, 8]
+    data = [jpeg_bytes(photo(10 + i, size), orientation) for i, (size, orientation) in enumerate(zip(sizes, orientations))]
+    decoded = decode_on(data, "cpu")
+    together = pixels_from_decoded(decoded, orientations, cfg, draft=True)
+    assert together.shape == (len(data), 3, 48, 48)
+    for i, (image, orientation) in enumerate(zip(decoded, orientations)):
+        alone = pixels_from_decoded([image], [orientation], cfg, draft=True)[0]
+        assert torch.equal(together[i], alone)
+
+
 def test_greyscale_jpeg_becomes_three_equal_channels():
     cfg = PreprocessConfig(image_size=32)
     data = jpeg_bytes(photo(3, (120, 90)).convert("L"))
