@@ -4,9 +4,17 @@
    machine, but the GPU embedder replaced by a stand-in that returns random unit vectors at once:
    reading, hashing, header parsing, rows, SQLite writes, the FAISS file. Files/s.
 2. `write`: MetaStore.write_batch alone, 40 batches of 256 new rows with 512-d vectors. ms/row.
+3. `share`: the CPU assist for big JPEGs (`--cpu-assist-megapixels`) against a SIMULATED GPU: the
+   stand-in embedder sleeps 1/--gpu-rate s per JPEG handed to it (nvJPEG's batch time, during
+   which the GIL is free, as in a CUDA sync), while JPEGs the decode threads take themselves are
+   really decoded (PIL draft) and embedded by a tiny CPU model. Runs the same folder with the
+   assist off and on, interleaved; images/s and the share decoded on the CPU. It shows whether idle
+   threads add their decode rate to the GPU's without slowing it; the GPU figure itself needs a GPU
+   (bench/gpu_check.py).
 
     .venv/bin/python bench/bench_index_overhead.py pipeline --files 4000 --workers 2
     .venv/bin/python bench/bench_index_overhead.py write
+    .venv/bin/python bench/bench_index_overhead.py share --files 300 --size 4000x3000 --gpu-rate 60 --rounds 3
 """
 from __future__ import annotations
 
@@ -62,6 +70,52 @@ def bench_pipeline(work: Path, files: int, workers: int, batch: int) -> dict:
             "workers": workers, "batch": batch}
 
 
+def bench_share(work: Path, files: int, workers: int, batch: int, size: tuple[int, int], gpu_rate: float,
+                rounds: int, assist_mp: float, lookahead: int = 2) -> dict:
+    from gpu_check import make_jpegs, unique_copies
+    from indexer import sync
+    from indexer.gpu_decode import JpegOutcome
+    from indexer.library import Library
+    from indexer.pipeline import PipelineConfig
+    from retrieval.encoders import load_model
+
+    folder = work / "jpegs"
+    unique_copies(make_jpegs(8, size), files, folder, "s")
+    config_path = work / "small.json"
+    config_path.write_text(json.dumps(SMALL_CONFIG))
+    model = load_model(str(config_path), device="cpu")
+    model.image.embed_pixels(np.zeros((2, 3, 64, 64), np.float32))  # the tower loads on first use: not in the timing
+    rng = np.random.default_rng(0)
+    counts = {"gpu": 0}
+
+    def simulated_gpu(items):
+        time.sleep(len(items) / gpu_rate)
+        counts["gpu"] += len(items)
+        vectors = rng.standard_normal((len(items), 512)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        return [JpegOutcome(vector) for vector in vectors]
+
+    sync._gpu_jpeg_setup = lambda _model, pipeline: (dataclasses.replace(pipeline, defer_jpeg=True), simulated_gpu)
+    runs: dict[str, list] = {"off": [], "on": []}
+    for round_ in range(rounds):
+        for name, assist in (("off", None), ("on", assist_mp)) if round_ % 2 == 0 else (("on", assist_mp), ("off", None)):
+            counts["gpu"] = 0
+            config = sync.IndexConfig(roots=(str(folder),), pipeline=PipelineConfig(
+                batch_size=batch, workers=workers, cpu_assist_megapixels=assist, lookahead_batches=lookahead))
+            db = work / f"db-{name}-{round_}"
+            started = time.perf_counter()
+            with Library(db) as library, library.lock():
+                report = sync.index_folders(library, model, config)
+            wall = time.perf_counter() - started
+            shutil.rmtree(db)
+            runs[name].append({"images_per_s": round(report.embedded / wall, 1),
+                               "cpu_share": round(1 - counts["gpu"] / max(1, report.embedded), 3)})
+    median = {name: float(np.median([run["images_per_s"] for run in values])) for name, values in runs.items()}
+    return {"files": files, "size": f"{size[0]}x{size[1]}", "simulated_gpu_images_per_s": gpu_rate, "workers": workers,
+            "batch": batch, "lookahead_batches": lookahead, "assist_megapixels": assist_mp, "runs": runs, "median_images_per_s": median,
+            "on_over_off": round(median["on"] / median["off"], 2)}
+
+
 def bench_write(work: Path, batches: int = 40, rows: int = 256) -> dict:
     from indexer.store_meta import MetaStore, NewItem
     from retrieval.encoders import ModelInfo
@@ -85,16 +139,27 @@ def bench_write(work: Path, batches: int = 40, rows: int = 256) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("pipeline", "write"))
+    parser.add_argument("what", choices=("pipeline", "write", "share"))
     parser.add_argument("--files", type=int, default=4000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--work", type=Path, default=Path("/tmp/mms-index-overhead"))
+    parser.add_argument("--size", default="4000x3000", help="share: JPEG size, WxH")
+    parser.add_argument("--gpu-rate", type=float, default=60.0, help="share: simulated GPU decode rate, images/s")
+    parser.add_argument("--rounds", type=int, default=3, help="share: interleaved off/on rounds")
+    parser.add_argument("--lookahead", type=int, default=2, help="share: PipelineConfig.lookahead_batches")
+    parser.add_argument("--assist-megapixels", type=float, default=4.0, help="share: --cpu-assist-megapixels when on")
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
-    result = bench_pipeline(args.work, args.files, args.workers, args.batch) if args.what == "pipeline" \
-        else bench_write(args.work)
+    if args.what == "pipeline":
+        result = bench_pipeline(args.work, args.files, args.workers, args.batch)
+    elif args.what == "share":
+        size = tuple(int(part) for part in args.size.lower().split("x"))
+        result = bench_share(args.work, args.files, args.workers, args.batch, size, args.gpu_rate, args.rounds,
+                             args.assist_megapixels, args.lookahead)
+    else:
+        result = bench_write(args.work)
     print(json.dumps(result))
 
 

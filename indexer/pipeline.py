@@ -57,6 +57,10 @@ class PipelineConfig:
     # by the caller when the image tower runs on CUDA, with embed_batches(embed_jpegs=...)
     defer_jpeg: bool = False
     gpu_decode: str = "auto"  # auto | on | off: JPEGs decoded on the GPU when the tower runs on CUDA
+    # with defer_jpeg: JPEGs of at least this many megapixels are shared between the GPU and the
+    # decode threads (PIL draft mode) when the GPU has a batch waiting (GpuBacklog); None: GPU only.
+    # nvJPEG caps 12-MP photos at ~570/s on an H200 while its 16 cores sit idle (docs/BENCHMARKS.md)
+    cpu_assist_megapixels: float | None = 4.0
 
 
 @dataclass(slots=True)
@@ -77,7 +81,10 @@ class Prepared:
 
 
 def prepare_file(file: FoundFile, known_hashes: Mapping[str, int], preprocess: PreprocessConfig,
-                 options: DecodeOptions, defer_jpeg: bool = False) -> Prepared:
+                 options: DecodeOptions, defer_jpeg: bool = False,
+                 decode_here: Callable[[DeferredJpeg], bool] | None = None) -> Prepared:
+    """Read, hash and decode one file (or, with `defer_jpeg`, only parse a JPEG's header for the
+    GPU to decode, unless `decode_here(header)` says this thread should decode it after all)."""
     try:
         data, stat = read_file_checked(file.path)
     except FileGoneError as exc:
@@ -93,7 +100,7 @@ def prepare_file(file: FoundFile, known_hashes: Mapping[str, int], preprocess: P
     try:
         if defer_jpeg and is_jpeg(data):
             deferred = jpeg_header(data, options)
-            if deferred is not None:
+            if deferred is not None and (decode_here is None or not decode_here(deferred)):
                 return Prepared(file, content_hash=digest, jpeg=deferred)
         return Prepared(file, content_hash=digest, decoded=decode_image(data, preprocess, options))
     except DecodeError as exc:
@@ -103,15 +110,47 @@ def prepare_file(file: FoundFile, known_hashes: Mapping[str, int], preprocess: P
         return Prepared(file, content_hash=digest, error=f"unexpected decode error: {exc!r}")
 
 
+class GpuBacklog:
+    """Big JPEGs shared between the GPU and the decode threads: a thread decodes one itself when the
+    GPU already has a full batch of JPEGs waiting for it (headers read, not yet taken).
+
+    Then the thread's tens of ms of PIL draft decoding run while the GPU works through that batch,
+    so the file is ready when its turn comes and the GPU has one file less to decode; when the
+    threads fall behind, the backlog drains and every JPEG goes to the GPU again.
+    """
+
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+        self.waiting = 0  # JPEGs handed to the GPU, not yet taken by the consumer
+        self.lock = threading.Lock()
+
+    def full(self) -> bool:
+        return self.waiting >= self.batch_size
+
+    def handed_over(self, prepared: Prepared) -> Prepared:
+        if prepared.jpeg is not None:
+            with self.lock:
+                self.waiting += 1
+        return prepared
+
+    def taken(self, prepared: Prepared) -> Prepared:
+        if prepared.jpeg is not None:
+            with self.lock:
+                self.waiting -= 1
+        return prepared
+
+
 class _Job:
     """One file for a decode thread. `finished` is a bare lock, held until the result is in: an
     Event per file cost 4 us of interpreter time (its Condition is Python code), the lock 0.5."""
 
-    __slots__ = ("file", "args", "started", "result", "finished", "abandoned")
+    __slots__ = ("file", "args", "started", "result", "finished", "abandoned", "notify")
 
-    def __init__(self, file: FoundFile, args: tuple = (), result: Prepared | None = None):
+    def __init__(self, file: FoundFile, args: tuple = (), result: Prepared | None = None,
+                 notify: queue.SimpleQueue | None = None):
         self.file = file
         self.args = args
+        self.notify = notify  # the unordered consumer's queue of finished jobs
         self.started: float | None = None
         self.result = result
         self.finished = threading.Lock()
@@ -125,8 +164,9 @@ class _DecodeThreads:
 
     max_stuck = 32  # abandoned threads still running before the run stops instead of spawning more
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, on_result: Callable[[Prepared], Prepared] | None = None):
         self.workers = max(1, workers)
+        self.on_result = on_result  # called on the worker thread with each result, before it is handed over
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.closed = False
@@ -149,38 +189,69 @@ class _DecodeThreads:
                 result = prepare_file(*job.args)
             except BaseException as exc:  # noqa: BLE001 - never lose a worker silently
                 result = Prepared(job.file, error=f"unexpected error: {exc!r}")
+            if self.on_result is not None:
+                result = self.on_result(result)
             with self.lock:
                 job.result = result
                 job.finished.release()
-                if job.abandoned:  # another thread took this one's place meanwhile
+                abandoned = job.abandoned
+                if abandoned:  # another thread took this one's place meanwhile
                     self.stuck -= 1
-                    return
+            if job.notify is not None:
+                job.notify.put(job)
+            if abandoned:
+                return
 
-    def submit(self, file: FoundFile, args: tuple) -> _Job:
-        job = _Job(file, args)
+    def submit(self, file: FoundFile, args: tuple, notify: queue.SimpleQueue | None = None) -> _Job:
+        job = _Job(file, args, notify=notify)
         self.jobs.put(job)
         return job
+
+    def overdue(self, job: _Job, timeout_s: float | None) -> Prepared | None:
+        """None while `job` is within its budget (or done); past it, the job is abandoned: an
+        error to report in its place, and a fresh thread in its thread's place."""
+        if timeout_s is None or job.started is None or time.monotonic() - job.started < timeout_s:
+            return None
+        with self.lock:
+            if job.result is not None:
+                return None
+            job.abandoned = True
+            self.stuck += 1
+            stuck = self.stuck
+        if stuck > self.max_stuck:
+            raise DecodeStalledError(
+                f"{stuck} files are still being read or decoded long after their {timeout_s:g} s budget (the last: "
+                f"{job.file.path}); is a network drive stalled? Stopping here; finished batches are saved")
+        log.warning("giving up on %s after %g s; its decode thread is abandoned", job.file.path, timeout_s)
+        self._spawn()
+        return Prepared(job.file, error=f"reading and decoding took longer than {timeout_s:g} s "
+                                        f"(--decode-timeout); skipped")
 
     def result(self, job: _Job, timeout_s: float | None) -> Prepared:
         """The job's outcome; past `timeout_s` from its start, an error and a fresh thread."""
         while not job.finished.acquire(timeout=0.1):
-            if timeout_s is None or job.started is None or time.monotonic() - job.started < timeout_s:
-                continue
-            with self.lock:
-                if job.result is not None:
-                    break
-                job.abandoned = True
-                self.stuck += 1
-                stuck = self.stuck
-            if stuck > self.max_stuck:
-                raise DecodeStalledError(
-                    f"{stuck} files are still being read or decoded long after their {timeout_s:g} s budget (the last: "
-                    f"{job.file.path}); is a network drive stalled? Stopping here; finished batches are saved")
-            log.warning("giving up on %s after %g s; its decode thread is abandoned", job.file.path, timeout_s)
-            self._spawn()
-            return Prepared(job.file, error=f"reading and decoding took longer than {timeout_s:g} s "
-                                            f"(--decode-timeout); skipped")
+            given_up = self.overdue(job, timeout_s)
+            if given_up is not None:
+                return given_up
         return job.result
+
+    def first_finished(self, pending: dict[_Job, None], finished: queue.SimpleQueue,
+                       timeout_s: float | None) -> Prepared:
+        """The outcome of whichever pending job finishes first (removed from `pending`); a job past
+        its budget is abandoned and reported instead."""
+        while True:
+            try:
+                job = finished.get(timeout=0.1)
+            except queue.Empty:
+                for job in list(pending)[:2 * self.workers + self.stuck]:  # started first, in order
+                    given_up = self.overdue(job, timeout_s)
+                    if given_up is not None:
+                        del pending[job]
+                        return given_up
+                continue
+            if job in pending:  # else abandoned earlier, reported then
+                del pending[job]
+                return job.result
 
     def close(self) -> None:
         self.closed = True
@@ -190,25 +261,56 @@ class _DecodeThreads:
 
 def prepare_files(files: Iterable[FoundFile], known_hashes: Mapping[str, int], preprocess: PreprocessConfig,
                   config: PipelineConfig) -> Iterator[Prepared]:
-    """prepare_file over files in worker threads, in order, with a bounded window in flight.
+    """prepare_file over files in worker threads, with a bounded window in flight.
 
-    An empty file (size 0 when scanned) is reported without a read: 100k of them cost seconds.
+    In order, except with `config.defer_jpeg` (a GPU run): then each file comes out as soon as it is
+    ready, so a slow file never holds up the GPU, and big JPEGs (`config.cpu_assist_megapixels`)
+    are shared between the GPU and the threads (GpuBacklog). An empty file (size 0 when scanned) is
+    reported without a read: 100k of them cost seconds.
     """
     window = max(1, config.batch_size * config.lookahead_batches)
-    pool = _DecodeThreads(config.workers)
+    decode_here, backlog = None, None
+    if config.defer_jpeg and config.cpu_assist_megapixels is not None:
+        assist_pixels = config.cpu_assist_megapixels * 1e6
+        backlog = GpuBacklog(config.batch_size)
+
+        def decode_here(jpeg: DeferredJpeg) -> bool:
+            return jpeg.width * jpeg.height >= assist_pixels and backlog.full()
+    pool = _DecodeThreads(config.workers, on_result=backlog.handed_over if backlog else None)
+    taken = backlog.taken if backlog else (lambda prepared: prepared)
     try:
+        if config.defer_jpeg:
+            yield from _unordered(files, pool, window, config, taken,
+                                  lambda file: (file, known_hashes, preprocess, config.decode, True, decode_here))
+            return
         in_flight: deque[_Job] = deque()
         for file in files:
             if file.size == 0:
                 in_flight.append(_Job(file, result=Prepared(file, error="empty file (0 bytes)")))
             else:
-                in_flight.append(pool.submit(file, (file, known_hashes, preprocess, config.decode, config.defer_jpeg)))
+                in_flight.append(pool.submit(file, (file, known_hashes, preprocess, config.decode, config.defer_jpeg,
+                                                    decode_here)))
             if len(in_flight) >= window:
-                yield pool.result(in_flight.popleft(), config.decode_timeout_s)
+                yield taken(pool.result(in_flight.popleft(), config.decode_timeout_s))
         while in_flight:
-            yield pool.result(in_flight.popleft(), config.decode_timeout_s)
+            yield taken(pool.result(in_flight.popleft(), config.decode_timeout_s))
     finally:
         pool.close()
+
+
+def _unordered(files: Iterable[FoundFile], pool: _DecodeThreads, window: int, config: PipelineConfig,
+               taken: Callable[[Prepared], Prepared], job_args: Callable[[FoundFile], tuple]) -> Iterator[Prepared]:
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    pending: dict[_Job, None] = {}  # in submission order
+    for file in files:
+        if file.size == 0:
+            yield Prepared(file, error="empty file (0 bytes)")
+            continue
+        pending[pool.submit(file, job_args(file), finished)] = None
+        if len(pending) >= window:
+            yield taken(pool.first_finished(pending, finished, config.decode_timeout_s))
+    while pending:
+        yield taken(pool.first_finished(pending, finished, config.decode_timeout_s))
 
 
 def _as_row(prepared: Prepared, vector: np.ndarray | None = None, error: str | None = None) -> NewItem:

@@ -7,6 +7,8 @@ same comparisons on a GPU and skip without one.
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -171,6 +173,95 @@ def test_deferred_jpeg_pipeline_gives_the_plain_pipelines_rows(tmp_path, tiny_mo
     check_same_rows(plain, deferred, min_cosine=0.999)
     assert deferred[str(tmp_path / "photos" / "truncated.jpg")].error  # refused, as the CPU path refuses it
     assert embedder.fallbacks == 0  # CMYK and the truncated JPEG never reached the GPU decoder
+
+
+def test_threads_decode_big_jpegs_themselves_when_the_gpu_has_a_batch_waiting(tmp_path, tiny_model):
+    """--cpu-assist-megapixels: a decode thread decodes a JPEG itself, instead of leaving it to the
+    GPU, when a full batch of JPEGs already waits for the GPU; the rows are the plain pipeline's."""
+    files = write_files(tmp_path / "photos", 8)
+    plain, _ = run_pipeline(files, tiny_model, defer=False, device="cpu")
+    pipeline = PipelineConfig(batch_size=2, workers=1, defer_jpeg=True, decode=DecodeOptions(draft=False),
+                              cpu_assist_megapixels=0.0)
+    embedder = GpuJpegEmbedder(tiny_model.image, tiny_model.preprocess, pipeline.decode)
+    routes = []
+
+    def slow(prepared):  # a busy GPU: the one thread gets ahead of it
+        for item in prepared:
+            routes.append("gpu" if item.jpeg is not None else "cpu" if item.decoded is not None else "other")
+            yield item
+            time.sleep(0.03)
+
+    rows = {}
+    for batch in embed_batches(slow(prepare_files(files, {}, tiny_model.preprocess, pipeline)),
+                               tiny_model.image.embed_pixels, pipeline, embed_jpegs=embedder.embed):
+        rows.update((row.path, row) for row in batch)
+    check_same_rows(plain, rows, min_cosine=0.999)
+    assert routes[0] == "gpu" and "cpu" in routes, routes  # nothing waits for the GPU at first
+    # below the size limit, or with the assist off, every JPEG header goes to the GPU
+    for limit in (1.0, None):
+        routes.clear()
+        config = PipelineConfig(batch_size=2, workers=1, defer_jpeg=True, cpu_assist_megapixels=limit)
+        list(slow(prepare_files(files[:4], {}, tiny_model.preprocess, config)))
+        assert routes == ["gpu"] * 4, (limit, routes)
+
+
+def hang_reads(monkeypatch, paths, release: threading.Event, delay: float | None = None):
+    import indexer.pipeline
+
+    real = indexer.pipeline.read_file_checked
+
+    def read(path):
+        if path in paths:
+            if delay is None:
+                release.wait(30)
+            else:
+                time.sleep(delay)
+        return real(path)
+
+    monkeypatch.setattr(indexer.pipeline, "read_file_checked", read)
+
+
+@pytest.mark.parametrize("gpu_run", [False, True])
+def test_a_hung_read_is_given_up_in_order_and_out_of_order(tmp_path, tiny_model, monkeypatch, gpu_run):
+    """A GPU run (defer_jpeg) takes files as they finish, not in order; the time budget holds in both."""
+    files = write_files(tmp_path / "photos", 6)
+    stuck = files[2].path
+    release = threading.Event()
+    hang_reads(monkeypatch, {stuck}, release)
+    config = PipelineConfig(batch_size=2, workers=2, defer_jpeg=gpu_run, decode_timeout_s=0.3)
+    try:
+        out = list(prepare_files(files, {}, tiny_model.preprocess, config))
+    finally:
+        release.set()
+    assert sorted(item.file.path for item in out) == sorted(file.path for file in files)
+    errors = {item.file.path: item.error for item in out if item.error}
+    assert "longer than 0.3 s" in errors[stuck]
+    if not gpu_run:
+        assert [item.file.path for item in out] == [file.path for file in files]
+
+
+def test_a_gpu_run_is_not_held_up_by_one_slow_file(tmp_path, tiny_model, monkeypatch):
+    files = write_files(tmp_path / "photos", 6)
+    hang_reads(monkeypatch, {files[0].path}, threading.Event(), delay=0.5)
+    config = PipelineConfig(batch_size=2, workers=2, defer_jpeg=True)
+    out = [item.file.path for item in prepare_files(files, {}, tiny_model.preprocess, config)]
+    assert sorted(out) == sorted(file.path for file in files)
+    assert out[0] != files[0].path and out[-1] == files[0].path
+
+
+def test_a_stalled_drive_stops_a_gpu_run(tmp_path, tiny_model, monkeypatch):
+    import indexer.pipeline
+
+    files = write_files(tmp_path / "photos", 8)
+    release = threading.Event()
+    hang_reads(monkeypatch, {file.path for file in files}, release)
+    monkeypatch.setattr(indexer.pipeline._DecodeThreads, "max_stuck", 2)
+    config = PipelineConfig(batch_size=2, workers=2, defer_jpeg=True, decode_timeout_s=0.2)
+    try:
+        with pytest.raises(indexer.pipeline.DecodeStalledError, match="network drive stalled"):
+            list(prepare_files(files, {}, tiny_model.preprocess, config))
+    finally:
+        release.set()
 
 
 @cuda
