@@ -439,17 +439,11 @@ class MetaStore:
             )
             return {content_hash: item_id for content_hash, item_id in rows}
 
-    def hashes_for(self, item_ids: Sequence[int]) -> dict[str, int]:
-        ids = list(item_ids)
-        out: dict[str, int] = {}
-        with self._reading() as session:
-            for start in range(0, len(ids), 500):
-                rows = session.execute(select(Item.content_hash, Item.id).where(Item.id.in_(ids[start:start + 500])))
-                out.update({content_hash: item_id for content_hash, item_id in rows if content_hash})
-        return out
+    def write_batch(self, items: Sequence[NewItem], run_id: int) -> dict[int, str | None]:
+        """Insert or update items (and their vectors) in one transaction.
 
-    def write_batch(self, items: Sequence[NewItem], run_id: int) -> list[int]:
-        """Insert or update items (and their vectors) in one transaction; returns ids given vectors.
+        Returns {item id: content hash} for the items given a vector (iterating it gives the ids):
+        what an index run needs to reuse these vectors for later duplicates, without a query.
 
         Bulk statements (executemany), not one ORM object per file: a folder of 100k broken files
         costs seconds, not minutes.
@@ -481,7 +475,7 @@ class MetaStore:
             if updates:
                 session.execute(update(Item), updates)
             ids.update(self._ids_by_path(session, [row["path"] for row in inserts]))
-            with_vectors = [ids[path] for path in rows if blobs[path] is not None]
+            with_vectors = {ids[path]: row["content_hash"] for path, row in rows.items() if blobs[path] is not None}
             having = self._ids_with_vectors(session, [ids[path] for path in rows])
             vector_inserts = [{"item_id": ids[path], "vector": blob} for path, blob in blobs.items()
                               if blob is not None and ids[path] not in having]

@@ -134,12 +134,11 @@ def index_folders(library: Library, model, config: IndexConfig,
         embed = (lambda pixels: model.image.embed_pixels(pixels))
 
         def write(rows):  # on the writer thread, while the next batch is embedded
-            ids = library.meta.write_batch(rows, run_id)
-            return ids, library.meta.hashes_for(ids)
+            return library.meta.write_batch(rows, run_id)
 
         batches = embed_batches(prepared, embed, pipeline, on_vanished=file_skipped, embed_jpegs=embed_jpegs)
-        for rows, (ids, hashes) in write_behind(batches, write):
-            changed_ids.extend(ids)
+        for rows, written in write_behind(batches, write):
+            changed_ids.extend(written)
             for row in rows:
                 if row.error is not None:
                     report.failed += 1
@@ -149,7 +148,7 @@ def index_folders(library: Library, model, config: IndexConfig,
                 else:
                     report.reused += 1
             # hashes embedded now serve later duplicates in this same run
-            known_hashes.update(hashes)
+            known_hashes.update((content_hash, item_id) for item_id, content_hash in written.items() if content_hash)
             done += len(rows)
             progress(IndexProgress("embed", done, total))
 

@@ -225,3 +225,22 @@ def test_write_behind_keeps_order_and_finishes_the_write_in_flight():
 
     with pytest.raises(OSError, match="disk full"):
         list(write_behind(([n] for n in range(4)), failing_write))
+
+
+def test_copies_met_in_later_batches_of_one_run_reuse_the_first_vector(tmp_path, tiny_model):
+    """Batches of 2: most copies of a.png are read after its batch was written (the look-ahead and
+    the write one batch behind read a few before), and are not embedded again."""
+    pics = tmp_path / "pics"
+    write_image(pics / "a.png", seed=1)
+    write_image(pics / "b.png", seed=2)
+    copies = 20
+    for n in range(copies):
+        (pics / f"z{n:02d}.png").write_bytes((pics / "a.png").read_bytes())
+    library = Library(tmp_path / "db")
+    report = index_folders(library, tiny_model, IndexConfig(roots=(str(pics),),
+                                                            pipeline=PipelineConfig(batch_size=2, workers=1)))
+    assert report.embedded + report.reused == copies + 2 and report.reused >= copies // 2, report
+    with sqlite3.connect(tmp_path / "db" / "mmsearch.db") as connection:
+        blobs = dict(connection.execute("select path, vector from items join vectors on vectors.item_id = items.id"))
+    assert len(blobs) == copies + 2
+    assert all(blobs[str(pics / f"z{n:02d}.png")] == blobs[str(pics / "a.png")] for n in range(copies))
