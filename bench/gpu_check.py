@@ -169,6 +169,8 @@ def timed_calls():
     def timer(name, function):
         def wrapped(*args, **kwargs):
             started = time.perf_counter()
+            if name == "embed":  # JPEGs handed to the GPU decoder (the rest were decoded by the threads)
+                spent["gpu_decoded"] = spent.get("gpu_decoded", 0) + len(args[1])
             try:
                 return function(*args, **kwargs)
             finally:
@@ -184,7 +186,7 @@ def timed_calls():
             setattr(owner, attr, saved[name])
 
 
-def product_index(model, folder, db, batch: int, workers: int) -> dict:
+def product_index(model, folder, db, batch: int, workers: int, cpu_assist: float | None = 4.0) -> dict:
     """index_folders on `folder` into a new index at `db`; whole-run and embed-phase images/s."""
     from indexer.library import Library
     from indexer.pipeline import PipelineConfig
@@ -198,7 +200,8 @@ def product_index(model, folder, db, batch: int, workers: int) -> dict:
         if event.phase == "finish":
             marks["embed_end"] = time.perf_counter()
 
-    config = IndexConfig(roots=(str(folder),), pipeline=PipelineConfig(batch_size=batch, workers=workers))
+    config = IndexConfig(roots=(str(folder),), pipeline=PipelineConfig(batch_size=batch, workers=workers,
+                                                                       cpu_assist_megapixels=cpu_assist))
     started = time.perf_counter()
     failures = []
     with Library(db) as library, library.lock(), timed_calls() as spent:
@@ -210,6 +213,8 @@ def product_index(model, folder, db, batch: int, workers: int) -> dict:
             "embed_phase_images_per_s": round(report.embedded / embed_s, 1) if embed_s > 0 else None,
             "embedded": report.embedded, "failed": report.failed, "wall_s": round(wall, 2),
             "embed_s": round(embed_s, 2), "batch": batch, "workers": workers, "first_failures": failures[:3],
+            "cpu_assist_megapixels": cpu_assist,
+            "cpu_decoded_share": round(1 - spent.get("gpu_decoded", 0) / report.embedded, 3) if report.embedded else None,
             # where the time went: GPU decode + tower (main thread, synchronous), database writes (writer thread)
             "gpu_embed_s": round(spent.get("embed", 0.0), 2), "db_write_s": round(spent.get("write", 0.0), 2)}
 
@@ -320,20 +325,25 @@ def run_product_index(args, dry: bool, device, report: dict) -> dict:
         out["stages"] = {"error": repr(exc)}
     warm = unique_copies(make_jpegs(2, (640, 480), seed=7), 8 if dry else 256, work / "warm", "warm")
     product_index(model, Path(warm[0]).parent, work / "db-warm", 4 if dry else 64, workers)
-    for name, size, count, batch in (("index_12mp", (4000, 3000), args.files_12mp, 64),
-                                     ("index_640x480", (640, 480), args.files_small, 256)):
+    # 12 MP twice on the same files: the GPU decoding every JPEG, then shared with idle decode threads
+    # (--cpu-assist-megapixels; in the dry run the files are 0.12 MP, so the limit is scaled down too)
+    for name, size, count, batch, assists in (("index_12mp", (4000, 3000), args.files_12mp, 64, (None, 4.0)),
+                                              ("index_640x480", (640, 480), args.files_small, 256, (4.0,))):
         if args.skip_12mp and name == "index_12mp":
             continue
         if dry:
             size, count, batch = (size[0] // 10, size[1] // 10), 12, 4
+            assists = tuple(None if assist is None else assist / 100 for assist in assists)
         started = time.perf_counter()
         folder = work / name
         paths = unique_copies(make_jpegs(16 if not dry else 2, size), count, folder, name)
         made_s = time.perf_counter() - started
-        out[name] = product_index(model, folder, work / f"db-{name}", batch, workers)
-        out[name].update({"files": len(paths), "make_files_s": round(made_s, 1),
-                          "jpeg_kb": round(sum(os.path.getsize(p) for p in paths[:16]) / min(16, len(paths)) / 1024)})
-        log(f"mmsearch {name}: {out[name]}")
+        for assist in assists:
+            key = f"{name}_gpu_only" if assist is None and len(assists) > 1 else name
+            out[key] = product_index(model, folder, work / f"db-{key}", batch, workers, assist)
+            out[key].update({"files": len(paths), "make_files_s": round(made_s, 1),
+                             "jpeg_kb": round(sum(os.path.getsize(p) for p in paths[:16]) / min(16, len(paths)) / 1024)})
+            log(f"mmsearch {key}: {out[key]}")
         shutil.rmtree(folder, ignore_errors=True)
     out["gpu_decode"] = str(device).startswith("cuda")
     return out
