@@ -112,10 +112,10 @@ def found_files(folder: Path) -> list:
 
 def bench_decode(files: list, preprocess, rounds: int, single_n: int) -> dict:
     from indexer.decode import DecodeOptions, decode_image
-    from indexer.pipeline import PipelineConfig, prepare_files
+    from indexer.pipeline import PipelineConfig, default_workers, prepare_files
 
     results: dict[str, dict] = {"draft": {"pool_images_per_s": []}, "exact": {"pool_images_per_s": []}}
-    workers = PipelineConfig().workers
+    workers = default_workers(gpu_decode=False)
     for _ in range(rounds):
         for label in ("draft", "exact"):
             config = PipelineConfig(decode=DecodeOptions(draft=(label == "draft")))

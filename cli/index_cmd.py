@@ -30,7 +30,7 @@ def index(
     exclude: Annotated[Optional[List[str]], typer.Option("--exclude", "-x", help="Glob of names or paths to skip; repeatable.")] = None,
     hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch.")] = 32,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Decode threads (default: CPU count, at most 8).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Decode threads (default: CPU count, at most 8; every core when the GPU decodes JPEGs).")] = None,
     exact_decode: Annotated[bool, typer.Option("--exact-decode", help="Decode JPEGs at full size (draft mode is on by default: faster, nearly identical).")] = False,
     max_megapixels: Annotated[float, typer.Option(help="Skip images larger than this.")] = 100.0,
     decode_timeout: Annotated[float, typer.Option(min=0, help="Give up on a file that takes longer than this many seconds to read and decode (0: no limit).")] = 30.0,

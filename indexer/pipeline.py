@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Mapping, TypeVar
 
 import numpy as np
@@ -48,7 +48,7 @@ class DecodeStalledError(MmsearchError):
 @dataclass(frozen=True)
 class PipelineConfig:
     batch_size: int = 32
-    workers: int = field(default_factory=lambda: max(1, min(8, os.cpu_count() or 1)))
+    workers: int | None = None  # decode threads; None: default_workers()
     lookahead_batches: int = 2
     decode: DecodeOptions = DecodeOptions()
     max_pending_rows: int = 512  # reused/failed rows written at least this often
@@ -61,6 +61,13 @@ class PipelineConfig:
     # decode threads (PIL draft mode) when the GPU has a batch waiting (GpuBacklog); None: GPU only.
     # nvJPEG caps 12-MP photos at ~570/s on an H200 while its 16 cores sit idle (docs/BENCHMARKS.md)
     cpu_assist_megapixels: float | None = 4.0
+
+
+def default_workers(gpu_decode: bool) -> int:
+    """Decode threads when not told: every core when the GPU decodes JPEGs and runs the tower (the
+    threads then share big JPEGs with it), else the cores but at most 8 (the tower needs CPU too)."""
+    cores = os.cpu_count() or 1
+    return cores if gpu_decode else max(1, min(8, cores))
 
 
 @dataclass(slots=True)
@@ -276,7 +283,7 @@ def prepare_files(files: Iterable[FoundFile], known_hashes: Mapping[str, int], p
 
         def decode_here(jpeg: DeferredJpeg) -> bool:
             return jpeg.width * jpeg.height >= assist_pixels and backlog.full()
-    pool = _DecodeThreads(config.workers, on_result=backlog.handed_over if backlog else None)
+    pool = _DecodeThreads(config.workers or default_workers(config.defer_jpeg), on_result=backlog.handed_over if backlog else None)
     taken = backlog.taken if backlog else (lambda prepared: prepared)
     try:
         if config.defer_jpeg:

@@ -403,3 +403,13 @@ def test_gpu_decode_on_without_cuda_is_a_clear_error(tmp_path, tiny_model_config
     off = CliRunner().invoke(app, ["index", str(pics), "--db", str(tmp_path / "db"), "--model", str(tiny_model_config),
                                    "--device", device, "--gpu-decode", "off", "--json"])
     assert off.exit_code == 0, off.output
+
+
+def test_decode_threads_default_to_every_core_only_when_the_gpu_decodes(monkeypatch):
+    import indexer.pipeline
+
+    monkeypatch.setattr(indexer.pipeline.os, "cpu_count", lambda: 16)
+    assert indexer.pipeline.default_workers(gpu_decode=True) == 16
+    assert indexer.pipeline.default_workers(gpu_decode=False) == 8
+    monkeypatch.setattr(indexer.pipeline.os, "cpu_count", lambda: None)
+    assert indexer.pipeline.default_workers(gpu_decode=False) == 1
