@@ -16,7 +16,7 @@ None means "ask Pillow": `read_jpeg_facts` returns None for anything it is not c
 the same way (CMYK, an Adobe APP14 segment, MPF/MPO, other SOF types, 12-bit, junk between
 segments, irregular EXIF, truncated or garbage data) and never raises.
 When it returns facts, they are exactly what the Pillow path gives (tests/test_jpeg_markers.py
-checks this against Pillow). `fast_jpeg_header` is a drop-in for `gpu_decode.jpeg_header` built on it.
+checks this against Pillow). `gpu_decode.jpeg_header` asks it first and Pillow when it says None.
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ import re
 import struct
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from indexer.decode import (
     EXIF_DATETIME,
@@ -32,12 +31,8 @@ from indexer.decode import (
     EXIF_IFD,
     EXIF_OFFSET_TIME_ORIGINAL,
     EXIF_ORIENTATION,
-    DecodeOptions,
     _taken_at,
 )
-
-if TYPE_CHECKING:
-    from indexer.gpu_decode import DeferredJpeg
 
 EXIF_X_RESOLUTION = 0x011A
 PILLOW_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # PIL.Image.MAX_IMAGE_PIXELS by default
@@ -166,25 +161,6 @@ def read_jpeg_facts(data: bytes) -> JpegFacts | None:
     facts.__dict__.update(width=frame[0], height=frame[1], components=frame[2], orientation=orientation,
                           taken_at=taken_at)
     return facts
-
-
-def fast_jpeg_header(data: bytes, options: DecodeOptions) -> DeferredJpeg | None:
-    """`indexer.gpu_decode.jpeg_header`, answered without Pillow when `read_jpeg_facts` can:
-    the same result, and the same DecodeError (from Pillow) for a file over the pixel budget."""
-    from indexer import gpu_decode  # imported here: gpu_decode may import this module
-
-    facts = read_jpeg_facts(data)
-    if facts is None:
-        return gpu_decode.jpeg_header(data, options)
-    pixels = facts.width * facts.height
-    if pixels / 1e6 > options.max_megapixels or pixels > PILLOW_MAX_IMAGE_PIXELS:
-        return gpu_decode.jpeg_header(data, options)  # Pillow raises or warns as it should
-    if not gpu_decode.ends_with_eoi(data):
-        return None
-    width, height = facts.width, facts.height
-    if facts.orientation in (5, 6, 7, 8):
-        width, height = height, width
-    return gpu_decode.DeferredJpeg(data, width, height, facts.orientation, facts.taken_at)
 
 
 def _photoshop_fails(data: bytes, start: int, stop: int) -> bool:

@@ -1,4 +1,5 @@
-"""indexer.jpeg_markers against the Pillow path it stands in for (indexer.gpu_decode.jpeg_header).
+"""indexer.jpeg_markers against the Pillow path it stands in for (indexer.gpu_decode.pillow_jpeg_header),
+and jpeg_header (the fast reader first, Pillow behind it) against the Pillow path alone.
 
 On generated JPEGs the fast reader either answers None ("ask Pillow") or agrees exactly with Pillow
 on size, mode, EXIF orientation and capture time; it answers for the ordinary files (baseline and
@@ -19,8 +20,8 @@ from PIL.TiffImagePlugin import ImageFileDirectory_v2
 
 import indexer.jpeg_markers as jpeg_markers
 from indexer.decode import EXIF_ORIENTATION, DecodeOptions, _read_exif, _taken_at, open_header
-from indexer.gpu_decode import jpeg_header
-from indexer.jpeg_markers import JpegFacts, fast_jpeg_header, read_jpeg_facts
+from indexer.gpu_decode import jpeg_header, pillow_jpeg_header
+from indexer.jpeg_markers import JpegFacts, read_jpeg_facts
 from retrieval.errors import DecodeError
 
 OPTIONS = DecodeOptions()
@@ -133,7 +134,7 @@ def exif_app1(block: bytes) -> bytes:
 
 
 def pillow_reads(data: bytes):
-    """What the Pillow path reads from the header (jpeg_header without its EOI check): the stored
+    """What the Pillow path reads from the header (pillow_jpeg_header without its EOI check): the stored
     size, mode, orientation and date; "refused" where it raises; None where it leaves the file to the CPU."""
     try:
         image = open_header(data, OPTIONS)
@@ -159,12 +160,12 @@ def agrees(data: bytes) -> JpegFacts | None:
     if facts is None:
         return None
     assert pillow_reads(data) == read_by_pillow(facts)
-    header = jpeg_header(data, OPTIONS)
+    header = pillow_jpeg_header(data, OPTIONS)
     assert header is not None
     shown = (facts.height, facts.width) if facts.orientation in (5, 6, 7, 8) else (facts.width, facts.height)
     expected = (*shown, facts.orientation, facts.taken_at)
     assert (header.width, header.height, header.orientation, header.taken_at) == expected
-    assert fast_jpeg_header(data, OPTIONS) == header
+    assert jpeg_header(data, OPTIONS) == header
     return facts
 
 
@@ -375,16 +376,16 @@ def test_why_odd_segments_are_left_to_pillow():
 def test_fast_header_keeps_the_pixel_budget_and_the_eoi_rule():
     data = ORDINARY["date with offset"]
     with pytest.raises(DecodeError, match="megapixels"):
-        fast_jpeg_header(data, DecodeOptions(max_megapixels=0.001))
-    assert fast_jpeg_header(data[:-2], OPTIONS) is None  # no EOI: the CPU decides, as in jpeg_header
-    assert fast_jpeg_header(data + b"\x00" * 8, OPTIONS) == jpeg_header(data + b"\x00" * 8, OPTIONS)
+        jpeg_header(data, DecodeOptions(max_megapixels=0.001))
+    assert jpeg_header(data[:-2], OPTIONS) is None  # no EOI: the CPU decides, as in pillow_jpeg_header
+    assert jpeg_header(data + b"\x00" * 8, OPTIONS) == pillow_jpeg_header(data + b"\x00" * 8, OPTIONS)
     huge = patched(data, find_segment(data, 0xC0) + 5, struct.pack(">HH", 60000, 60000))  # 3,600 MP
     assert read_jpeg_facts(huge).width == 60000  # header facts; the budget is the caller's
     with pytest.raises(DecodeError, match="too many pixels"):
-        fast_jpeg_header(huge, DecodeOptions(max_megapixels=10_000))  # Pillow's own limit, as in jpeg_header
-    assert fast_jpeg_header(UNUSUAL["cmyk"], OPTIONS) is None
+        jpeg_header(huge, DecodeOptions(max_megapixels=10_000))  # Pillow's own limit, as in pillow_jpeg_header
+    assert jpeg_header(UNUSUAL["cmyk"], OPTIONS) is None
     with pytest.raises(DecodeError):
-        fast_jpeg_header(UNUSUAL["garbage"], OPTIONS)
+        jpeg_header(UNUSUAL["garbage"], OPTIONS)
 
 
 def outcome(read, data: bytes):
@@ -414,5 +415,5 @@ def test_truncated_and_corrupted_copies_never_raise_and_never_disagree():
             continue
         covered += 1
         assert pillow_reads(mutated) == read_by_pillow(facts), f"mutation {n} at {at}"
-        assert outcome(fast_jpeg_header, mutated) == outcome(jpeg_header, mutated)
+        assert outcome(jpeg_header, mutated) == outcome(pillow_jpeg_header, mutated)
     assert covered > 100  # the comparison above was not vacuous
