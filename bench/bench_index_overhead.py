@@ -12,7 +12,7 @@
    threads add their decode rate to the GPU's without slowing it; the GPU figure itself needs a GPU
    (bench/gpu_check.py).
 
-    .venv/bin/python bench/bench_index_overhead.py pipeline --files 4000 --workers 2
+    .venv/bin/python bench/bench_index_overhead.py pipeline --files 4000 --workers 2 [--exif]
     .venv/bin/python bench/bench_index_overhead.py write
     .venv/bin/python bench/bench_index_overhead.py share --files 300 --size 4000x3000 --gpu-rate 60 --rounds 3
 """
@@ -40,7 +40,29 @@ SMALL_CONFIG = {"embed_dim": 512,
                 "seed": 0}
 
 
-def bench_pipeline(work: Path, files: int, workers: int, batch: int) -> dict:
+def with_camera_exif(jpeg: bytes, seed: int) -> bytes:
+    """The same picture with the EXIF block a phone or camera writes: IFD0 (make, model, orientation,
+    resolution, software, date) and the Exif sub-IFD (exposure, aperture, ISO, capture date and
+    offset, focal length, lens, and so on): what a real photo's header parser has to read."""
+    import io
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif.update({0x010F: "Phonemaker", 0x0110: f"Model {seed % 7}", 0x0112: 1, 0x011A: 72.0, 0x011B: 72.0,
+                 0x0128: 2, 0x0131: "Camera 1.2.3", 0x0132: "2024:06:01 12:00:00", 0x0213: 1})
+    sub = exif.get_ifd(0x8769)
+    sub.update({0x829A: 0.008, 0x829D: 1.8, 0x8822: 2, 0x8827: 100 + seed, 0x9003: f"2024:06:01 12:{seed % 60:02d}:00",
+                0x9004: "2024:06:01 12:00:00", 0x9010: "+02:00", 0x9011: "+02:00", 0x9201: 6.9, 0x9202: 1.7,
+                0x9204: 0.0, 0x9207: 5, 0x9209: 16, 0x920A: 4.2, 0xA002: 640, 0xA003: 480, 0xA402: 0, 0xA403: 0,
+                0xA405: 26, 0xA406: 0, 0xA434: "Main camera 4.2mm f/1.8"})
+    image = Image.open(io.BytesIO(jpeg))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90, exif=exif)
+    return out.getvalue()
+
+
+def bench_pipeline(work: Path, files: int, workers: int, batch: int, exif: bool = False) -> dict:
     from gpu_check import make_jpegs, unique_copies
     from indexer import sync
     from indexer.gpu_decode import JpegOutcome
@@ -49,7 +71,10 @@ def bench_pipeline(work: Path, files: int, workers: int, batch: int) -> dict:
     from retrieval.encoders import load_model
 
     folder = work / "jpegs"
-    unique_copies(make_jpegs(16, (640, 480)), files, folder, "x")
+    bases = make_jpegs(16, (640, 480))
+    if exif:
+        bases = tuple(with_camera_exif(base, seed) for seed, base in enumerate(bases))
+    unique_copies(bases, files, folder, "x")
     config_path = work / "small.json"
     config_path.write_text(json.dumps(SMALL_CONFIG))
     model = load_model(str(config_path), device="cpu")
@@ -67,7 +92,7 @@ def bench_pipeline(work: Path, files: int, workers: int, batch: int) -> dict:
         report = sync.index_folders(library, model, config)
     wall = time.perf_counter() - started
     return {"files": report.embedded, "seconds": round(wall, 2), "files_per_s": round(report.embedded / wall, 1),
-            "workers": workers, "batch": batch}
+            "workers": workers, "batch": batch, "camera_exif": exif}
 
 
 def bench_share(work: Path, files: int, workers: int, batch: int, size: tuple[int, int], gpu_rate: float,
@@ -144,6 +169,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--work", type=Path, default=Path("/tmp/mms-index-overhead"))
+    parser.add_argument("--exif", action="store_true", help="pipeline: JPEGs with a phone's EXIF block")
     parser.add_argument("--size", default="4000x3000", help="share: JPEG size, WxH")
     parser.add_argument("--gpu-rate", type=float, default=60.0, help="share: simulated GPU decode rate, images/s")
     parser.add_argument("--rounds", type=int, default=3, help="share: interleaved off/on rounds")
@@ -153,7 +179,7 @@ def main() -> None:
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     if args.what == "pipeline":
-        result = bench_pipeline(args.work, args.files, args.workers, args.batch)
+        result = bench_pipeline(args.work, args.files, args.workers, args.batch, args.exif)
     elif args.what == "share":
         size = tuple(int(part) for part in args.size.lower().split("x"))
         result = bench_share(args.work, args.files, args.workers, args.batch, size, args.gpu_rate, args.rounds,
