@@ -4,7 +4,10 @@
    machine, but the GPU embedder replaced by a stand-in that returns random unit vectors at once:
    reading, hashing, header parsing, rows, SQLite writes, the FAISS file. Files/s.
 2. `write`: MetaStore.write_batch alone, 40 batches of 256 new rows with 512-d vectors. ms/row.
-3. `share`: the CPU assist for big JPEGs (`--cpu-assist-megapixels`) against a SIMULATED GPU: the
+3. `header`: one JPEG header read on a decode thread, indexer.gpu_decode.jpeg_header (the marker
+   reader of indexer.jpeg_markers, Pillow behind it) against pillow_jpeg_header; us per call, best
+   of interleaved rounds, on a 640x480 JPEG without EXIF and on one with a phone's EXIF block.
+4. `share`: the CPU assist for big JPEGs (`--cpu-assist-megapixels`) against a SIMULATED GPU: the
    stand-in embedder sleeps 1/--gpu-rate s per JPEG handed to it (nvJPEG's batch time, during
    which the GIL is free, as in a CUDA sync), while JPEGs the decode threads take themselves are
    really decoded (PIL draft) and embedded by a tiny CPU model. Runs the same folder with the
@@ -14,6 +17,7 @@
 
     .venv/bin/python bench/bench_index_overhead.py pipeline --files 4000 --workers 2 [--exif]
     .venv/bin/python bench/bench_index_overhead.py write
+    .venv/bin/python bench/bench_index_overhead.py header
     .venv/bin/python bench/bench_index_overhead.py share --files 300 --size 4000x3000 --gpu-rate 60 --rounds 3
 """
 from __future__ import annotations
@@ -141,6 +145,29 @@ def bench_share(work: Path, files: int, workers: int, batch: int, size: tuple[in
             "on_over_off": round(median["on"] / median["off"], 2)}
 
 
+def bench_header(rounds: int = 30) -> dict:
+    import timeit
+
+    from gpu_check import make_jpegs
+    from indexer.decode import DecodeOptions
+    from indexer.gpu_decode import jpeg_header, pillow_jpeg_header
+
+    plain = make_jpegs(1, (640, 480))[0]
+    samples = {"no_exif": plain, "camera_exif": with_camera_exif(plain, 3)}
+    options = DecodeOptions()
+    out = {}
+    for name, data in samples.items():
+        assert jpeg_header(data, options) == pillow_jpeg_header(data, options)
+        best = {"pillow_us": float("inf"), "fast_us": float("inf")}
+        for _ in range(rounds):
+            for key, function, number in (("pillow_us", pillow_jpeg_header, 200), ("fast_us", jpeg_header, 2000)):
+                seconds = timeit.timeit(lambda: function(data, options), number=number) / number
+                best[key] = min(best[key], seconds * 1e6)
+        out[name] = {key: round(value, 1) for key, value in best.items()}
+        out[name]["ratio"] = round(best["pillow_us"] / best["fast_us"], 1)
+    return out
+
+
 def bench_write(work: Path, batches: int = 40, rows: int = 256) -> dict:
     from indexer.store_meta import MetaStore, NewItem
     from retrieval.encoders import ModelInfo
@@ -164,7 +191,7 @@ def bench_write(work: Path, batches: int = 40, rows: int = 256) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("pipeline", "write", "share"))
+    parser.add_argument("what", choices=("pipeline", "write", "header", "share"))
     parser.add_argument("--files", type=int, default=4000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch", type=int, default=256)
@@ -180,6 +207,8 @@ def main() -> None:
     args.work.mkdir(parents=True)
     if args.what == "pipeline":
         result = bench_pipeline(args.work, args.files, args.workers, args.batch, args.exif)
+    elif args.what == "header":
+        result = bench_header()
     elif args.what == "share":
         size = tuple(int(part) for part in args.size.lower().split("x"))
         result = bench_share(args.work, args.files, args.workers, args.batch, size, args.gpu_rate, args.rounds,
