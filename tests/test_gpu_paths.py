@@ -413,3 +413,48 @@ def test_decode_threads_default_to_every_core_only_when_the_gpu_decodes(monkeypa
     assert indexer.pipeline.default_workers(gpu_decode=False) == 8
     monkeypatch.setattr(indexer.pipeline.os, "cpu_count", lambda: None)
     assert indexer.pipeline.default_workers(gpu_decode=False) == 1
+
+
+def test_with_faiss_gpu_the_saved_index_is_cloned_and_searched_with_its_tuning(tmp_path, monkeypatch):
+    """faiss-gpu is not installed here: a stand-in with its API (the "GPU" clone is a CPU copy)
+    checks what gpu_index and FaissGpuIndex do with it: the saved IVF index is cloned to the asked
+    GPU, searched with its tuned nprobe, filtered queries stay on the CPU copy, and the hits are
+    those of the CPU path. What faiss-gpu itself does on a GPU is not measured here."""
+    import faiss
+    from conftest import clustered_vectors
+
+    from indexer.library import Library
+    from indexer.store_meta import NewItem
+    from retrieval.encoders import ModelInfo
+    from retrieval.search import Filters, rank
+
+    vectors = clustered_vectors(3000, 32, clusters=24, spread=0.4, seed=3)
+    rows = [NewItem(path=f"/p/{'a' if n % 2 else 'b'}{n}.jpg", size=1, mtime=1.0, content_hash=str(n), width=1,
+                    height=1, format="JPEG", vector=vector) for n, vector in enumerate(vectors)]
+    clones = []
+
+    def index_cpu_to_gpu(resources, gpu, index):
+        clones.append((gpu, faiss.clone_index(index)))
+        return clones[-1][1]
+
+    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: object(), raising=False)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 2)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", index_cpu_to_gpu, raising=False)
+    monkeypatch.setattr(faiss, "GpuParameterSpace", faiss.ParameterSpace, raising=False)
+    queries = clustered_vectors(64, 32, clusters=24, spread=0.4, seed=4)
+    with Library(tmp_path / "db") as library:
+        library.meta.bind_model(ModelInfo("m", "w", 32, "f"))
+        library.meta.write_batch(rows, library.meta.start_run("index", ["/p"]))
+        library.set_index_type("IVF32,Flat")
+        library.update_vectors(base_generation=library.meta.generation, rebuild=True)
+        on_cpu = rank(library, queries, top=10)
+        on_gpu = rank(library, queries, top=10, device="cuda:1")
+        assert len(clones) == 1 and clones[0][0] == 1
+        tuned = library.vectors_for_search().tuning.nprobe
+        assert faiss.extract_index_ivf(clones[0][1]).nprobe == tuned < 32
+        assert [[hit.path for hit in hits] for hits in on_gpu] == [[hit.path for hit in hits] for hits in on_cpu]
+        only_a = Filters(path_glob="/p/a*")
+        filtered = rank(library, queries, top=10, filters=only_a, device="cuda")
+        assert [[hit.path for hit in hits] for hits in filtered] == \
+               [[hit.path for hit in hits] for hits in rank(library, queries, top=10, filters=only_a)]
+        assert all(hit.path.startswith("/p/a") for hits in filtered for hit in hits)
