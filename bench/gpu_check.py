@@ -8,7 +8,9 @@
    indexer.gpu_decode): folders of distinct 12-MP and 640x480 JPEG files (a few base pictures, each
    copy made unique by a comment segment), read, hashed, header-parsed by the workers, decoded on
    the GPU, embedded and written to SQLite + FAISS; images/s over the whole run and over the embed
-   phase, after a warm-up run;
+   phase, after a warm-up run; 12 MP with the GPU decoding every JPEG (`index_12mp_gpu_only`) and
+   shared with the decode threads (`index_12mp`, --cpu-assist-megapixels 4), 640x480 with Python's
+   GIL switch interval and with 0.5 ms (an experiment, not a product setting);
 4. exact search with the product's indexer.gpu_search.TorchExactIndex: 10M x 512 fp16 vectors on
    the GPU, queries in batches of 1024 (goal >= 8,000 queries/s), recall@10 against a float32
    exact search on a sample.
@@ -326,22 +328,31 @@ def run_product_index(args, dry: bool, device, report: dict) -> dict:
     warm = unique_copies(make_jpegs(2, (640, 480), seed=7), 8 if dry else 256, work / "warm", "warm")
     product_index(model, Path(warm[0]).parent, work / "db-warm", 4 if dry else 64, workers)
     # 12 MP twice on the same files: the GPU decoding every JPEG, then shared with idle decode threads
-    # (--cpu-assist-megapixels; in the dry run the files are 0.12 MP, so the limit is scaled down too)
-    for name, size, count, batch, assists in (("index_12mp", (4000, 3000), args.files_12mp, 64, (None, 4.0)),
-                                              ("index_640x480", (640, 480), args.files_small, 256, (4.0,))):
+    # (--cpu-assist-megapixels; in the dry run the files are 0.12 MP, so the limit is scaled down too).
+    # 640x480 twice: then with a 0.5 ms GIL switch interval (Python's default is 5 ms), an experiment:
+    # the main thread re-takes the GIL after each of the tower's ~200 torch ops, behind 16 decode threads
+    default_switch = sys.getswitchinterval()
+    for name, size, count, batch, variants in (
+            ("index_12mp", (4000, 3000), args.files_12mp, 64, (("_gpu_only", None, None), ("", 4.0, None))),
+            ("index_640x480", (640, 480), args.files_small, 256, (("", 4.0, None), ("_switch_0.5ms", 4.0, 0.0005)))):
         if args.skip_12mp and name == "index_12mp":
             continue
         if dry:
             size, count, batch = (size[0] // 10, size[1] // 10), 12, 4
-            assists = tuple(None if assist is None else assist / 100 for assist in assists)
+            variants = tuple((suffix, None if assist is None else assist / 100, switch)
+                             for suffix, assist, switch in variants)
         started = time.perf_counter()
         folder = work / name
         paths = unique_copies(make_jpegs(16 if not dry else 2, size), count, folder, name)
         made_s = time.perf_counter() - started
-        for assist in assists:
-            key = f"{name}_gpu_only" if assist is None and len(assists) > 1 else name
-            out[key] = product_index(model, folder, work / f"db-{key}", batch, workers, assist)
-            out[key].update({"files": len(paths), "make_files_s": round(made_s, 1),
+        for suffix, assist, switch in variants:
+            key = name + suffix
+            sys.setswitchinterval(switch or default_switch)
+            try:
+                out[key] = product_index(model, folder, work / f"db-{key}", batch, workers, assist)
+            finally:
+                sys.setswitchinterval(default_switch)
+            out[key].update({"files": len(paths), "make_files_s": round(made_s, 1), "switch_interval_s": switch,
                              "jpeg_kb": round(sum(os.path.getsize(p) for p in paths[:16]) / min(16, len(paths)) / 1024)})
             log(f"mmsearch {key}: {out[key]}")
         shutil.rmtree(folder, ignore_errors=True)
