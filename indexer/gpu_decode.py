@@ -15,6 +15,7 @@ Anything nvJPEG refuses (CMYK, arithmetic coding, a truncated file) is decoded o
 """
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import warnings
@@ -71,7 +72,7 @@ def jpeg_header(data: bytes, options: DecodeOptions) -> DeferredJpeg | None:
     """
     from indexer.jpeg_markers import PILLOW_MAX_IMAGE_PIXELS, read_jpeg_facts
 
-    facts = read_jpeg_facts(data)
+    facts = read_jpeg_facts(data) if marker_reader_matches_pillow() else None
     if facts is None:
         return pillow_jpeg_header(data, options)
     pixels = facts.width * facts.height
@@ -83,6 +84,15 @@ def jpeg_header(data: bytes, options: DecodeOptions) -> DeferredJpeg | None:
     if facts.orientation in (5, 6, 7, 8):
         width, height = height, width
     return DeferredJpeg(data, width, height, facts.orientation, facts.taken_at)
+
+
+@functools.cache
+def marker_reader_matches_pillow() -> bool:
+    """indexer.jpeg_markers copies what Pillow 13 reads from a JPEG header (XMP orientation, joined
+    EXIF segments, its DPI checks); older Pillows differ in places, so they read every header."""
+    from PIL import __version__
+
+    return int(__version__.split(".")[0]) >= 13
 
 
 def pillow_jpeg_header(data: bytes, options: DecodeOptions) -> DeferredJpeg | None:

@@ -164,7 +164,8 @@ class FaissGpuIndex:
 
         if (tuning is None or tuning == SearchTuning()) and self.tuning is not None:
             tuning = self.tuning  # as VectorIndex.search: the plain defaults mean the index's own tuning
-        if tuning is not None and self.spec.startswith("IVF"):
+        tuning = tuning or SearchTuning()
+        if self.spec.startswith("IVF"):
             faiss.GpuParameterSpace().set_index_parameter(self.index, "nprobe", int(tuning.nprobe))
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1

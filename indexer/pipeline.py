@@ -17,6 +17,7 @@ segfaults, is not worth that price. The memory side is the pixel budget
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
@@ -66,7 +67,7 @@ class PipelineConfig:
 def default_workers(gpu_decode: bool) -> int:
     """Decode threads when not told: every core when the GPU decodes JPEGs and runs the tower (the
     threads then share big JPEGs with it), else the cores but at most 8 (the tower needs CPU too)."""
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return cores if gpu_decode else max(1, min(8, cores))
 
 
@@ -178,6 +179,7 @@ class _DecodeThreads:
         self.lock = threading.Lock()
         self.closed = False
         self.stuck = 0
+        self.next_check = 0.0  # first_finished: when to look for jobs over their time budget next
         for _ in range(self.workers):
             self._spawn()
 
@@ -196,14 +198,14 @@ class _DecodeThreads:
                 result = prepare_file(*job.args)
             except BaseException as exc:  # noqa: BLE001 - never lose a worker silently
                 result = Prepared(job.file, error=f"unexpected error: {exc!r}")
-            if self.on_result is not None:
-                result = self.on_result(result)
             with self.lock:
-                job.result = result
-                job.finished.release()
                 abandoned = job.abandoned
                 if abandoned:  # another thread took this one's place meanwhile
                     self.stuck -= 1
+                elif self.on_result is not None:  # never for a result nobody will take
+                    result = self.on_result(result)
+                job.result = result
+                job.finished.release()
             if job.notify is not None:
                 job.notify.put(job)
             if abandoned:
@@ -247,14 +249,17 @@ class _DecodeThreads:
         """The outcome of whichever pending job finishes first (removed from `pending`); a job past
         its budget is abandoned and reported instead."""
         while True:
-            try:
-                job = finished.get(timeout=0.1)
-            except queue.Empty:
-                for job in list(pending)[:2 * self.workers + self.stuck]:  # started first, in order
+            now = time.monotonic()
+            if timeout_s is not None and now >= self.next_check:  # also while other files keep finishing
+                self.next_check = now + 0.1
+                for job in list(itertools.islice(pending, 2 * self.workers + self.stuck)):  # started first
                     given_up = self.overdue(job, timeout_s)
                     if given_up is not None:
                         del pending[job]
                         return given_up
+            try:
+                job = finished.get(timeout=0.1)
+            except queue.Empty:
                 continue
             if job in pending:  # else abandoned earlier, reported then
                 del pending[job]

@@ -240,13 +240,56 @@ def test_a_hung_read_is_given_up_in_order_and_out_of_order(tmp_path, tiny_model,
         assert [item.file.path for item in out] == [file.path for file in files]
 
 
+def test_a_hung_read_is_given_up_while_other_files_keep_finishing(tmp_path, tiny_model, monkeypatch):
+    """Out of order, the time budget must not wait for a pause in the flow of finished files."""
+    import indexer.pipeline
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    files = []
+    for n in range(60):
+        path = folder / f"p{n:02d}.jpg"
+        path.write_bytes(jpeg_bytes(photo(n, (64, 48))))
+        files.append(FoundFile(str(path), path.stat().st_size, path.stat().st_mtime))
+    stuck, release = files[1].path, threading.Event()
+    real = indexer.pipeline.read_file_checked
+
+    def read(path):
+        if path == stuck:
+            release.wait(30)
+        else:
+            time.sleep(0.02)  # a steady flow: a file finishes every 10 ms on the other thread
+        return real(path)
+
+    monkeypatch.setattr(indexer.pipeline, "read_file_checked", read)
+    config = PipelineConfig(batch_size=4, workers=2, defer_jpeg=True, decode_timeout_s=0.2)
+    out = []
+    try:
+        for item in prepare_files(files, {}, tiny_model.preprocess, config):
+            out.append(item)
+    finally:
+        release.set()
+    given_up = [n for n, item in enumerate(out) if item.error]
+    assert [out[n].file.path for n in given_up] == [stuck]
+    assert given_up[0] < len(files) - 10  # long before the end of the run (the run takes ~0.6 s)
+
+
 def test_a_gpu_run_is_not_held_up_by_one_slow_file(tmp_path, tiny_model, monkeypatch):
+    """The first file's read waits until every other file has come out: in order, nothing would."""
     files = write_files(tmp_path / "photos", 6)
-    hang_reads(monkeypatch, {files[0].path}, threading.Event(), delay=0.5)
+    release = threading.Event()
+    hang_reads(monkeypatch, {files[0].path}, release)
     config = PipelineConfig(batch_size=2, workers=2, defer_jpeg=True)
-    out = [item.file.path for item in prepare_files(files, {}, tiny_model.preprocess, config)]
+    out = []
+    try:
+        for item in prepare_files(files, {}, tiny_model.preprocess, config):
+            out.append(item.file.path)
+            if len(out) == len(files) - 1:
+                release.set()
+    finally:
+        release.set()
     assert sorted(out) == sorted(file.path for file in files)
-    assert out[0] != files[0].path and out[-1] == files[0].path
+    assert out[-1] == files[0].path
 
 
 def test_a_stalled_drive_stops_a_gpu_run(tmp_path, tiny_model, monkeypatch):
@@ -405,13 +448,16 @@ def test_gpu_decode_on_without_cuda_is_a_clear_error(tmp_path, tiny_model_config
     assert off.exit_code == 0, off.output
 
 
-def test_decode_threads_default_to_every_core_only_when_the_gpu_decodes(monkeypatch):
+def test_decode_threads_default_to_every_usable_core_only_when_the_gpu_decodes(monkeypatch):
     import indexer.pipeline
 
-    monkeypatch.setattr(indexer.pipeline.os, "cpu_count", lambda: 16)
-    assert indexer.pipeline.default_workers(gpu_decode=True) == 16
+    os_module = indexer.pipeline.os
+    monkeypatch.setattr(os_module, "cpu_count", lambda: 128)
+    monkeypatch.setattr(os_module, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert indexer.pipeline.default_workers(gpu_decode=True) == 16  # the CPUs this process may use
     assert indexer.pipeline.default_workers(gpu_decode=False) == 8
-    monkeypatch.setattr(indexer.pipeline.os, "cpu_count", lambda: None)
+    monkeypatch.delattr(os_module, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os_module, "cpu_count", lambda: None)
     assert indexer.pipeline.default_workers(gpu_decode=False) == 1
 
 
@@ -458,3 +504,25 @@ def test_with_faiss_gpu_the_saved_index_is_cloned_and_searched_with_its_tuning(t
         assert [[hit.path for hit in hits] for hits in filtered] == \
                [[hit.path for hit in hits] for hits in rank(library, queries, top=10, filters=only_a)]
         assert all(hit.path.startswith("/p/a") for hits in filtered for hit in hits)
+
+
+def test_a_result_given_up_on_is_never_handed_over(tmp_path, tiny_model, monkeypatch):
+    """An abandoned job that finishes late must not count as a JPEG waiting for the GPU (the backlog
+    would stay 'full' and send every big JPEG to the CPU for the rest of the run)."""
+    import indexer.pipeline
+
+    files = write_files(tmp_path / "photos", 2)[:2]
+    release = threading.Event()
+    hang_reads(monkeypatch, {files[0].path}, release)
+    handed = []
+    pool = indexer.pipeline._DecodeThreads(1, on_result=lambda result: handed.append(result.file.path) or result)
+    try:
+        jobs = [pool.submit(file, (file, {}, tiny_model.preprocess, DecodeOptions(), True)) for file in files]
+        assert "longer than 0.2 s" in pool.result(jobs[0], 0.2).error
+        assert pool.result(jobs[1], 5).jpeg is not None  # the fresh thread took the next file
+        release.set()
+        assert jobs[0].finished.acquire(timeout=5)  # the abandoned read finished after all
+    finally:
+        release.set()
+        pool.close()
+    assert handed == [files[1].path]

@@ -417,3 +417,25 @@ def test_truncated_and_corrupted_copies_never_raise_and_never_disagree():
         assert pillow_reads(mutated) == read_by_pillow(facts), f"mutation {n} at {at}"
         assert outcome(jpeg_header, mutated) == outcome(pillow_jpeg_header, mutated)
     assert covered > 100  # the comparison above was not vacuous
+
+
+def test_an_older_pillow_reads_every_header_itself(monkeypatch):
+    """The marker reader is checked against Pillow 13; with an older Pillow, Pillow decides."""
+    import PIL
+
+    from indexer import gpu_decode
+
+    data = _plain_jpeg()
+    monkeypatch.setattr(PIL, "__version__", "11.3.0")
+    monkeypatch.setattr(jpeg_markers, "read_jpeg_facts", lambda data: pytest.fail("the marker reader was used"))
+    gpu_decode.marker_reader_matches_pillow.cache_clear()
+    try:
+        assert jpeg_header(data, OPTIONS) == pillow_jpeg_header(data, OPTIONS)
+    finally:
+        gpu_decode.marker_reader_matches_pillow.cache_clear()
+
+
+def _plain_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(buffer, "JPEG")
+    return buffer.getvalue()
