@@ -7,7 +7,7 @@
 3. `header`: one JPEG header read on a decode thread, indexer.gpu_decode.jpeg_header (the marker
    reader of indexer.jpeg_markers, Pillow behind it) against pillow_jpeg_header; us per call, best
    of interleaved rounds, on a 640x480 JPEG without EXIF and on one with a phone's EXIF block.
-4. `share`: the CPU assist for big JPEGs (`--cpu-assist-megapixels`) against a SIMULATED GPU: the
+4. `share`: the CPU assist for big JPEGs (`--assist-megapixels`) against a SIMULATED GPU: the
    stand-in embedder sleeps 1/--gpu-rate s per JPEG handed to it (nvJPEG's batch time, during
    which the GIL is free, as in a CUDA sync), while JPEGs the decode threads take themselves are
    really decoded (PIL draft) and embedded by a tiny CPU model. Runs the same folder with the
@@ -201,7 +201,7 @@ def main() -> None:
     parser.add_argument("--gpu-rate", type=float, default=60.0, help="share: simulated GPU decode rate, images/s")
     parser.add_argument("--rounds", type=int, default=3, help="share: interleaved off/on rounds")
     parser.add_argument("--lookahead", type=int, default=2, help="share: PipelineConfig.lookahead_batches")
-    parser.add_argument("--assist-megapixels", type=float, default=4.0, help="share: --cpu-assist-megapixels when on")
+    parser.add_argument("--assist-megapixels", type=float, default=4.0, help="share: --assist-megapixels when on")
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)

@@ -9,7 +9,7 @@
    copy made unique by a comment segment), read, hashed, header-parsed by the workers, decoded on
    the GPU, embedded and written to SQLite + FAISS; images/s over the whole run and over the embed
    phase, after a warm-up run; 12 MP with the GPU decoding every JPEG (`index_12mp_gpu_only`) and
-   shared with the decode threads (`index_12mp`, --cpu-assist-megapixels 4), 640x480 with Python's
+   shared with the decode threads (`index_12mp`, --assist-megapixels 4), 640x480 with Python's
    GIL switch interval and with 0.5 ms (an experiment, not a product setting);
 4. exact search with the product's indexer.gpu_search.TorchExactIndex: 10M x 512 fp16 vectors on
    the GPU, queries in batches of 1024 (goal >= 8,000 queries/s), recall@10 against a float32
@@ -328,7 +328,7 @@ def run_product_index(args, dry: bool, device, report: dict) -> dict:
     warm = unique_copies(make_jpegs(2, (640, 480), seed=7), 8 if dry else 256, work / "warm", "warm")
     product_index(model, Path(warm[0]).parent, work / "db-warm", 4 if dry else 64, workers)
     # 12 MP twice on the same files: the GPU decoding every JPEG, then shared with idle decode threads
-    # (--cpu-assist-megapixels; in the dry run the files are 0.12 MP, so the limit is scaled down too).
+    # (--assist-megapixels; in the dry run the files are 0.12 MP, so the limit is scaled down too).
     # 640x480 twice: then with a 0.5 ms GIL switch interval (Python's default is 5 ms), an experiment:
     # the main thread re-takes the GIL after each of the tower's ~200 torch ops, behind 16 decode threads
     default_switch = sys.getswitchinterval()

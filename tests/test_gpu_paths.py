@@ -176,7 +176,7 @@ def test_deferred_jpeg_pipeline_gives_the_plain_pipelines_rows(tmp_path, tiny_mo
 
 
 def test_threads_decode_big_jpegs_themselves_when_the_gpu_has_a_batch_waiting(tmp_path, tiny_model):
-    """--cpu-assist-megapixels: a decode thread decodes a JPEG itself, instead of leaving it to the
+    """--assist-megapixels: a decode thread decodes a JPEG itself, instead of leaving it to the
     GPU, when a full batch of JPEGs already waits for the GPU; the rows are the plain pipeline's."""
     files = write_files(tmp_path / "photos", 8)
     plain, _ = run_pipeline(files, tiny_model, defer=False, device="cpu")
@@ -526,3 +526,26 @@ def test_a_result_given_up_on_is_never_handed_over(tmp_path, tiny_model, monkeyp
         release.set()
         pool.close()
     assert handed == [files[1].path]
+
+
+@pytest.mark.parametrize("flag, expected", [([], 4.0), (["--assist-megapixels", "6.5"], 6.5),
+                                            (["--assist-megapixels", "0"], None)])
+def test_assist_megapixels_flag_reaches_the_pipeline(tmp_path, tiny_model_config, monkeypatch, flag, expected):
+    from typer.testing import CliRunner
+
+    import indexer.sync
+    from cli.app import app
+
+    seen = []
+
+    def index_folders(library, model, config, **callbacks):
+        seen.append(config.pipeline.cpu_assist_megapixels)
+        return indexer.sync.IndexReport()
+
+    monkeypatch.setattr(indexer.sync, "index_folders", index_folders)
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    result = CliRunner().invoke(app, ["index", str(pics), "--db", str(tmp_path / "db"), "--model", str(tiny_model_config),
+                                      "--json", *flag])
+    assert result.exit_code == 0, result.output
+    assert seen == [expected]
