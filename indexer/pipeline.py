@@ -129,22 +129,27 @@ class GpuBacklog:
 
     def __init__(self, batch_size: int):
         self.batch_size = batch_size
-        self.waiting = 0  # JPEGs handed to the GPU, not yet taken by the consumer
-        self.lock = threading.Lock()
+        # two counters, no lock: `handed` is only added to under the decode pool's lock
+        # (_DecodeThreads.on_result), `taken` only by the one consumer thread
+        self.handed = 0
+        self.taken_count = 0
+
+    @property
+    def waiting(self) -> int:
+        """JPEGs handed to the GPU, not yet taken by the consumer."""
+        return self.handed - self.taken_count
 
     def full(self) -> bool:
         return self.waiting >= self.batch_size
 
     def handed_over(self, prepared: Prepared) -> Prepared:
         if prepared.jpeg is not None:
-            with self.lock:
-                self.waiting += 1
+            self.handed += 1
         return prepared
 
     def taken(self, prepared: Prepared) -> Prepared:
         if prepared.jpeg is not None:
-            with self.lock:
-                self.waiting -= 1
+            self.taken_count += 1
         return prepared
 
 
@@ -174,7 +179,8 @@ class _DecodeThreads:
 
     def __init__(self, workers: int, on_result: Callable[[Prepared], Prepared] | None = None):
         self.workers = max(1, workers)
-        self.on_result = on_result  # called on the worker thread with each result, before it is handed over
+        # called on the worker thread with each result before it is handed over, under self.lock
+        self.on_result = on_result
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.closed = False
