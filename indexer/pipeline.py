@@ -17,7 +17,6 @@ segfaults, is not worth that price. The memory side is the pixel budget
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import queue
@@ -258,7 +257,9 @@ class _DecodeThreads:
             now = time.monotonic()
             if timeout_s is not None and now >= self.next_check:  # also while other files keep finishing
                 self.next_check = now + 0.1
-                for job in list(itertools.islice(pending, 2 * self.workers + self.stuck)):  # started first
+                for job in pending:  # in submission order: the started ones first
+                    if job.started is None:
+                        break  # jobs are taken in order: none after this one has started either
                     given_up = self.overdue(job, timeout_s)
                     if given_up is not None:
                         del pending[job]
