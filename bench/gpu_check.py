@@ -389,6 +389,12 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
               "torch": torch.__version__, "dry_run": dry, "arch": args.arch, "dtype": str(dtype).replace("torch.", "")}
+    import PIL
+
+    from indexer.gpu_decode import marker_reader_matches_pillow
+
+    # JPEG headers are read without Pillow only with Pillow >= 13 (carry its wheel if the machine has an older one)
+    report.update({"pillow": PIL.__version__, "jpeg_marker_reader": marker_reader_matches_pillow()})
     started = time.perf_counter()
     tower, size = build_tower(args.arch, device, dtype)
     log(f"tower built ({size}px) in {time.perf_counter() - started:.1f} s")
