@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from indexer import jpeg_markers
 from indexer.decode import DRAFT_OVERSAMPLE, DecodeOptions, decode_image
 from retrieval.errors import DecodeError
 from retrieval.preprocess import PreprocessConfig
@@ -65,18 +66,16 @@ def jpeg_header(data: bytes, options: DecodeOptions) -> DeferredJpeg | None:
     """A JPEG's displayed size, orientation and date from its header alone, for the GPU to decode;
     None when this JPEG should be decoded on the CPU (not baseline RGB/greyscale, say).
 
-    Read by indexer.jpeg_markers where it can (10-25x faster than Pillow's header parsing, which
-    held the GIL for 26-340 us per photo on the decode threads of a GPU run), else by Pillow; the
-    same answer either way (tests/test_jpeg_markers.py). Raises DecodeError for what the CPU path
-    would refuse too (unreadable header, over the pixel budget).
+    Read by indexer.jpeg_markers where it can (6-15x faster than Pillow's header parsing, which held
+    the GIL for 27-220 us per photo on the decode threads of a GPU run: `bench_index_overhead.py
+    header`), else by Pillow; the same answer either way (tests/test_jpeg_markers.py). Raises
+    DecodeError for what the CPU path would refuse too (unreadable header, over the pixel budget).
     """
-    from indexer.jpeg_markers import PILLOW_MAX_IMAGE_PIXELS, read_jpeg_facts
-
-    facts = read_jpeg_facts(data) if marker_reader_matches_pillow() else None
+    facts = jpeg_markers.read_jpeg_facts(data) if marker_reader_matches_pillow() else None
     if facts is None:
         return pillow_jpeg_header(data, options)
     pixels = facts.width * facts.height
-    if pixels / 1e6 > options.max_megapixels or pixels > PILLOW_MAX_IMAGE_PIXELS:
+    if pixels / 1e6 > options.max_megapixels or pixels > jpeg_markers.PILLOW_MAX_IMAGE_PIXELS:
         return pillow_jpeg_header(data, options)  # Pillow raises or warns as it should
     if not ends_with_eoi(data):
         return None

@@ -160,11 +160,7 @@ class FaissGpuIndex:
 
         if allowed_ids is not None:  # GPU indexes take no ID selector: filtered searches stay on the CPU copy
             return self.cpu.search(queries, k, allowed_ids=allowed_ids, tuning=tuning)
-        from indexer.store_vectors import SearchTuning
-
-        if (tuning is None or tuning == SearchTuning()) and self.tuning is not None:
-            tuning = self.tuning  # as VectorIndex.search: the plain defaults mean the index's own tuning
-        tuning = tuning or SearchTuning()
+        tuning = self.cpu.effective_tuning(tuning)
         if self.spec.startswith("IVF"):
             faiss.GpuParameterSpace().set_index_parameter(self.index, "nprobe", int(tuning.nprobe))
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)

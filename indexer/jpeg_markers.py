@@ -2,8 +2,9 @@
 
 Why: on a CUDA machine the decode workers only read, hash and parse each JPEG's header
 (`indexer.gpu_decode.jpeg_header`), and Pillow's Python-level header parsing (its marker loop, DQT
-tables, getexif) holds the GIL for 30 us (no EXIF) to over 0.3 ms (a camera's EXIF) per photo: a
-ceiling of a few thousand files/s however many cores there are. This reader walks the markers from SOI to the first SOS with struct on
+tables, getexif) holds the GIL for 27 us (no EXIF) to 220 us (a phone's EXIF) per photo
+(`bench/bench_index_overhead.py header`): a ceiling of a few thousand files/s however many cores
+there are. This reader walks the markers from SOI to the first SOS with struct on
 offsets into the bytes (never the entropy-coded data, no copies of large slices) and reads the few
 EXIF tags we use.
 
@@ -155,8 +156,8 @@ def read_jpeg_facts(data: bytes) -> JpegFacts | None:
             orientation = int(match[2])
     if orientation is None or not 1 <= orientation <= 8:
         orientation = 1
-    # JpegFacts(...) without the frozen dataclass's __init__ (its five object.__setattr__ calls cost
-    # 0.4 us, a sixth of a no-EXIF read); the same object, as the tests check
+    # JpegFacts(...) without the frozen dataclass's __init__ (its five object.__setattr__ calls are a
+    # noticeable share of a no-EXIF read); the same object, as the tests check
     facts = _new_object(JpegFacts)
     facts.__dict__.update(width=frame[0], height=frame[1], components=frame[2], orientation=orientation,
                           taken_at=taken_at)

@@ -74,8 +74,8 @@ def default_workers(gpu_decode: bool) -> int:
 class Prepared:
     """One file after its worker: decoded pixels, a vector to reuse, or an error.
 
-    Not frozen: a frozen dataclass sets each field through object.__setattr__, 4x the cost of
-    this one per file, on the hot path of a GPU run (thousands of files/s).
+    Not frozen: a frozen dataclass sets each field through object.__setattr__, several times the
+    cost of this one per file, on the hot path of a GPU run (thousands of files/s).
     """
 
     file: FoundFile
@@ -141,10 +141,9 @@ class GpuBacklog:
     def full(self) -> bool:
         return self.waiting >= self.batch_size
 
-    def handed_over(self, prepared: Prepared) -> Prepared:
+    def handed_over(self, prepared: Prepared) -> None:
         if prepared.jpeg is not None:
             self.handed += 1
-        return prepared
 
     def taken(self, prepared: Prepared) -> Prepared:
         if prepared.jpeg is not None:
@@ -154,7 +153,7 @@ class GpuBacklog:
 
 class _Job:
     """One file for a decode thread. `finished` is a bare lock, held until the result is in: an
-    Event per file cost 4 us of interpreter time (its Condition is Python code), the lock 0.5."""
+    Event per file costs far more interpreter time (its Condition is Python code)."""
 
     __slots__ = ("file", "args", "started", "result", "finished", "abandoned", "notify")
 
@@ -176,9 +175,9 @@ class _DecodeThreads:
 
     max_stuck = 32  # abandoned threads still running before the run stops instead of spawning more
 
-    def __init__(self, workers: int, on_result: Callable[[Prepared], Prepared] | None = None):
+    def __init__(self, workers: int, on_result: Callable[[Prepared], None] | None = None):
         self.workers = max(1, workers)
-        # called on the worker thread with each result before it is handed over, under self.lock
+        # told of each result on the worker thread before it is handed over, under self.lock
         self.on_result = on_result
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.lock = threading.Lock()
@@ -208,7 +207,7 @@ class _DecodeThreads:
                 if abandoned:  # another thread took this one's place meanwhile
                     self.stuck -= 1
                 elif self.on_result is not None:  # never for a result nobody will take
-                    result = self.on_result(result)
+                    self.on_result(result)
                 job.result = result
                 job.finished.release()
             if job.notify is not None:
@@ -295,10 +294,11 @@ def prepare_files(files: Iterable[FoundFile], known_hashes: Mapping[str, int], p
 
         def decode_here(jpeg: DeferredJpeg) -> bool:
             return jpeg.width * jpeg.height >= assist_pixels and backlog.full()
-    pool = _DecodeThreads(config.workers or default_workers(config.defer_jpeg), on_result=backlog.handed_over if backlog else None)
-    taken = backlog.taken if backlog else (lambda prepared: prepared)
+    pool = _DecodeThreads(config.workers or default_workers(config.defer_jpeg),
+                          on_result=backlog.handed_over if backlog else None)
     try:
         if config.defer_jpeg:
+            taken = backlog.taken if backlog else (lambda prepared: prepared)
             yield from _unordered(files, pool, window, config, taken,
                                   lambda file: (file, known_hashes, preprocess, config.decode, True, decode_here))
             return
@@ -307,12 +307,11 @@ def prepare_files(files: Iterable[FoundFile], known_hashes: Mapping[str, int], p
             if file.size == 0:
                 in_flight.append(_Job(file, result=Prepared(file, error="empty file (0 bytes)")))
             else:
-                in_flight.append(pool.submit(file, (file, known_hashes, preprocess, config.decode, config.defer_jpeg,
-                                                    decode_here)))
+                in_flight.append(pool.submit(file, (file, known_hashes, preprocess, config.decode)))
             if len(in_flight) >= window:
-                yield taken(pool.result(in_flight.popleft(), config.decode_timeout_s))
+                yield pool.result(in_flight.popleft(), config.decode_timeout_s)
         while in_flight:
-            yield taken(pool.result(in_flight.popleft(), config.decode_timeout_s))
+            yield pool.result(in_flight.popleft(), config.decode_timeout_s)
     finally:
         pool.close()
 

@@ -170,7 +170,7 @@ class NewItem:
     """One file's outcome, ready to be written: a vector, a reused vector, or an error.
 
     Not frozen: one is made per file on the indexing hot path, and a frozen dataclass's
-    __init__ costs 4x as much."""
+    __init__ costs several times as much."""
 
     path: str
     size: int

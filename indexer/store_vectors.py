@@ -150,14 +150,18 @@ class VectorIndex:
         `tuning` None (or the plain defaults) means the index's own tuning when it has one.
         """
         faiss = _faiss()
-        if (tuning is None or tuning == SearchTuning()) and self.tuning is not None:
-            tuning = self.tuning
-        tuning = tuning or SearchTuning()
+        tuning = self.effective_tuning(tuning)
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         params = self._params(faiss, tuning, allowed_ids)
         scores, ids = self.index.search(queries, k, params=params)
         return scores, ids
+
+    def effective_tuning(self, tuning: SearchTuning | None) -> SearchTuning:
+        """`tuning`, except that None or the plain defaults mean this index's own tuning when it has one."""
+        if (tuning is None or tuning == SearchTuning()) and self.tuning is not None:
+            return self.tuning
+        return tuning or SearchTuning()
 
     def _params(self, faiss, tuning: SearchTuning, allowed_ids: np.ndarray | None):
         selector = faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64)) if allowed_ids is not None else None

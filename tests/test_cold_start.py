@@ -15,7 +15,7 @@ from conftest import write_image
 
 PROBE = """
 import sys
-sys.argv = ["mmsearch", "search", "a red thing", "--db", {db!r}, "--json"]
+sys.argv = {argv!r}
 from cli.app import app
 try:
     app()
@@ -31,7 +31,8 @@ def test_text_search_imports_only_what_it_needs(tmp_path, tiny_model_config):
     db = tmp_path / "db"
     result = CliRunner().invoke(app, ["index", str(tmp_path / "pics"), "--db", str(db), "--model", str(tiny_model_config)])
     assert result.exit_code == 0, result.output
-    out = subprocess.run([sys.executable, "-c", PROBE.format(db=str(db))], check=True, capture_output=True, text=True).stdout
+    argv = ["mmsearch", "search", "a red thing", "--db", str(db), "--json"]
+    out = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv)], check=True, capture_output=True, text=True).stdout
     hits_line, loaded_line = out.strip().splitlines()[-2:]
     assert len(json.loads(hits_line)) == 3
     loaded = set(loaded_line.split()[1:])
@@ -69,18 +70,6 @@ def test_one_query_opens_its_text_session_without_prepacking(tmp_path, tiny_mode
     assert all(abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(from_batch, alone))
 
 
-INDEX_PROBE = """
-import sys
-sys.argv = ["mmsearch", "index", {folder!r}, "--db", {db!r}, "--json"]
-from cli.app import app
-try:
-    app()
-except SystemExit:
-    pass
-print("LOADED", " ".join(sorted(sys.modules)))
-"""
-
-
 def test_index_run_with_current_exports_imports_no_torch(tmp_path, tiny_model_config):
     """On a CPU with the ONNX image and text exports in the index, an index run embeds new files
     without importing torch or open_clip (2-12 s per run)."""
@@ -96,7 +85,7 @@ def test_index_run_with_current_exports_imports_no_torch(tmp_path, tiny_model_co
     first = CliRunner().invoke(app, ["index", str(pics), "--db", str(db), "--model", str(tiny_model_config)])
     assert first.exit_code == 0, first.output
     write_image(pics / "new.png", 9)
-    probe = subprocess.run([sys.executable, "-c", INDEX_PROBE.format(folder=str(pics), db=str(db))],
+    probe = subprocess.run([sys.executable, "-c", PROBE.format(argv=["mmsearch", "index", str(pics), "--db", str(db), "--json"])],
                            capture_output=True, text=True, timeout=300)
     summary = json.loads(probe.stdout[:probe.stdout.index("LOADED")])
     assert summary["embedded"] == 1
