@@ -32,10 +32,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 def build(db: Path, arch: str, items: int) -> dict:
     """The index and its text export; skipped when db already holds them."""
-    from indexer.library import Library
-    from retrieval.encoders import load_model
-    from retrieval.fast_text import optimise_text_export
-    from retrieval.onnx_text import ensure_exported
+    from indexer.store.library import Library
+    from retrieval.models.encoders import load_model
+    from retrieval.models.fast_text import optimise_text_export
+    from retrieval.models.onnx_text import ensure_exported
 
     marker = db / "bench_cold_start.json"
     if marker.exists():
@@ -55,10 +55,10 @@ def build(db: Path, arch: str, items: int) -> dict:
 
 def refresh_export(index_dir: Path, model_name: str) -> str | None:
     """Rewrite the text export as the current code writes it, when it is older (e.g. fixed-length); its "sequence"."""
-    from indexer.library import Library
-    from retrieval.encoders import load_model
-    from retrieval.fast_text import optimise_text_export
-    from retrieval.onnx_text import ensure_exported, export_sequence
+    from indexer.store.library import Library
+    from retrieval.models.encoders import load_model
+    from retrieval.models.fast_text import optimise_text_export
+    from retrieval.models.onnx_text import ensure_exported, export_sequence
 
     with Library(index_dir) as library:
         folder = library.text_export_path
@@ -102,7 +102,7 @@ def time_with_loop(commands: dict[str, str], runs: int, warmup: int) -> dict:
 THREADS_PROBE = """
 import sys, time
 import numpy as np
-from indexer.store_vectors import VectorIndex, _faiss
+from indexer.store.vectors import VectorIndex, _faiss
 faiss = _faiss()
 threads = int(sys.argv[2])
 if threads:
@@ -172,7 +172,7 @@ def main() -> None:
         shutil.copytree(index_dir, args.before_index)  # the text export as the older code wrote it
     info["export_sequence"] = refresh_export(index_dir, info["model"])
     if args.faiss_threads:
-        from indexer.library import Library
+        from indexer.store.library import Library
 
         with Library(index_dir, create=False, read_only=True) as library:
             vectors_path = library.vectors_path
@@ -186,9 +186,9 @@ def main() -> None:
         plain = args.before_index or db / "index-plain"
         if not plain.exists():  # same database and vectors, the text export as `mmsearch index` wrote it before
             shutil.copytree(index_dir, plain, ignore=shutil.ignore_patterns("text_encoder"))
-            from indexer.library import Library
-            from retrieval.encoders import load_model
-            from retrieval.onnx_text import export_text_encoder
+            from indexer.store.library import Library
+            from retrieval.models.encoders import load_model
+            from retrieval.models.onnx_text import export_text_encoder
 
             with Library(plain) as library:
                 export_text_encoder(load_model(info["model"], device="cpu"), library.text_export_path)

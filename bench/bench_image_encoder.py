@@ -1,4 +1,4 @@
-"""Image tower speed and drift per CPU precision (retrieval.fast_image), side by side.
+"""Image tower speed and drift per CPU precision (retrieval.models.fast_image), side by side.
 
 Decodes --batch JPEGs from --folder as `mmsearch index` does, embeds them with the plain fp32 torch
 tower and with each precision (interleaved rounds, median), and prints images/s, the speed-up over
@@ -35,8 +35,8 @@ def main() -> None:
 
     import torch
 
-    from indexer.decode import DecodeOptions, decode_image, read_file
-    from retrieval.encoders import load_model
+    from indexer.media.image import DecodeOptions, decode_image, read_file
+    from retrieval.models.encoders import load_model
 
     torch.set_num_threads(2)
     reference = load_model(args.model, device="cpu")

@@ -4,7 +4,7 @@ Measures, in one run:
 1. end to end: `mmsearch index FOLDER --db FRESH --model ARCH.json [--exact-decode]`, A and B
    interleaved (A B A B ..., fresh --db each time); medians of wall-clock and of the run's own
    images/s (its `--json` summary: scan + decode + embed + SQLite + FAISS save, no process start);
-2. decode only: `indexer.pipeline.prepare_files` (read + hash + decode + preprocess, the pipeline's
+2. decode only: `indexer.pipeline.embed.prepare_files` (read + hash + decode + preprocess, the pipeline's
    thread pool), draft vs exact, interleaved; plus one-thread ms per image;
 3. model only: the image tower on batches of --batch-size random pixel arrays;
 4. drift: per image, cosine between the embedding of the draft-decoded and the exact-decoded
@@ -105,14 +105,14 @@ def bench_end_to_end(folder: Path, n: int, model_cfg: Path, rounds: int, work: P
 
 # --- 2. decode only ------------------------------------------------------------------------------
 def found_files(folder: Path) -> list:
-    from indexer.scan import walk
+    from indexer.media.scan import walk
 
     return sorted(walk(folder), key=lambda found: found.path)
 
 
 def bench_decode(files: list, preprocess, rounds: int, single_n: int) -> dict:
-    from indexer.decode import DecodeOptions, decode_image
-    from indexer.pipeline import PipelineConfig, default_workers, prepare_files
+    from indexer.media.image import DecodeOptions, decode_image
+    from indexer.pipeline.embed import PipelineConfig, default_workers, prepare_files
 
     results: dict[str, dict] = {"draft": {"pool_images_per_s": []}, "exact": {"pool_images_per_s": []}}
     workers = default_workers(gpu_decode=False)
@@ -143,7 +143,7 @@ def bench_decode(files: list, preprocess, rounds: int, single_n: int) -> dict:
 
 
 def draft_size(path: str, preprocess) -> tuple[int, int]:
-    from indexer.decode import DecodeOptions, open_image
+    from indexer.media.image import DecodeOptions, open_image
 
     image, _, _ = open_image(open(path, "rb").read(), DecodeOptions(draft=True), preprocess.image_size)
     return image.size
@@ -177,7 +177,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def bench_drift(model, files: list, count: int, batch_size: int) -> dict:
-    from indexer.decode import DecodeOptions, decode_image
+    from indexer.media.image import DecodeOptions, decode_image
 
     preprocess = model.preprocess
     mean = np.asarray(preprocess.mean, dtype=np.float32)[:, None, None]
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     files = found_files(folder)
     warm_page_cache([found.path for found in files])
 
-    from retrieval.encoders import load_model
+    from retrieval.models.encoders import load_model
 
     figures: dict = {"machine": benchlib.machine_line(), "date": benchlib.today(), "n": args.n,
                      "image_size": f"{width}x{height}", "file_mb_mean": float(sizes.mean()),

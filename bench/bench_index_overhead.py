@@ -4,8 +4,8 @@
    machine, but the GPU embedder replaced by a stand-in that returns random unit vectors at once:
    reading, hashing, header parsing, rows, SQLite writes, the FAISS file. Files/s.
 2. `write`: MetaStore.write_batch alone, 40 batches of 256 new rows with 512-d vectors. ms/row.
-3. `header`: one JPEG header read on a decode thread, indexer.gpu_decode.jpeg_header (the marker
-   reader of indexer.jpeg_markers, Pillow behind it) against pillow_jpeg_header; us per call, best
+3. `header`: one JPEG header read on a decode thread, indexer.media.gpu_jpeg.jpeg_header (the marker
+   reader of indexer.media.jpeg_markers, Pillow behind it) against pillow_jpeg_header; us per call, best
    of interleaved rounds, on a 640x480 JPEG without EXIF and on one with a phone's EXIF block.
 4. `share`: the CPU assist for big JPEGs (`--assist-megapixels`) against a SIMULATED GPU: the
    stand-in embedder sleeps 1/--gpu-rate s per JPEG handed to it (nvJPEG's batch time, during
@@ -68,11 +68,11 @@ def with_camera_exif(jpeg: bytes, seed: int) -> bytes:
 
 def bench_pipeline(work: Path, files: int, workers: int, batch: int, exif: bool = False) -> dict:
     from gpu_check import make_jpegs, unique_copies
-    from indexer import sync
-    from indexer.gpu_decode import JpegOutcome
-    from indexer.library import Library
-    from indexer.pipeline import PipelineConfig
-    from retrieval.encoders import load_model
+    from indexer.pipeline import sync
+    from indexer.media.gpu_jpeg import JpegOutcome
+    from indexer.store.library import Library
+    from indexer.pipeline.embed import PipelineConfig
+    from retrieval.models.encoders import load_model
 
     folder = work / "jpegs"
     bases = make_jpegs(16, (640, 480))
@@ -102,11 +102,11 @@ def bench_pipeline(work: Path, files: int, workers: int, batch: int, exif: bool 
 def bench_share(work: Path, files: int, workers: int, batch: int, size: tuple[int, int], gpu_rate: float,
                 rounds: int, assist_mp: float, lookahead: int = 2) -> dict:
     from gpu_check import make_jpegs, unique_copies
-    from indexer import sync
-    from indexer.gpu_decode import JpegOutcome
-    from indexer.library import Library
-    from indexer.pipeline import PipelineConfig
-    from retrieval.encoders import load_model
+    from indexer.pipeline import sync
+    from indexer.media.gpu_jpeg import JpegOutcome
+    from indexer.store.library import Library
+    from indexer.pipeline.embed import PipelineConfig
+    from retrieval.models.encoders import load_model
 
     folder = work / "jpegs"
     unique_copies(make_jpegs(8, size), files, folder, "s")
@@ -149,8 +149,8 @@ def bench_header(rounds: int = 30) -> dict:
     import timeit
 
     from gpu_check import make_jpegs
-    from indexer.decode import DecodeOptions
-    from indexer.gpu_decode import jpeg_header, pillow_jpeg_header
+    from indexer.media.image import DecodeOptions
+    from indexer.media.gpu_jpeg import jpeg_header, pillow_jpeg_header
 
     plain = make_jpegs(1, (640, 480))[0]
     samples = {"no_exif": plain, "camera_exif": with_camera_exif(plain, 3)}
@@ -169,8 +169,8 @@ def bench_header(rounds: int = 30) -> dict:
 
 
 def bench_write(work: Path, batches: int = 40, rows: int = 256) -> dict:
-    from indexer.store_meta import MetaStore, NewItem
-    from retrieval.encoders import ModelInfo
+    from indexer.store.meta import MetaStore, NewItem
+    from retrieval.models.encoders import ModelInfo
 
     store = MetaStore(work / "write.db")
     store.bind_model(ModelInfo("bench", "random", 512, "bench"))

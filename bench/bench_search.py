@@ -6,12 +6,12 @@ a synthetic stand-in for CLIP image embeddings, a two-level Gaussian mixture in 
 dimension; its parameters are in its docstring and docs/BENCHMARKS.md "### 2. Search"). Queries
 are fresh draws from the same distribution, never vectors of the index. For each size, builds
 Flat, IVF as `choose_index_spec` picks it and HNSW32 (or the index_factory strings in --specs)
-with `indexer.store_vectors.VectorIndex.build` (the code path `mmsearch index` uses, fed in
+with `indexer.store.vectors.VectorIndex.build` (the code path `mmsearch index` uses, fed in
 20,000-vector chunks as `MetaStore.iter_vectors` does), then:
 - recall@10: share of the exact top 10 (numpy brute force in 100k blocks) found, over --queries queries;
 - latency: single queries, one at a time, after a warm-up, per OpenMP thread count; p50/p95/p99 in ms;
 - build time, and index size (the file `VectorIndex.save` writes);
-- with --autotune-target-ms: what `indexer.autotune.tune_index` picks, how long it takes, and the
+- with --autotune-target-ms: what `indexer.store.autotune.tune_index` picks, how long it takes, and the
   recall of its pick on the fresh queries.
 An HNSW build that passes --max-build-s is stopped between chunks and reported as not run.
 --cache DIR keeps the data, exact neighbours and built indexes, so an untimed build pass (under
@@ -261,7 +261,7 @@ def build_with_centroids(spec: str, base: np.ndarray, centroids: np.ndarray):
     the quantizer already holds nlist vectors); only scalar-quantizer ranges are trained."""
     import faiss
 
-    from indexer.store_vectors import VectorIndex
+    from indexer.store.vectors import VectorIndex
 
     inner = faiss.index_factory(base.shape[1], spec, faiss.METRIC_INNER_PRODUCT)
     faiss.extract_index_ivf(inner).quantizer.add(np.ascontiguousarray(centroids))
@@ -277,7 +277,7 @@ def obtain_index(spec: str, base: np.ndarray, args, work: Path, label: str, cent
     """(index, build note, facts) built with VectorIndex.build, or loaded from --cache."""
     import faiss
 
-    from indexer.store_vectors import VectorIndex
+    from indexer.store.vectors import VectorIndex
 
     trained = f"-train{args.train_size}" if args.train_size else ""
     cached = (args.cache or work) / f"{label}-{spec.replace(',', '_')}{trained}.faiss"
@@ -365,9 +365,9 @@ def measure_spec(spec: str, base: np.ndarray, queries: np.ndarray, truth: np.nda
 
 
 def autotune_row(index, spec: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarray, args, facts: dict) -> dict:
-    """What `Library` does after each rebuild: indexer.autotune.tune_index with the default config
+    """What `Library` does after each rebuild: indexer.store.autotune.tune_index with the default config
     (plus --autotune-target-ms), over the stored vectors in 20,000-vector chunks."""
-    from indexer.autotune import TuneConfig, tune_index
+    from indexer.store.autotune import TuneConfig, tune_index
 
     config = TuneConfig(target_latency_ms=args.autotune_target_ms)
     started = time.perf_counter()
@@ -383,7 +383,7 @@ def autotune_row(index, spec: str, base: np.ndarray, queries: np.ndarray, truth:
 
 
 def settings_for(spec: str, args) -> list:
-    from indexer.store_vectors import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, SearchTuning
+    from indexer.store.vectors import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, SearchTuning
 
     if spec.startswith("IVF"):
         nlist = int(spec[3:].split(",")[0].split("_")[0])
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="IVF: train k-means on at least this many vectors (0: VectorIndex.build's default)")
     parser.add_argument("--no-latency", action="store_true", help="recall and build only (an untimed pass)")
     parser.add_argument("--autotune-target-ms", type=float,
-                        help="also run indexer.autotune.tune_index on each IVF/HNSW index with this latency target")
+                        help="also run indexer.store.autotune.tune_index on each IVF/HNSW index with this latency target")
     parser.add_argument("--compare-real", type=Path, metavar="DB_FOLDER",
                         help="only compare the neighbour structure of an mmsearch index's vectors with cliplike draws")
     args = parser.parse_args(argv)
@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.omp_threads:
         faiss.omp_set_num_threads(args.omp_threads)
 
-    from indexer.store_vectors import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, choose_index_spec
+    from indexer.store.vectors import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, choose_index_spec
 
     print(f"machine: {benchlib.machine_line()}; date {benchlib.today()}; faiss {faiss.__version__}, "
           f"{faiss.omp_get_max_threads()} OpenMP threads")

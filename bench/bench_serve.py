@@ -88,9 +88,9 @@ def build_synthetic_index(db: Path, model_config: Path, items: int, batch: int =
     list to reach its recall target) or "cliplike" (bench_search's stand-in for CLIP image
     embeddings: clustered in a narrow cone, like real ones).
     """
-    from indexer.library import Library
-    from indexer.store_meta import NewItem
-    from retrieval.encoders import load_model
+    from indexer.store.library import Library
+    from indexer.store.meta import NewItem
+    from retrieval.models.encoders import load_model
 
     model = load_model(str(model_config), device="cpu")  # a card only: no tower is built
     dim = model.info.dim
@@ -135,7 +135,7 @@ def build_synthetic_index(db: Path, model_config: Path, items: int, batch: int =
 
 def tuning_line(db: Path) -> str:
     """The autotuned search setting the FAISS sidecar records (nprobe / efSearch), as a short phrase."""
-    from indexer.store_vectors import sidecar_path
+    from indexer.store.vectors import sidecar_path
 
     try:
         sidecar = json.loads(sidecar_path(db / "vectors.faiss").read_text())
@@ -164,7 +164,7 @@ def rss_mb(pid: int) -> float:
 
 
 # `mmsearch serve` with the torch text tower run at the full context length, as before trimming
-UNTRIMMED_SERVE = ("import sys\nimport retrieval.encoders as encoders\nencoders.TextEncoder.trimmed = None\n"
+UNTRIMMED_SERVE = ("import sys\nimport retrieval.models.encoders as encoders\nencoders.TextEncoder.trimmed = None\n"
                    "from cli.app import main\nsys.argv[0] = 'mmsearch'\nsys.exit(main())\n")
 
 
@@ -356,9 +356,9 @@ TEXT_VARIANTS = (("torch-full", "torch tower, full length (before this change)")
 
 def prepare_exports(workdir: Path, model_name: str) -> dict:
     """Both kinds of text export of the model, each pre-optimised as `mmsearch index` leaves it."""
-    from retrieval.encoders import load_model
-    from retrieval.fast_text import optimise_text_export
-    from retrieval.onnx_text import export_sequence, export_text_encoder
+    from retrieval.models.encoders import load_model
+    from retrieval.models.fast_text import optimise_text_export
+    from retrieval.models.onnx_text import export_sequence, export_text_encoder
 
     model = load_model(model_name, device="cpu")
     folders = {}
@@ -380,7 +380,7 @@ def prepare_exports(workdir: Path, model_name: str) -> dict:
 
 
 def token_lengths(folder: Path, texts: list[str]) -> list[int]:
-    from retrieval.onnx_text import OnnxTextEncoder
+    from retrieval.models.onnx_text import OnnxTextEncoder
 
     encoder = OnnxTextEncoder(folder, threads=1)
     return [encoder.model_input([text]).shape[1] for text in texts]
@@ -390,7 +390,7 @@ def compare_text_encoders(db: Path, workdir: Path, model_name: str, args) -> dic
     """Warm text-query latency on one server per text encoder (TEXT_VARIANTS), queries interleaved."""
     import httpx
 
-    from indexer.library import TEXT_EXPORT_NAME
+    from indexer.store.library import TEXT_EXPORT_NAME
 
     exports = prepare_exports(workdir, model_name)
     int8 = json.loads((exports["onnx-trimmed"] / "text_encoder.json").read_text()).get("int8") or {}
@@ -439,8 +439,8 @@ def measure_in_process(db: Path, args) -> dict:
     """Where a warm text query's time goes, without HTTP: the engine `mmsearch serve` opens, called directly."""
     import torch
 
-    from retrieval.encoders import load_model
-    from retrieval.search import rank
+    from retrieval.models.encoders import load_model
+    from retrieval.query.search import rank
     from retrieval.server import ServerConfig
     from retrieval.server.engine import SearchEngine, SearchRequest, WarmLibrary
 
@@ -583,7 +583,7 @@ def main() -> None:
         args.workdir / f"db-{args.arch}-{args.items}-{args.vectors}"
     model_config = write_model_config(args.workdir, args.arch)
     if (db / "mmsearch.db").exists():
-        from indexer.library import Library
+        from indexer.store.library import Library
         from indexer.status import read_status
 
         with Library(db, create=False) as library:

@@ -51,9 +51,9 @@ def today() -> str:
     return _dt.date.today().isoformat()
 
 
-MEASURED_CODE = ("indexer/decode.py", "indexer/pipeline.py", "indexer/sync.py", "indexer/library.py",
-                 "indexer/store_vectors.py", "indexer/store_meta.py", "retrieval/encoders.py",
-                 "retrieval/towers.py", "retrieval/preprocess.py", "cli/index_cmd.py")
+MEASURED_CODE = ("indexer/media/image.py", "indexer/pipeline/embed.py", "indexer/pipeline/sync.py", "indexer/store/library.py",
+                 "indexer/store/vectors.py", "indexer/store/meta.py", "retrieval/models/encoders.py",
+                 "retrieval/models/towers.py", "indexer/media/preprocess.py", "cli/index_cmd.py")
 
 
 def code_version(paths: tuple[str, ...] = MEASURED_CODE) -> str:

@@ -4,14 +4,14 @@
 2. end to end: JPEG bytes -> torchvision.io.decode_jpeg(device='cuda') (nvjpeg) -> resize + normalise
    on the GPU -> tower, with pinned host buffers and a side stream so that reading/copying the next
    batch overlaps decode + compute of this one; 12-MP JPEGs (goal >= 600/s) and 640x480 (goal >= 5,000/s);
-3. `mmsearch index` itself (indexer.sync.index_folders on a CUDA model, so JPEGs go through
-   indexer.gpu_decode): folders of distinct 12-MP and 640x480 JPEG files (a few base pictures, each
+3. `mmsearch index` itself (indexer.pipeline.sync.index_folders on a CUDA model, so JPEGs go through
+   indexer.media.gpu_jpeg): folders of distinct 12-MP and 640x480 JPEG files (a few base pictures, each
    copy made unique by a comment segment), read, hashed, header-parsed by the workers, decoded on
    the GPU, embedded and written to SQLite + FAISS; images/s over the whole run and over the embed
    phase, after a warm-up run; 12 MP with the GPU decoding every JPEG (`index_12mp_gpu_only`) and
    shared with the decode threads (`index_12mp`, --assist-megapixels 4), 640x480 with Python's
    GIL switch interval and with 0.5 ms (an experiment, not a product setting);
-4. exact search with the product's indexer.gpu_search.TorchExactIndex: 10M x 512 fp16 vectors on
+4. exact search with the product's indexer.store.gpu_search.TorchExactIndex: 10M x 512 fp16 vectors on
    the GPU, queries in batches of 1024 (goal >= 8,000 queries/s), recall@10 against a float32
    exact search on a sample.
 Needs torch, torchvision, open_clip, numpy, PIL, and for 3. SQLAlchemy + faiss-cpu. Weights are
@@ -161,8 +161,8 @@ def unique_copies(jpegs: list[bytes], count: int, folder, tag: str) -> list[str]
 @contextlib.contextmanager
 def timed_calls():
     """Seconds spent in GpuJpegEmbedder.embed and MetaStore.write_batch while the block runs."""
-    from indexer.gpu_decode import GpuJpegEmbedder
-    from indexer.store_meta import MetaStore
+    from indexer.media.gpu_jpeg import GpuJpegEmbedder
+    from indexer.store.meta import MetaStore
 
     spent: dict[str, float] = {}
     originals = {"embed": (GpuJpegEmbedder, "embed"), "write": (MetaStore, "write_batch")}
@@ -190,9 +190,9 @@ def timed_calls():
 
 def product_index(model, folder, db, batch: int, workers: int, cpu_assist: float | None = 4.0) -> dict:
     """index_folders on `folder` into a new index at `db`; whole-run and embed-phase images/s."""
-    from indexer.library import Library
-    from indexer.pipeline import PipelineConfig
-    from indexer.sync import IndexConfig, index_folders
+    from indexer.store.library import Library
+    from indexer.pipeline.embed import PipelineConfig
+    from indexer.pipeline.sync import IndexConfig, index_folders
 
     marks = {}
 
@@ -222,10 +222,10 @@ def product_index(model, folder, db, batch: int, workers: int, cpu_assist: float
 
 
 def exact_search(n: int, dim: int, n_queries: int, query_batch: int, k: int, device) -> dict:
-    """indexer.gpu_search.TorchExactIndex over n random unit vectors made on the device."""
+    """indexer.store.gpu_search.TorchExactIndex over n random unit vectors made on the device."""
     import torch
 
-    from indexer.gpu_search import TorchExactIndex
+    from indexer.store.gpu_search import TorchExactIndex
 
     generator = torch.Generator(device=device).manual_seed(0)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -265,11 +265,11 @@ def exact_search(n: int, dim: int, n_queries: int, query_batch: int, k: int, dev
 
 
 def stage_times(model, device, dry: bool, skip_12mp: bool = False) -> dict:
-    """Median seconds per batch of each stage of indexer.gpu_decode: decode, preprocess (draft and
+    """Median seconds per batch of each stage of indexer.media.gpu_jpeg: decode, preprocess (draft and
     exact), tower; for 256 640x480 and 64 12-MP JPEGs."""
     import torch
 
-    from indexer.gpu_decode import pixels_from_decoded
+    from indexer.media.gpu_jpeg import pixels_from_decoded
     from torchvision.io import ImageReadMode, decode_jpeg
 
     def median_s(function, rounds: int = 5) -> float:
@@ -307,7 +307,7 @@ def run_product_index(args, dry: bool, device, report: dict) -> dict:
     import os
     import shutil
 
-    from retrieval.encoders import load_model
+    from retrieval.models.encoders import load_model
 
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
@@ -375,7 +375,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write the JSON report here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    for name in ("indexer.gpu_decode", "indexer.sync"):  # says whether the GPU decode path ran, and any fallbacks
+    for name in ("indexer.media.gpu_jpeg", "indexer.pipeline.sync"):  # says whether the GPU decode path ran, and any fallbacks
         logging.getLogger(name).setLevel(logging.INFO)
 
     import torch
@@ -391,7 +391,7 @@ def main() -> None:
               "torch": torch.__version__, "dry_run": dry, "arch": args.arch, "dtype": str(dtype).replace("torch.", "")}
     import PIL
 
-    from indexer.gpu_decode import marker_reader_matches_pillow
+    from indexer.media.gpu_jpeg import marker_reader_matches_pillow
 
     # JPEG headers are read without Pillow only with Pillow >= 13 (carry its wheel if the machine has an older one)
     report.update({"pillow": PIL.__version__, "jpeg_marker_reader": marker_reader_matches_pillow()})

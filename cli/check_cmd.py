@@ -27,8 +27,9 @@ def check(
     """
     setup_logging(verbose)
     from indexer.integrity import check_index
+    from retrieval.models.encoders import load_model
 
-    report = check_index(db_dir(db), files=not no_files, model=not no_model, quick=quick)
+    report = check_index(db_dir(db), files=not no_files, model=not no_model, quick=quick, load_model=load_model)
     if json_output:
         print(json.dumps(report.as_dict()), flush=True)
     else:

@@ -36,7 +36,7 @@ def classify(
     """
     setup_logging(verbose)
     from retrieval.classify import DEFAULT_TEMPLATES, classify_files, parse_labels, read_labels_file
-    from retrieval.encoders import load_model
+    from retrieval.models.encoders import load_model
 
     label_list = parse_labels(labels, read_labels_file(labels_file) if labels_file else ())
     loaded = load_model(model, device=device)

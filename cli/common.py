@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from retrieval.errors import MmsearchError
+from indexer.errors import MmsearchError
 
 DEFAULT_MODEL = "bundled"
 
@@ -53,7 +53,7 @@ def db_dir(db: Optional[Path]) -> Path:
     if db:
         return Path(db).expanduser()
     from cli.config import load_config
-    from indexer.library import default_db_dir
+    from indexer.store.library import default_db_dir
 
     configured = load_config().get("db")
     return Path(configured).expanduser() if configured else default_db_dir()
@@ -81,14 +81,24 @@ def model_for_index(explicit: Optional[str], recorded_name: Optional[str]) -> tu
     configured = load_config().get("model")
     if configured:
         return configured, "chosen in the config file"
-    from cli.models_cmd import rich_tqdm
-    from retrieval.hub import RECOMMENDED_MODEL, choose_default_model
-    from retrieval.registry import BUNDLED_NAME
+    from retrieval.models.hub import RECOMMENDED_MODEL, choose_default_model
+    from retrieval.models.registry import BUNDLED_NAME
 
     choice = choose_default_model(tqdm_class=rich_tqdm())
     if choice.name == BUNDLED_NAME:
         console(stderr=True).print(BUNDLED_NOTICE.format(recommended=RECOMMENDED_MODEL), markup=False)
     return choice.name, choice.reason
+
+
+def rich_tqdm():
+    """A tqdm class that draws with rich (huggingface_hub's downloads report through it)."""
+    import warnings
+
+    from tqdm import TqdmExperimentalWarning
+    from tqdm.rich import tqdm
+
+    warnings.filterwarnings("ignore", category=TqdmExperimentalWarning)
+    return tqdm
 
 
 def fail(message: str, code: int = 1) -> None:

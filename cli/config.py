@@ -9,7 +9,7 @@ import os
 import tomllib
 from pathlib import Path
 
-from retrieval.errors import MmsearchError
+from indexer.errors import MmsearchError
 
 KNOWN_KEYS = {"model", "db"}
 

@@ -34,7 +34,7 @@ def evaluate(
     Example:  mmsearch eval val.csv --model models/mydomain --json
     """
     setup_logging(verbose)
-    from retrieval.encoders import load_model
+    from retrieval.models.encoders import load_model
     from retrieval.finetune.evaluate import evaluate_model
     from retrieval.finetune.pairs import read_pairs
 

@@ -49,12 +49,12 @@ def index(
     Example:  mmsearch index ~/Pictures --exclude '*/thumbnails/*'
     """
     setup_logging(verbose)
-    from indexer.decode import DecodeOptions
-    from indexer.library import Library
-    from indexer.pipeline import PipelineConfig
-    from indexer.scan import ScanOptions, image_extensions
-    from indexer.sync import IndexConfig, index_folders
-    from retrieval.encoders import load_model
+    from indexer.media.image import DecodeOptions
+    from indexer.store.library import Library
+    from indexer.pipeline.embed import PipelineConfig
+    from indexer.media.scan import ScanOptions, image_extensions
+    from indexer.pipeline.sync import IndexConfig, index_folders
+    from retrieval.models.encoders import load_model
 
     pipeline = PipelineConfig(batch_size=batch_size, decode=DecodeOptions(draft=not exact_decode, max_megapixels=max_megapixels),
                               decode_timeout_s=decode_timeout or None, gpu_decode=gpu_decode.value,
@@ -72,10 +72,12 @@ def index(
         model_name, reason = model_for_index(model, recorded.name if recorded else None)
         loaded = load_model(model_name, device=device)
         if precision is None and recorded is None and not library.meta.get_info("image_precision"):
-            from retrieval.fast_image import DEFAULT_CPU_PRECISION
+            from retrieval.models.fast_image import DEFAULT_CPU_PRECISION
 
             precision = DEFAULT_CPU_PRECISION  # a new index; an older one keeps fp32 unless asked
-        library.use_image_precision(loaded, precision, record=True)
+        from retrieval.index_model import use_image_precision
+
+        use_image_precision(library, loaded, precision, record=True)
         progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("[cyan]{task.fields[rate]}"),
@@ -110,11 +112,11 @@ def index(
         # the index has this model's vectors: make text searches fast (also on an unchanged re-run,
         # which replaces an export written by an older version; a current one is left alone)
         if report.embedded or report.reused or report.unchanged:
-            from retrieval.onnx_text import ensure_exported
+            from retrieval.models.onnx_text import ensure_exported
 
             ensure_exported(loaded, library.text_export_path)
         if library.text_export_path.is_dir():  # pre-optimised, weights mapped: opens in a third of the time
-            from retrieval.fast_text import optimise_text_export
+            from retrieval.models.fast_text import optimise_text_export
 
             optimise_text_export(library.text_export_path)
         if recorded is None and reason:  # a new index remembers why it got its model

@@ -2,25 +2,15 @@
 from __future__ import annotations
 
 import json
-import warnings
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from cli.common import err_console, friendly_errors, out_console
+from cli.common import err_console, friendly_errors, out_console, rich_tqdm
 
 app = typer.Typer(help="List the models this machine can use; download pretrained CLIP weights.\n\n"
                        "Example:  mmsearch models list", no_args_is_help=True)
-
-
-def rich_tqdm():
-    """A tqdm class that draws with rich (huggingface_hub's downloads report through it)."""
-    from tqdm import TqdmExperimentalWarning
-    from tqdm.rich import tqdm
-
-    warnings.filterwarnings("ignore", category=TqdmExperimentalWarning)
-    return tqdm
 
 
 @app.command("list")
@@ -33,7 +23,7 @@ def list_command(
 
     Example:  mmsearch models list --json
     """
-    from retrieval.catalog import known_open_clip_models, list_models
+    from retrieval.models.catalog import known_open_clip_models, list_models
 
     entries = list_models()
     if json_output:
@@ -63,7 +53,7 @@ def pull_command(
     Example:  mmsearch models pull ViT-B-32-256:datacomp_s34b_b86k
     """
     from retrieval.errors import ModelNotFoundError
-    from retrieval.hub import RECOMMENDED_MODEL, download_weights
+    from retrieval.models.hub import RECOMMENDED_MODEL, download_weights
 
     name = name or RECOMMENDED_MODEL
     if ":" not in name:

@@ -30,10 +30,10 @@ def reindex(
     setup_logging(verbose)
     if not model:
         fail("say which model to switch to: mmsearch reindex --model NAME")
-    from indexer.library import Library
-    from indexer.pipeline import PipelineConfig
-    from indexer.reindex import reindex as run_reindex
-    from retrieval.encoders import load_model
+    from indexer.store.library import Library
+    from indexer.pipeline.embed import PipelineConfig
+    from indexer.pipeline.reindex import reindex as run_reindex
+    from retrieval.models.encoders import load_model
 
     with Library(db_dir(db), create=False) as library, library.lock(wait):
         loaded = load_model(model, device=device)
@@ -52,7 +52,7 @@ def reindex(
                 on_progress=lambda event: progress.update(task, completed=event.done, total=event.total),
                 on_file_error=lambda path, reason: err_console.print(f"skipping {path}: {reason}", markup=False),
             )
-        from retrieval.onnx_text import ensure_exported
+        from retrieval.models.onnx_text import ensure_exported
 
         ensure_exported(loaded, library.text_export_path)
     if json_output:

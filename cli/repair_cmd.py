@@ -26,7 +26,7 @@ def repair(
     """
     setup_logging(verbose)
     from indexer.integrity import check_index, repair_index
-    from indexer.library import Library
+    from indexer.store.library import Library
 
     folder = db_dir(db)
     with Library(folder, create=False) as library, library.lock(wait):

@@ -10,7 +10,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from cli.common import DbOption, ModelOption, choose_model_name, console, db_dir, fail, friendly_errors, parse_date, setup_logging
-from retrieval.query_model import SearchModel
+from retrieval.models.query_model import SearchModel
 
 
 class OneQueryModel(SearchModel):
@@ -19,7 +19,7 @@ class OneQueryModel(SearchModel):
 
     @cached_property
     def text(self):
-        from retrieval.onnx_text import OnnxTextEncoder, exported_fingerprint
+        from retrieval.models.onnx_text import OnnxTextEncoder, exported_fingerprint
 
         if self._export_dir is not None and exported_fingerprint(self._export_dir) == self.info.fingerprint:
             try:
@@ -64,9 +64,9 @@ def search(
         fail("--queries takes the queries from the file: give no QUERY or --image with it")
     if queries is None and not query and not image:
         fail('nothing to search for: give a QUERY, --image PATH or --queries FILE (see mmsearch search --help)')
-    from indexer.library import Library
-    from retrieval.encoders import load_model
-    from retrieval.search import Filters, build_terms, embed_queries, embed_terms, rank
+    from indexer.store.library import Library
+    from retrieval.models.encoders import load_model
+    from retrieval.query.search import Filters, build_terms, embed_queries, embed_terms, rank
 
     filters = Filters(path_glob=path, after=parse_date(after, "--after"), before=parse_date(before, "--before"),
                       extensions=tuple(ext or ()))
@@ -86,7 +86,7 @@ def search(
             vectors = embed_queries(loaded, lines)
             _set_search_threads(search_threads)
             if device == "auto":
-                from retrieval.encoders import pick_device
+                from retrieval.models.encoders import pick_device
 
                 device = pick_device(device)
             results = rank(library, vectors, top, filters, device=device)
@@ -115,10 +115,12 @@ def _set_search_threads(threads: Optional[int]) -> None:
 
 
 def _checked(library, loaded):
-    from retrieval.search import check_model
+    from retrieval.query.search import check_model
+
+    from retrieval.index_model import use_image_precision
 
     check_model(library, loaded)
-    library.use_image_precision(loaded)  # image queries embedded like the index's images
+    use_image_precision(library, loaded)  # image queries embedded like the index's images
     return loaded
 
 

@@ -21,7 +21,7 @@ def status(
 
     Example:  mmsearch status --json
     """
-    from indexer.library import Library
+    from indexer.store.library import Library
     from indexer.status import read_status
 
     with Library(db_dir(db), create=False) as library:

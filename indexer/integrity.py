@@ -20,10 +20,10 @@ from typing import Callable
 
 import numpy as np
 
-from indexer.library import DB_NAME, VECTORS_NAME, Library
-from indexer.store_meta import SCHEMA_VERSION, DatabaseFacts, inspect_database, iter_item_paths
-from indexer.store_vectors import VectorIndex, sidecar_path
-from retrieval.errors import StoreError
+from indexer.store.library import DB_NAME, VECTORS_NAME, Library
+from indexer.store.meta import SCHEMA_VERSION, DatabaseFacts, inspect_database, iter_item_paths
+from indexer.store.vectors import VectorIndex, sidecar_path
+from indexer.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -219,8 +219,9 @@ def _is_missing(path: str) -> bool:
 def _check_model(report: CheckReport, facts: DatabaseFacts, load_model: Callable | None) -> None:
     if facts.model is None:
         return
-    if load_model is None:
-        from retrieval.encoders import load_model
+    if load_model is None:  # the caller gives the model layer's factory; without one the model is not checked
+        report.notes.append("the model was not checked (no model loader given)")
+        return
     recorded = facts.model
     try:
         model = load_model(recorded.name, device="cpu")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from indexer.library import Library
-from indexer.store_vectors import VectorIndex, choose_index_spec
+from indexer.store.library import Library
+from indexer.store.vectors import VectorIndex, choose_index_spec
 
 
 def read_status(library: Library, failures: int = 5) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.errors import MmsearchError
+from indexer.errors import MmsearchError
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,8 @@ def classify_files(model, paths: Sequence[str], labels: Sequence[str], *,
                    templates: Sequence[str] = DEFAULT_TEMPLATES, top: int = 5, logit_scale: float | None = None,
                    batch_size: int = 64, on_error: Callable[[str, str], None] | None = None) -> list[Classification]:
     """Image files -> classifications; a file that cannot be decoded costs itself (reported to `on_error`)."""
-    from indexer.decode import decode_image, read_file
-    from retrieval.errors import DecodeError
+    from indexer.media.image import decode_image, read_file
+    from indexer.errors import DecodeError
 
     label_vectors = label_embeddings(model, labels, templates)
     scale = logit_scale_of(model) if logit_scale is None else logit_scale

@@ -46,7 +46,7 @@ def tiny_model_config(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_config):
-    from retrieval.encoders import load_model
+    from retrieval.models.encoders import load_model
 
     return load_model(str(tiny_model_config), device="cpu")
 

@@ -8,8 +8,8 @@ import faiss
 import numpy as np
 import pytest
 
-from indexer.autotune import TuneConfig, tune_index
-from indexer.store_vectors import VectorIndex
+from indexer.store.autotune import TuneConfig, tune_index
+from indexer.store.vectors import VectorIndex
 from conftest import clustered_vectors as clustered
 from conftest import vector_chunks as chunks_of
 
@@ -36,7 +36,7 @@ def test_generous_latency_target_is_met_at_the_cheapest_setting(vectors):
 def test_unreachable_latency_target_keeps_recall_and_says_so(vectors, caplog):
     index = build(vectors)
     relaxed = tune_index(index, chunks_of(vectors), TuneConfig(target_latency_ms=1e6, queries=100, timed_queries=5))
-    with caplog.at_level(logging.WARNING, logger="indexer.autotune"):
+    with caplog.at_level(logging.WARNING, logger="indexer.store.autotune"):
         strict = tune_index(index, chunks_of(vectors), TuneConfig(target_latency_ms=1e-9, queries=100, timed_queries=5))
     assert strict.value == relaxed.value and strict.reached  # recall is not traded away
     assert strict.latency_met is False
@@ -92,7 +92,7 @@ def test_exact_index_has_nothing_to_tune(vectors):
 
 def test_default_ivf_type_tuned_reaches_recall_on_fresh_queries():
     """The default IVF path (choose_index_spec's fp16 storage, autotuned) against numpy brute force."""
-    from indexer.store_vectors import choose_index_spec
+    from indexer.store.vectors import choose_index_spec
 
     both = clustered(8200, 48, 60, 0.7, seed=12)
     data, fresh = both[:8000], both[8000:]  # fresh queries: not in the index
@@ -108,10 +108,10 @@ def test_default_ivf_type_tuned_reaches_recall_on_fresh_queries():
 
 
 def test_status_shows_the_last_tuning(tmp_path, vectors):
-    from indexer.library import Library
+    from indexer.store.library import Library
     from indexer.status import read_status
-    from indexer.store_meta import NewItem
-    from retrieval.encoders import ModelInfo
+    from indexer.store.meta import NewItem
+    from retrieval.models.encoders import ModelInfo
 
     rows = [NewItem(path=f"/p/{n}.jpg", size=1, mtime=1.0, content_hash=str(n), width=1, height=1, format="JPEG",
                     vector=vector, reuse_from=None, error=None, taken_at=None) for n, vector in enumerate(vectors[:3000])]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.registry import BUNDLED_DIR, MANIFEST_NAME, describe_model, resolve_model
+from retrieval.models.registry import BUNDLED_DIR, MANIFEST_NAME, describe_model, resolve_model
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
 # A regression check on captions the committed model gets right, picked after training: it ranks the
@@ -32,7 +32,7 @@ def no_network(monkeypatch):
 def sample_rows():
     captions = SAMPLE_DIR / "captions.csv"
     if not captions.is_file():
-        pytest.skip(f"{captions} is not there yet (made by python -m retrieval.bundled.make_pairs --sample)")
+        pytest.skip(f"{captions} is not there yet (made by python -m tools.bundled.make_pairs --sample)")
     with captions.open(encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
@@ -49,8 +49,8 @@ def test_bundled_model_is_small_and_says_how_it_was_made():
 
 
 def test_bundled_model_ranks_the_right_sample_image_first(no_network, sample_rows):
-    from indexer.decode import decode_image, read_file
-    from retrieval.encoders import load_model
+    from indexer.media.image import decode_image, read_file
+    from retrieval.models.encoders import load_model
 
     model = load_model("bundled", device="cpu")
     assert describe_model(resolve_model("bundled")).dim == model.info.dim
@@ -72,7 +72,7 @@ def test_bundled_model_retrieves_sample_images_far_above_chance(no_network, samp
     Chance would give R@10 about 0.06 and a mean rank about 100; the shipped model measured
     text->image R@10 0.66, mean rank 16.9; image->text R@10 0.66 (docs/BENCHMARKS.md).
     """
-    from retrieval.encoders import load_model
+    from retrieval.models.encoders import load_model
     from retrieval.finetune.evaluate import evaluate_model
     from retrieval.finetune.pairs import read_pairs
 

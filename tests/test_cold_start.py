@@ -43,7 +43,7 @@ def test_text_search_imports_only_what_it_needs(tmp_path, tiny_model_config):
 
 
 def test_one_query_opens_its_text_session_without_prepacking(tmp_path, tiny_model_config, monkeypatch):
-    import retrieval.onnx_text as onnx_text
+    import retrieval.models.onnx_text as onnx_text
 
     for seed in range(2):
         write_image(tmp_path / "pics" / f"p{seed}.png", seed)
@@ -75,7 +75,7 @@ def test_index_run_with_current_exports_imports_no_torch(tmp_path, tiny_model_co
     without importing torch or open_clip (2-12 s per run)."""
     import pytest
 
-    from retrieval.encoders import gpu_possible
+    from retrieval.models.encoders import gpu_possible
 
     if gpu_possible():
         pytest.skip("this machine may have a GPU: torch is imported to look for it")

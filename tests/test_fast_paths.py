@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.autotune import TuneConfig, exact_neighbours, recall_at_k, tune_index
-from indexer.store_vectors import SearchTuning, VectorIndex
+from indexer.store.autotune import TuneConfig, exact_neighbours, recall_at_k, tune_index
+from indexer.store.vectors import SearchTuning, VectorIndex
 from conftest import clustered_vectors as clustered
 from conftest import vector_chunks as chunks_of
 
@@ -78,8 +78,8 @@ def test_saved_tuning_is_what_searches_use(tmp_path):
 
 # --- text: the optimised ONNX export ----------------------------------------------------------------
 def test_optimised_text_export_gives_identical_vectors(tmp_path, tiny_model):
-    from retrieval.fast_text import is_optimised, optimise_text_export
-    from retrieval.onnx_text import OnnxTextEncoder, export_text_encoder, exported_fingerprint
+    from retrieval.models.fast_text import is_optimised, optimise_text_export
+    from retrieval.models.onnx_text import OnnxTextEncoder, export_text_encoder, exported_fingerprint
 
     texts = ["a photo of a cat", "red square", "ein Hund am Strand", "x" * 300]
     folder = export_text_encoder(tiny_model, tmp_path / "text")
@@ -97,7 +97,7 @@ IMAGE_PRECISION_COSINE = 0.995  # the stated bound; onnx-int8 measured >= 0.9997
 def _pixels(model, count: int = 6) -> np.ndarray:
     from PIL import Image
 
-    from retrieval.preprocess import to_model_input
+    from indexer.media.preprocess import to_model_input
 
     rng = np.random.default_rng(7)
     images = []
@@ -110,7 +110,7 @@ def _pixels(model, count: int = 6) -> np.ndarray:
 
 @pytest.mark.parametrize("precision", ["int8", "bf16", "onnx", "onnx-int8"])
 def test_image_precisions_stay_close_to_fp32(tmp_path, tiny_model_config, precision):
-    from retrieval.encoders import load_model
+    from retrieval.models.encoders import load_model
 
     pixels = _pixels(load_model(str(tiny_model_config), device="cpu"))
     plain = load_model(str(tiny_model_config), device="cpu").image.embed_pixels(pixels)
@@ -128,7 +128,7 @@ def test_resnet_tower_takes_int8(tmp_path, precision):
     """A ModifiedResNet (the bundled model's kind) reads its attention pool's weights as tensors."""
     import json
 
-    from retrieval.encoders import load_model
+    from retrieval.models.encoders import load_model
 
     config = tmp_path / "rn.json"
     config.write_text(json.dumps({"embed_dim": 64, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16},
@@ -142,8 +142,8 @@ def test_resnet_tower_takes_int8(tmp_path, precision):
 
 
 def test_int8_export_that_drifts_is_not_used(tmp_path, tiny_model_config, monkeypatch):
-    from retrieval import fast_image
-    from retrieval.encoders import load_model
+    from retrieval.models import fast_image
+    from retrieval.models.encoders import load_model
 
     monkeypatch.setattr(fast_image, "MIN_INT8_COSINE", 1.01)  # no int8 export can pass this
     model = load_model(str(tiny_model_config), device="cpu")
@@ -157,8 +157,8 @@ def test_int8_export_from_before_the_check_was_recorded_is_checked_and_used(tmp_
     """An export whose metadata lacks int8_min_cosine (older versions) is checked once, not treated as drifting."""
     import json
 
-    from retrieval import fast_image
-    from retrieval.encoders import load_model
+    from retrieval.models import fast_image
+    from retrieval.models.encoders import load_model
 
     folder = tmp_path / "image_encoder"
     model = load_model(str(tiny_model_config), device="cpu")
@@ -177,7 +177,7 @@ def test_index_records_its_precision_and_image_queries_use_it(tmp_path, tiny_mod
     from typer.testing import CliRunner
 
     from cli.app import app
-    from indexer.library import Library
+    from indexer.store.library import Library
     from conftest import write_image
 
     for seed in range(3):
@@ -200,10 +200,10 @@ def test_index_records_its_precision_and_image_queries_use_it(tmp_path, tiny_mod
 def test_read_meta_answers_like_the_full_store(tmp_path):
     import os
 
-    from indexer import read_meta, store_meta
-    from indexer.library import Library
-    from indexer.store_meta import NewItem
-    from retrieval.encoders import ModelInfo
+    from indexer.store import meta as store_meta, snapshot as read_meta
+    from indexer.store.library import Library
+    from indexer.store.meta import NewItem
+    from retrieval.models.encoders import ModelInfo
 
     assert read_meta.SCHEMA_VERSION == store_meta.SCHEMA_VERSION
     odd = os.fsdecode(b"/pics/caf\xe9.jpg")  # not UTF-8: must come back as the same str

@@ -1,6 +1,6 @@
 """The GPU fast paths against the plain CPU paths.
 
-JPEG decoding on the GPU (indexer.gpu_decode) and exact search in torch (indexer.gpu_search) are
+JPEG decoding on the GPU (indexer.media.gpu_jpeg) and exact search in torch (indexer.store.gpu_search) are
 written device-agnostic, so their logic is checked here on the CPU; the tests marked `cuda` run the
 same comparisons on a GPU and skip without one.
 """
@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.decode import DecodeOptions, decode_image
-from indexer.gpu_decode import GpuJpegEmbedder, jpeg_header, pixels_from_decoded
-from indexer.pipeline import PipelineConfig, embed_batches, prepare_files
-from indexer.scan import FoundFile
-from retrieval.errors import DecodeError
-from retrieval.preprocess import PreprocessConfig
+from indexer.media.image import DecodeOptions, decode_image
+from indexer.media.gpu_jpeg import GpuJpegEmbedder, jpeg_header, pixels_from_decoded
+from indexer.pipeline.embed import PipelineConfig, embed_batches, prepare_files
+from indexer.media.scan import FoundFile
+from indexer.errors import DecodeError
+from indexer.media.preprocess import PreprocessConfig
 
 torch = pytest.importorskip("torch")
 torchvision_io = pytest.importorskip("torchvision.io")
@@ -72,7 +72,7 @@ def test_tensor_preprocessing_matches_the_pil_path(orientation, resize_mode):
 def test_draft_reduction_matches_pils_draft_decode(size):
     """DecodeOptions.draft (the default): power-of-two block averages stand in for PIL's DCT scaling;
     the pixels stay as close to the CPU's draft decode as an exact resize would."""
-    from indexer.gpu_decode import draft_factor
+    from indexer.media.gpu_jpeg import draft_factor
 
     cfg = PreprocessConfig(image_size=64)
     assert draft_factor(size[1], size[0], cfg.image_size) > 1
@@ -206,9 +206,9 @@ def test_threads_decode_big_jpegs_themselves_when_the_gpu_has_a_batch_waiting(tm
 
 
 def hang_reads(monkeypatch, paths, release: threading.Event, delay: float | None = None):
-    import indexer.pipeline
+    import indexer.pipeline.embed
 
-    real = indexer.pipeline.read_file_checked
+    real = indexer.pipeline.embed.read_file_checked
 
     def read(path):
         if path in paths:
@@ -218,7 +218,7 @@ def hang_reads(monkeypatch, paths, release: threading.Event, delay: float | None
                 time.sleep(delay)
         return real(path)
 
-    monkeypatch.setattr(indexer.pipeline, "read_file_checked", read)
+    monkeypatch.setattr(indexer.pipeline.embed, "read_file_checked", read)
 
 
 @pytest.mark.parametrize("gpu_run", [False, True])
@@ -242,7 +242,7 @@ def test_a_hung_read_is_given_up_in_order_and_out_of_order(tmp_path, tiny_model,
 
 def test_a_hung_read_is_given_up_while_other_files_keep_finishing(tmp_path, tiny_model, monkeypatch):
     """Out of order, the time budget must not wait for a pause in the flow of finished files."""
-    import indexer.pipeline
+    import indexer.pipeline.embed
 
     folder = tmp_path / "many"
     folder.mkdir()
@@ -252,7 +252,7 @@ def test_a_hung_read_is_given_up_while_other_files_keep_finishing(tmp_path, tiny
         path.write_bytes(jpeg_bytes(photo(n, (64, 48))))
         files.append(FoundFile(str(path), path.stat().st_size, path.stat().st_mtime))
     stuck, release = files[1].path, threading.Event()
-    real = indexer.pipeline.read_file_checked
+    real = indexer.pipeline.embed.read_file_checked
 
     def read(path):
         if path == stuck:
@@ -261,7 +261,7 @@ def test_a_hung_read_is_given_up_while_other_files_keep_finishing(tmp_path, tiny
             time.sleep(0.02)  # a steady flow: a file finishes every 10 ms on the other thread
         return real(path)
 
-    monkeypatch.setattr(indexer.pipeline, "read_file_checked", read)
+    monkeypatch.setattr(indexer.pipeline.embed, "read_file_checked", read)
     config = PipelineConfig(batch_size=4, workers=2, defer_jpeg=True, decode_timeout_s=0.2)
     out = []
     try:
@@ -293,15 +293,15 @@ def test_a_gpu_run_is_not_held_up_by_one_slow_file(tmp_path, tiny_model, monkeyp
 
 
 def test_a_stalled_drive_stops_a_gpu_run(tmp_path, tiny_model, monkeypatch):
-    import indexer.pipeline
+    import indexer.pipeline.embed
 
     files = write_files(tmp_path / "photos", 8)
     release = threading.Event()
     hang_reads(monkeypatch, {file.path for file in files}, release)
-    monkeypatch.setattr(indexer.pipeline._DecodeThreads, "max_stuck", 2)
+    monkeypatch.setattr(indexer.pipeline.embed._DecodeThreads, "max_stuck", 2)
     config = PipelineConfig(batch_size=2, workers=2, defer_jpeg=True, decode_timeout_s=0.2)
     try:
-        with pytest.raises(indexer.pipeline.DecodeStalledError, match="network drive stalled"):
+        with pytest.raises(indexer.pipeline.embed.DecodeStalledError, match="network drive stalled"):
             list(prepare_files(files, {}, tiny_model.preprocess, config))
     finally:
         release.set()
@@ -309,7 +309,7 @@ def test_a_stalled_drive_stops_a_gpu_run(tmp_path, tiny_model, monkeypatch):
 
 @cuda
 def test_gpu_decode_and_embed_matches_cpu(tmp_path, tiny_model_config):
-    from retrieval.encoders import load_model
+    from retrieval.models.encoders import load_model
 
     files = write_files(tmp_path / "photos", 12)
     cpu_model = load_model(str(tiny_model_config), device="cpu")
@@ -338,7 +338,7 @@ def faiss_exact(ids, vectors, queries, k, allowed=None):
 
 @pytest.mark.parametrize("n", [7, 5000])
 def test_torch_exact_search_equals_faiss_brute_force(n, monkeypatch):
-    from indexer import gpu_search
+    from indexer.store import gpu_search
 
     monkeypatch.setattr(gpu_search, "SCORE_BUDGET_BYTES", 4 * 1024 * 64)  # many chunks: the merge is exercised
     vectors = clustered(n, 32, seed=n)
@@ -352,7 +352,7 @@ def test_torch_exact_search_equals_faiss_brute_force(n, monkeypatch):
 
 
 def test_torch_exact_search_with_allowed_ids_and_short_results():
-    from indexer.gpu_search import TorchExactIndex
+    from indexer.store.gpu_search import TorchExactIndex
 
     vectors = clustered(300, 16, seed=1)
     ids = np.arange(300, dtype=np.int64) * 3
@@ -368,7 +368,7 @@ def test_torch_exact_search_with_allowed_ids_and_short_results():
 
 @cuda
 def test_fp16_search_on_the_gpu_keeps_recall():
-    from indexer.gpu_search import TorchExactIndex
+    from indexer.store.gpu_search import TorchExactIndex
 
     vectors = clustered(20_000, 128, seed=5)
     ids = np.arange(20_000, dtype=np.int64)
@@ -381,8 +381,8 @@ def test_fp16_search_on_the_gpu_keeps_recall():
 
 def index_photos(tmp_path, model, count: int) -> None:
     """`count` PNG photos in tmp_path/photos, indexed into tmp_path/db."""
-    from indexer.library import Library
-    from indexer.sync import IndexConfig, index_folders
+    from indexer.store.library import Library
+    from indexer.pipeline.sync import IndexConfig, index_folders
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -393,10 +393,10 @@ def index_photos(tmp_path, model, count: int) -> None:
 
 
 def test_rank_uses_the_gpu_path_only_for_cuda_batches(tmp_path, tiny_model, monkeypatch):
-    """A CUDA device with a big enough batch goes through indexer.gpu_search; the hits match the CPU's."""
-    from indexer import gpu_search
-    from indexer.library import Library
-    from retrieval import search
+    """A CUDA device with a big enough batch goes through indexer.store.gpu_search; the hits match the CPU's."""
+    from indexer.store import gpu_search
+    from indexer.store.library import Library
+    from retrieval.query import search
 
     index_photos(tmp_path, tiny_model, 12)
     calls = []
@@ -417,8 +417,8 @@ def test_rank_uses_the_gpu_path_only_for_cuda_batches(tmp_path, tiny_model, monk
 
 @cuda
 def test_rank_on_the_gpu_matches_the_cpu(tmp_path, tiny_model):
-    from indexer.library import Library
-    from retrieval import search
+    from indexer.store.library import Library
+    from retrieval.query import search
 
     index_photos(tmp_path, tiny_model, 40)
     queries = tiny_model.text.embed_texts([f"query {n}" for n in range(search.GPU_MIN_QUERIES)])
@@ -449,16 +449,16 @@ def test_gpu_decode_on_without_cuda_is_a_clear_error(tmp_path, tiny_model_config
 
 
 def test_decode_threads_default_to_every_usable_core_only_when_the_gpu_decodes(monkeypatch):
-    import indexer.pipeline
+    import indexer.pipeline.embed
 
-    os_module = indexer.pipeline.os
+    os_module = indexer.pipeline.embed.os
     monkeypatch.setattr(os_module, "cpu_count", lambda: 128)
     monkeypatch.setattr(os_module, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    assert indexer.pipeline.default_workers(gpu_decode=True) == 16  # the CPUs this process may use
-    assert indexer.pipeline.default_workers(gpu_decode=False) == 8
+    assert indexer.pipeline.embed.default_workers(gpu_decode=True) == 16  # the CPUs this process may use
+    assert indexer.pipeline.embed.default_workers(gpu_decode=False) == 8
     monkeypatch.delattr(os_module, "sched_getaffinity", raising=False)
     monkeypatch.setattr(os_module, "cpu_count", lambda: None)
-    assert indexer.pipeline.default_workers(gpu_decode=False) == 1
+    assert indexer.pipeline.embed.default_workers(gpu_decode=False) == 1
 
 
 def test_with_faiss_gpu_the_saved_index_is_cloned_and_searched_with_its_tuning(tmp_path, monkeypatch):
@@ -469,10 +469,10 @@ def test_with_faiss_gpu_the_saved_index_is_cloned_and_searched_with_its_tuning(t
     import faiss
     from conftest import clustered_vectors
 
-    from indexer.library import Library
-    from indexer.store_meta import NewItem
-    from retrieval.encoders import ModelInfo
-    from retrieval.search import Filters, rank
+    from indexer.store.library import Library
+    from indexer.store.meta import NewItem
+    from retrieval.models.encoders import ModelInfo
+    from retrieval.query.search import Filters, rank
 
     vectors = clustered_vectors(3000, 32, clusters=24, spread=0.4, seed=3)
     rows = [NewItem(path=f"/p/{'a' if n % 2 else 'b'}{n}.jpg", size=1, mtime=1.0, content_hash=str(n), width=1,
@@ -509,13 +509,13 @@ def test_with_faiss_gpu_the_saved_index_is_cloned_and_searched_with_its_tuning(t
 def test_a_result_given_up_on_is_never_handed_over(tmp_path, tiny_model, monkeypatch):
     """An abandoned job that finishes late must not count as a JPEG waiting for the GPU (the backlog
     would stay 'full' and send every big JPEG to the CPU for the rest of the run)."""
-    import indexer.pipeline
+    import indexer.pipeline.embed
 
     files = write_files(tmp_path / "photos", 2)[:2]
     release = threading.Event()
     hang_reads(monkeypatch, {files[0].path}, release)
     handed = []
-    pool = indexer.pipeline._DecodeThreads(1, on_result=lambda result: handed.append(result.file.path) or result)
+    pool = indexer.pipeline.embed._DecodeThreads(1, on_result=lambda result: handed.append(result.file.path) or result)
     try:
         jobs = [pool.submit(file, (file, {}, tiny_model.preprocess, DecodeOptions(), True)) for file in files]
         assert "longer than 0.2 s" in pool.result(jobs[0], 0.2).error
@@ -533,16 +533,16 @@ def test_a_result_given_up_on_is_never_handed_over(tmp_path, tiny_model, monkeyp
 def test_assist_megapixels_flag_reaches_the_pipeline(tmp_path, tiny_model_config, monkeypatch, flag, expected):
     from typer.testing import CliRunner
 
-    import indexer.sync
+    import indexer.pipeline.sync
     from cli.app import app
 
     seen = []
 
     def index_folders(library, model, config, **callbacks):
         seen.append(config.pipeline.cpu_assist_megapixels)
-        return indexer.sync.IndexReport()
+        return indexer.pipeline.sync.IndexReport()
 
-    monkeypatch.setattr(indexer.sync, "index_folders", index_folders)
+    monkeypatch.setattr(indexer.pipeline.sync, "index_folders", index_folders)
     pics = tmp_path / "pics"
     pics.mkdir()
     result = CliRunner().invoke(app, ["index", str(pics), "--db", str(tmp_path / "db"), "--model", str(tiny_model_config),

@@ -25,12 +25,12 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from conftest import write_image
-from indexer.decode import DecodeOptions, decode_image
-from indexer.library import Library
-from indexer.pipeline import PipelineConfig
-from indexer.store_meta import connect_read_only
-from indexer.sync import IndexConfig, index_folders
-from retrieval.preprocess import to_model_input
+from indexer.media.image import DecodeOptions, decode_image
+from indexer.store.library import Library
+from indexer.pipeline.embed import PipelineConfig
+from indexer.store.meta import connect_read_only
+from indexer.pipeline.sync import IndexConfig, index_folders
+from indexer.media.preprocess import to_model_input
 from test_reliability_support import assert_database_consistent
 
 ROOT = os.geteuid() == 0
@@ -283,7 +283,7 @@ def test_names_that_are_not_utf8_are_stored_losslessly(tmp_path, tiny_model):
     moved, _ = _index(library, tiny_model, pics)
     assert (moved.embedded, moved.reused, moved.removed) == (0, 1, 1)
     assert_database_consistent(library.folder, dim=64)
-    from retrieval.search import rank
+    from retrieval.query.search import rank
 
     renamed = os.fsdecode(os.path.join(folder, b"renamed-\xe9.png"))
     query = tiny_model.image.embed_images([Image.open(renamed)])
@@ -338,20 +338,20 @@ def test_very_long_names_and_paths(tmp_path, tiny_model):
 
 
 def test_a_hung_decode_is_given_up_after_its_time_budget(tmp_path, tiny_model, monkeypatch):
-    import indexer.pipeline
+    import indexer.pipeline.embed
 
     pics = tmp_path / "pics"
     for number in range(5):
         write_image(pics / f"img{number}.png", seed=number, size=(24, 24))
     release = threading.Event()
-    real_decode = indexer.pipeline.decode_image
+    real_decode = indexer.pipeline.embed.decode_image
 
     def decode(data, preprocess, options):
         if data == (pics / "img2.png").read_bytes():
             release.wait(60)  # a decoder stuck in C code: nothing can interrupt it
         return real_decode(data, preprocess, options)
 
-    monkeypatch.setattr(indexer.pipeline, "decode_image", decode)
+    monkeypatch.setattr(indexer.pipeline.embed, "decode_image", decode)
     library = Library(tmp_path / "db")
     started = time.monotonic()
     try:
@@ -371,17 +371,17 @@ def test_a_hung_decode_is_given_up_after_its_time_budget(tmp_path, tiny_model, m
 
 
 def test_a_stalled_drive_stops_the_run_instead_of_piling_up_threads(tmp_path, tiny_model, monkeypatch):
-    import indexer.pipeline
+    import indexer.pipeline.embed
 
     pics = tmp_path / "pics"
     for number in range(8):
         write_image(pics / f"img{number}.png", seed=number, size=(24, 24))
     release = threading.Event()
-    monkeypatch.setattr(indexer.pipeline, "read_file_checked", lambda path: release.wait(60))  # every read hangs
-    monkeypatch.setattr(indexer.pipeline._DecodeThreads, "max_stuck", 2)
+    monkeypatch.setattr(indexer.pipeline.embed, "read_file_checked", lambda path: release.wait(60))  # every read hangs
+    monkeypatch.setattr(indexer.pipeline.embed._DecodeThreads, "max_stuck", 2)
     library = Library(tmp_path / "db")
     try:
-        with pytest.raises(indexer.pipeline.DecodeStalledError, match="network drive stalled"):
+        with pytest.raises(indexer.pipeline.embed.DecodeStalledError, match="network drive stalled"):
             _index(library, tiny_model, pics, decode_timeout_s=0.2)
     finally:
         release.set()

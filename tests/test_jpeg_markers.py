@@ -1,4 +1,4 @@
-"""indexer.jpeg_markers against the Pillow path it stands in for (indexer.gpu_decode.pillow_jpeg_header),
+"""indexer.media.jpeg_markers against the Pillow path it stands in for (indexer.media.gpu_jpeg.pillow_jpeg_header),
 and jpeg_header (the fast reader first, Pillow behind it) against the Pillow path alone.
 
 On generated JPEGs the fast reader either answers None ("ask Pillow") or agrees exactly with Pillow
@@ -18,11 +18,11 @@ import pytest
 from PIL import Image
 from PIL.TiffImagePlugin import ImageFileDirectory_v2
 
-import indexer.jpeg_markers as jpeg_markers
-from indexer.decode import EXIF_ORIENTATION, DecodeOptions, _read_exif, _taken_at, open_header
-from indexer.gpu_decode import jpeg_header, pillow_jpeg_header
-from indexer.jpeg_markers import JpegFacts, read_jpeg_facts
-from retrieval.errors import DecodeError
+import indexer.media.jpeg_markers as jpeg_markers
+from indexer.media.image import EXIF_ORIENTATION, DecodeOptions, _read_exif, _taken_at, open_header
+from indexer.media.gpu_jpeg import jpeg_header, pillow_jpeg_header
+from indexer.media.jpeg_markers import JpegFacts, read_jpeg_facts
+from indexer.errors import DecodeError
 
 OPTIONS = DecodeOptions()
 ORIENTATION, DATETIME, EXIF_IFD, DATETIME_ORIGINAL, OFFSET_TIME_ORIGINAL = 0x0112, 0x0132, 0x8769, 0x9003, 0x9011
@@ -271,7 +271,7 @@ def test_exif_thumbnail_xmp_fill_bytes_and_other_segments():
     ("１２３４:05:06 07:08:09", None), ("2021:05:06\t07:08:09", None),
 ])
 def test_capture_time_is_exactly_decodes_taken_at(raw, offset):
-    """The fast date parse against indexer.decode._taken_at on a real PIL.Image.Exif."""
+    """The fast date parse against indexer.media.image._taken_at on a real PIL.Image.Exif."""
     for tag in (DATETIME, DATETIME_ORIGINAL):
         reference = Image.Exif()
         tags = {tag: raw}
@@ -423,7 +423,7 @@ def test_an_older_pillow_reads_every_header_itself(monkeypatch):
     """The marker reader is checked against Pillow 13; with an older Pillow, Pillow decides."""
     import PIL
 
-    from indexer import gpu_decode
+    from indexer.media import gpu_jpeg as gpu_decode
 
     data = _plain_jpeg()
     monkeypatch.setattr(PIL, "__version__", "11.3.0")

@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from retrieval.onnx_text import OnnxTextEncoder, export_text_encoder, exported_fingerprint  # noqa: E402
+from retrieval.models.onnx_text import OnnxTextEncoder, export_text_encoder, exported_fingerprint  # noqa: E402
 
 TEXTS = ["a dog on a beach", "Beach + SUNSET!!", "the café's crème brûlée", "2 red cars, 3 blue bikes",
          "émoji 😀 face", "word " * 60, "x"]
@@ -21,8 +21,8 @@ def test_clip_bpe_tokens_and_vectors_match(tmp_path, tiny_model):
 
 
 def test_bundled_hf_tokenizer_matches(tmp_path):
-    from retrieval.encoders import load_model
-    from retrieval.registry import BUNDLED_DIR, MANIFEST_NAME
+    from retrieval.models.encoders import load_model
+    from retrieval.models.registry import BUNDLED_DIR, MANIFEST_NAME
 
     if not (BUNDLED_DIR / MANIFEST_NAME).is_file():
         pytest.skip("bundled model not built yet")

@@ -8,7 +8,7 @@ from conftest import write_image
 from retrieval.finetune.errors import PairsError
 from retrieval.finetune.images import AUGMENT, EVAL, PairImages
 from retrieval.finetune.pairs import detect_format, drop_failed_images, index_pairs, read_pairs, split_pairs
-from retrieval.preprocess import PreprocessConfig, to_model_input
+from indexer.media.preprocess import PreprocessConfig, to_model_input
 
 
 @pytest.fixture()

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval.preprocess import PreprocessConfig, flatten_alpha, to_model_input
+from indexer.media.preprocess import PreprocessConfig, flatten_alpha, to_model_input
 
 
 @pytest.mark.parametrize("size", [(97, 64), (64, 140), (300, 200), (64, 64)])

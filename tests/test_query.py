@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from retrieval.errors import QueryError
-from retrieval.query import Term, combine, parse_query
+from retrieval.query.parse import Term, combine, parse_query
 
 
 def test_plain_query_is_one_term():

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from retrieval import registry
+from retrieval.models import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +39,7 @@ def test_a_damaged_or_foreign_cache_file_is_ignored(tmp_path, monkeypatch):
 
 def test_second_process_does_not_import_open_clip(tmp_path):
     env = {**os.environ, "MMSEARCH_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    code = ("import sys; from retrieval import registry; "
+    code = ("import sys; from retrieval.models import registry; "
             "card = registry.describe_model(registry.resolve_model('ViT-B-32:laion2b_s34b_b79k')); "
             "print(card.dim, 'open_clip' in sys.modules)")
     first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

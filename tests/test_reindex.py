@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 
 from conftest import write_image
-from indexer.library import Library
-from indexer.pipeline import PipelineConfig
-from indexer.reindex import reindex
-from indexer.store_vectors import VectorIndex
-from indexer.sync import IndexConfig, index_folders
-from retrieval.encoders import load_model
-from retrieval.search import check_model, rank
+from indexer.store.library import Library
+from indexer.pipeline.embed import PipelineConfig
+from indexer.pipeline.reindex import reindex
+from indexer.store.vectors import VectorIndex
+from indexer.pipeline.sync import IndexConfig, index_folders
+from retrieval.models.encoders import load_model
+from retrieval.query.search import check_model, rank
 
 
 @pytest.fixture()

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
-from indexer.library import Library
+from indexer.store.library import Library
 from test_reliability_support import (
     CliProcess, assert_database_consistent, committed_rows, connect, count, write_model, write_tiny_pngs,
 )
@@ -104,9 +104,9 @@ def test_index_killed_at_random_moments_resumes_without_redoing_work(tmp_path, i
 
 def _synthetic_index(db, pics, fast_model) -> None:
     """An index of `pics` built straight through the store (random unit vectors, no inference)."""
-    from indexer.decode import content_hash
-    from indexer.store_meta import NewItem
-    from retrieval.encoders import load_model
+    from indexer.media.image import content_hash
+    from indexer.store.meta import NewItem
+    from retrieval.models.encoders import load_model
 
     info = load_model(str(fast_model), device="cpu").info
     rng = np.random.default_rng(0)
@@ -188,11 +188,11 @@ def _crash_on(monkeypatch, owner, name):
 def test_index_crash_windows_after_the_last_batch(tmp_path, tiny_model, window, monkeypatch):
     """Dying after the batches but before the run's end leaves a consistent database; the next run
     redoes nothing and repairs the derived vector file."""
-    import indexer.store_meta
-    import indexer.store_vectors
+    import indexer.store.meta
+    import indexer.store.vectors
     from conftest import write_image
-    from indexer.pipeline import PipelineConfig
-    from indexer.sync import IndexConfig, index_folders
+    from indexer.pipeline.embed import PipelineConfig
+    from indexer.pipeline.sync import IndexConfig, index_folders
 
     pics = tmp_path / "pics"
     for number in range(6):
@@ -203,10 +203,10 @@ def test_index_crash_windows_after_the_last_batch(tmp_path, tiny_model, window, 
     (pics / "img0.png").unlink()  # something to sweep
     write_image(pics / "new.png", seed=42, size=(24, 24))  # something to embed
     with monkeypatch.context() as patch:
-        owner, name = {"before_sweep": (indexer.store_meta.MetaStore, "sweep"),
-                       "before_vector_file": (indexer.store_vectors.VectorIndex, "save"),
-                       "before_sidecar": (indexer.store_vectors, "_write_json_atomic"),
-                       "before_finish": (indexer.store_meta.MetaStore, "finish_run")}[window]
+        owner, name = {"before_sweep": (indexer.store.meta.MetaStore, "sweep"),
+                       "before_vector_file": (indexer.store.vectors.VectorIndex, "save"),
+                       "before_sidecar": (indexer.store.vectors, "_write_json_atomic"),
+                       "before_finish": (indexer.store.meta.MetaStore, "finish_run")}[window]
         _crash_on(patch, owner, name)
         with pytest.raises(Crash):
             index_folders(library, tiny_model, config)
@@ -221,10 +221,10 @@ def test_index_crash_windows_after_the_last_batch(tmp_path, tiny_model, window, 
 
 def test_reindex_killed_after_its_swap_only_writes_the_vector_file(tmp_path, tiny_model, monkeypatch):
     from conftest import TINY_CONFIG, write_image
-    from indexer.pipeline import PipelineConfig
-    from indexer.reindex import reindex
-    from indexer.sync import IndexConfig, index_folders
-    from retrieval.encoders import load_model
+    from indexer.pipeline.embed import PipelineConfig
+    from indexer.pipeline.reindex import reindex
+    from indexer.pipeline.sync import IndexConfig, index_folders
+    from retrieval.models.encoders import load_model
 
     pics = tmp_path / "pics"
     for number in range(5):

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from conftest import write_image
-from indexer.store_vectors import VectorIndex
+from indexer.store.vectors import VectorIndex
 from test_reliability_support import assert_database_consistent
 
 runner = CliRunner()

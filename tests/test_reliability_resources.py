@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import indexer.store_meta
-import indexer.store_vectors
+import indexer.store.meta
+import indexer.store.vectors
 from cli.app import app
 from conftest import write_image
-from indexer.library import Library
-from indexer.store_meta import SCHEMA_VERSION, MetaStore
-from retrieval.errors import StoreError
+from indexer.store.library import Library
+from indexer.store.meta import SCHEMA_VERSION, MetaStore
+from indexer.errors import StoreError
 from test_reliability_support import assert_database_consistent, committed_rows
 
 runner = CliRunner()
@@ -49,13 +49,13 @@ def _search_paths(db) -> list[str]:
 
 def _with_pragma(monkeypatch, statement: str) -> None:
     """Every new SQLite connection of the code under test runs `statement` after its usual pragmas."""
-    usual = indexer.store_meta._sqlite_pragmas
+    usual = indexer.store.meta._sqlite_pragmas
 
     def pragmas(connection, record):
         usual(connection, record)
         connection.execute(statement)
 
-    monkeypatch.setattr(indexer.store_meta, "_sqlite_pragmas", pragmas)
+    monkeypatch.setattr(indexer.store.meta, "_sqlite_pragmas", pragmas)
 
 
 def test_database_disk_full_is_a_clear_error_and_keeps_the_last_state(indexed, monkeypatch):
@@ -111,7 +111,7 @@ def test_disk_full_while_writing_the_vector_file(indexed, monkeypatch):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     with monkeypatch.context() as patch:
-        patch.setattr(indexer.store_vectors, "_fsync_file", no_space)
+        patch.setattr(indexer.store.vectors, "_fsync_file", no_space)
         result = runner.invoke(app, ["index", str(pics), "--db", str(db)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "No space left on device" in result.stderr and "database is intact" in result.stderr
@@ -183,8 +183,8 @@ def _v1_database(db, pics, model) -> None:
 
 
 def test_a_v1_database_is_migrated_in_one_transaction(tmp_path, tiny_model):
-    from indexer.pipeline import PipelineConfig
-    from indexer.sync import IndexConfig, index_folders
+    from indexer.pipeline.embed import PipelineConfig
+    from indexer.pipeline.sync import IndexConfig, index_folders
 
     pics, db = tmp_path / "pics", tmp_path / "db"
     _v1_database(db, pics, tiny_model)
@@ -203,7 +203,7 @@ def test_a_v1_database_is_migrated_in_one_transaction(tmp_path, tiny_model):
 
 
 def test_a_failed_migration_leaves_the_v1_database_untouched(tmp_path, tiny_model, monkeypatch):
-    import indexer.migrations
+    import indexer.store.migrations
 
     pics, db = tmp_path / "pics", tmp_path / "db"
     _v1_database(db, pics, tiny_model)
@@ -212,7 +212,7 @@ def test_a_failed_migration_leaves_the_v1_database_untouched(tmp_path, tiny_mode
         connection.exec_driver_sql("ALTER TABLE items ADD COLUMN taken_at FLOAT")
         raise RuntimeError("killed half-way")
 
-    monkeypatch.setitem(indexer.migrations.MIGRATIONS, 2, half_done)
+    monkeypatch.setitem(indexer.store.migrations.MIGRATIONS, 2, half_done)
     with pytest.raises(RuntimeError, match="half-way"):
         MetaStore(db / "mmsearch.db")
     with sqlite3.connect(db / "mmsearch.db") as connection:
@@ -224,7 +224,7 @@ def test_a_failed_migration_leaves_the_v1_database_untouched(tmp_path, tiny_mode
 
 
 def test_the_write_lock_in_an_unwritable_place_is_a_clear_error(tmp_path):
-    from indexer.lock import write_lock
+    from indexer.store.lock import write_lock
 
     missing = tmp_path / "no-such-folder" / "write.lock"
     with pytest.raises(StoreError, match="cannot take the write lock"):

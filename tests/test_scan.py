@@ -1,6 +1,6 @@
 import os
 
-from indexer.scan import ScanOptions, walk
+from indexer.media.scan import ScanOptions, walk
 
 
 def _touch(path, data=b"x"):

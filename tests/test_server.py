@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import write_image
-from indexer.library import Library
-from indexer.sync import IndexConfig, index_folders
+from indexer.store.library import Library
+from indexer.pipeline.sync import IndexConfig, index_folders
 from retrieval.server import ServerConfig, create_app
 from retrieval.server.engine import SearchEngine, WarmLibrary
 
@@ -93,7 +93,7 @@ def test_pages_are_slices_of_one_ranking(client):
 
 
 def test_combined_query_differs_from_its_parts_and_matches_the_cli_math(collection, client, tiny_model):
-    from retrieval.query import combine
+    from retrieval.query.parse import combine
 
     _, _, engine = collection
     combined = client.get("/api/search", params={"q": "beach + sunset - people", "limit": 7}).json()["results"]
@@ -325,15 +325,15 @@ def test_unknown_routes_and_methods_are_json(client):
 
 # --- warm engine ------------------------------------------------------------------------------
 def test_a_text_query_rebuilds_nothing(collection, client, monkeypatch):
-    import retrieval.towers
-    from indexer.store_vectors import VectorIndex
+    import retrieval.models.towers
+    from indexer.store.vectors import VectorIndex
 
     def forbidden(*_args, **_kwargs):
         raise AssertionError("a warm query must not load or build anything")
 
     monkeypatch.setattr(VectorIndex, "load", forbidden)
     monkeypatch.setattr(VectorIndex, "build", forbidden)
-    monkeypatch.setattr(retrieval.towers, "load_tower", forbidden)
+    monkeypatch.setattr(retrieval.models.towers, "load_tower", forbidden)
     _, _, engine = collection
     reloads = engine.library.reloads
     for query in ("first new words", "second new words", "first new words"):
@@ -363,7 +363,7 @@ def test_index_reloads_once_when_the_generation_changes(tmp_path, tiny_model):
 
 
 def test_model_switched_under_the_server_is_409(tmp_path, tiny_model):
-    from retrieval.encoders import ModelInfo
+    from retrieval.models.encoders import ModelInfo
 
     pics = tmp_path / "pics"
     write_image(pics / "a.png", seed=1)

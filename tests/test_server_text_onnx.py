@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 pytest.importorskip("onnxruntime")
 
 from conftest import write_image  # noqa: E402
-from indexer.library import TEXT_EXPORT_NAME, Library  # noqa: E402
-from indexer.sync import IndexConfig, index_folders  # noqa: E402
-from retrieval.onnx_text import export_text_encoder  # noqa: E402
+from indexer.store.library import TEXT_EXPORT_NAME, Library  # noqa: E402
+from indexer.pipeline.sync import IndexConfig, index_folders  # noqa: E402
+from retrieval.models.onnx_text import export_text_encoder  # noqa: E402
 from retrieval.server import ServerConfig, create_app  # noqa: E402
 from retrieval.server.engine import SearchEngine, SearchRequest, WarmLibrary  # noqa: E402
 
@@ -85,7 +85,7 @@ def test_old_fixed_length_export_is_used_at_full_length(db, tiny_model):
 def test_no_export_or_another_models_export_falls_back_to_torch(db, tiny_model, tmp_path):
     import json
 
-    from retrieval.onnx_text import META_NAME
+    from retrieval.models.onnx_text import META_NAME
 
     folder = db / TEXT_EXPORT_NAME
     export_to(db, tiny_model)
@@ -106,7 +106,7 @@ def test_no_export_or_another_models_export_falls_back_to_torch(db, tiny_model, 
 
 
 def test_damaged_export_falls_back_to_torch(db, tiny_model):
-    from retrieval.onnx_text import ONNX_NAME
+    from retrieval.models.onnx_text import ONNX_NAME
 
     export_to(db, tiny_model)
     ((db / TEXT_EXPORT_NAME) / ONNX_NAME).write_bytes(b"not a graph")
@@ -118,7 +118,7 @@ def test_damaged_export_falls_back_to_torch(db, tiny_model):
 
 
 def test_int8_precision_uses_the_checked_int8_graph(db, tiny_model):
-    from retrieval.onnx_text import MIN_INT8_COSINE
+    from retrieval.models.onnx_text import MIN_INT8_COSINE
 
     export_to(db, tiny_model, int8=True)
     int8_engine = open_engine(db, tiny_model, text_precision="int8")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from indexer.store_vectors import VectorIndex, choose_index_spec
+from indexer.store.vectors import VectorIndex, choose_index_spec
 
 
 def _unit(rng, n, dim):
@@ -99,7 +99,7 @@ def test_save_is_atomic_and_loads_back(tmp_path):
 @pytest.mark.parametrize("spec", ["IVF32,SQfp16", "IVF32,SQ8"])
 def test_scalar_quantized_storage_round_trips_through_save_and_load(tmp_path, spec):
     """SQ storage saves, reads and maps back to the same index: same results, same tuning, smaller file."""
-    from indexer.store_vectors import SearchTuning
+    from indexer.store.vectors import SearchTuning
 
     rng = np.random.default_rng(6)
     data = _clustered(rng, 3000, 64, centres=30)
@@ -124,10 +124,10 @@ def test_scalar_quantized_storage_round_trips_through_save_and_load(tmp_path, sp
 
 def test_ivf_trains_on_a_sample_of_the_whole_collection_not_its_first_folders(tmp_path):
     """Items stored folder by folder: the IVF lists must cover the last folder's look too."""
-    from indexer.library import Library
-    from indexer.store_meta import NewItem
-    from indexer.store_vectors import training_sample_size
-    from retrieval.encoders import ModelInfo
+    from indexer.store.library import Library
+    from indexer.store.meta import NewItem
+    from indexer.store.vectors import training_sample_size
+    from retrieval.models.encoders import ModelInfo
 
     rng = np.random.default_rng(3)
     dim, per_folder = 16, 1500

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import write_image
-from indexer.library import Library
-from indexer.pipeline import PipelineConfig
-from indexer.store_vectors import VectorIndex
-from indexer.sync import IndexConfig, forget_paths, index_folders
-from retrieval.errors import IndexLockedError, ModelMismatchError
+from indexer.store.library import Library
+from indexer.pipeline.embed import PipelineConfig
+from indexer.store.vectors import VectorIndex
+from indexer.pipeline.sync import IndexConfig, forget_paths, index_folders
+from indexer.errors import IndexLockedError, ModelMismatchError
 
 
 def _index(library, model, *roots, **kwargs):
@@ -54,7 +54,7 @@ def test_rename_touch_delete_add(tmp_path, tiny_model):
 
 
 def test_renamed_file_keeps_its_vector_and_search_finds_new_path(tmp_path, tiny_model):
-    from retrieval.search import rank
+    from retrieval.query.search import rank
 
     pics = tmp_path / "pics"
     for i in range(3):
@@ -120,7 +120,7 @@ def test_interrupted_run_keeps_finished_batches_and_resumes(tmp_path, tiny_model
 
 
 def test_stale_vector_file_is_rebuilt_for_search(tmp_path, tiny_model):
-    from retrieval.search import rank
+    from retrieval.query.search import rank
 
     pics = tmp_path / "pics"
     for i in range(4):
@@ -148,7 +148,7 @@ def test_forget_folder(tmp_path, tiny_model):
 def test_model_mismatch_is_refused(tmp_path, tiny_model, tiny_model_config):
     import json
 
-    from retrieval.encoders import load_model
+    from retrieval.models.encoders import load_model
 
     pics = tmp_path / "pics"
     write_image(pics / "a.png", seed=1)
@@ -191,7 +191,7 @@ def test_write_behind_keeps_order_and_finishes_the_write_in_flight():
     import threading
     import time
 
-    from indexer.pipeline import write_behind
+    from indexer.pipeline.embed import write_behind
 
     written, writer_threads = [], set()
 

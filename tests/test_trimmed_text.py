@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from conftest import MINILM_CONFIG  # noqa: E402
-from retrieval.onnx_text import (  # noqa: E402
+from retrieval.models.onnx_text import (  # noqa: E402
     FULL, META_NAME, TRIMMED, OnnxTextEncoder, ensure_exported, export_sequence, export_text_encoder,
     exported_fingerprint, needed_length,
 )
@@ -23,7 +23,7 @@ TEXTS = ["cat", "a photo of a small red dog on a sunny beach", "Beach + SUNSET!!
 
 @pytest.fixture(scope="module")
 def minilm_model(tmp_path_factory):
-    from retrieval.encoders import load_model
+    from retrieval.models.encoders import load_model
 
     path = tmp_path_factory.mktemp("minilm") / "minilm.json"
     path.write_text(json.dumps(MINILM_CONFIG))
@@ -60,7 +60,7 @@ def test_needed_length():
 def test_torch_tower_trimmed_equals_full_length(model):
     import torch
 
-    from retrieval.trimmed_text import trimmable_tower
+    from retrieval.models.trimmed_text import trimmable_tower
 
     tower = model.text.tower
     trimmed = trimmable_tower(tower)
@@ -100,7 +100,7 @@ def test_onnx_export_trims_and_matches_torch(tmp_path, model):
 
 
 def test_optimised_trimmed_export_still_takes_any_length(tmp_path, tiny_model):
-    from retrieval.fast_text import is_optimised, optimise_text_export
+    from retrieval.models.fast_text import is_optimised, optimise_text_export
 
     folder = export_text_encoder(tiny_model, tmp_path / "text")
     assert optimise_text_export(folder) and is_optimised(folder)
@@ -123,7 +123,7 @@ def test_old_fixed_length_export_still_works_and_is_replaced_when_the_index_is_w
 
 
 def test_failed_re_export_keeps_the_old_export(tmp_path, tiny_model, monkeypatch):
-    import retrieval.onnx_text as onnx_text
+    import retrieval.models.onnx_text as onnx_text
 
     folder = export_text_encoder(tiny_model, tmp_path / "text", trim=False)
 
@@ -137,7 +137,7 @@ def test_failed_re_export_keeps_the_old_export(tmp_path, tiny_model, monkeypatch
 
 
 def test_export_falls_back_to_full_length_when_the_check_fails(tmp_path, tiny_model, monkeypatch):
-    import retrieval.onnx_text as onnx_text
+    import retrieval.models.onnx_text as onnx_text
 
     monkeypatch.setattr(onnx_text, "CHECK_ATOL", -1.0)  # no trimmed graph can pass
     folder = export_text_encoder(tiny_model, tmp_path / "text")
@@ -151,8 +151,8 @@ def test_export_falls_back_to_full_length_when_the_check_fails(tmp_path, tiny_mo
 
 def test_tower_that_cannot_be_trimmed_is_exported_at_full_length(tmp_path, tiny_model_config):
     from conftest import TINY_CONFIG
-    from retrieval.encoders import load_model
-    from retrieval.trimmed_text import trimmable_tower
+    from retrieval.models.encoders import load_model
+    from retrieval.models.trimmed_text import trimmable_tower
 
     config = {**TINY_CONFIG, "text_cfg": {**TINY_CONFIG["text_cfg"], "pool_type": "last"}}  # reads the last pad
     path = tmp_path / "last.json"
@@ -173,7 +173,7 @@ def test_prepack_off_gives_the_same_vectors(tmp_path, tiny_model):
 
 
 def test_int8_graph_is_kept_when_close_to_torch(tmp_path, tiny_model):
-    from retrieval.onnx_text import INT8_NAME, MIN_INT8_COSINE
+    from retrieval.models.onnx_text import INT8_NAME, MIN_INT8_COSINE
 
     folder = export_text_encoder(tiny_model, tmp_path / "text", int8=True)
     entry = json.loads((folder / META_NAME).read_text())["int8"]
@@ -186,7 +186,7 @@ def test_int8_graph_is_kept_when_close_to_torch(tmp_path, tiny_model):
 
 
 def test_int8_graph_is_dropped_when_it_drifts(tmp_path, tiny_model, monkeypatch):
-    import retrieval.onnx_text as onnx_text
+    import retrieval.models.onnx_text as onnx_text
 
     monkeypatch.setattr(onnx_text, "MIN_INT8_COSINE", 1.01)  # no int8 graph can pass
     folder = export_text_encoder(tiny_model, tmp_path / "text", int8=True)
@@ -198,7 +198,7 @@ def test_int8_graph_is_dropped_when_it_drifts(tmp_path, tiny_model, monkeypatch)
 
 
 def test_ensure_exported_adds_the_int8_graph_when_asked(tmp_path, tiny_model):
-    from retrieval.onnx_text import INT8_NAME
+    from retrieval.models.onnx_text import INT8_NAME
 
     folder = export_text_encoder(tiny_model, tmp_path / "text")
     assert ensure_exported(tiny_model, folder) and "int8" not in json.loads((folder / META_NAME).read_text())

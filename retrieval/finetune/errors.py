@@ -1,7 +1,7 @@
 """Typed errors of the fine-tuning package; the CLI shows them as `Error: ...`."""
 from __future__ import annotations
 
-from retrieval.errors import MmsearchError
+from indexer.errors import MmsearchError
 
 
 class PairsError(MmsearchError):

@@ -162,7 +162,7 @@ def evaluate_model(
     on_progress: Progress | None = None,
     on_skip=None,
 ) -> tuple[RetrievalMetrics, list]:
-    """Metrics of a loaded `retrieval.encoders.Model` on pairs; returns (metrics, skipped rows).
+    """Metrics of a loaded `retrieval.models.encoders.Model` on pairs; returns (metrics, skipped rows).
 
     Images that cannot be decoded cost their pairs (reported through `on_skip` and returned).
     """

@@ -1,7 +1,7 @@
 """The images of a pairs list: decoded once, kept small in memory, turned into model input per batch.
 
 Eval mode keeps each image as the model's exact S x S crop (uint8), so a batch is the same array
-`retrieval.preprocess.to_model_input` gives. Augment mode keeps a somewhat larger copy and draws a
+`indexer.media.preprocess.to_model_input` gives. Augment mode keeps a somewhat larger copy and draws a
 random resized crop plus mild brightness/contrast changes per use; no flips and no hue changes,
 because captions name directions and colours. An image that cannot be decoded costs its pairs only.
 When the decoded set would not fit `cache_limit_bytes`, images are decoded from disk on every use.
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from retrieval.errors import DecodeError
-from retrieval.preprocess import PreprocessConfig, flatten_alpha, resize_for_model
+from indexer.errors import DecodeError
+from indexer.media.preprocess import PreprocessConfig, flatten_alpha, resize_for_model
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class PairImages:
         return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
 
     def _decode(self, index: int) -> np.ndarray:
-        from indexer.decode import DecodeOptions, open_image, read_file
+        from indexer.media.image import DecodeOptions, open_image, read_file
 
         image, _, _ = open_image(read_file(str(self.paths[index])), DecodeOptions(), self.preprocess.image_size)
         try:

@@ -192,8 +192,8 @@ class _Progress:
 
 def finetune(config: TrainConfig, on_event: OnEvent | None = None) -> TrainResult:
     """Fine-tune `config.base` on `config.pairs` into the model folder `config.out`."""
-    from retrieval.encoders import pick_device
-    from retrieval.registry import describe_model, resolve_model
+    from retrieval.models.encoders import pick_device
+    from retrieval.models.registry import describe_model, resolve_model
 
     started = time.perf_counter()
     emit = on_event or (lambda event: None)
@@ -371,7 +371,7 @@ def _check_out(config: TrainConfig, identity: dict) -> TrainResult | None:
     `out` may be missing, empty, hold only a resume state, or hold a model folder (replaced only
     with --restart, or resumed when it also holds a resume state).
     """
-    from retrieval.registry import MANIFEST_NAME
+    from retrieval.models.registry import MANIFEST_NAME
 
     out = Path(config.out)
     if out.exists() and not out.is_dir():
@@ -440,7 +440,7 @@ def _train_autocast(device: str, precision: str):
 
 
 def _eval_autocast(device: str):
-    """Validation runs as `mmsearch eval` does (retrieval.encoders): autocast on CUDA only."""
+    """Validation runs as `mmsearch eval` does (retrieval.models.encoders): autocast on CUDA only."""
     if device.startswith("cuda"):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return lambda: torch.autocast("cuda", dtype=dtype)
@@ -555,7 +555,7 @@ def _training_record(config: TrainConfig, identity: dict, pairs_file: PairsFile,
 
 
 def _export(config: TrainConfig, model: TrainableModel, record: dict) -> None:
-    from retrieval.checkpoint import save_model_folder
+    from retrieval.models.checkpoint import save_model_folder
 
     image_state, text_state, text_weights = model.export_states()
     save_model_folder(

@@ -19,8 +19,8 @@ from torch import nn
 
 from retrieval.finetune.errors import TrainingError
 from retrieval.finetune.loss import CLIP_INIT_SCALE, ContrastiveLoss
-from retrieval.registry import ModelCard
-from retrieval.towers import IMAGE, TEXT, build_tokenizer, build_tower, load_tower
+from retrieval.models.registry import ModelCard
+from retrieval.models.towers import IMAGE, TEXT, build_tokenizer, build_tower, load_tower
 
 log = logging.getLogger(__name__)
 

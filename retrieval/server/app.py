@@ -12,7 +12,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from retrieval.errors import DecodeError, MmsearchError, ModelMismatchError, QueryError, StoreError
+from indexer.errors import DecodeError, MmsearchError, ModelMismatchError, StoreError
+
+from retrieval.errors import QueryError
 from retrieval.server.config import ServerConfig
 from retrieval.server.engine import SearchEngine
 from retrieval.server.errors import (

@@ -5,7 +5,7 @@ image query unless preloaded) and the FAISS index; queries then only embed and r
 index stays in memory (`WarmLibrary`) and is reloaded only when the database generation changes.
 
 Text queries run on the ONNX export of the text tower that `mmsearch index` writes beside the index
-(`retrieval.onnx_text`, one intra-op thread per call, trimmed to the query's real tokens) when its
+(`retrieval.models.onnx_text`, one intra-op thread per call, trimmed to the query's real tokens) when its
 model fingerprint matches; without one (or when it cannot be opened) on the torch tower.
 """
 from __future__ import annotations
@@ -21,15 +21,16 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from indexer.decode import DecodeOptions, decode_image
-from indexer.library import Library
-from indexer.store_meta import ItemRecord, check_same_model
-from indexer.store_vectors import VectorIndex, choose_index_spec, sidecar_path
-from retrieval.encoders import Model, load_model
-from retrieval.errors import DecodeError, ModelMismatchError, QueryError
-from retrieval.query import combine, parse_query
-from retrieval.registry import BUNDLED_NAME
-from retrieval.search import Filters, Hit, rank
+from indexer.media.image import DecodeOptions, decode_image
+from indexer.store.library import Library
+from indexer.store.meta import ItemRecord, check_same_model
+from indexer.store.vectors import VectorIndex, choose_index_spec, sidecar_path
+from retrieval.models.encoders import Model, load_model
+from indexer.errors import DecodeError, ModelMismatchError
+from retrieval.errors import QueryError
+from retrieval.query.parse import combine, parse_query
+from retrieval.models.registry import BUNDLED_NAME
+from retrieval.query.search import Filters, Hit, rank
 from retrieval.server.config import ServerConfig
 from retrieval.server.errors import ItemNotFoundError
 from retrieval.server.security import FileGuard
@@ -157,7 +158,7 @@ def open_text_encoder(library: Library, model: Model, config: ServerConfig):
     """
     folder = library.text_export_path
     if config.text_backend == "auto":
-        from retrieval.onnx_text import OnnxTextEncoder, exported_fingerprint
+        from retrieval.models.onnx_text import OnnxTextEncoder, exported_fingerprint
 
         if exported_fingerprint(folder) == model.info.fingerprint:
             try:

@@ -1,7 +1,7 @@
 """Typed errors of the web server; `app.py` maps each to a JSON error with its HTTP status."""
 from __future__ import annotations
 
-from retrieval.errors import MmsearchError
+from indexer.errors import MmsearchError
 
 
 class ServerConfigError(MmsearchError):

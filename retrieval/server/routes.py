@@ -15,9 +15,9 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from indexer.store_meta import ItemRecord
+from indexer.store.meta import ItemRecord
 from retrieval.errors import QueryError
-from retrieval.search import Filters, Hit
+from retrieval.query.search import Filters, Hit
 from retrieval.server.engine import MAX_LIMIT, MAX_OFFSET, SearchEngine, SearchPage, SearchRequest
 from retrieval.server.errors import UnauthorizedError, UploadTooLargeError
 from retrieval.server.security import COOKIE_NAME, safe_next, session_cookie_header, session_cookie_value, token_matches

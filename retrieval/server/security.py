@@ -18,8 +18,8 @@ from urllib.parse import parse_qsl, urlencode
 
 from starlette.datastructures import Headers
 
-from indexer.scan import image_extensions
-from indexer.store_meta import ItemRecord, MetaStore
+from indexer.media.scan import image_extensions
+from indexer.store.meta import ItemRecord, MetaStore
 from retrieval.server.errors import FileUnavailableError, ForbiddenFileError, error_payload
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class FileGuard:
             from sqlalchemy import select
             from sqlalchemy.orm import Session
 
-            from indexer.store_meta import Run
+            from indexer.store.meta import Run
 
             with Session(self.meta.engine) as session:
                 listed = session.scalars(select(Run.roots).where(Run.command == "index")).all()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from indexer.decode import DEFAULT_MAX_MEGAPIXELS
-from indexer.store_meta import ItemRecord
+from indexer.media.image import DEFAULT_MAX_MEGAPIXELS
+from indexer.store.meta import ItemRecord
 from retrieval.server.errors import FileUnavailableError
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,259 @@
+"""Vector store: a FAISS index keyed by item id, chosen by collection size, saved atomically.
+
+The index is derived from the vectors in the metadata store and records the store generation it
+was built from (a JSON sidecar); a stale or missing file is rebuilt, never trusted.
+
+Index types (faiss wiki, "Guidelines to choose an index"; inner product on L2-normalised vectors,
+i.e. cosine):
+- ``Flat``             exact; the default below 100k vectors, where brute force is fast enough.
+- ``IVF{n},SQfp16``    inverted lists, n ~ 4*sqrt(N) (a power of two), vectors stored as float16:
+                       the default from 100k on. Half the memory of ``IVF{n},Flat`` with the same
+                       recall (1M clip-like vectors: 1.000 at nprobe 128 for both, 0.981 / 0.981 at
+                       nprobe 8; SQ8 would quarter it but caps recall@10 at ~0.97; docs/BENCHMARKS.md
+                       "### 2. Search"). Supports removal, so runs update it in place.
+- ``HNSW32``           graph index, on request (`--index-type hnsw`); no removal, rebuilt on change.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from indexer.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+EXACT_LIMIT = 100_000
+IVF_STORAGE = "SQfp16"  # float16 vectors in the inverted lists: half of Flat's memory, same recall
+INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
+DEFAULT_NPROBE = 32
+DEFAULT_EF_SEARCH = 128
+# IVF k-means trains on the first min(nlist * 40, 200k) vectors (rounded up to whole chunks): faiss
+# warns on stderr below 39 per list, and training time grows with the sample. 1M clip-like vectors,
+# IVF4096 on 2 shared cores: 180k -> 182 CPU-s for the whole build, 280k (64 per list) -> 235 CPU-s,
+# recall@10 within 0.004 at every nprobe (docs/BENCHMARKS.md "### 2. Search").
+TRAIN_POINTS_PER_LIST = 40
+MAX_TRAIN_POINTS = 200_000
+
+
+def _faiss():
+    import faiss
+
+    return faiss
+
+
+def choose_index_spec(n_vectors: int, index_type: str = "auto") -> str:
+    """The faiss index_factory string for a collection of n_vectors."""
+    if index_type.lower() not in INDEX_TYPES:
+        return index_type  # a raw index_factory string, for experts
+    index_type = index_type.lower()
+    if index_type == "flat" or (index_type == "auto" and n_vectors < EXACT_LIMIT):
+        return "Flat"
+    if index_type == "hnsw":
+        return "HNSW32"
+    nlist = 2 ** round(math.log2(max(4 * math.sqrt(max(n_vectors, 1)), 16)))
+    nlist = max(1, min(nlist, n_vectors // 39 or 1))  # faiss wants >= 39 training points per list
+    return f"IVF{nlist},{IVF_STORAGE}"
+
+
+def training_sample_size(spec: str, n_vectors: int) -> int:
+    """How many vectors an index of `spec` trains on (0: it needs no training, or takes them all)."""
+    match = re.match(r"IVF(\d+)", spec)
+    if not match:
+        return 0
+    needed = min(int(match.group(1)) * TRAIN_POINTS_PER_LIST, MAX_TRAIN_POINTS)
+    return needed if n_vectors > needed else 0
+
+
+def supports_removal(spec: str) -> bool:
+    return not spec.startswith("HNSW")
+
+
+@dataclass(frozen=True)
+class SearchTuning:
+    nprobe: int = DEFAULT_NPROBE
+    ef_search: int = DEFAULT_EF_SEARCH
+
+
+class VectorIndex:
+    """A FAISS index of unit vectors keyed by item id (int64)."""
+
+    def __init__(self, index, spec: str, generation: int, tuning: SearchTuning | None = None,
+                 tuning_report: dict | None = None):
+        self.index = index
+        self.spec = spec
+        self.generation = generation
+        self.tuning = tuning  # chosen by indexer.store.autotune for this index; None: the defaults
+        # what the tuner measured (recall, latency, targets met, a "status" line); saved with the index
+        self.tuning_report = tuning_report
+
+    @property
+    def dim(self) -> int:
+        return self.index.d
+
+    @property
+    def ntotal(self) -> int:
+        return self.index.ntotal
+
+    @classmethod
+    def build(cls, dim: int, spec: str, chunks: Iterable[tuple[np.ndarray, np.ndarray]], generation: int,
+              train_size: int = 0, train_vectors: np.ndarray | None = None) -> "VectorIndex":
+        """Build from (ids, vectors) chunks; an IVF index is trained on `train_vectors` when given (a
+        sample drawn across the whole collection: `training_sample_size`), else on the first
+        `train_size` vectors (0: min(nlist * TRAIN_POINTS_PER_LIST, MAX_TRAIN_POINTS))."""
+        faiss = _faiss()
+        index = faiss.IndexIDMap2(faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT))
+        if not index.is_trained and train_vectors is not None and len(train_vectors):
+            index.train(np.ascontiguousarray(train_vectors, dtype=np.float32))
+        pending_ids, pending_vectors = [], []
+        needed = 0
+        if not index.is_trained:
+            nlist = faiss.extract_index_ivf(index.index).nlist
+            needed = train_size or min(nlist * TRAIN_POINTS_PER_LIST, MAX_TRAIN_POINTS)
+        for ids, vectors in chunks:
+            if not index.is_trained:
+                pending_ids.append(ids)
+                pending_vectors.append(vectors)
+                if sum(len(v) for v in pending_vectors) < needed:
+                    continue
+                sample = np.concatenate(pending_vectors)
+                index.train(sample)
+                ids, vectors = np.concatenate(pending_ids), sample
+                pending_ids, pending_vectors = [], []
+            index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+        if pending_vectors:  # fewer vectors than the training target: train on what there is
+            sample = np.concatenate(pending_vectors)
+            index.train(sample)
+            index.add_with_ids(sample, np.concatenate(pending_ids).astype(np.int64))
+        return cls(index, spec, generation)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+
+    def remove(self, ids: Sequence[int]) -> None:
+        if len(ids):
+            self.index.remove_ids(np.asarray(ids, dtype=np.int64))
+
+    def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
+               tuning: SearchTuning | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, item_ids) per query; ids are -1 where fewer than k exist.
+
+        `tuning` None (or the plain defaults) means the index's own tuning when it has one.
+        """
+        faiss = _faiss()
+        tuning = self.effective_tuning(tuning)
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = max(1, min(k, self.ntotal)) if self.ntotal else 1
+        params = self._params(faiss, tuning, allowed_ids)
+        scores, ids = self.index.search(queries, k, params=params)
+        return scores, ids
+
+    def effective_tuning(self, tuning: SearchTuning | None) -> SearchTuning:
+        """`tuning`, except that None or the plain defaults mean this index's own tuning when it has one."""
+        if (tuning is None or tuning == SearchTuning()) and self.tuning is not None:
+            return self.tuning
+        return tuning or SearchTuning()
+
+    def _params(self, faiss, tuning: SearchTuning, allowed_ids: np.ndarray | None):
+        selector = faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64)) if allowed_ids is not None else None
+        if self.spec.startswith("IVF"):
+            return faiss.SearchParametersIVF(sel=selector, nprobe=tuning.nprobe)
+        if self.spec.startswith("HNSW"):
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=max(tuning.ef_search, 1))
+        return faiss.SearchParameters(sel=selector) if selector is not None else None
+
+    # --- files ----------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        """Write index + sidecar atomically (temp file then os.replace).
+
+        On failure (a full disk, a read-only folder) the previous file is left as it was, the temp
+        file is removed and StoreError says so: the vectors are safe in the database and a stale
+        or missing file is rebuilt from there (`mmsearch repair`, the next run, or each search).
+        """
+        faiss = _faiss()
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            faiss.write_index(self.index, str(tmp))
+            _fsync_file(tmp)
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0]
+            raise StoreError(
+                f"cannot write the vector index {path}: {reason}. The database is intact and searches still "
+                f"work (they rebuild the index in memory); fix the cause, then run `mmsearch repair`"
+            ) from exc
+        sidecar = {"spec": self.spec, "generation": self.generation, "ntotal": self.ntotal, "dim": self.dim}
+        if self.tuning is not None:
+            sidecar["tuning"] = {"nprobe": self.tuning.nprobe, "ef_search": self.tuning.ef_search}
+        if self.tuning_report is not None:
+            sidecar["tuning_report"] = self.tuning_report
+        _write_json_atomic(sidecar_path(path), sidecar)
+
+    def ids(self) -> np.ndarray:
+        """The item ids held, in storage order (for integrity checks)."""
+        faiss = _faiss()
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+
+    @classmethod
+    def load(cls, path: Path, *, mmap: bool = False) -> "VectorIndex | None":
+        """The saved index, or None when missing or unreadable (the caller rebuilds).
+
+        `mmap`: map the file instead of reading it (faiss IO_FLAG_MMAP_IFC): a 100k x 512 IVF opens
+        in ~0.01 s instead of ~0.25 s. The result is for searching only: it must not be added to.
+        """
+        path = Path(path)
+        try:
+            meta = json.loads(sidecar_path(path).read_text())
+            index = _read_index(str(path), mmap)
+            if index.ntotal != meta.get("ntotal"):
+                return None
+            tuning = meta.get("tuning")
+            tuning = SearchTuning(int(tuning["nprobe"]), int(tuning["ef_search"])) if tuning else None
+            return cls(index, meta["spec"], int(meta["generation"]), tuning, meta.get("tuning_report"))
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
+            log.info("vector index %s unusable (%s); it will be rebuilt", path, exc)
+            return None
+
+
+def _read_index(path: str, mmap: bool):
+    faiss = _faiss()
+    flag = getattr(faiss, "IO_FLAG_MMAP_IFC", None) if mmap else None
+    if flag is not None:
+        try:
+            return faiss.read_index(path, flag | faiss.IO_FLAG_READ_ONLY)
+        except RuntimeError as exc:  # an index type this faiss cannot map: read it
+            log.debug("cannot map %s (%s); reading it", path, exc)
+    return faiss.read_index(path)
+
+
+def sidecar_path(path: Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}; the database is intact, "
+                         f"run `mmsearch repair` once the cause is fixed") from exc

@@ -1,0 +1,194 @@
+"""Encoders: one per modality, built lazily, each returning L2-normalised float32 vectors.
+
+`load_model(name)` is the one factory: it returns a `Model` that carries the preprocessing, a
+lazily built image encoder, a lazily built text encoder and its tokenizer. Asking for
+`model.text` never builds the image tower, and the other way round.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Sequence
+
+import numpy as np
+
+from indexer.store.records import ModelInfo
+from retrieval.errors import QueryError
+from indexer.media.preprocess import PreprocessConfig, to_model_input
+from retrieval.models.registry import ModelCard, ModelSpec, describe_model, resolve_model
+
+log = logging.getLogger(__name__)
+
+
+# a Linux machine without these has no GPU torch could use as "cuda" (NVIDIA, NVIDIA under WSL2, ROCm)
+GPU_DEVICE_FILES = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
+
+
+def gpu_possible() -> bool:
+    """False when this machine certainly has no CUDA/ROCm GPU, found without importing torch (2 s)."""
+    if sys.platform.startswith("linux"):
+        return any(os.path.exists(path) for path in GPU_DEVICE_FILES)
+    return True
+
+
+def pick_device(device: str = "auto") -> str:
+    if device == "auto":
+        if not gpu_possible():
+            return "cpu"
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _cuda_dtype():
+    import torch
+
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _autocast(device: str):
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=_cuda_dtype())
+    return contextlib.nullcontext()
+
+
+def _normalise(features) -> np.ndarray:
+    import torch
+
+    features = torch.nn.functional.normalize(features.float(), dim=-1)
+    return features.cpu().numpy().astype(np.float32, copy=False)
+
+
+class ImageEncoder:
+    """Image tower: normalised pixel arrays (B, 3, S, S) -> unit vectors (B, dim)."""
+
+    def __init__(self, tower, preprocess: PreprocessConfig, device: str):
+        self.tower = tower.to(device)
+        if device.startswith("cuda"):
+            # inference in bf16 (fp16 without bf16): the weights cast once, not by autocast on every call
+            self.tower = self.tower.to(_cuda_dtype())
+        self.preprocess = preprocess
+        self.device = device
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        import torch
+
+        batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+        if self.device.startswith("cuda"):
+            batch = batch.pin_memory()
+        return self.embed_tensor(batch)
+
+    def embed_tensor(self, batch) -> np.ndarray:
+        """A normalised (B, 3, S, S) float torch tensor (on this encoder's device, or pinned) -> unit vectors."""
+        import torch
+
+        with torch.inference_mode():
+            if self.device.startswith("cuda"):
+                return _normalise(self.tower(batch.to(self.device, _cuda_dtype(), non_blocking=True)))
+            return _normalise(self.tower(batch))
+
+    def embed_images(self, images: Sequence) -> np.ndarray:
+        """PIL images -> unit vectors."""
+        if not images:
+            return np.zeros((0, 0), dtype=np.float32)
+        return self.embed_pixels(np.stack([to_model_input(image, self.preprocess) for image in images]))
+
+
+class TextEncoder:
+    """Text tower plus its tokenizer: strings -> unit vectors (B, dim)."""
+
+    def __init__(self, tower, tokenizer, device: str, batch_size: int = 256):
+        self.tower = tower.to(device)
+        self.tokenizer = tokenizer
+        self.device = device
+        self.batch_size = batch_size
+
+    @cached_property
+    def trimmed(self):
+        """(module, pad id) running the tower on trimmed tokens, or None when trimming would change vectors."""
+        from retrieval.models.trimmed_text import pad_id, trimmable_tower
+
+        module = trimmable_tower(self.tower)
+        return None if module is None else (module, pad_id(self.tower))
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        from retrieval.models.token_length import needed_length
+
+        if any(not text.strip() for text in texts):
+            raise QueryError("empty text query")
+        chunks = []
+        for start in range(0, len(texts), self.batch_size):
+            tokens = self.tokenizer(list(texts[start:start + self.batch_size]))
+            tower = self.tower
+            if self.trimmed is not None:  # only the real tokens, same vectors: see retrieval.models.trimmed_text
+                tower, pad = self.trimmed
+                tokens = tokens[:, :needed_length(tokens, pad)]
+            with torch.inference_mode(), _autocast(self.device):
+                chunks.append(_normalise(tower(tokens.to(self.device))))
+        return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+
+
+class Model:
+    """A model's towers, built on first use."""
+
+    def __init__(self, card: ModelCard, device: str = "auto"):
+        self.card = card
+        self.requested_device = device
+        # CPU image tower variant (retrieval.models.fast_image.PRECISIONS) and where an ONNX export may live;
+        # set before the first use of `image`. A GPU always runs the plain tower.
+        self.image_precision = "fp32"
+        self.image_cache_dir = None
+
+    @cached_property
+    def device(self) -> str:
+        """Resolved on first use: importing torch costs seconds, and a run with nothing to embed needs none."""
+        return pick_device(self.requested_device)
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(self.card.spec.name, self.card.weights, self.card.dim, self.card.fingerprint)
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return self.card.preprocess
+
+    @cached_property
+    def image(self) -> ImageEncoder:
+        log.info("building image tower of %s on %s", self.card.spec.name, self.device)
+        if self.device == "cpu" and self.image_precision != "fp32":
+            from retrieval.models.fast_image import build_image_encoder  # no torch import when its ONNX export is current
+
+            return build_image_encoder(self, self.image_precision, self.image_cache_dir)
+        from retrieval.models.towers import IMAGE, load_tower  # imports torch (seconds)
+
+        return ImageEncoder(load_tower(self.card, IMAGE), self.card.preprocess, self.device)
+
+    @cached_property
+    def text(self) -> TextEncoder:
+        from retrieval.models.towers import TEXT, build_tokenizer, load_tower
+
+        log.info("building text tower of %s on %s", self.card.spec.name, self.device)
+        return TextEncoder(load_tower(self.card, TEXT), build_tokenizer(self.card), self.device)
+
+    @property
+    def image_built(self) -> bool:
+        return "image" in self.__dict__
+
+    @property
+    def text_built(self) -> bool:
+        return "text" in self.__dict__
+
+
+def load_model(name: str | ModelSpec, device: str = "auto") -> Model:
+    """The factory: resolve a name, read its card, return a Model whose towers build on demand."""
+    spec = name if isinstance(name, ModelSpec) else resolve_model(name)
+    return Model(describe_model(spec), device=device)

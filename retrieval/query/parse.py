@@ -1,0 +1,70 @@
+"""Queries: parse "beach + sunset - people" / "2:dog" into weighted terms, combine their vectors.
+
+Pure functions; embedding the terms is the caller's business (`retrieval.query.search`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from retrieval.errors import QueryError
+
+MAX_QUERY_CHARS = 2_000
+_SPLIT = re.compile(r"\s+([+-])(?=\s)")
+_WEIGHT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*:\s*(.+)$", re.S)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One part of a query: text (or an image path) and its signed weight."""
+
+    value: str
+    weight: float = 1.0
+    is_image: bool = False
+
+
+def parse_query(query: str) -> list[Term]:
+    """Split a query on " + " and " - " (spaces around the sign), each part optionally "W:text".
+
+    "beach + sunset - people" -> beach (+1), sunset (+1), people (-1);
+    "2:red car + 0.5:night"   -> red car (+2), night (+0.5). "t-shirt" stays one term.
+    """
+    if query is None or not query.strip():
+        raise QueryError("empty query: give some words, or --image PATH")
+    if len(query) > MAX_QUERY_CHARS:
+        raise QueryError(f"query is {len(query)} characters; the limit is {MAX_QUERY_CHARS}")
+    parts = _SPLIT.split(" " + query.strip() + " ")
+    terms: list[Term] = []
+    sign = 1.0
+    for index, part in enumerate(parts):
+        if index % 2 == 1:
+            sign = 1.0 if part == "+" else -1.0
+            continue
+        part = part.strip()
+        if not part:
+            if index == 0:
+                continue
+            raise QueryError(f"query {query!r} has an empty term next to a + or -")
+        weight = 1.0
+        match = _WEIGHT.match(part)
+        if match:
+            weight, part = float(match.group(1)), match.group(2).strip()
+        terms.append(Term(part, sign * weight))
+    if not any(term.weight > 0 for term in terms):
+        raise QueryError(f"query {query!r} has no positive term: something to find is needed")
+    return terms
+
+
+def combine(vectors: np.ndarray, weights) -> np.ndarray:
+    """Weighted sum of unit vectors, renormalised: one query vector."""
+    vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+    weights = np.asarray(weights, dtype=np.float32).reshape(-1, 1)
+    if len(weights) != len(vectors):
+        raise ValueError("one weight per vector")
+    total = (vectors * weights).sum(axis=0)
+    norm = float(np.linalg.norm(total))
+    if norm < 1e-8:
+        raise QueryError("the query's terms cancel out; change the weights")
+    return (total / norm).astype(np.float32)
