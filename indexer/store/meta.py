@@ -382,6 +382,12 @@ class MetaStore:
                 "removed": run.removed, "failed": run.failed, "unchanged": run.unchanged, "seconds": run.seconds,
             }
 
+    def indexed_roots(self) -> list[str]:
+        """Every folder (or file) an `index` run was given, as given (absolute)."""
+        with self._reading() as session:
+            listed = session.scalars(select(Run.roots).where(Run.command == "index")).all()
+        return sorted({root for text in listed for root in text.split("\n") if root})
+
     # --- items --------------------------------------------------------------------------
     def known_files(self, folder: str) -> dict[str, KnownFile]:
         low, high = _folder_range(folder)

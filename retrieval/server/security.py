@@ -145,14 +145,7 @@ class FileGuard:
         """Real paths of every folder (or file) an `index` run was given; cached per generation."""
         generation = self.meta.generation
         if self._roots is None or self._roots[0] != generation:
-            from sqlalchemy import select
-            from sqlalchemy.orm import Session
-
-            from indexer.store.meta import Run
-
-            with Session(self.meta.engine) as session:
-                listed = session.scalars(select(Run.roots).where(Run.command == "index")).all()
-            roots = {os.path.realpath(root) for text in listed for root in text.split("\n") if root}
+            roots = {os.path.realpath(root) for root in self.meta.indexed_roots()}
             self._roots = (generation, tuple(sorted(roots)))
         return self._roots[1]
 
