@@ -1,7 +1,7 @@
 """Cold start of `mmsearch search "a cat"`: a new process per query on a synthetic 100k-item index.
 
 Builds (once, reused when present) a 100k-item index the way bench_serve.py does (rows + random
-unit vectors through `MetaStore.write_batch`, FAISS file as `mmsearch index` builds it) plus the ONNX
+unit vectors through `ItemStore.write_batch`, FAISS file as `mmsearch index` builds it) plus the ONNX
 export of the model's text tower that `mmsearch index` writes, then times the CLI with hyperfine
 (or, without hyperfine, its own loop of subprocesses) and prints the medians as JSON.
 
@@ -48,7 +48,8 @@ def build(db: Path, arch: str, items: int) -> dict:
     info = build_synthetic_index(db / "index", Path(model_name), items)
     with Library(db / "index") as library:
         ok = ensure_exported(load_model(model_name, device="cpu"), library.text_export_path)
-    info.update({"export": ok and optimise_text_export(db / "index" / "text_encoder"), "build_s": time.perf_counter() - started, "items": items, "model": model_name})
+    info.update({"export": ok and optimise_text_export(db / "index" / "text_encoder"),
+                 "build_s": time.perf_counter() - started, "items": items, "model": model_name})
     marker.write_text(json.dumps(info))
     return info
 
@@ -175,7 +176,7 @@ def main() -> None:
         from indexer.store.library import Library
 
         with Library(index_dir, create=False, read_only=True) as library:
-            vectors_path = library.vectors_path
+            vectors_path = library.vectors_path()
         print(json.dumps({"index": info, "faiss_threads": faiss_threads_sweep(vectors_path, args.faiss_threads)}, indent=2))
         return
     commands = {
@@ -198,7 +199,8 @@ def main() -> None:
             json_path.write_text(json.dumps(sidecar))
         commands["before (--before-src code)"] = (
             f"env PYTHONPATH={args.before_src} {sys.executable} -m cli.app search '{args.query}' --db {plain} --top 10")
-        commands["mmsearch search"] = f"env PYTHONPATH={ROOT} {sys.executable} -m cli.app search '{args.query}' --db {index_dir} --top 10"
+        commands["mmsearch search"] = (f"env PYTHONPATH={ROOT} {sys.executable} -m cli.app search '{args.query}' "
+                                       f"--db {index_dir} --top 10")
     for extra in args.extra:
         name, _, command = extra.partition("=")
         commands[name] = command

@@ -35,7 +35,8 @@ def main() -> None:
 
     import torch
 
-    from indexer.media.image import DecodeOptions, decode_image, read_file
+    from indexer.media.files import read_file
+    from indexer.media.image import DecodeOptions, decode_image
     from retrieval.models.encoders import load_model
 
     torch.set_num_threads(2)

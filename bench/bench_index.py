@@ -29,9 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 import benchlib
+import numpy as np
 from make_jpegs import make_jpegs, size_for
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -110,17 +109,23 @@ def found_files(folder: Path) -> list:
     return sorted(walk(folder), key=lambda found: found.path)
 
 
+def reader_table(reader) -> dict:
+    return {extension: reader for extension in reader.extensions}
+
+
 def bench_decode(files: list, preprocess, rounds: int, single_n: int) -> dict:
     from indexer.media.image import DecodeOptions, decode_image
+    from indexer.media.image_reader import ImageReader, ImageReadOptions
     from indexer.pipeline.embed import PipelineConfig, default_workers, prepare_files
 
     results: dict[str, dict] = {"draft": {"pool_images_per_s": []}, "exact": {"pool_images_per_s": []}}
-    workers = default_workers(gpu_decode=False)
+    workers = default_workers(device_decodes=False)
     for _ in range(rounds):
         for label in ("draft", "exact"):
-            config = PipelineConfig(decode=DecodeOptions(draft=(label == "draft")))
+            reader = ImageReader(preprocess, ImageReadOptions(decode=DecodeOptions(draft=(label == "draft"))))
             started = time.perf_counter()
-            count = sum(1 for item in prepare_files(files, {}, preprocess, config) if item.decoded is not None)
+            count = sum(1 for item in prepare_files(files, {}, reader_table(reader), PipelineConfig())
+                        if item.decoded is not None)
             seconds = time.perf_counter() - started
             if count != len(files):
                 raise SystemExit(f"decode {label}: {count} of {len(files)} decoded")

@@ -3,7 +3,7 @@
 1. `pipeline`: index_folders on N distinct 640x480 JPEG files with JPEGs deferred as on a CUDA
    machine, but the GPU embedder replaced by a stand-in that returns random unit vectors at once:
    reading, hashing, header parsing, rows, SQLite writes, the FAISS file. Files/s.
-2. `write`: MetaStore.write_batch alone, 40 batches of 256 new rows with 512-d vectors. ms/row.
+2. `write`: ItemStore.write_batch alone, 40 batches of 256 new rows with 512-d vectors. ms/row.
 3. `header`: one JPEG header read on a decode thread, indexer.media.gpu_jpeg.jpeg_header (the marker
    reader of indexer.media.jpeg_markers, Pillow behind it) against pillow_jpeg_header; us per call, best
    of interleaved rounds, on a 640x480 JPEG without EXIF and on one with a phone's EXIF block.
@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -66,12 +65,24 @@ def with_camera_exif(jpeg: bytes, seed: int) -> bytes:
     return out.getvalue()
 
 
+def deferred_media(model, embed_jpegs, assist_megapixels: float | None = 4.0):
+    """The image media of a CUDA run (JPEG headers on the threads, pixels left for the GPU), with
+    `embed_jpegs` standing in for the GPU."""
+    from indexer.media.image_reader import ImageReader, ImageReadOptions, PixelEncoder
+    from indexer.media.kinds import Media
+
+    reader = ImageReader(model.preprocess, ImageReadOptions(defer_jpeg=True, assist_megapixels=assist_megapixels))
+    encoder = PixelEncoder(model.info, lambda pixels: model.image.embed_pixels(pixels), embed_jpegs)
+    return Media(readers=(reader,), encoders={"image": encoder})
+
+
 def bench_pipeline(work: Path, files: int, workers: int, batch: int, exif: bool = False) -> dict:
     from gpu_check import make_jpegs, unique_copies
-    from indexer.pipeline import sync
+
     from indexer.media.gpu_jpeg import JpegOutcome
-    from indexer.store.library import Library
+    from indexer.pipeline import sync
     from indexer.pipeline.embed import PipelineConfig
+    from indexer.store.library import Library
     from retrieval.models.encoders import load_model
 
     folder = work / "jpegs"
@@ -89,11 +100,10 @@ def bench_pipeline(work: Path, files: int, workers: int, batch: int, exif: bool 
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         return [JpegOutcome(vector) for vector in vectors]
 
-    sync._gpu_jpeg_setup = lambda _model, pipeline: (dataclasses.replace(pipeline, defer_jpeg=True), stand_in)
     config = sync.IndexConfig(roots=(str(folder),), pipeline=PipelineConfig(batch_size=batch, workers=workers))
     started = time.perf_counter()
     with Library(work / "db") as library, library.lock():
-        report = sync.index_folders(library, model, config)
+        report = sync.index_folders(library, deferred_media(model, stand_in), config)
     wall = time.perf_counter() - started
     return {"files": report.embedded, "seconds": round(wall, 2), "files_per_s": round(report.embedded / wall, 1),
             "workers": workers, "batch": batch, "camera_exif": exif}
@@ -102,10 +112,11 @@ def bench_pipeline(work: Path, files: int, workers: int, batch: int, exif: bool 
 def bench_share(work: Path, files: int, workers: int, batch: int, size: tuple[int, int], gpu_rate: float,
                 rounds: int, assist_mp: float, lookahead: int = 2) -> dict:
     from gpu_check import make_jpegs, unique_copies
-    from indexer.pipeline import sync
+
     from indexer.media.gpu_jpeg import JpegOutcome
-    from indexer.store.library import Library
+    from indexer.pipeline import sync
     from indexer.pipeline.embed import PipelineConfig
+    from indexer.store.library import Library
     from retrieval.models.encoders import load_model
 
     folder = work / "jpegs"
@@ -124,24 +135,24 @@ def bench_share(work: Path, files: int, workers: int, batch: int, size: tuple[in
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         return [JpegOutcome(vector) for vector in vectors]
 
-    sync._gpu_jpeg_setup = lambda _model, pipeline: (dataclasses.replace(pipeline, defer_jpeg=True), simulated_gpu)
     runs: dict[str, list] = {"off": [], "on": []}
     for round_ in range(rounds):
         for name, assist in (("off", None), ("on", assist_mp)) if round_ % 2 == 0 else (("on", assist_mp), ("off", None)):
             counts["gpu"] = 0
             config = sync.IndexConfig(roots=(str(folder),), pipeline=PipelineConfig(
-                batch_size=batch, workers=workers, cpu_assist_megapixels=assist, lookahead_batches=lookahead))
+                batch_size=batch, workers=workers, lookahead_batches=lookahead))
             db = work / f"db-{name}-{round_}"
             started = time.perf_counter()
             with Library(db) as library, library.lock():
-                report = sync.index_folders(library, model, config)
+                report = sync.index_folders(library, deferred_media(model, simulated_gpu, assist), config)
             wall = time.perf_counter() - started
             shutil.rmtree(db)
             runs[name].append({"images_per_s": round(report.embedded / wall, 1),
                                "cpu_share": round(1 - counts["gpu"] / max(1, report.embedded), 3)})
     median = {name: float(np.median([run["images_per_s"] for run in values])) for name, values in runs.items()}
     return {"files": files, "size": f"{size[0]}x{size[1]}", "simulated_gpu_images_per_s": gpu_rate, "workers": workers,
-            "batch": batch, "lookahead_batches": lookahead, "assist_megapixels": assist_mp, "runs": runs, "median_images_per_s": median,
+            "batch": batch, "lookahead_batches": lookahead, "assist_megapixels": assist_mp, "runs": runs,
+            "median_images_per_s": median,
             "on_over_off": round(median["on"] / median["off"], 2)}
 
 
@@ -149,8 +160,9 @@ def bench_header(rounds: int = 30) -> dict:
     import timeit
 
     from gpu_check import make_jpegs
-    from indexer.media.image import DecodeOptions
+
     from indexer.media.gpu_jpeg import jpeg_header, pillow_jpeg_header
+    from indexer.media.image import DecodeOptions
 
     plain = make_jpegs(1, (640, 480))[0]
     samples = {"no_exif": plain, "camera_exif": with_camera_exif(plain, 3)}
@@ -161,7 +173,7 @@ def bench_header(rounds: int = 30) -> dict:
         best = {"pillow_us": float("inf"), "fast_us": float("inf")}
         for _ in range(rounds):
             for key, function, number in (("pillow_us", pillow_jpeg_header, 200), ("fast_us", jpeg_header, 2000)):
-                seconds = timeit.timeit(lambda: function(data, options), number=number) / number
+                seconds = timeit.timeit(lambda f=function, d=data: f(d, options), number=number) / number
                 best[key] = min(best[key], seconds * 1e6)
         out[name] = {key: round(value, 1) for key, value in best.items()}
         out[name]["ratio"] = round(best["pillow_us"] / best["fast_us"], 1)
@@ -169,22 +181,23 @@ def bench_header(rounds: int = 30) -> dict:
 
 
 def bench_write(work: Path, batches: int = 40, rows: int = 256) -> dict:
-    from indexer.store.meta import MetaStore, NewItem
-    from retrieval.models.encoders import ModelInfo
+    from indexer.store.library import Library
+    from indexer.store.records import ModelInfo, NewItem, single_vector
 
-    store = MetaStore(work / "write.db")
-    store.bind_model(ModelInfo("bench", "random", 512, "bench"))
-    run_id = store.start_run("index", [str(work)])
+    library = Library(work / "write")
+    library.db.bind_model(ModelInfo("bench", "random", 512, "bench"))
+    run_id = library.runs.start("index", [str(work)])
     rng = np.random.default_rng(0)
     prepared = []
     for b in range(batches):
         vectors = rng.standard_normal((rows, 512)).astype(np.float32)
         prepared.append([NewItem(path=f"{work}/{b}_{i}.jpg", size=1000 + i, mtime=1.0, content_hash=f"{b:06d}{i:06d}",
-                                 width=640, height=480, format="JPEG", vector=vectors[i], reuse_from=None, error=None,
+                                 width=640, height=480, format="JPEG", vectors=single_vector(vectors[i]),
+                                 reuse_from=None, error=None,
                                  taken_at=None) for i in range(rows)])
     started = time.perf_counter()
     for batch in prepared:
-        store.write_batch(batch, run_id)
+        library.items.write_batch(batch, run_id)
     seconds = time.perf_counter() - started
     return {"rows": batches * rows, "seconds": round(seconds, 3), "ms_per_row": round(seconds / (batches * rows) * 1e3, 4)}
 

@@ -7,7 +7,7 @@ dimension; its parameters are in its docstring and docs/BENCHMARKS.md "### 2. Se
 are fresh draws from the same distribution, never vectors of the index. For each size, builds
 Flat, IVF as `choose_index_spec` picks it and HNSW32 (or the index_factory strings in --specs)
 with `indexer.store.vectors.VectorIndex.build` (the code path `mmsearch index` uses, fed in
-20,000-vector chunks as `MetaStore.iter_vectors` does), then:
+20,000-vector chunks as `ItemReads.iter_vectors` does), then:
 - recall@10: share of the exact top 10 (numpy brute force in 100k blocks) found, over --queries queries;
 - latency: single queries, one at a time, after a warm-up, per OpenMP thread count; p50/p95/p99 in ms;
 - build time, and index size (the file `VectorIndex.save` writes);
@@ -38,11 +38,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import benchlib
 import numpy as np
 
-import benchlib
-
-CHUNK = 20_000  # MetaStore.iter_vectors' chunk size
+CHUNK = 20_000  # ItemReads.iter_vectors' chunk size
 
 
 class BuildBudgetExceeded(Exception):
@@ -326,7 +325,8 @@ def measure_spec(spec: str, base: np.ndarray, queries: np.ndarray, truth: np.nda
         return [{"spec": spec, "setting": "-", "not_run": note}]
     started = time.perf_counter()
     try:
-        index, note, facts = obtain_index(spec, base, args, work, label or f"n{len(base)}", centroids if centroids is not None else {})
+        index, note, facts = obtain_index(spec, base, args, work, label or f"n{len(base)}",
+                                          centroids if centroids is not None else {})
     except BuildBudgetExceeded:
         elapsed = time.perf_counter() - started
         reason = f"build stopped after {elapsed:.0f} s (over --max-build-s {args.max_build_s:g})"
@@ -472,7 +472,8 @@ def main(argv: list[str] | None = None) -> int:
                 centroids: dict = {}
                 for spec in args.specs or [specs[index_type] for index_type in args.types]:
                     rows.extend(measure_spec(spec, base, queries, truth, settings_for(spec, args), args, Path(tmp),
-                                             f"{kind}-{n}" + ("" if args.spread == 1.0 else f"-spread{args.spread:g}"), centroids))
+                                             f"{kind}-{n}" + ("" if args.spread == 1.0 else f"-spread{args.spread:g}"),
+                                             centroids))
                 summary = {
                     "dist": kind, "n": n, "rows": rows, "neighbours": profile,
                     "ivf_reaching_target": first_reaching(rows, "IVF", args.target_recall),
@@ -505,13 +506,15 @@ def print_table(figures: dict) -> None:
             if "autotune" in row:
                 tuned = row["autotune"]
                 print(f"| {result['dist']} | {result['n']:,} | {row['spec']} | {row['setting']} | "
-                      f"{row['fresh_recall_at_10']:.3f} ({tuned['recall']:.3f} on the tuning sample) | {tuned['status']} |" + " |" * (len(labels) + 1))
+                      f"{row['fresh_recall_at_10']:.3f} ({tuned['recall']:.3f} on the tuning sample) | {tuned['status']} |"
+                      + " |" * (len(labels) + 1))
                 continue
             if "not_run" in row:
                 print(f"| {result['dist']} | {result['n']:,} | {row['spec']} | - | {row['not_run']} |"
                       + " |" * (len(labels) + 2))
                 continue
-            cells = " | ".join(f"{row['latency'][label]['p50_ms']:.2f} / {row['latency'][label]['p95_ms']:.2f} / {row['latency'][label]['p99_ms']:.2f}"
+            cells = " | ".join(f"{row['latency'][label]['p50_ms']:.2f} / {row['latency'][label]['p95_ms']:.2f} / "
+                               f"{row['latency'][label]['p99_ms']:.2f}"
                                if label in row["latency"] else "-" for label in labels)
             print(f"| {result['dist']} | {result['n']:,} | {row['spec']} | {row['setting']} | {row['recall_at_10']:.3f} | "
                   f"{cells} | {row['build_s']:.1f} | {row['size_mb']:.0f} |")

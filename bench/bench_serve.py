@@ -11,7 +11,7 @@ Measures, in one run:
    (anything but HTTP 200, or a transport error) and samples the server's RSS every second.
 
 The index is built synthetically for speed: rows + random unit vectors written straight through
-`MetaStore.write_batch` / `NewItem` (no files on disk, so no thumbnails are asked for), then the
+`ItemStore.write_batch` / `NewItem` (no files on disk, so no thumbnails are asked for), then the
 FAISS file is built as `mmsearch index` would (auto type: IVF from 100k vectors). The model is an
 architecture config with RANDOM weights (`--arch tiny`: the tests' 64-d towers; `--arch
 ViT-B-32`: open_clip's ViT-B-32, a 512-d index and a real-sized text tower): speed only. `--arch
@@ -82,14 +82,14 @@ def write_model_config(folder: Path, arch: str) -> Path | str:
 
 
 def build_synthetic_index(db: Path, model_config: Path, items: int, batch: int = 5000, vectors: str = "uniform") -> dict:
-    """Rows + random unit vectors through MetaStore.write_batch, then the FAISS file.
+    """Rows + random unit vectors through ItemStore.write_batch, then the FAISS file.
 
     `vectors`: "uniform" (on the whole sphere: no structure, so the autotuner must probe every IVF
     list to reach its recall target) or "cliplike" (bench_search's stand-in for CLIP image
     embeddings: clustered in a narrow cone, like real ones).
     """
     from indexer.store.library import Library
-    from indexer.store.meta import NewItem
+    from indexer.store.records import NewItem, single_vector
     from retrieval.models.encoders import load_model
 
     model = load_model(str(model_config), device="cpu")  # a card only: no tower is built
@@ -104,8 +104,8 @@ def build_synthetic_index(db: Path, model_config: Path, items: int, batch: int =
     root = "/synthetic/photos"
     started = time.perf_counter()
     with Library(db) as library, library.lock():
-        library.meta.bind_model(model.info)
-        run_id = library.meta.start_run("index", [root])
+        library.db.bind_model(model.info)
+        run_id = library.runs.start("index", [root])
         now = time.time()
         for start in range(0, items, batch):
             count = min(batch, items - start)
@@ -121,11 +121,11 @@ def build_synthetic_index(db: Path, model_config: Path, items: int, batch: int =
                 rows.append(NewItem(
                     path=f"{root}/{2015 + number % 10}/{number // 1000:03d}/img{number:06d}.{ext}",
                     size=200_000 + number % 5000, mtime=now - (number % 3650) * 86400.0, content_hash=None,
-                    width=4000, height=3000, format="JPEG", vector=block[offset]))
-            library.meta.write_batch(rows, run_id)
+                    width=4000, height=3000, format="JPEG", vectors=single_vector(block[offset])))
+            library.items.write_batch(rows, run_id)
         rows_s = time.perf_counter() - started
         library.update_vectors(base_generation=-1)
-        library.meta.finish_run(run_id, embedded=items)
+        library.runs.finish(run_id, embedded=items)
         from indexer.status import read_status
 
         status = read_status(library)
@@ -218,7 +218,7 @@ def distinct_queries(count: int, seed: int) -> list[str]:
 
 def percentiles(values: list[float]) -> dict:
     ordered = sorted(values)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]  # noqa: E731
+    pick = lambda q: ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
     return {"n": len(values), "p50": statistics.median(values), "p95": pick(0.95), "p99": pick(0.99),
             "min": ordered[0], "max": ordered[-1]}
 
@@ -446,7 +446,7 @@ def measure_in_process(db: Path, args) -> dict:
 
     torch.set_num_threads(args.threads)
     library = WarmLibrary(db)
-    model = load_model(library.meta.model().name, device="cpu")
+    model = load_model(library.model().name, device="cpu")
     engine = SearchEngine(library, model, ServerConfig(db=db, torch_threads=args.threads))
     try:
         engine.warm()
@@ -468,14 +468,14 @@ def measure_in_process(db: Path, args) -> dict:
             "embed": clock(lambda n: engine.text_encoder.embed_texts([texts[n % len(texts)]]), min(100, len(texts))),
             "search_cached_vector": clock(lambda n: engine.search(SearchRequest(text=texts[0], limit=args.limit)), 100),
             "faiss": clock(lambda n: index.search(vector[None], args.limit + 1), 100),
-            "item_rows": clock(lambda n: library.meta.items(ids), 100),
+            "item_rows": clock(lambda n: library.reads.items(ids), 100),
         }
     finally:
         engine.close()
 
 
 def compare_markdown(args, built: dict, result: dict, load_before, load_after) -> str:
-    ms = lambda stats: f"{stats['p50']:.1f} ({stats['p95']:.1f})"  # noqa: E731
+    ms = lambda stats: f"{stats['p50']:.1f} ({stats['p95']:.1f})"
     tokens = result["tokens"]
     lines = [
         f"- Command: `HF_HUB_OFFLINE=1 flock /tmp/mms-bench.lock .venv/bin/python bench/bench_serve.py --arch {args.arch} "
@@ -515,7 +515,7 @@ def machine_line() -> str:
 
 
 def markdown(args, built: dict, startup_s: float, warm: dict, cli: dict, load: dict | None, load_avg) -> str:
-    ms = lambda stats: f"{stats['p50']:.1f} ms (p95 {stats['p95']:.1f})"  # noqa: E731
+    ms = lambda stats: f"{stats['p50']:.1f} ms (p95 {stats['p95']:.1f})"
     lines = [
         f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_serve.py --arch {args.arch} --items {args.items} "
         f"--queries {args.queries} --cli-runs {args.cli_runs} --clients {args.clients} --seconds {args.seconds:g} "
@@ -583,8 +583,8 @@ def main() -> None:
         args.workdir / f"db-{args.arch}-{args.items}-{args.vectors}"
     model_config = write_model_config(args.workdir, args.arch)
     if (db / "mmsearch.db").exists():
-        from indexer.store.library import Library
         from indexer.status import read_status
+        from indexer.store.library import Library
 
         with Library(db, create=False) as library:
             status = read_status(library)
@@ -598,7 +598,7 @@ def main() -> None:
 
     if args.in_process:
         result = measure_in_process(db, args)
-        ms = lambda stats: f"{stats['p50']:.2f} ms (p95 {stats['p95']:.2f})"  # noqa: E731
+        ms = lambda stats: f"{stats['p50']:.2f} ms (p95 {stats['p95']:.2f})"
         print(f"in process, text encoder {result['text_encoder']}, load average {load_avg[0]:.1f} -> "
               f"{os.getloadavg()[0]:.1f}: embed {ms(result['embed'])}; search with a cached vector "
               f"{ms(result['search_cached_vector'])}; FAISS {ms(result['faiss'])}; item rows {ms(result['item_rows'])}")

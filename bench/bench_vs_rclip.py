@@ -80,7 +80,8 @@ def main() -> None:
             reset()
             times[name].append(run(command, env, cwd))
     rclip_median = statistics.median(times["rclip"])
-    results = {name: {"median_s": round(statistics.median(values), 2), "images_per_s": round(images / statistics.median(values), 2),
+    results = {name: {"median_s": round(statistics.median(values), 2),
+                      "images_per_s": round(images / statistics.median(values), 2),
                       "speedup_vs_rclip": round(rclip_median / statistics.median(values), 2),
                       "runs_s": [round(value, 2) for value in values]} for name, values in times.items()}
     print(json.dumps({"images": images, "folder": str(args.folder), "model": MODEL, "rounds": args.rounds,

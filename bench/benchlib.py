@@ -52,7 +52,7 @@ def today() -> str:
 
 
 MEASURED_CODE = ("indexer/media/image.py", "indexer/pipeline/embed.py", "indexer/pipeline/sync.py", "indexer/store/library.py",
-                 "indexer/store/vectors.py", "indexer/store/meta.py", "retrieval/models/encoders.py",
+                 "indexer/store/vectors.py", "indexer/store/items.py", "retrieval/models/encoders.py",
                  "retrieval/models/towers.py", "indexer/media/preprocess.py", "cli/index_cmd.py")
 
 

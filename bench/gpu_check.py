@@ -160,12 +160,12 @@ def unique_copies(jpegs: list[bytes], count: int, folder, tag: str) -> list[str]
 
 @contextlib.contextmanager
 def timed_calls():
-    """Seconds spent in GpuJpegEmbedder.embed and MetaStore.write_batch while the block runs."""
+    """Seconds spent in GpuJpegEmbedder.embed and ItemStore.write_batch while the block runs."""
     from indexer.media.gpu_jpeg import GpuJpegEmbedder
-    from indexer.store.meta import MetaStore
+    from indexer.store.items import ItemStore
 
     spent: dict[str, float] = {}
-    originals = {"embed": (GpuJpegEmbedder, "embed"), "write": (MetaStore, "write_batch")}
+    originals = {"embed": (GpuJpegEmbedder, "embed"), "write": (ItemStore, "write_batch")}
     saved = {name: getattr(owner, attr) for name, (owner, attr) in originals.items()}
 
     def timer(name, function):
@@ -190,9 +190,10 @@ def timed_calls():
 
 def product_index(model, folder, db, batch: int, workers: int, cpu_assist: float | None = 4.0) -> dict:
     """index_folders on `folder` into a new index at `db`; whole-run and embed-phase images/s."""
-    from indexer.store.library import Library
     from indexer.pipeline.embed import PipelineConfig
     from indexer.pipeline.sync import IndexConfig, index_folders
+    from indexer.store.library import Library
+    from retrieval.media import MediaOptions, media_for
 
     marks = {}
 
@@ -202,12 +203,12 @@ def product_index(model, folder, db, batch: int, workers: int, cpu_assist: float
         if event.phase == "finish":
             marks["embed_end"] = time.perf_counter()
 
-    config = IndexConfig(roots=(str(folder),), pipeline=PipelineConfig(batch_size=batch, workers=workers,
-                                                                       cpu_assist_megapixels=cpu_assist))
+    config = IndexConfig(roots=(str(folder),), pipeline=PipelineConfig(batch_size=batch, workers=workers))
+    media = media_for(model, MediaOptions(assist_megapixels=cpu_assist))
     started = time.perf_counter()
     failures = []
     with Library(db) as library, library.lock(), timed_calls() as spent:
-        report = index_folders(library, model, config, on_progress=progress,
+        report = index_folders(library, media, config, on_progress=progress,
                                on_file_error=lambda path, reason: failures.append(f"{path}: {reason}"))
     wall = time.perf_counter() - started
     embed_s = marks.get("embed_end", started) - marks.get("embed_start", started)
@@ -268,9 +269,9 @@ def stage_times(model, device, dry: bool, skip_12mp: bool = False) -> dict:
     """Median seconds per batch of each stage of indexer.media.gpu_jpeg: decode, preprocess (draft and
     exact), tower; for 256 640x480 and 64 12-MP JPEGs."""
     import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
 
     from indexer.media.gpu_jpeg import pixels_from_decoded
-    from torchvision.io import ImageReadMode, decode_jpeg
 
     def median_s(function, rounds: int = 5) -> float:
         function()
@@ -293,12 +294,15 @@ def stage_times(model, device, dry: bool, skip_12mp: bool = False) -> dict:
         host = [torch.frombuffer(blob, dtype=torch.uint8) for blob in blobs]
         decoded = decode_jpeg(host, mode=ImageReadMode.RGB, device=device)
         pixels = pixels_from_decoded(decoded, [1] * batch, model.preprocess, draft=True)
-        stages = {"decode": median_s(lambda: decode_jpeg(host, mode=ImageReadMode.RGB, device=device)),
-                  "preprocess_draft": median_s(lambda: pixels_from_decoded(decoded, [1] * batch, model.preprocess, draft=True)),
-                  "preprocess_exact": median_s(lambda: pixels_from_decoded(decoded, [1] * batch, model.preprocess, draft=False)),
-                  "tower": median_s(lambda: model.image.embed_tensor(pixels))}
+        stages = {"decode": median_s(lambda h=host: decode_jpeg(h, mode=ImageReadMode.RGB, device=device)),
+                  "preprocess_draft": median_s(lambda d=decoded, b=batch: pixels_from_decoded(d, [1] * b, model.preprocess,
+                                                                                              draft=True)),
+                  "preprocess_exact": median_s(lambda d=decoded, b=batch: pixels_from_decoded(d, [1] * b, model.preprocess,
+                                                                                              draft=False)),
+                  "tower": median_s(lambda p=pixels: model.image.embed_tensor(p))}
         out[name] = {"batch": batch, "seconds_per_batch": stages,
-                     "images_per_s_if_serial": round(batch / (stages["decode"] + stages["preprocess_draft"] + stages["tower"]), 1)}
+                     "images_per_s_if_serial": round(
+                         batch / (stages["decode"] + stages["preprocess_draft"] + stages["tower"]), 1)}
     return out
 
 

@@ -1,7 +1,8 @@
 """Write N generated, photo-like JPEGs for indexing benchmarks.
 
 Each image is smooth colour gradients + soft-edged shapes + texture (composed at quarter size),
-then hard-edged shapes, thin lines and fine stripes drawn at full size, then sensor-like noise, so JPEG sizes come out like real photos (about 2-4 MB at 12 MP, quality 90) rather than the
+then hard-edged shapes, thin lines and fine stripes drawn at full size, then sensor-like noise, so JPEG sizes
+come out like real photos (about 2-4 MB at 12 MP, quality 90) rather than the
 tiny files flat synthetic images give. Deterministic: image i depends only on (seed, i). Files that
 already exist are skipped, so a second call is free.
 

@@ -78,7 +78,7 @@ def run_variant(db: Path, extra: str, queries: int) -> dict:
                 break
             except OSError:
                 if process.poll() is not None:
-                    raise SystemExit(f"server failed: {process.stderr.read()[-2000:]}")
+                    raise SystemExit(f"server failed: {process.stderr.read()[-2000:]}") from None
         return measure(port, queries)
     finally:
         process.terminate()

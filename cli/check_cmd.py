@@ -27,9 +27,9 @@ def check(
     """
     setup_logging(verbose)
     from indexer.integrity import check_index
-    from retrieval.models.encoders import load_model
+    from retrieval.index_model import model_for_check
 
-    report = check_index(db_dir(db), files=not no_files, model=not no_model, quick=quick, load_model=load_model)
+    report = check_index(db_dir(db), files=not no_files, model=not no_model, quick=quick, load_model=model_for_check)
     if json_output:
         print(json.dumps(report.as_dict()), flush=True)
     else:

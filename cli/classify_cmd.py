@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from cli.common import DEFAULT_MODEL, err_console, fail, friendly_errors, out_console, setup_logging
+from cli.common import err_console, fail, friendly_errors, out_console, setup_logging
 
 
 @friendly_errors
@@ -22,8 +22,11 @@ def classify(
                                                           'e.g. "a photo of a {}."; default: five photo/picture/emoji/drawing/icon prompts.',
                                                           show_default=False)] = None,
     top: Annotated[int, typer.Option("--top", "-n", min=1, help="How many labels to show per image.")] = 5,
-    model: Annotated[str, typer.Option("--model", "-m", envvar="MMSEARCH_MODEL",
-                                       help="Model: ARCH:TAG, a model folder, a .json config, or 'bundled'.")] = DEFAULT_MODEL,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", envvar="MMSEARCH_MODEL", show_default=False,
+                                                 help="Model: ARCH:TAG, a model folder, a .json config, or 'bundled'. "
+                                                      "Default: the --db index's model, else the config file's, else bundled.")] = None,
+    db: Annotated[Optional[Path], typer.Option("--db", file_okay=False, show_default=False,
+                                               help="Use this index's model, run as the index runs it (its CPU image precision).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help='JSON on stdout: [{"image", "labels": [{"label", "probability", "similarity"}]}].')] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "cpu",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -35,11 +38,12 @@ def classify(
       mmsearch classify *.png --labels-file labels.txt --top 3 --json
     """
     setup_logging(verbose)
+    from cli.config import load_config
     from retrieval.classify import DEFAULT_TEMPLATES, classify_files, parse_labels, read_labels_file
-    from retrieval.models.encoders import load_model
+    from retrieval.index_model import model_outside_an_index
 
     label_list = parse_labels(labels, read_labels_file(labels_file) if labels_file else ())
-    loaded = load_model(model, device=device)
+    loaded = model_outside_an_index(db, model, load_config().get("model"), device=device)
 
     def on_error(path: str, reason: str) -> None:
         err_console.print(f"skipping {path}: {reason}", markup=False, highlight=False)

@@ -12,8 +12,6 @@ import typer
 
 from indexer.errors import MmsearchError
 
-DEFAULT_MODEL = "bundled"
-
 
 @functools.cache
 def console(stderr: bool):
@@ -59,37 +57,6 @@ def db_dir(db: Optional[Path]) -> Path:
     return Path(configured).expanduser() if configured else default_db_dir()
 
 
-def choose_model_name(explicit: Optional[str], recorded_name: Optional[str]) -> str:
-    """For an existing index: flag/env, else the index's own model, else the config file, else bundled."""
-    from cli.config import load_config
-
-    return explicit or recorded_name or load_config().get("model") or DEFAULT_MODEL
-
-
-def model_for_index(explicit: Optional[str], recorded_name: Optional[str]) -> tuple[str, Optional[str]]:
-    """(model name, why it was chosen) for an index run; the reason is None for an existing index's model.
-
-    A new index with no model named anywhere gets the default policy: the recommended CLIP when its
-    weights are cached or downloadable now, else the bundled model (said on stderr).
-    """
-    from cli.config import load_config
-
-    if explicit:
-        return explicit, "chosen with --model or MMSEARCH_MODEL"
-    if recorded_name:
-        return recorded_name, None
-    configured = load_config().get("model")
-    if configured:
-        return configured, "chosen in the config file"
-    from retrieval.models.hub import RECOMMENDED_MODEL, choose_default_model
-    from retrieval.models.registry import BUNDLED_NAME
-
-    choice = choose_default_model(tqdm_class=rich_tqdm())
-    if choice.name == BUNDLED_NAME:
-        console(stderr=True).print(BUNDLED_NOTICE.format(recommended=RECOMMENDED_MODEL), markup=False)
-    return choice.name, choice.reason
-
-
 def rich_tqdm():
     """A tqdm class that draws with rich (huggingface_hub's downloads report through it)."""
     import warnings
@@ -117,7 +84,7 @@ def friendly_errors(func):
             fail(str(exc))
         except KeyboardInterrupt:
             console(stderr=True).print("Interrupted; finished batches are saved, the next run resumes.")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
 
     return wrapper
 

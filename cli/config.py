@@ -6,8 +6,9 @@ The file is TOML at $MMSEARCH_CONFIG, else $XDG_CONFIG_HOME/mmsearch/config.toml
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from indexer.errors import MmsearchError
 

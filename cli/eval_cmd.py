@@ -10,15 +10,18 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.common import DEFAULT_MODEL, err_console, friendly_errors, is_terminal, out_console, setup_logging
+from cli.common import err_console, friendly_errors, is_terminal, out_console, setup_logging
 
 
 @friendly_errors
 def evaluate(
     pairs: Annotated[Path, typer.Argument(help="Pairs file: CSV, TSV or JSONL with an image path and a caption per row.",
                                           exists=True, dir_okay=False, show_default=False)],
-    model: Annotated[str, typer.Option("--model", "-m", envvar="MMSEARCH_MODEL",
-                                       help="Model: ARCH:TAG, a model folder, a .json config, or 'bundled'.")] = DEFAULT_MODEL,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", envvar="MMSEARCH_MODEL", show_default=False,
+                                                 help="Model: ARCH:TAG, a model folder, a .json config, or 'bundled'. "
+                                                      "Default: the --db index's model, else the config file's, else bundled.")] = None,
+    db: Annotated[Optional[Path], typer.Option("--db", file_okay=False, show_default=False,
+                                               help="Evaluate this index's model, run as the index runs it (its CPU image precision).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help='JSON on stdout: {"n", "text_to_image": {"r1", "r5", "r10", "mean_rank"}, "image_to_text": {...}, ...}.')] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch.")] = 64,
     image_column: Annotated[Optional[str], typer.Option(help="Image column / JSON key (default: image, filepath, path, ...).", show_default=False)] = None,
@@ -34,16 +37,17 @@ def evaluate(
     Example:  mmsearch eval val.csv --model models/mydomain --json
     """
     setup_logging(verbose)
-    from retrieval.models.encoders import load_model
+    from cli.config import load_config
     from retrieval.finetune.evaluate import evaluate_model
     from retrieval.finetune.pairs import read_pairs
+    from retrieval.index_model import model_outside_an_index
 
     def on_skip(row) -> None:
         err_console.print(f"skipping {row}", markup=False, highlight=False)
 
     started = time.perf_counter()
     pairs_file = read_pairs(pairs, image_column=image_column, caption_column=caption_column, on_skip=on_skip)
-    loaded = load_model(model, device=device)
+    loaded = model_outside_an_index(db, model, load_config().get("model"), device=device)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err_console, disable=not is_terminal(), transient=True)
     tasks: dict[str, int] = {}

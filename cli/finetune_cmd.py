@@ -53,7 +53,8 @@ def finetune(
     Example:  mmsearch finetune pairs.csv --base ViT-B-32:laion2b_s34b_b79k --out models/mydomain --lock-text
     """
     setup_logging(verbose)
-    from retrieval.finetune.loop import TrainConfig, finetune as run_finetune
+    from retrieval.finetune.loop import TrainConfig
+    from retrieval.finetune.loop import finetune as run_finetune
 
     config = TrainConfig(
         pairs=pairs, out=out, base=base, val_pairs=val, val_fraction=val_fraction, epochs=epochs,

@@ -19,8 +19,8 @@ def forget(
 
     Example:  mmsearch forget ~/Pictures/old
     """
-    from indexer.store.library import Library
     from indexer.pipeline.sync import forget_paths
+    from indexer.store.library import Library
 
     with Library(db_dir(db), create=False) as library, library.lock(wait):
         removed = forget_paths(library, [str(path) for path in paths])

@@ -1,20 +1,25 @@
 """`mmsearch index`: walk folders, embed new and changed images, drop vanished ones."""
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cli.common import (
-    DbOption, ModelOption, db_dir, err_console, friendly_errors, is_terminal,
-    model_for_index, setup_logging,
+    BUNDLED_NOTICE,
+    DbOption,
+    ModelOption,
+    db_dir,
+    err_console,
+    friendly_errors,
+    is_terminal,
+    rich_tqdm,
+    setup_logging,
 )
-
+from retrieval.models.hub import RECOMMENDED_MODEL
 
 
 class GpuDecode(str, enum.Enum):
@@ -49,88 +54,54 @@ def index(
     Example:  mmsearch index ~/Pictures --exclude '*/thumbnails/*'
     """
     setup_logging(verbose)
+    from cli.config import load_config
+    from cli.progress import RunProgress
     from indexer.media.image import DecodeOptions
-    from indexer.store.library import Library
+    from indexer.media.scan import ScanOptions
     from indexer.pipeline.embed import PipelineConfig
-    from indexer.media.scan import ScanOptions, image_extensions
-    from indexer.pipeline.sync import IndexConfig, index_folders
-    from retrieval.models.encoders import load_model
+    from retrieval.indexing import Callbacks, IndexRequest, index_library
+    from retrieval.media import MediaOptions
 
-    pipeline = PipelineConfig(batch_size=batch_size, decode=DecodeOptions(draft=not exact_decode, max_megapixels=max_megapixels),
-                              decode_timeout_s=decode_timeout or None, gpu_decode=gpu_decode.value,
-                              cpu_assist_megapixels=cpu_assist or None)
-    if workers:
-        pipeline = dataclasses.replace(pipeline, workers=workers)
-    config = IndexConfig(
-        roots=tuple(str(folder) for folder in folders),
-        scan=ScanOptions(extensions=image_extensions(), exclude=tuple(exclude or ()), include_hidden=hidden),
-        pipeline=pipeline,
-        index_type=index_type,
+    request = IndexRequest(
+        db=db_dir(db), roots=tuple(str(folder) for folder in folders), model=model,
+        configured_model=load_config().get("model"), device=device, precision=precision, index_type=index_type,
+        scan=ScanOptions(exclude=tuple(exclude or ()), include_hidden=hidden),
+        pipeline=PipelineConfig(batch_size=batch_size, workers=workers, decode_timeout_s=decode_timeout or None),
+        media=MediaOptions(decode=DecodeOptions(draft=not exact_decode, max_megapixels=max_megapixels),
+                           gpu_decode=gpu_decode.value, assist_megapixels=cpu_assist or None),
+        wait_s=wait,
     )
-    with Library(db_dir(db)) as library, library.lock(wait):
-        recorded = library.meta.model()
-        model_name, reason = model_for_index(model, recorded.name if recorded else None)
-        loaded = load_model(model_name, device=device)
-        if precision is None and recorded is None and not library.meta.get_info("image_precision"):
-            from retrieval.models.fast_image import DEFAULT_CPU_PRECISION
+    reported = 0
 
-            precision = DEFAULT_CPU_PRECISION  # a new index; an older one keeps fp32 unless asked
-        from retrieval.index_model import use_image_precision
+    def file_error(path: str, reason: str) -> None:
+        nonlocal reported
+        reported += 1
+        if not report_limit or reported <= report_limit:
+            err_console.print(f"skipping {path}: {reason}", markup=False, highlight=False)
 
-        use_image_precision(library, loaded, precision, record=True)
-        progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("[cyan]{task.fields[rate]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=err_console, disable=not is_terminal(), transient=False,
-        )
+    def on_model(choice, info) -> None:
+        if choice.fallback:
+            err_console.print(BUNDLED_NOTICE.format(recommended=RECOMMENDED_MODEL), markup=False)
+        if not is_terminal():
+            err_console.print(f"indexing {', '.join(request.roots)} with {info.name}", markup=False)
 
-        reported = 0
-
-        def file_error(path: str, reason: str) -> None:
-            nonlocal reported
-            reported += 1
-            if not report_limit or reported <= report_limit:
-                err_console.print(f"skipping {path}: {reason}", markup=False, highlight=False)
-
-        with progress:
-            task = progress.add_task("scanning", total=None, rate="")
-
-            def on_progress(event) -> None:
-                if event.phase == "scan":
-                    progress.update(task, description="scanning", completed=event.done)
-                elif event.phase == "embed":
-                    speed = progress.tasks[0].speed
-                    progress.update(task, description="embedding", completed=event.done, total=event.total,
-                                    rate=f"{speed:.1f} files/s" if speed else "")
-                else:
-                    progress.update(task, description="saving index", completed=event.done, total=event.total)
-
-            if not is_terminal():
-                err_console.print(f"indexing {', '.join(config.roots)} with {loaded.info.name}", markup=False)
-            report = index_folders(library, loaded, config, on_progress=on_progress, on_file_error=file_error)
-        # the index has this model's vectors: make text searches fast (also on an unchanged re-run,
-        # which replaces an export written by an older version; a current one is left alone)
-        if report.embedded or report.reused or report.unchanged:
-            from retrieval.models.onnx_text import ensure_exported
-
-            ensure_exported(loaded, library.text_export_path)
-        if library.text_export_path.is_dir():  # pre-optimised, weights mapped: opens in a third of the time
-            from retrieval.models.fast_text import optimise_text_export
-
-            optimise_text_export(library.text_export_path)
-        if recorded is None and reason:  # a new index remembers why it got its model
-            library.meta.set_info("model_reason", reason)
-    summary = report.as_dict()
+    with RunProgress() as progress:
+        outcome = index_library(request, Callbacks(on_progress=progress.update, on_file_error=file_error,
+                                                   on_model=on_model, tqdm_class=rich_tqdm()))
+    report = outcome.report
+    summary = outcome.as_dict()
     if json_output:
         summary["failures"] = [{"path": path, "reason": reason} for path, reason in report.failures]
         print(json.dumps(summary), flush=True)  # ASCII-escaped: safe for names that are not UTF-8
     if report_limit and len(report.failures) > report_limit:
         err_console.print(f"... and {len(report.failures) - report_limit} more skipped files (--report-limit 0 names "
                           f"them all; `mmsearch status --failures N` lists the recorded ones)", markup=False)
+    setup = [f"model set-up {report.prepare_seconds:.1f} s" if report.prepare_seconds >= 0.5 else "",
+             f"text export {outcome.export_seconds:.1f} s" if outcome.export_seconds >= 0.5 else ""]
+    setup_note = f"; of which {', '.join(part for part in setup if part)}" if any(setup) else ""
     err_console.print(
         f"indexed {report.embedded}, reused {report.reused}, unchanged {report.unchanged}, removed {report.removed}, "
-        f"failed {report.failed}{f', skipped {report.skipped}' if report.skipped else ''} in {report.seconds:.1f} s "
-        f"({report.images_per_s:.1f} images/s)",
+        f"failed {report.failed}{f', skipped {report.skipped}' if report.skipped else ''} in {outcome.seconds:.1f} s "
+        f"({report.images_per_s:.1f} images/s{setup_note}; image tower {outcome.image_precision})",
         markup=False,
     )

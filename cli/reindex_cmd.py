@@ -5,9 +5,8 @@ import json
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from cli.common import DbOption, db_dir, err_console, fail, friendly_errors, is_terminal, out_console, setup_logging
+from cli.common import DbOption, db_dir, err_console, fail, friendly_errors, out_console, setup_logging
 
 
 @friendly_errors
@@ -30,33 +29,19 @@ def reindex(
     setup_logging(verbose)
     if not model:
         fail("say which model to switch to: mmsearch reindex --model NAME")
-    from indexer.store.library import Library
+    from cli.progress import RunProgress
     from indexer.pipeline.embed import PipelineConfig
-    from indexer.pipeline.reindex import reindex as run_reindex
-    from retrieval.models.encoders import load_model
+    from retrieval.indexing import Callbacks, ReindexRequest, reindex_library
 
-    with Library(db_dir(db), create=False) as library, library.lock(wait):
-        loaded = load_model(model, device=device)
-        staged = library.meta.staged_model()
-        if staged is not None and staged.fingerprint != loaded.info.fingerprint:
-            if not restart:
-                fail(f"a reindex to {staged.name} is half done; run `mmsearch reindex --model {staged.name}` to finish "
-                     f"it, or add --restart to discard it and switch to {loaded.info.name}")
-            library.meta.abandon_staging()
-        progress = Progress(TextColumn("[bold]re-embedding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("ETA"), TimeRemainingColumn(), console=err_console, disable=not is_terminal())
-        with progress:
-            task = progress.add_task("reindex", total=None)
-            report = run_reindex(
-                library, loaded, PipelineConfig(batch_size=batch_size),
-                on_progress=lambda event: progress.update(task, completed=event.done, total=event.total),
-                on_file_error=lambda path, reason: err_console.print(f"skipping {path}: {reason}", markup=False),
-            )
-        from retrieval.models.onnx_text import ensure_exported
-
-        ensure_exported(loaded, library.text_export_path)
+    request = ReindexRequest(db=db_dir(db), model=model, device=device, restart=restart,
+                             pipeline=PipelineConfig(batch_size=batch_size), wait_s=wait)
+    with RunProgress("re-embedding") as progress:
+        outcome = reindex_library(request, Callbacks(
+            on_progress=progress.update,
+            on_file_error=lambda path, reason: err_console.print(f"skipping {path}: {reason}", markup=False)))
+    report = outcome.report
     if json_output:
-        out_console.print(json.dumps(report.as_dict()), markup=False, highlight=False)
-    err_console.print(f"re-embedded {report.embedded} images with {loaded.info.name} "
+        out_console.print(json.dumps(outcome.as_dict()), markup=False, highlight=False)
+    err_console.print(f"re-embedded {report.embedded} images with {outcome.model.name} "
                       f"({report.already_staged} from an earlier interrupted run, {report.failed} failed) "
-                      f"in {report.seconds:.1f} s", markup=False)
+                      f"in {report.seconds + outcome.export_seconds:.1f} s", markup=False)

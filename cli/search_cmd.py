@@ -3,30 +3,12 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, List, Optional
 
 import typer
 
-from cli.common import DbOption, ModelOption, choose_model_name, console, db_dir, fail, friendly_errors, parse_date, setup_logging
-from retrieval.models.query_model import SearchModel
-
-
-class OneQueryModel(SearchModel):
-    """The model of a process that embeds one query and exits: its ONNX text session skips weight prepacking
-    (opens ~0.3 s sooner for ~0.1 s more run time, same vectors: docs/BENCHMARKS.md, "Cold start")."""
-
-    @cached_property
-    def text(self):
-        from retrieval.models.onnx_text import OnnxTextEncoder, exported_fingerprint
-
-        if self._export_dir is not None and exported_fingerprint(self._export_dir) == self.info.fingerprint:
-            try:
-                return OnnxTextEncoder(self._export_dir, prepack=False)
-            except ImportError:
-                pass  # onnxruntime or tokenizers missing: the torch tower does the same job
-        return self.full.text
+from cli.common import DbOption, ModelOption, console, db_dir, fail, friendly_errors, parse_date, setup_logging
 
 
 @friendly_errors
@@ -64,19 +46,15 @@ def search(
         fail("--queries takes the queries from the file: give no QUERY or --image with it")
     if queries is None and not query and not image:
         fail('nothing to search for: give a QUERY, --image PATH or --queries FILE (see mmsearch search --help)')
+    from cli.config import load_config
     from indexer.store.library import Library
-    from retrieval.models.encoders import load_model
+    from retrieval.index_model import search_model
     from retrieval.query.search import Filters, build_terms, embed_queries, embed_terms, rank
 
     filters = Filters(path_glob=path, after=parse_date(after, "--after"), before=parse_date(before, "--before"),
                       extensions=tuple(ext or ()))
     with Library(db_dir(db), create=False, read_only=True) as library:
-        recorded = library.meta.model()
-        if recorded is not None and model is None:
-            model_class = SearchModel if queries is not None else OneQueryModel
-            loaded = model_class(recorded, library.text_export_path, lambda: _checked(library, load_model(recorded.name, device=device)))
-        else:
-            loaded = _checked(library, load_model(choose_model_name(model, recorded.name if recorded else None), device=device))
+        loaded = search_model(library, model, load_config().get("model"), device=device, one_query=queries is None)
         if queries is not None:
             try:
                 text = queries.read_text(encoding="utf-8-sig")
@@ -112,16 +90,6 @@ def _set_search_threads(threads: Optional[int]) -> None:
         import faiss  # the search imports it anyway
 
         faiss.omp_set_num_threads(threads)
-
-
-def _checked(library, loaded):
-    from retrieval.query.search import check_model
-
-    from retrieval.index_model import use_image_precision
-
-    check_model(library, loaded)
-    use_image_precision(library, loaded)  # image queries embedded like the index's images
-    return loaded
 
 
 def _print_json(value) -> None:

@@ -21,8 +21,8 @@ def status(
 
     Example:  mmsearch status --json
     """
-    from indexer.store.library import Library
     from indexer.status import read_status
+    from indexer.store.library import Library
 
     with Library(db_dir(db), create=False) as library:
         info = read_status(library, failures)

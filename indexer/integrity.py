@@ -20,10 +20,12 @@ from typing import Callable
 
 import numpy as np
 
-from indexer.store.library import DB_NAME, VECTORS_NAME, Library
-from indexer.store.meta import SCHEMA_VERSION, DatabaseFacts, inspect_database, iter_item_paths
-from indexer.store.vectors import VectorIndex, sidecar_path
 from indexer.errors import StoreError
+from indexer.store.inspect import DatabaseFacts, inspect_database, iter_item_paths
+from indexer.store.library import DB_NAME, VECTORS_NAME, Library
+from indexer.store.records import IMAGE
+from indexer.store.vectors import VectorIndex, sidecar_path
+from indexer.store.version import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -132,27 +134,31 @@ def _model_dict(info) -> dict | None:
 
 
 def _check_rows(report: CheckReport, facts: DatabaseFacts) -> None:
-    for item_id in facts.orphan_vectors:
-        report.problems.append(Problem("orphan_vector", f"vector for item {item_id}, which has no row"))
+    for vector_id in facts.orphan_vectors:
+        report.problems.append(Problem("orphan_vector", f"vector {vector_id} belongs to no item"))
     for item_id, path in facts.rows_without_vector:
         report.problems.append(Problem("row_without_vector", f"item {item_id} has neither a vector nor an error", path))
-    for item_id, size in facts.bad_vectors:
-        report.problems.append(Problem("bad_vector", f"vector of item {item_id} has {size} bytes, the model's "
-                                                     f"{facts.model.dim}-d vectors have {facts.model.dim * 4}"))
-    for item_id in facts.orphan_staged:
-        report.problems.append(Problem("orphan_staged_vector", f"staged vector for item {item_id}, which has no row"))
+    for vector_id, size in facts.bad_vectors:
+        report.problems.append(Problem("bad_vector", f"vector {vector_id} has {size} bytes, not a whole vector of its "
+                                                     f"encoder's model"))
+    for vector_id in facts.orphan_staged:
+        report.problems.append(Problem("orphan_staged_vector", f"staged vector {vector_id} belongs to no item"))
     if facts.staged and facts.staged_model is None:
         report.problems.append(Problem("orphan_staged_vector", f"{facts.staged} staged vectors but no reindex in progress"))
     if facts.bad_staged:
         report.problems.append(Problem("bad_vector", f"{facts.bad_staged} staged vectors are not "
                                                      f"{facts.staged_model.dim}-d"))
+    for problem in facts.bad_info:
+        report.problems.append(Problem("schema_info", f"{problem}; `mmsearch repair` cannot guess the right value: "
+                                                      f"move the index folder aside and index again"))
     if facts.model is None and facts.vectors:
         report.problems.append(Problem("model_missing", f"{facts.vectors} vectors but no model recorded"))
 
 
 def _check_vector_file(report: CheckReport, facts: DatabaseFacts, folder: Path) -> None:
     path = folder / VECTORS_NAME
-    live = facts.vectors - len(facts.orphan_vectors) - len(facts.bad_vectors)
+    good = np.setdiff1d(facts.vector_ids, np.asarray(facts.orphan_vectors + [i for i, _ in facts.bad_vectors], np.int64))
+    live = len(good)
     info: dict = {"path": str(path), "exists": path.exists()}
     report.facts["vector_index"] = info
     if not path.exists():
@@ -183,7 +189,6 @@ def _check_vector_file(report: CheckReport, facts: DatabaseFacts, folder: Path) 
     except (AttributeError, RuntimeError) as exc:
         report.problems.append(Problem("vector_index_unreadable", f"{path} has no id map ({exc})"))
         return
-    good = np.setdiff1d(facts.vector_ids, np.asarray(facts.orphan_vectors + [i for i, _ in facts.bad_vectors], np.int64))
     if not np.array_equal(ids, good):
         extra, lacking = np.setdiff1d(ids, good), np.setdiff1d(good, ids)
         report.problems.append(Problem("vector_index_ids", f"{path} holds {len(extra)} ids the database has no vector "
@@ -276,15 +281,15 @@ def repair_index(library: Library, *, drop_missing: bool = False) -> RepairRepor
 
     Refuses a database SQLite itself reports damaged: that needs a backup or a fresh index.
     """
-    facts = inspect_database(library.meta.path, quick=True)
+    facts = inspect_database(library.db_path, quick=True)
     if facts.integrity != ["ok"]:
         raise StoreError(
-            f"SQLite reports {library.meta.path} damaged ({'; '.join(facts.integrity[:3])}); repair cannot fix that. "
+            f"SQLite reports {library.db_path} damaged ({'; '.join(facts.integrity[:3])}); repair cannot fix that. "
             f"Restore a backup of the index folder, or move it away and run `mmsearch index` again"
         )
     missing_ids: list[int] = []
     if drop_missing:
-        for rows in iter_item_paths(library.meta.path):
+        for rows in iter_item_paths(library.db_path):
             for item_id, path in rows:
                 try:
                     if _is_missing(path):
@@ -292,17 +297,19 @@ def repair_index(library: Library, *, drop_missing: bool = False) -> RepairRepor
                 except OSError as exc:  # cannot tell: keep it
                     log.info("keeping %s: %s", path, exc)
     report = RepairReport()
-    base_generation = library.meta.generation
-    report.dropped = library.meta.drop_inconsistent(missing_ids=missing_ids)
+    base_generation = library.generation
+    staged = library.staging.model()
+    report.dropped = library.items.drop_inconsistent(dims={encoder: model.dim for encoder, model in facts.models.items()},
+                                                     staged_dim=staged.dim if staged else None, missing_ids=missing_ids)
     for leftover in _leftovers(library.folder):
         try:
             leftover.unlink()
             report.removed_files.append(str(leftover))
         except FileNotFoundError:
             pass
-    saved = library.update_vectors(base_generation=base_generation, rebuild=True)
+    saved = library.update_vector_file(IMAGE, base_generation=base_generation, rebuild=True)
     if saved is None:  # no model: nothing can be indexed, so no vector file should claim otherwise
-        for path in (library.vectors_path, sidecar_path(library.vectors_path)):
+        for path in (library.vectors_path(IMAGE), sidecar_path(library.vectors_path(IMAGE))):
             if path.exists():
                 path.unlink()
                 report.removed_files.append(str(path))

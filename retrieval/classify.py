@@ -114,8 +114,9 @@ def classify_files(model, paths: Sequence[str], labels: Sequence[str], *,
                    templates: Sequence[str] = DEFAULT_TEMPLATES, top: int = 5, logit_scale: float | None = None,
                    batch_size: int = 64, on_error: Callable[[str, str], None] | None = None) -> list[Classification]:
     """Image files -> classifications; a file that cannot be decoded costs itself (reported to `on_error`)."""
-    from indexer.media.image import decode_image, read_file
     from indexer.errors import DecodeError
+    from indexer.media.files import read_file
+    from indexer.media.image import decode_image
 
     label_vectors = label_embeddings(model, labels, templates)
     scale = logit_scale_of(model) if logit_scale is None else logit_scale

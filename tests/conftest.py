@@ -60,7 +60,7 @@ def clustered_vectors(n: int, dim: int, clusters: int, spread: float, seed: int)
 
 
 def vector_chunks(vectors: np.ndarray, size: int = 1000):
-    """A callable giving (ids, vectors) chunks afresh, as MetaStore.iter_vectors does."""
+    """A callable giving (ids, vectors) chunks afresh, as ItemReads.iter_vectors does."""
     return lambda: ((np.arange(start, min(start + size, len(vectors)), dtype=np.int64), vectors[start:start + size])
                     for start in range(0, len(vectors), size))
 

@@ -8,10 +8,10 @@ import faiss
 import numpy as np
 import pytest
 
-from indexer.store.autotune import TuneConfig, tune_index
-from indexer.store.vectors import VectorIndex
 from conftest import clustered_vectors as clustered
 from conftest import vector_chunks as chunks_of
+from indexer.store.autotune import TuneConfig, tune_index
+from indexer.store.vectors import VectorIndex
 
 
 @pytest.fixture(scope="module")
@@ -108,19 +108,19 @@ def test_default_ivf_type_tuned_reaches_recall_on_fresh_queries():
 
 
 def test_status_shows_the_last_tuning(tmp_path, vectors):
-    from indexer.store.library import Library
     from indexer.status import read_status
-    from indexer.store.meta import NewItem
-    from retrieval.models.encoders import ModelInfo
+    from indexer.store.library import Library
+    from indexer.store.records import ModelInfo, NewItem, single_vector
 
     rows = [NewItem(path=f"/p/{n}.jpg", size=1, mtime=1.0, content_hash=str(n), width=1, height=1, format="JPEG",
-                    vector=vector, reuse_from=None, error=None, taken_at=None) for n, vector in enumerate(vectors[:3000])]
+                    vectors=single_vector(vector), reuse_from=None, error=None, taken_at=None)
+            for n, vector in enumerate(vectors[:3000])]
     with Library(tmp_path / "db") as library:
-        library.meta.bind_model(ModelInfo("m", "w", vectors.shape[1], "f"))
-        run_id = library.meta.start_run("index", ["/p"])
-        library.meta.write_batch(rows, run_id)
+        library.db.bind_model(ModelInfo("m", "w", vectors.shape[1], "f"))
+        run_id = library.runs.start("index", ["/p"])
+        library.items.write_batch(rows, run_id)
         library.set_index_type("IVF32,SQfp16")
-        library.update_vectors(base_generation=library.meta.generation, rebuild=True)
+        library.update_vectors(base_generation=library.generation, rebuild=True)
     with Library(tmp_path / "db", create=False) as library:
         status = read_status(library)
     assert status["index_type"] == "IVF32,SQfp16"

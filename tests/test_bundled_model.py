@@ -49,7 +49,8 @@ def test_bundled_model_is_small_and_says_how_it_was_made():
 
 
 def test_bundled_model_ranks_the_right_sample_image_first(no_network, sample_rows):
-    from indexer.media.image import decode_image, read_file
+    from indexer.media.files import read_file
+    from indexer.media.image import decode_image
     from retrieval.models.encoders import load_model
 
     model = load_model("bundled", device="cpu")
@@ -72,9 +73,9 @@ def test_bundled_model_retrieves_sample_images_far_above_chance(no_network, samp
     Chance would give R@10 about 0.06 and a mean rank about 100; the shipped model measured
     text->image R@10 0.66, mean rank 16.9; image->text R@10 0.66 (docs/BENCHMARKS.md).
     """
-    from retrieval.models.encoders import load_model
     from retrieval.finetune.evaluate import evaluate_model
     from retrieval.finetune.pairs import read_pairs
+    from retrieval.models.encoders import load_model
 
     metrics, skipped = evaluate_model(load_model("bundled", device="cpu"), read_pairs(SAMPLE_DIR / "captions.csv").pairs)
     assert skipped == [] and metrics.captions == len({row["caption"] for row in sample_rows})

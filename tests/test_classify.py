@@ -8,7 +8,13 @@ from typer.testing import CliRunner
 from cli.app import app
 from conftest import SHAPE_COLOURS, draw_shape
 from retrieval.classify import (
-    DEFAULT_LOGIT_SCALE, LabelError, classify_files, classify_vectors, label_embeddings, logit_scale_of, parse_labels,
+    DEFAULT_LOGIT_SCALE,
+    LabelError,
+    classify_files,
+    classify_vectors,
+    label_embeddings,
+    logit_scale_of,
+    parse_labels,
 )
 
 runner = CliRunner()

@@ -1,6 +1,5 @@
 """The CLI through typer's CliRunner: exit codes, JSON on stdout, errors on stderr."""
 import json
-import os
 
 import pytest
 from typer.testing import CliRunner

@@ -49,7 +49,8 @@ def test_one_query_opens_its_text_session_without_prepacking(tmp_path, tiny_mode
         write_image(tmp_path / "pics" / f"p{seed}.png", seed)
     db = tmp_path / "db"
     runner = CliRunner()
-    assert runner.invoke(app, ["index", str(tmp_path / "pics"), "--db", str(db), "--model", str(tiny_model_config)]).exit_code == 0
+    indexed = runner.invoke(app, ["index", str(tmp_path / "pics"), "--db", str(db), "--model", str(tiny_model_config)])
+    assert indexed.exit_code == 0
     opened = []
 
     class Recording(onnx_text.OnnxTextEncoder):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import TINY_CONFIG
-from retrieval.models.encoders import load_model
 from retrieval.errors import ModelNotFoundError, QueryError
+from retrieval.models.encoders import load_model
 from retrieval.models.registry import resolve_model
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.store.autotune import TuneConfig, exact_neighbours, recall_at_k, tune_index
-from indexer.store.vectors import SearchTuning, VectorIndex
 from conftest import clustered_vectors as clustered
 from conftest import vector_chunks as chunks_of
+from indexer.store.autotune import TuneConfig, exact_neighbours, recall_at_k, tune_index
+from indexer.store.vectors import SearchTuning, VectorIndex
 
 
 # --- search: mmap load, autotune -----------------------------------------------------------------
@@ -114,8 +114,8 @@ def test_image_precisions_stay_close_to_fp32(tmp_path, tiny_model_config, precis
 
     pixels = _pixels(load_model(str(tiny_model_config), device="cpu"))
     plain = load_model(str(tiny_model_config), device="cpu").image.embed_pixels(pixels)
-    fast_model = load_model(str(tiny_model_config), device="cpu")
-    fast_model.image_precision, fast_model.image_cache_dir = precision, tmp_path / "image_encoder"
+    fast_model = load_model(str(tiny_model_config), device="cpu", image_precision=precision,
+                            image_export_dir=tmp_path / "image_encoder")
     fast = fast_model.image.embed_pixels(pixels)
     assert type(fast_model.image).__name__ == ("OnnxImageEncoder" if precision.startswith("onnx") else "TorchImageEncoder")
     assert fast.shape == plain.shape
@@ -136,8 +136,8 @@ def test_resnet_tower_takes_int8(tmp_path, precision):
                                   "seed": 0}))
     pixels = _pixels(load_model(str(config), device="cpu"))
     plain = load_model(str(config), device="cpu").image.embed_pixels(pixels)
-    fast_model = load_model(str(config), device="cpu")
-    fast_model.image_precision, fast_model.image_cache_dir = precision, tmp_path / "image_encoder"
+    fast_model = load_model(str(config), device="cpu", image_precision=precision,
+                            image_export_dir=tmp_path / "image_encoder")
     assert (fast_model.image.embed_pixels(pixels) * plain).sum(axis=1).min() >= IMAGE_PRECISION_COSINE
 
 
@@ -146,8 +146,8 @@ def test_int8_export_that_drifts_is_not_used(tmp_path, tiny_model_config, monkey
     from retrieval.models.encoders import load_model
 
     monkeypatch.setattr(fast_image, "MIN_INT8_COSINE", 1.01)  # no int8 export can pass this
-    model = load_model(str(tiny_model_config), device="cpu")
-    model.image_precision, model.image_cache_dir = "onnx-int8", tmp_path / "image_encoder"
+    model = load_model(str(tiny_model_config), device="cpu", image_precision="onnx-int8",
+                       image_export_dir=tmp_path / "image_encoder")
     encoder = model.image
     assert encoder.session._model_path.endswith("image.onnx")
     assert 0.99 < fast_image.exported_meta(tmp_path / "image_encoder")["int8_min_cosine"] <= 1.0
@@ -161,14 +161,14 @@ def test_int8_export_from_before_the_check_was_recorded_is_checked_and_used(tmp_
     from retrieval.models.encoders import load_model
 
     folder = tmp_path / "image_encoder"
-    model = load_model(str(tiny_model_config), device="cpu")
-    model.image_precision, model.image_cache_dir = "onnx-int8", folder
+    model = load_model(str(tiny_model_config), device="cpu", image_precision="onnx-int8",
+                       image_export_dir=folder)
     model.image  # noqa: B018 - writes the export
     meta = json.loads((folder / fast_image.META_NAME).read_text())
     recorded = meta.pop("int8_min_cosine")
     (folder / fast_image.META_NAME).write_text(json.dumps(meta))
-    again = load_model(str(tiny_model_config), device="cpu")
-    again.image_precision, again.image_cache_dir = "onnx-int8", folder
+    again = load_model(str(tiny_model_config), device="cpu", image_precision="onnx-int8",
+                       image_export_dir=folder)
     assert again.image.session._model_path.endswith("image-int8.onnx")
     assert fast_image.exported_meta(folder)["int8_min_cosine"] == pytest.approx(recorded, abs=1e-6)
 
@@ -177,8 +177,8 @@ def test_index_records_its_precision_and_image_queries_use_it(tmp_path, tiny_mod
     from typer.testing import CliRunner
 
     from cli.app import app
-    from indexer.store.library import Library
     from conftest import write_image
+    from indexer.store.library import Library
 
     for seed in range(3):
         write_image(tmp_path / "pics" / f"p{seed}.png", seed)
@@ -200,31 +200,31 @@ def test_index_records_its_precision_and_image_queries_use_it(tmp_path, tiny_mod
 def test_read_meta_answers_like_the_full_store(tmp_path):
     import os
 
-    from indexer.store import meta as store_meta, snapshot as read_meta
+    from indexer.store import schema, snapshot
     from indexer.store.library import Library
-    from indexer.store.meta import NewItem
-    from retrieval.models.encoders import ModelInfo
+    from indexer.store.records import ModelInfo, NewItem, single_vector
 
-    assert read_meta.SCHEMA_VERSION == store_meta.SCHEMA_VERSION
+    assert snapshot.SCHEMA_VERSION == schema.SCHEMA_VERSION
     odd = os.fsdecode(b"/pics/caf\xe9.jpg")  # not UTF-8: must come back as the same str
     with Library(tmp_path / "db") as library:
-        library.meta.bind_model(ModelInfo("m", "w", 4, "fp"))
-        run = library.meta.start_run("index", ["/pics"])
+        library.db.bind_model(ModelInfo("m", "w", 4, "fp"))
+        run = library.runs.start("index", ["/pics"])
         rows = [NewItem(path=path, size=10, mtime=5.0, content_hash=None, width=3, height=2, format="JPEG",
-                        vector=np.ones(4, np.float32) / 2) for path in ("/pics/a.jpg", odd)]
-        library.meta.write_batch(rows, run)
-        library.meta.set_info("image_precision", "onnx-int8")
-        expected = library.meta.items([1, 2, 99])
-        generation = library.meta.generation
+                        vectors=single_vector(np.ones(4, np.float32) / 2)) for path in ("/pics/a.jpg", odd)]
+        library.items.write_batch(rows, run)
+        library.set_info("image_precision", "onnx-int8")
+        expected = library.reads.items([1, 2, 99])
+        generation = library.generation
     with Library(tmp_path / "db", create=False, read_only=True) as library:
-        assert isinstance(library.meta, read_meta.ReadMeta)
-        assert library.meta.model() == ModelInfo("m", "w", 4, "fp")
-        assert library.meta.generation == generation
+        assert isinstance(library.reads, snapshot.SnapshotReads) and "db" not in vars(library)
+        assert library.model() == ModelInfo("m", "w", 4, "fp")
+        assert library.generation == generation
         assert library.image_precision == "onnx-int8"
-        got = library.meta.items([1, 2, 99])
+        got = library.reads.items([1, 2, 99])
         assert {key: vars(value) for key, value in got.items()} == {key: vars(value) for key, value in expected.items()}
         assert odd in {record.path for record in got.values()}
-        assert library.meta.counts()["items"] == 2  # not answered here: handed to the full store
+        assert library.reads.counts()["items"] == 2  # not answered here: handed to the full store
+        assert "db" in vars(library)
 
 
 def test_cli_text_search_never_imports_sqlalchemy(tmp_path, tiny_model_config):

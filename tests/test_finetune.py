@@ -10,13 +10,13 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from conftest import MINILM_CONFIG, TINY_CONFIG, write_image
-from retrieval.models.checkpoint import save_model_folder
-from retrieval.models.encoders import load_model
 from retrieval.finetune.errors import ResumeMismatchError, TrainingError
 from retrieval.finetune.evaluate import evaluate_model, match_ranks, retrieval_metrics
 from retrieval.finetune.loop import TrainConfig, _train_step, arrange_batches, finetune, warmup_cosine
 from retrieval.finetune.pairs import index_pairs, read_pairs
 from retrieval.finetune.trainable import TextSide, TrainableModel
+from retrieval.models.checkpoint import save_model_folder
+from retrieval.models.encoders import load_model
 from retrieval.models.registry import describe_model, resolve_model
 
 runner = CliRunner()

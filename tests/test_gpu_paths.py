@@ -14,12 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.media.image import DecodeOptions, decode_image
-from indexer.media.gpu_jpeg import GpuJpegEmbedder, jpeg_header, pixels_from_decoded
-from indexer.pipeline.embed import PipelineConfig, embed_batches, prepare_files
-from indexer.media.scan import FoundFile
 from indexer.errors import DecodeError
+from indexer.media.gpu_jpeg import GpuJpegEmbedder, jpeg_header, pixels_from_decoded
+from indexer.media.image import DecodeOptions, decode_image
+from indexer.media.image_reader import ImageReader, ImageReadOptions, PixelEncoder
 from indexer.media.preprocess import PreprocessConfig
+from indexer.media.scan import FoundFile
+from indexer.pipeline.embed import PipelineConfig, embed_batches, prepare_files
+from indexer.pipeline.workers import WorkersStalledError, WorkerThreads
+from retrieval.media import media_for
 
 torch = pytest.importorskip("torch")
 torchvision_io = pytest.importorskip("torchvision.io")
@@ -143,14 +146,22 @@ def write_files(folder, count: int) -> list[FoundFile]:
     return [FoundFile(str(path), path.stat().st_size, path.stat().st_mtime) for path in paths]
 
 
+def image_setup(model, defer: bool, *, draft: bool = True, assist: float | None = 4.0, batch_size: int = 4,
+                workers: int = 2, decode_timeout_s: float | None = 30.0):
+    """(readers by extension, encoders, pipeline config, GPU JPEG embedder or None) of an image run;
+    `defer` as a CUDA run does it (headers on the threads, pixels for the embedder, files unordered)."""
+    reader = ImageReader(model.preprocess, ImageReadOptions(decode=DecodeOptions(draft=draft), defer_jpeg=defer,
+                                                            assist_megapixels=assist))
+    embedder = GpuJpegEmbedder(model.image, model.preprocess, reader.options.decode) if defer else None
+    encoder = PixelEncoder(model.info, model.image.embed_pixels, embedder.embed if embedder else None)
+    config = PipelineConfig(batch_size=batch_size, workers=workers, unordered=defer, decode_timeout_s=decode_timeout_s)
+    return {extension: reader for extension in reader.extensions}, {"image": encoder}, config, embedder
+
+
 def run_pipeline(files, model, defer: bool, device: str):
-    pipeline = PipelineConfig(batch_size=4, workers=2, defer_jpeg=defer,
-                              decode=DecodeOptions(draft=False))
-    embedder = GpuJpegEmbedder(model.image, model.preprocess, pipeline.decode) if defer else None
+    readers, encoders, pipeline, embedder = image_setup(model, defer, draft=False)
     rows = []
-    prepared = prepare_files(files, {}, model.preprocess, pipeline)
-    for batch in embed_batches(prepared, model.image.embed_pixels, pipeline,
-                               embed_jpegs=embedder.embed if embedder else None):
+    for batch in embed_batches(prepare_files(files, {}, readers, pipeline), encoders, pipeline):
         rows.extend(batch)
     return {row.path: row for row in rows}, embedder
 
@@ -161,8 +172,8 @@ def check_same_rows(plain, deferred, min_cosine: float):
         other = deferred[path]
         assert (row.width, row.height, row.format, row.error is None) == \
                (other.width, other.height, other.format, other.error is None), path
-        if row.vector is not None:
-            assert float(row.vector @ other.vector) >= min_cosine, path
+        if row.vectors:
+            assert float(row.vectors[0].vector @ other.vectors[0].vector) >= min_cosine, path
 
 
 def test_deferred_jpeg_pipeline_gives_the_plain_pipelines_rows(tmp_path, tiny_model):
@@ -180,28 +191,25 @@ def test_threads_decode_big_jpegs_themselves_when_the_gpu_has_a_batch_waiting(tm
     GPU, when a full batch of JPEGs already waits for the GPU; the rows are the plain pipeline's."""
     files = write_files(tmp_path / "photos", 8)
     plain, _ = run_pipeline(files, tiny_model, defer=False, device="cpu")
-    pipeline = PipelineConfig(batch_size=2, workers=1, defer_jpeg=True, decode=DecodeOptions(draft=False),
-                              cpu_assist_megapixels=0.0)
-    embedder = GpuJpegEmbedder(tiny_model.image, tiny_model.preprocess, pipeline.decode)
+    readers, encoders, pipeline, _ = image_setup(tiny_model, True, draft=False, assist=0.0, batch_size=2, workers=1)
     routes = []
 
     def slow(prepared):  # a busy GPU: the one thread gets ahead of it
         for item in prepared:
-            routes.append("gpu" if item.jpeg is not None else "cpu" if item.decoded is not None else "other")
+            routes.append("other" if item.decoded is None else "gpu" if item.decoded.deferred else "cpu")
             yield item
             time.sleep(0.03)
 
     rows = {}
-    for batch in embed_batches(slow(prepare_files(files, {}, tiny_model.preprocess, pipeline)),
-                               tiny_model.image.embed_pixels, pipeline, embed_jpegs=embedder.embed):
+    for batch in embed_batches(slow(prepare_files(files, {}, readers, pipeline)), encoders, pipeline):
         rows.update((row.path, row) for row in batch)
     check_same_rows(plain, rows, min_cosine=0.999)
     assert routes[0] == "gpu" and "cpu" in routes, routes  # nothing waits for the GPU at first
     # below the size limit, or with the assist off, every JPEG header goes to the GPU
     for limit in (1.0, None):
         routes.clear()
-        config = PipelineConfig(batch_size=2, workers=1, defer_jpeg=True, cpu_assist_megapixels=limit)
-        list(slow(prepare_files(files[:4], {}, tiny_model.preprocess, config)))
+        readers, _, config, _ = image_setup(tiny_model, True, assist=limit, batch_size=2, workers=1)
+        list(slow(prepare_files(files[:4], {}, readers, config)))
         assert routes == ["gpu"] * 4, (limit, routes)
 
 
@@ -228,9 +236,9 @@ def test_a_hung_read_is_given_up_in_order_and_out_of_order(tmp_path, tiny_model,
     stuck = files[2].path
     release = threading.Event()
     hang_reads(monkeypatch, {stuck}, release)
-    config = PipelineConfig(batch_size=2, workers=2, defer_jpeg=gpu_run, decode_timeout_s=0.3)
+    readers, _, config, _ = image_setup(tiny_model, gpu_run, batch_size=2, decode_timeout_s=0.3)
     try:
-        out = list(prepare_files(files, {}, tiny_model.preprocess, config))
+        out = list(prepare_files(files, {}, readers, config))
     finally:
         release.set()
     assert sorted(item.file.path for item in out) == sorted(file.path for file in files)
@@ -262,10 +270,10 @@ def test_a_hung_read_is_given_up_while_other_files_keep_finishing(tmp_path, tiny
         return real(path)
 
     monkeypatch.setattr(indexer.pipeline.embed, "read_file_checked", read)
-    config = PipelineConfig(batch_size=4, workers=2, defer_jpeg=True, decode_timeout_s=0.2)
+    readers, _, config, _ = image_setup(tiny_model, True, decode_timeout_s=0.2)
     out = []
     try:
-        for item in prepare_files(files, {}, tiny_model.preprocess, config):
+        for item in prepare_files(files, {}, readers, config):
             out.append(item)
     finally:
         release.set()
@@ -279,10 +287,10 @@ def test_a_gpu_run_is_not_held_up_by_one_slow_file(tmp_path, tiny_model, monkeyp
     files = write_files(tmp_path / "photos", 6)
     release = threading.Event()
     hang_reads(monkeypatch, {files[0].path}, release)
-    config = PipelineConfig(batch_size=2, workers=2, defer_jpeg=True)
+    readers, _, config, _ = image_setup(tiny_model, True, batch_size=2)
     out = []
     try:
-        for item in prepare_files(files, {}, tiny_model.preprocess, config):
+        for item in prepare_files(files, {}, readers, config):
             out.append(item.file.path)
             if len(out) == len(files) - 1:
                 release.set()
@@ -293,16 +301,14 @@ def test_a_gpu_run_is_not_held_up_by_one_slow_file(tmp_path, tiny_model, monkeyp
 
 
 def test_a_stalled_drive_stops_a_gpu_run(tmp_path, tiny_model, monkeypatch):
-    import indexer.pipeline.embed
-
     files = write_files(tmp_path / "photos", 8)
     release = threading.Event()
     hang_reads(monkeypatch, {file.path for file in files}, release)
-    monkeypatch.setattr(indexer.pipeline.embed._DecodeThreads, "max_stuck", 2)
-    config = PipelineConfig(batch_size=2, workers=2, defer_jpeg=True, decode_timeout_s=0.2)
+    monkeypatch.setattr(WorkerThreads, "max_stuck", 2)
+    readers, _, config, _ = image_setup(tiny_model, True, batch_size=2, decode_timeout_s=0.2)
     try:
-        with pytest.raises(indexer.pipeline.embed.DecodeStalledError, match="network drive stalled"):
-            list(prepare_files(files, {}, tiny_model.preprocess, config))
+        with pytest.raises(WorkersStalledError, match="network drive stalled"):
+            list(prepare_files(files, {}, readers, config))
     finally:
         release.set()
 
@@ -381,15 +387,15 @@ def test_fp16_search_on_the_gpu_keeps_recall():
 
 def index_photos(tmp_path, model, count: int) -> None:
     """`count` PNG photos in tmp_path/photos, indexed into tmp_path/db."""
-    from indexer.store.library import Library
     from indexer.pipeline.sync import IndexConfig, index_folders
+    from indexer.store.library import Library
 
     folder = tmp_path / "photos"
     folder.mkdir()
     for n in range(count):
         photo(n, (96, 72)).save(folder / f"p{n}.png")
     with Library(tmp_path / "db") as library:
-        index_folders(library, model, IndexConfig(roots=(str(folder),)))
+        index_folders(library, media_for(model), IndexConfig(roots=(str(folder),)))
 
 
 def test_rank_uses_the_gpu_path_only_for_cuda_batches(tmp_path, tiny_model, monkeypatch):
@@ -403,7 +409,7 @@ def test_rank_uses_the_gpu_path_only_for_cuda_batches(tmp_path, tiny_model, monk
 
     def on_cpu(library, device):
         calls.append(device)
-        return gpu_search.TorchExactIndex.from_chunks(library.meta.iter_vectors(64), 64, device="cpu")
+        return gpu_search.TorchExactIndex.from_chunks(library.reads.iter_vectors(64), 64, device="cpu")
 
     monkeypatch.setattr(gpu_search, "gpu_index", on_cpu)
     queries = tiny_model.text.embed_texts([f"query {n}" for n in range(search.GPU_MIN_QUERIES)])
@@ -449,16 +455,17 @@ def test_gpu_decode_on_without_cuda_is_a_clear_error(tmp_path, tiny_model_config
 
 
 def test_decode_threads_default_to_every_usable_core_only_when_the_gpu_decodes(monkeypatch):
-    import indexer.pipeline.embed
+    import indexer.pipeline.workers
+    from indexer.pipeline.embed import default_workers
 
-    os_module = indexer.pipeline.embed.os
+    os_module = indexer.pipeline.workers.os
     monkeypatch.setattr(os_module, "cpu_count", lambda: 128)
     monkeypatch.setattr(os_module, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    assert indexer.pipeline.embed.default_workers(gpu_decode=True) == 16  # the CPUs this process may use
-    assert indexer.pipeline.embed.default_workers(gpu_decode=False) == 8
+    assert default_workers(device_decodes=True) == 16  # the CPUs this process may use
+    assert default_workers(device_decodes=False) == 8
     monkeypatch.delattr(os_module, "sched_getaffinity", raising=False)
     monkeypatch.setattr(os_module, "cpu_count", lambda: None)
-    assert indexer.pipeline.embed.default_workers(gpu_decode=False) == 1
+    assert default_workers(device_decodes=False) == 1
 
 
 def test_with_faiss_gpu_the_saved_index_is_cloned_and_searched_with_its_tuning(tmp_path, monkeypatch):
@@ -467,16 +474,15 @@ def test_with_faiss_gpu_the_saved_index_is_cloned_and_searched_with_its_tuning(t
     GPU, searched with its tuned nprobe, filtered queries stay on the CPU copy, and the hits are
     those of the CPU path. What faiss-gpu itself does on a GPU is not measured here."""
     import faiss
-    from conftest import clustered_vectors
 
+    from conftest import clustered_vectors
     from indexer.store.library import Library
-    from indexer.store.meta import NewItem
-    from retrieval.models.encoders import ModelInfo
+    from indexer.store.records import ModelInfo, NewItem, single_vector
     from retrieval.query.search import Filters, rank
 
     vectors = clustered_vectors(3000, 32, clusters=24, spread=0.4, seed=3)
     rows = [NewItem(path=f"/p/{'a' if n % 2 else 'b'}{n}.jpg", size=1, mtime=1.0, content_hash=str(n), width=1,
-                    height=1, format="JPEG", vector=vector) for n, vector in enumerate(vectors)]
+                    height=1, format="JPEG", vectors=single_vector(vector)) for n, vector in enumerate(vectors)]
     clones = []
 
     def index_cpu_to_gpu(resources, gpu, index):
@@ -489,10 +495,10 @@ def test_with_faiss_gpu_the_saved_index_is_cloned_and_searched_with_its_tuning(t
     monkeypatch.setattr(faiss, "GpuParameterSpace", faiss.ParameterSpace, raising=False)
     queries = clustered_vectors(64, 32, clusters=24, spread=0.4, seed=4)
     with Library(tmp_path / "db") as library:
-        library.meta.bind_model(ModelInfo("m", "w", 32, "f"))
-        library.meta.write_batch(rows, library.meta.start_run("index", ["/p"]))
+        library.db.bind_model(ModelInfo("m", "w", 32, "f"))
+        library.items.write_batch(rows, library.runs.start("index", ["/p"]))
         library.set_index_type("IVF32,Flat")
-        library.update_vectors(base_generation=library.meta.generation, rebuild=True)
+        library.update_vectors(base_generation=library.generation, rebuild=True)
         on_cpu = rank(library, queries, top=10)
         on_gpu = rank(library, queries, top=10, device="cuda:1")
         assert len(clones) == 1 and clones[0][0] == 1
@@ -509,17 +515,19 @@ def test_with_faiss_gpu_the_saved_index_is_cloned_and_searched_with_its_tuning(t
 def test_a_result_given_up_on_is_never_handed_over(tmp_path, tiny_model, monkeypatch):
     """An abandoned job that finishes late must not count as a JPEG waiting for the GPU (the backlog
     would stay 'full' and send every big JPEG to the CPU for the rest of the run)."""
-    import indexer.pipeline.embed
+    from indexer.pipeline.embed import _failed, _timed_out, prepare_file
 
     files = write_files(tmp_path / "photos", 2)[:2]
     release = threading.Event()
     hang_reads(monkeypatch, {files[0].path}, release)
     handed = []
-    pool = indexer.pipeline.embed._DecodeThreads(1, on_result=lambda result: handed.append(result.file.path) or result)
+    readers, _, _, _ = image_setup(tiny_model, True)
+    pool = WorkerThreads(1, prepare_file, on_error=_failed, on_timeout=_timed_out,
+                         on_result=lambda result: handed.append(result.file.path) or result)
     try:
-        jobs = [pool.submit(file, (file, {}, tiny_model.preprocess, DecodeOptions(), True)) for file in files]
+        jobs = [pool.submit(file.path, (file, {}, readers, lambda: False)) for file in files]
         assert "longer than 0.2 s" in pool.result(jobs[0], 0.2).error
-        assert pool.result(jobs[1], 5).jpeg is not None  # the fresh thread took the next file
+        assert pool.result(jobs[1], 5).decoded.deferred  # the fresh thread took the next file
         release.set()
         assert jobs[0].finished.acquire(timeout=5)  # the abandoned read finished after all
     finally:
@@ -534,15 +542,16 @@ def test_assist_megapixels_flag_reaches_the_pipeline(tmp_path, tiny_model_config
     from typer.testing import CliRunner
 
     import indexer.pipeline.sync
+    import retrieval.indexing
     from cli.app import app
 
     seen = []
 
-    def index_folders(library, model, config, **callbacks):
-        seen.append(config.pipeline.cpu_assist_megapixels)
+    def index_folders(library, media, config, **callbacks):
+        seen.append(media.readers[0].options.assist_megapixels)
         return indexer.pipeline.sync.IndexReport()
 
-    monkeypatch.setattr(indexer.pipeline.sync, "index_folders", index_folders)
+    monkeypatch.setattr(retrieval.indexing, "index_folders", index_folders)
     pics = tmp_path / "pics"
     pics.mkdir()
     result = CliRunner().invoke(app, ["index", str(pics), "--db", str(tmp_path / "db"), "--model", str(tiny_model_config),

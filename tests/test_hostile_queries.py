@@ -9,11 +9,11 @@ import json
 import os
 
 import pytest
+from test_hostile_files import png_claiming
 from typer.testing import CliRunner
 
 from cli.app import app
 from conftest import write_image
-from test_hostile_files import png_claiming
 
 runner = CliRunner()
 

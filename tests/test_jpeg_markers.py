@@ -19,10 +19,10 @@ from PIL import Image
 from PIL.TiffImagePlugin import ImageFileDirectory_v2
 
 import indexer.media.jpeg_markers as jpeg_markers
-from indexer.media.image import EXIF_ORIENTATION, DecodeOptions, _read_exif, _taken_at, open_header
-from indexer.media.gpu_jpeg import jpeg_header, pillow_jpeg_header
-from indexer.media.jpeg_markers import JpegFacts, read_jpeg_facts
 from indexer.errors import DecodeError
+from indexer.media.gpu_jpeg import jpeg_header, pillow_jpeg_header
+from indexer.media.image import EXIF_ORIENTATION, DecodeOptions, _read_exif, _taken_at, open_header
+from indexer.media.jpeg_markers import JpegFacts, read_jpeg_facts
 
 OPTIONS = DecodeOptions()
 ORIENTATION, DATETIME, EXIF_IFD, DATETIME_ORIGINAL, OFFSET_TIME_ORIGINAL = 0x0112, 0x0132, 0x8769, 0x9003, 0x9011

@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from retrieval.models.onnx_text import OnnxTextEncoder, export_text_encoder, exported_fingerprint  # noqa: E402
+from retrieval.models.onnx_text import OnnxTextEncoder, export_text_encoder, exported_fingerprint
 
 TEXTS = ["a dog on a beach", "Beach + SUNSET!!", "the café's crème brûlée", "2 red cars, 3 blue bikes",
          "émoji 😀 face", "word " * 60, "x"]

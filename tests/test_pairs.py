@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from conftest import write_image
+from indexer.media.preprocess import PreprocessConfig, to_model_input
 from retrieval.finetune.errors import PairsError
 from retrieval.finetune.images import AUGMENT, EVAL, PairImages
 from retrieval.finetune.pairs import detect_format, drop_failed_images, index_pairs, read_pairs, split_pairs
-from indexer.media.preprocess import PreprocessConfig, to_model_input
 
 
 @pytest.fixture()

@@ -1,17 +1,18 @@
 """reindex: switch an index to another model, resumably, searchable all along."""
 import json
 
-import numpy as np
 import pytest
 
 from conftest import write_image
-from indexer.store.library import Library
 from indexer.pipeline.embed import PipelineConfig
 from indexer.pipeline.reindex import reindex
-from indexer.store.vectors import VectorIndex
 from indexer.pipeline.sync import IndexConfig, index_folders
+from indexer.store.library import Library
+from indexer.store.records import check_same_model
+from indexer.store.vectors import VectorIndex
+from retrieval.media import media_for
 from retrieval.models.encoders import load_model
-from retrieval.query.search import check_model, rank
+from retrieval.query.search import rank
 
 
 @pytest.fixture()
@@ -29,17 +30,17 @@ def _indexed(tmp_path, model, n=7):
     for i in range(n):
         write_image(pics / f"img{i}.png", seed=i)
     library = Library(tmp_path / "db")
-    index_folders(library, model, IndexConfig(roots=(str(pics),)))
+    index_folders(library, media_for(model), IndexConfig(roots=(str(pics),)))
     return pics, library
 
 
 def test_reindex_switches_model_and_vectors(tmp_path, tiny_model, other_model):
     pics, library = _indexed(tmp_path, tiny_model)
-    report = reindex(library, other_model, PipelineConfig(batch_size=3))
+    report = reindex(library, media_for(other_model), PipelineConfig(batch_size=3))
     assert report.embedded == 7
-    assert library.meta.model().fingerprint == other_model.info.fingerprint
-    check_model(library, other_model)
-    saved = VectorIndex.load(library.vectors_path)
+    assert library.model().fingerprint == other_model.info.fingerprint
+    check_same_model(library.model(), other_model.info)
+    saved = VectorIndex.load(library.vectors_path())
     assert saved.dim == 32 and saved.ntotal == 7
     query = other_model.image.embed_images([__import__("PIL.Image").Image.open(pics / "img3.png")])
     best = rank(library, query, top=1)[0][0]
@@ -57,15 +58,15 @@ def test_interrupted_reindex_resumes_and_old_model_still_searches(tmp_path, tiny
             raise Stop
 
     with pytest.raises(Stop):
-        reindex(library, other_model, PipelineConfig(batch_size=3, workers=1), on_progress=stop)
+        reindex(library, media_for(other_model), PipelineConfig(batch_size=3, workers=1), on_progress=stop)
     # still the old model, every item searchable with it
-    assert library.meta.model().fingerprint == tiny_model.info.fingerprint
+    assert library.model().fingerprint == tiny_model.info.fingerprint
     hits = rank(library, tiny_model.text.embed_texts(["anything"]), top=10)[0]
     assert len(hits) == 7
-    resumed = reindex(library, other_model, PipelineConfig(batch_size=3))
+    resumed = reindex(library, media_for(other_model), PipelineConfig(batch_size=3))
     assert (resumed.already_staged, resumed.embedded) == (3, 4)
-    assert library.meta.model().fingerprint == other_model.info.fingerprint
-    assert VectorIndex.load(library.vectors_path).ntotal == 7
+    assert library.model().fingerprint == other_model.info.fingerprint
+    assert VectorIndex.load(library.vectors_path()).ntotal == 7
 
 
 def test_reindex_cli_refuses_other_half_done_model(tmp_path, tiny_model, tiny_model_config, other_model):
@@ -74,11 +75,12 @@ def test_reindex_cli_refuses_other_half_done_model(tmp_path, tiny_model, tiny_mo
     from cli.app import app
 
     _, library = _indexed(tmp_path, tiny_model)
-    library.meta.begin_staging(other_model.info)
+    library.staging.begin(other_model.info)
     runner = CliRunner()
     result = runner.invoke(app, ["reindex", "--model", str(tiny_model_config), "--db", str(library.folder)])
     assert result.exit_code == 1 and "--restart" in result.stderr
-    result = runner.invoke(app, ["reindex", "--model", str(tiny_model_config), "--db", str(library.folder), "--restart", "--json"])
+    result = runner.invoke(app, ["reindex", "--model", str(tiny_model_config), "--db", str(library.folder), "--restart",
+                                 "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["embedded"] == 7
-    assert library.meta.staged_model() is None
+    assert library.staging.model() is None

@@ -14,12 +14,17 @@ import time
 from pathlib import Path
 
 import pytest
+from test_reliability_support import (
+    CliProcess,
+    assert_database_consistent,
+    connect,
+    count,
+    write_model,
+    write_tiny_pngs,
+)
 from typer.testing import CliRunner
 
 from cli.app import app
-from test_reliability_support import (
-    CliProcess, assert_database_consistent, connect, count, write_model, write_tiny_pngs,
-)
 
 runner = CliRunner()
 MMSEARCH = Path(sys.executable).with_name("mmsearch")

@@ -14,13 +14,20 @@ import time
 
 import numpy as np
 import pytest
+from test_reliability_support import (
+    CliProcess,
+    assert_database_consistent,
+    committed_rows,
+    connect,
+    count,
+    write_model,
+    write_tiny_pngs,
+)
 from typer.testing import CliRunner
 
 from cli.app import app
 from indexer.store.library import Library
-from test_reliability_support import (
-    CliProcess, assert_database_consistent, committed_rows, connect, count, write_model, write_tiny_pngs,
-)
+from retrieval.media import media_for
 
 IMAGES = 2000
 BATCH = 16
@@ -104,24 +111,24 @@ def test_index_killed_at_random_moments_resumes_without_redoing_work(tmp_path, i
 
 def _synthetic_index(db, pics, fast_model) -> None:
     """An index of `pics` built straight through the store (random unit vectors, no inference)."""
-    from indexer.media.image import content_hash
-    from indexer.store.meta import NewItem
+    from indexer.media.files import content_hash
+    from indexer.store.records import NewItem, single_vector
     from retrieval.models.encoders import load_model
 
     info = load_model(str(fast_model), device="cpu").info
     rng = np.random.default_rng(0)
     with Library(db) as library:
-        library.meta.bind_model(info)
-        run_id = library.meta.start_run("index", [str(pics)])
+        library.db.bind_model(info)
+        run_id = library.runs.start("index", [str(pics)])
         rows = []
         for path in sorted(pics.iterdir()):
             vector = rng.normal(size=info.dim).astype(np.float32)
             stat = path.stat()
             rows.append(NewItem(path=str(path), size=stat.st_size, mtime=stat.st_mtime,
                                 content_hash=content_hash(path.read_bytes()), width=16, height=16, format="PNG",
-                                vector=vector / np.linalg.norm(vector)))
-        library.meta.write_batch(rows, run_id)
-        library.meta.finish_run(run_id)
+                                vectors=single_vector(vector / np.linalg.norm(vector))))
+        library.items.write_batch(rows, run_id)
+        library.runs.finish(run_id)
         library.update_vectors(base_generation=0)
 
 
@@ -188,7 +195,8 @@ def _crash_on(monkeypatch, owner, name):
 def test_index_crash_windows_after_the_last_batch(tmp_path, tiny_model, window, monkeypatch):
     """Dying after the batches but before the run's end leaves a consistent database; the next run
     redoes nothing and repairs the derived vector file."""
-    import indexer.store.meta
+    import indexer.store.items
+    import indexer.store.runs
     import indexer.store.vectors
     from conftest import write_image
     from indexer.pipeline.embed import PipelineConfig
@@ -199,19 +207,19 @@ def test_index_crash_windows_after_the_last_batch(tmp_path, tiny_model, window, 
         write_image(pics / f"img{number}.png", seed=number, size=(24, 24))
     config = IndexConfig(roots=(str(pics),), pipeline=PipelineConfig(batch_size=2, workers=1))
     library = Library(tmp_path / "db")
-    index_folders(library, tiny_model, config)
+    index_folders(library, media_for(tiny_model), config)
     (pics / "img0.png").unlink()  # something to sweep
     write_image(pics / "new.png", seed=42, size=(24, 24))  # something to embed
     with monkeypatch.context() as patch:
-        owner, name = {"before_sweep": (indexer.store.meta.MetaStore, "sweep"),
+        owner, name = {"before_sweep": (indexer.store.items.ItemStore, "sweep"),
                        "before_vector_file": (indexer.store.vectors.VectorIndex, "save"),
                        "before_sidecar": (indexer.store.vectors, "_write_json_atomic"),
-                       "before_finish": (indexer.store.meta.MetaStore, "finish_run")}[window]
+                       "before_finish": (indexer.store.runs.RunLog, "finish")}[window]
         _crash_on(patch, owner, name)
         with pytest.raises(Crash):
-            index_folders(library, tiny_model, config)
+            index_folders(library, media_for(tiny_model), config)
     assert_database_consistent(library.folder, dim=64)
-    resumed = index_folders(library, tiny_model, config)
+    resumed = index_folders(library, media_for(tiny_model), config)
     assert resumed.embedded == 0 and resumed.unchanged == 6  # new.png was committed before the crash
     assert resumed.removed == (1 if window == "before_sweep" else 0)
     report = _check_json(library.folder, "--no-model")
@@ -230,17 +238,17 @@ def test_reindex_killed_after_its_swap_only_writes_the_vector_file(tmp_path, tin
     for number in range(5):
         write_image(pics / f"img{number}.png", seed=number, size=(24, 24))
     library = Library(tmp_path / "db")
-    index_folders(library, tiny_model, IndexConfig(roots=(str(pics),)))
+    index_folders(library, media_for(tiny_model), IndexConfig(roots=(str(pics),)))
     (tmp_path / "other.json").write_text(json.dumps({**TINY_CONFIG, "seed": 3, "embed_dim": 32}))
     other = load_model(str(tmp_path / "other.json"), device="cpu")
     with monkeypatch.context() as patch:
         _crash_on(patch, Library, "update_vectors")
         with pytest.raises(Crash):
-            reindex(library, other, PipelineConfig(batch_size=2))
-    assert library.meta.model().dim == 32  # the swap committed
-    resumed = reindex(library, other, PipelineConfig(batch_size=2))
+            reindex(library, media_for(other), PipelineConfig(batch_size=2))
+    assert library.model().dim == 32  # the swap committed
+    resumed = reindex(library, media_for(other), PipelineConfig(batch_size=2))
     assert (resumed.embedded, resumed.already_staged) == (0, 5)
     report = _check_json(library.folder, "--no-model")
     assert report["healthy"], report["problems"]
-    again = reindex(library, other, PipelineConfig(batch_size=2))  # a deliberate same-model reindex still re-embeds
+    again = reindex(library, media_for(other), PipelineConfig(batch_size=2))  # a deliberate same-model reindex still re-embeds
     assert again.embedded == 5

@@ -10,12 +10,12 @@ import sqlite3
 
 import numpy as np
 import pytest
+from test_reliability_support import assert_database_consistent
 from typer.testing import CliRunner
 
 from cli.app import app
 from conftest import write_image
 from indexer.store.vectors import VectorIndex
-from test_reliability_support import assert_database_consistent
 
 runner = CliRunner()
 
@@ -67,10 +67,12 @@ FAULTS = {
     "vector_index_missing": lambda db: (db / "vectors.faiss").unlink(),
     "vector_index_unreadable": lambda db: (db / "vectors.faiss").write_bytes(b"not faiss"),
     "vector_index_stale": lambda db: _sql(db, "UPDATE schema_info SET value = value + 1 WHERE key = 'generation'"),
-    "orphan_vector": lambda db: _sql(db, "INSERT INTO vectors SELECT 9999, vector FROM vectors LIMIT 1", foreign_keys=False),
+    "orphan_vector": lambda db: _sql(db, "INSERT INTO vectors (item_id, encoder, start_s, vector) "
+                                         "SELECT 9999, encoder, start_s, vector FROM vectors LIMIT 1", foreign_keys=False),
     "row_without_vector": lambda db: _sql(db, "DELETE FROM vectors WHERE item_id = (SELECT min(item_id) FROM vectors)"),
-    "bad_vector": lambda db: _sql(db, "UPDATE vectors SET vector = x'00000000' WHERE item_id = (SELECT max(item_id) FROM vectors)"),
-    "orphan_staged_vector": lambda db: _sql(db, "INSERT INTO staged_vectors SELECT item_id, vector FROM vectors"),
+    "bad_vector": lambda db: _sql(db, "UPDATE vectors SET vector = x'00000000' WHERE id = (SELECT max(id) FROM vectors)"),
+    "orphan_staged_vector": lambda db: _sql(db, "INSERT INTO staged_vectors (item_id, encoder, start_s, vector) "
+                                                "SELECT item_id, encoder, start_s, vector FROM vectors"),
 }
 
 

@@ -14,16 +14,18 @@ import sqlite3
 
 import numpy as np
 import pytest
+from test_reliability_support import assert_database_consistent, committed_rows
 from typer.testing import CliRunner
 
-import indexer.store.meta
+import indexer.store.database
 import indexer.store.vectors
 from cli.app import app
 from conftest import write_image
-from indexer.store.library import Library
-from indexer.store.meta import SCHEMA_VERSION, MetaStore
 from indexer.errors import StoreError
-from test_reliability_support import assert_database_consistent, committed_rows
+from indexer.store.database import Database
+from indexer.store.library import Library
+from indexer.store.version import SCHEMA_VERSION
+from retrieval.media import media_for
 
 runner = CliRunner()
 
@@ -49,13 +51,13 @@ def _search_paths(db) -> list[str]:
 
 def _with_pragma(monkeypatch, statement: str) -> None:
     """Every new SQLite connection of the code under test runs `statement` after its usual pragmas."""
-    usual = indexer.store.meta._sqlite_pragmas
+    usual = indexer.store.database._sqlite_pragmas
 
     def pragmas(connection, record):
         usual(connection, record)
         connection.execute(statement)
 
-    monkeypatch.setattr(indexer.store.meta, "_sqlite_pragmas", pragmas)
+    monkeypatch.setattr(indexer.store.database, "_sqlite_pragmas", pragmas)
 
 
 def test_database_disk_full_is_a_clear_error_and_keeps_the_last_state(indexed, monkeypatch):
@@ -189,15 +191,19 @@ def test_a_v1_database_is_migrated_in_one_transaction(tmp_path, tiny_model):
     pics, db = tmp_path / "pics", tmp_path / "db"
     _v1_database(db, pics, tiny_model)
     with Library(db) as library:
-        assert library.meta.schema_version == SCHEMA_VERSION == 2
-        assert library.meta.counts() == {"rows": 4, "items": 3, "failed": 1}  # every row kept
-        assert library.meta.generation == 2
-        report = index_folders(library, tiny_model, IndexConfig(roots=(str(pics),), pipeline=PipelineConfig(batch_size=2)))
+        assert library.db.schema_version == SCHEMA_VERSION == 3
+        assert library.reads.counts() == {"rows": 4, "items": 3, "vectors": 3, "failed": 1}  # every row kept
+        assert library.generation == 2
+        report = index_folders(library, media_for(tiny_model),
+                               IndexConfig(roots=(str(pics),), pipeline=PipelineConfig(batch_size=2)))
     assert (report.embedded, report.unchanged) == (0, 4)  # the migrated rows are recognised, nothing redone
     with sqlite3.connect(db / "mmsearch.db") as connection:
         columns = {row[1] for row in connection.execute("PRAGMA table_info(items)")}
         indexes = {row[1] for row in connection.execute("PRAGMA index_list(items)")}
     assert "taken_at" in columns and "ix_items_taken_at" in indexes
+    with sqlite3.connect(db / "mmsearch.db") as connection:  # schema 3: a picture's vector keeps its item's id
+        assert connection.execute("SELECT id, item_id, encoder, start_s FROM vectors ORDER BY id").fetchall() == [
+            (1, 1, "image", None), (2, 2, "image", None), (3, 3, "image", None)]
     assert_database_consistent(db, dim=64)
     assert json.loads(runner.invoke(app, ["check", "--db", str(db), "--json", "--no-model"]).stdout)["healthy"]
 
@@ -214,13 +220,13 @@ def test_a_failed_migration_leaves_the_v1_database_untouched(tmp_path, tiny_mode
 
     monkeypatch.setitem(indexer.store.migrations.MIGRATIONS, 2, half_done)
     with pytest.raises(RuntimeError, match="half-way"):
-        MetaStore(db / "mmsearch.db")
+        Database(db / "mmsearch.db")
     with sqlite3.connect(db / "mmsearch.db") as connection:
         assert connection.execute("SELECT value FROM schema_info WHERE key = 'schema_version'").fetchone() == ("1",)
         assert "taken_at" not in {row[1] for row in connection.execute("PRAGMA table_info(items)")}
         assert connection.execute("SELECT count(*) FROM items").fetchone() == (4,)
     monkeypatch.undo()
-    assert MetaStore(db / "mmsearch.db").schema_version == 2  # the real migration then succeeds
+    assert Database(db / "mmsearch.db").schema_version == 3  # the real migrations then succeed
 
 
 def test_the_write_lock_in_an_unwritable_place_is_a_clear_error(tmp_path):

@@ -28,7 +28,8 @@ from conftest import TINY_CONFIG
 # TINY_CONFIG with a 32-px input and a 2-layer vision tower: the kill trials embed thousands of images.
 FAST_CONFIG = {**TINY_CONFIG, "vision_cfg": {**TINY_CONFIG["vision_cfg"], "image_size": 32, "layers": 2}}
 PRELOAD = ["cli.app", "cli.index_cmd", "cli.reindex_cmd", "cli.search_cmd", "cli.check_cmd", "indexer.pipeline.sync",
-           "indexer.pipeline.reindex", "indexer.integrity", "retrieval.models.encoders", "retrieval.models.towers", "retrieval.query.search",
+           "indexer.pipeline.reindex", "indexer.integrity", "retrieval.models.encoders", "retrieval.models.towers",
+           "retrieval.query.search", "retrieval.indexing",
            "open_clip", "open_clip.model", "faiss", "sqlalchemy", "PIL.Image", "PIL.PngImagePlugin", "numpy"]
 _context = None
 

@@ -12,8 +12,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import write_image
-from indexer.store.library import Library
 from indexer.pipeline.sync import IndexConfig, index_folders
+from indexer.store.library import Library
+from retrieval.media import media_for
 from retrieval.server import ServerConfig, create_app
 from retrieval.server.engine import SearchEngine, WarmLibrary
 
@@ -22,7 +23,7 @@ BASE_URL = "http://127.0.0.1:8000"
 
 def build_index(pics: Path, db: Path, model) -> None:
     with Library(db) as library, library.lock():
-        index_folders(library, model, IndexConfig(roots=(str(pics),)))
+        index_folders(library, media_for(model), IndexConfig(roots=(str(pics),)))
 
 
 def open_engine(db: Path, model, **options) -> SearchEngine:
@@ -99,10 +100,9 @@ def test_combined_query_differs_from_its_parts_and_matches_the_cli_math(collecti
     combined = client.get("/api/search", params={"q": "beach + sunset - people", "limit": 7}).json()["results"]
     vectors = tiny_model.text.embed_texts(["beach", "sunset", "people"])
     query = combine(vectors, [1.0, 1.0, -1.0])
-    ids, stored = engine.library.meta.vectors_for([hit["id"] for hit in combined], 64)
-    expected = dict(zip(ids.tolist(), (stored @ query).tolist()))
     for hit in combined:
-        assert hit["score"] == pytest.approx(expected[hit["id"]], abs=1e-4)
+        stored = engine.library.reads.item_vectors(hit["id"], 64)
+        assert len(stored) == 1 and hit["score"] == pytest.approx(float(stored[0] @ query), abs=1e-4)
 
 
 def test_weighted_terms_and_only_negative_query(client):
@@ -146,7 +146,7 @@ def test_validation_errors_are_422_json(client, params, message):
 
 def test_filters(collection, client):
     pics, _, _ = collection
-    names = lambda params: [hit["name"] for hit in client.get("/api/search", params={"q": "x", **params}).json()["results"]]  # noqa: E731
+    names = lambda params: [hit["name"] for hit in client.get("/api/search", params={"q": "x", **params}).json()["results"]]
     assert names({"ext": "jpg"}) == ["photo.jpg"]
     assert names({"ext": "JPG,png", "limit": 50}).count("photo.jpg") == 1 and len(names({"ext": "jpg,png"})) == 7
     assert names({"path": "*/sub/*"}) == ["photo.jpg"]
@@ -170,7 +170,7 @@ def test_more_like_this_unknown_item_is_404_and_failed_item_is_400(collection, c
     _, db, engine = collection
     assert client.get("/api/items/987654/similar").status_code == 404
     assert client.get("/api/search", params={"like": 987654}).json()["error"]["code"] == "not_found"
-    broken = next(record for record in engine.library.meta.items(list(range(1, 20))).values()
+    broken = next(record for record in engine.library.reads.items(list(range(1, 20))).values()
                   if record.path.endswith("broken.png"))
     response = client.get(f"/api/items/{broken.id}/similar")
     assert response.status_code == 400 and "no vector" in response.json()["error"]["message"]
@@ -363,7 +363,7 @@ def test_index_reloads_once_when_the_generation_changes(tmp_path, tiny_model):
 
 
 def test_model_switched_under_the_server_is_409(tmp_path, tiny_model):
-    from retrieval.models.encoders import ModelInfo
+    from indexer.store.records import ModelInfo
 
     pics = tmp_path / "pics"
     write_image(pics / "a.png", seed=1)
@@ -373,8 +373,8 @@ def test_model_switched_under_the_server_is_409(tmp_path, tiny_model):
     try:
         with client_for(engine) as client:
             assert client.get("/api/search", params={"q": "x"}).status_code == 200
-            engine.library.meta.begin_staging(ModelInfo("other", "random(seed=5)", 64, "f" * 16))
-            engine.library.meta.swap_in_staged()
+            engine.library.staging.begin(ModelInfo("other", "random(seed=5)", 64, "f" * 16))
+            engine.library.staging.swap_in()
             response = client.get("/api/search", params={"q": "x"})
             assert response.status_code == 409 and "restart" in response.json()["error"]["message"]
     finally:

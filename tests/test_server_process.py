@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_server import build_index
 
 from conftest import write_image
-from test_server import build_index
 
 TOKEN = "process-test-token-123"
 START_TIMEOUT_S = 120

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from test_server import build_index, client_for, open_engine
 from typer.testing import CliRunner
 
 from cli.app import app as cli_app
@@ -13,7 +14,6 @@ from retrieval.server import ServerConfig, create_app
 from retrieval.server.config import is_loopback
 from retrieval.server.errors import ServerConfigError
 from retrieval.server.security import COOKIE_NAME, session_cookie_value
-from test_server import BASE_URL, build_index, client_for, open_engine
 
 TOKEN = "correct-horse-battery-staple"
 
@@ -34,7 +34,7 @@ def collection(tmp_path, tiny_model):
 
 
 def ids_by_name(engine) -> dict[str, int]:
-    return {Path(record.path).name: record.id for record in engine.library.meta.items(list(range(1, 50))).values()}
+    return {Path(record.path).name: record.id for record in engine.library.reads.items(list(range(1, 50))).values()}
 
 
 # --- rule: loopback by default; anything else needs a token ------------------------------------

@@ -12,12 +12,13 @@ from fastapi.testclient import TestClient
 
 pytest.importorskip("onnxruntime")
 
-from conftest import write_image  # noqa: E402
-from indexer.store.library import TEXT_EXPORT_NAME, Library  # noqa: E402
-from indexer.pipeline.sync import IndexConfig, index_folders  # noqa: E402
-from retrieval.models.onnx_text import export_text_encoder  # noqa: E402
-from retrieval.server import ServerConfig, create_app  # noqa: E402
-from retrieval.server.engine import SearchEngine, SearchRequest, WarmLibrary  # noqa: E402
+from conftest import write_image
+from indexer.pipeline.sync import IndexConfig, index_folders
+from indexer.store.library import TEXT_EXPORT_NAME, Library
+from retrieval.media import media_for
+from retrieval.models.onnx_text import export_text_encoder
+from retrieval.server import ServerConfig, create_app
+from retrieval.server.engine import SearchEngine, SearchRequest, WarmLibrary
 
 QUERIES = ["a red dog", "beach + sunset - people", "2:green tree + 0.5:night", "x", "word " * 60]
 
@@ -29,7 +30,7 @@ def db(tmp_path_factory, tiny_model):
         write_image(root / "pics" / f"img{i}.png", seed=i)
     folder = root / "db"
     with Library(folder) as library, library.lock():
-        index_folders(library, tiny_model, IndexConfig(roots=(str(root / "pics"),)))
+        index_folders(library, media_for(tiny_model), IndexConfig(roots=(str(root / "pics"),)))
     return folder
 
 

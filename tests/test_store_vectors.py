@@ -125,27 +125,26 @@ def test_scalar_quantized_storage_round_trips_through_save_and_load(tmp_path, sp
 def test_ivf_trains_on_a_sample_of_the_whole_collection_not_its_first_folders(tmp_path):
     """Items stored folder by folder: the IVF lists must cover the last folder's look too."""
     from indexer.store.library import Library
-    from indexer.store.meta import NewItem
+    from indexer.store.records import ModelInfo, NewItem, single_vector
     from indexer.store.vectors import training_sample_size
-    from retrieval.models.encoders import ModelInfo
 
     rng = np.random.default_rng(3)
     dim, per_folder = 16, 1500
     first = _clustered(rng, per_folder, dim, centres=8) + 0.0
     second = -first[rng.permutation(per_folder)]  # the opposite half of the sphere
     rows = [NewItem(path=f"/a/{n}.jpg" if n < per_folder else f"/b/{n}.jpg", size=1, mtime=1.0, content_hash=str(n),
-                    width=1, height=1, format="JPEG", vector=vector, reuse_from=None, error=None, taken_at=None)
+                    width=1, height=1, format="JPEG", vectors=single_vector(vector), reuse_from=None, error=None, taken_at=None)
             for n, vector in enumerate(np.concatenate([first, second]))]
     with Library(tmp_path / "db") as library:
-        library.meta.bind_model(ModelInfo("m", "w", dim, "f"))
-        run_id = library.meta.start_run("index", ["/a", "/b"])
+        library.db.bind_model(ModelInfo("m", "w", dim, "f"))
+        run_id = library.runs.start("index", ["/a", "/b"])
         for start in range(0, len(rows), 500):
-            library.meta.write_batch(rows[start:start + 500], run_id)
+            library.items.write_batch(rows[start:start + 500], run_id)
         library.set_index_type("IVF32,Flat")
-        stream = library.meta.iter_vectors  # read in small chunks, as a big collection is: 20k of 1M
-        library.meta.iter_vectors = lambda dim: stream(dim, chunk=500)
+        stream = library.reads.iter_vectors  # read in small chunks, as a big collection is: 20k of 1M
+        library.reads.iter_vectors = lambda dim, encoder="image": stream(dim, encoder, chunk=500)
         assert 0 < training_sample_size("IVF32,Flat", len(rows)) < per_folder  # trains on fewer than one folder
-        index = library.update_vectors(base_generation=library.meta.generation, rebuild=True)
+        index = library.update_vector_file(base_generation=library.generation, rebuild=True)
     import faiss
 
     centroids = faiss.extract_index_ivf(index.index.index if hasattr(index.index, "index") else index.index).quantizer

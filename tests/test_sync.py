@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 
 from conftest import write_image
-from indexer.store.library import Library
-from indexer.pipeline.embed import PipelineConfig
-from indexer.store.vectors import VectorIndex
-from indexer.pipeline.sync import IndexConfig, forget_paths, index_folders
 from indexer.errors import IndexLockedError, ModelMismatchError
+from indexer.pipeline.embed import PipelineConfig
+from indexer.pipeline.sync import IndexConfig, forget_paths, index_folders
+from indexer.store.library import Library
+from indexer.store.vectors import VectorIndex
+from retrieval.media import media_for
 
 
 def _index(library, model, *roots, **kwargs):
-    return index_folders(library, model, IndexConfig(roots=tuple(str(r) for r in roots),
+    return index_folders(library, media_for(model), IndexConfig(roots=tuple(str(r) for r in roots),
                                                      pipeline=PipelineConfig(batch_size=2, workers=2), **kwargs))
 
 
@@ -24,8 +25,8 @@ def _live_rows(db_folder):
 
 
 def _assert_consistent(library):
-    saved = VectorIndex.load(library.vectors_path)
-    assert saved is not None and saved.generation == library.meta.generation
+    saved = VectorIndex.load(library.vectors_path())
+    assert saved is not None and saved.generation == library.generation
     assert saved.ntotal == _live_rows(library.folder)
 
 
@@ -48,7 +49,8 @@ def test_rename_touch_delete_add(tmp_path, tiny_model):
     write_image(pics / "new.png", seed=7)  # new: embed
     third = _index(library, tiny_model, pics)
     assert (third.embedded, third.reused, third.removed, third.unchanged, third.failed) == (2, 1, 2, 0, 0)
-    paths = sorted(os.path.basename(p) for p, in sqlite3.connect(library.folder / "mmsearch.db").execute("select path from items"))
+    rows = sqlite3.connect(library.folder / "mmsearch.db").execute("select path from items")
+    paths = sorted(os.path.basename(p) for p, in rows)
     assert paths == ["img1.png", "new.png", "renamed.png"]
     _assert_consistent(library)
 
@@ -80,18 +82,19 @@ def test_bad_files_are_reported_and_skipped(tmp_path, tiny_model):
     (pics / "truncated.jpg").write_bytes(truncated)
     errors = []
     library = Library(tmp_path / "db")
-    report = index_folders(library, tiny_model, IndexConfig(roots=(str(pics),)), on_file_error=lambda p, r: errors.append((os.path.basename(p), r)))
+    report = index_folders(library, media_for(tiny_model), IndexConfig(roots=(str(pics),)),
+                           on_file_error=lambda p, r: errors.append((os.path.basename(p), r)))
     assert report.embedded == 2 and report.failed == 3
     reasons = dict(errors)
     assert set(reasons) == {"zero.jpg", "text.png", "truncated.jpg"}
     assert "empty" in reasons["zero.jpg"] and "not an image" in reasons["text.png"]
-    assert library.meta.counts() == {"rows": 5, "items": 2, "failed": 3}
+    assert library.reads.counts() == {"rows": 5, "items": 2, "vectors": 2, "failed": 3}
     _assert_consistent(library)
     # an unchanged bad file is not retried; a fixed one is
     write_image(pics / "zero.jpg", seed=3, fmt="JPEG")
     again = _index(library, tiny_model, pics)
     assert (again.embedded, again.failed, again.unchanged) == (1, 0, 4)
-    assert library.meta.counts()["failed"] == 2
+    assert library.reads.counts()["failed"] == 2
 
 
 def test_interrupted_run_keeps_finished_batches_and_resumes(tmp_path, tiny_model):
@@ -108,11 +111,12 @@ def test_interrupted_run_keeps_finished_batches_and_resumes(tmp_path, tiny_model
 
     library = Library(tmp_path / "db")
     with pytest.raises(Stop):
-        index_folders(library, tiny_model, IndexConfig(roots=(str(pics),), pipeline=PipelineConfig(batch_size=2, workers=1)),
+        index_folders(library, media_for(tiny_model),
+                      IndexConfig(roots=(str(pics),), pipeline=PipelineConfig(batch_size=2, workers=1)),
                       on_progress=stop_after_two_batches)
     # the two reported batches survive, plus the one being written when the run stopped (written
     # behind the embedding: it is finished, never left half done)
-    committed = library.meta.counts()["items"]
+    committed = library.reads.counts()["items"]
     assert committed in (4, 6)
     resumed = _index(library, tiny_model, pics)
     assert (resumed.embedded, resumed.unchanged, resumed.removed) == (10 - committed, committed, 0)
@@ -127,7 +131,7 @@ def test_stale_vector_file_is_rebuilt_for_search(tmp_path, tiny_model):
         write_image(pics / f"img{i}.png", seed=i)
     library = Library(tmp_path / "db")
     _index(library, tiny_model, pics)
-    library.vectors_path.write_bytes(b"corrupt")
+    library.vectors_path().write_bytes(b"corrupt")
     hits = rank(library, tiny_model.text.embed_texts(["anything"]), top=10)[0]
     assert len(hits) == 4
 
@@ -141,7 +145,7 @@ def test_forget_folder(tmp_path, tiny_model):
     library = Library(tmp_path / "db")
     _index(library, tiny_model, pics)
     assert forget_paths(library, [str(pics / "old")]) == 2
-    assert library.meta.counts()["items"] == 2
+    assert library.reads.counts()["items"] == 2
     _assert_consistent(library)
 
 
@@ -178,12 +182,12 @@ def test_index_type_switches_with_setting(tmp_path, tiny_model):
         write_image(pics / f"img{i:02d}.png", seed=i, size=(32, 32))
     library = Library(tmp_path / "db")
     _index(library, tiny_model, pics, index_type="hnsw")
-    assert VectorIndex.load(library.vectors_path).spec == "HNSW32"
+    assert VectorIndex.load(library.vectors_path()).spec == "HNSW32"
     os.remove(pics / "img00.png")
     _index(library, tiny_model, pics)  # HNSW cannot remove: rebuilt, still consistent
     _assert_consistent(library)
     _index(library, tiny_model, pics, index_type="flat")
-    assert VectorIndex.load(library.vectors_path).spec == "Flat"
+    assert VectorIndex.load(library.vectors_path()).spec == "Flat"
     _assert_consistent(library)
 
 
@@ -237,7 +241,7 @@ def test_copies_met_in_later_batches_of_one_run_reuse_the_first_vector(tmp_path,
     for n in range(copies):
         (pics / f"z{n:02d}.png").write_bytes((pics / "a.png").read_bytes())
     library = Library(tmp_path / "db")
-    report = index_folders(library, tiny_model, IndexConfig(roots=(str(pics),),
+    report = index_folders(library, media_for(tiny_model), IndexConfig(roots=(str(pics),),
                                                             pipeline=PipelineConfig(batch_size=2, workers=1)))
     assert report.embedded + report.reused == copies + 2 and report.reused >= copies // 2, report
     with sqlite3.connect(tmp_path / "db" / "mmsearch.db") as connection:

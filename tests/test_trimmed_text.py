@@ -10,10 +10,17 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from conftest import MINILM_CONFIG  # noqa: E402
-from retrieval.models.onnx_text import (  # noqa: E402
-    FULL, META_NAME, TRIMMED, OnnxTextEncoder, ensure_exported, export_sequence, export_text_encoder,
-    exported_fingerprint, needed_length,
+from conftest import MINILM_CONFIG
+from retrieval.models.onnx_text import (
+    FULL,
+    META_NAME,
+    TRIMMED,
+    OnnxTextEncoder,
+    ensure_exported,
+    export_sequence,
+    export_text_encoder,
+    exported_fingerprint,
+    needed_length,
 )
 
 # one word, a phrase, punctuation and accents, and one longer than either context (cut as before)

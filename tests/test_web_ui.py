@@ -12,10 +12,10 @@ import threading
 import time
 
 import pytest
+from test_server import build_index, open_engine
 
 from conftest import write_image
 from retrieval.server import ServerConfig, create_app
-from test_server import build_index, open_engine
 
 CHROMIUM = os.environ.get("MMSEARCH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -57,7 +57,7 @@ def served(tmp_path_factory, tiny_model):
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started, "uvicorn did not start"
-    ids = {os.path.basename(record.path): record.id for record in engine.library.meta.items(list(range(1, 20))).values()}
+    ids = {os.path.basename(record.path): record.id for record in engine.library.reads.items(list(range(1, 20))).values()}
     yield f"http://127.0.0.1:{port}", pics, ids
     server.should_exit = True
     thread.join(timeout=10)

@@ -16,7 +16,6 @@ Anything nvJPEG refuses (CMYK, arithmetic coding, a truncated file) is decoded o
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import warnings
 from dataclasses import dataclass
@@ -24,9 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
+from indexer.errors import DecodeError
 from indexer.media import jpeg_markers
 from indexer.media.image import DRAFT_OVERSAMPLE, DecodeOptions, decode_image
-from indexer.errors import DecodeError
 from indexer.media.preprocess import PreprocessConfig
 
 log = logging.getLogger(__name__)

@@ -1,19 +1,16 @@
-"""Decode one media file into model input: EXIF orientation, draft mode, a pixel budget.
+"""Decode one image file's bytes into model input: EXIF orientation, draft mode, a pixel budget.
 
-Pure apart from reading the file; raises DecodeError with a reason a person can act on. Hostile
-input costs that file only: a header claiming more pixels than the budget is refused before any
-pixel is decoded, truncated or garbage data and broken EXIF are reported, 16-bit images are
-scaled (not clipped) to 8 bits, animations give their first frame, and a special file (a FIFO, a
-device) is never opened for a blocking read. The time budget lives in the pipeline.
+Pure; raises DecodeError with a reason a person can act on. Hostile input costs that file only:
+a header claiming more pixels than the budget is refused before any pixel is decoded, truncated or
+garbage data and broken EXIF are reported, 16-bit images are scaled (not clipped) to 8 bits, and
+animations give their first frame. Reading files safely: indexer.media.files; the time budget
+lives in the pipeline.
 """
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import logging
-import os
-import stat
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,10 +51,6 @@ def _pil():
     return Image
 
 
-class FileGoneError(DecodeError):
-    """The file vanished between the scan and the read."""
-
-
 @dataclass(frozen=True)
 class DecodeOptions:
     draft: bool = True
@@ -71,10 +64,6 @@ class Decoded:
     height: int
     format: str | None
     taken_at: float | None = None  # EXIF DateTimeOriginal as unix seconds (local time unless tagged)
-
-
-def content_hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _register_heif() -> None:
@@ -199,47 +188,3 @@ def decode_image(data: bytes, preprocess: PreprocessConfig, options: DecodeOptio
     except (OSError, ValueError) as exc:
         raise DecodeError(f"cannot convert image: {exc}") from None
     return Decoded(pixels=pixels, width=width, height=height, format=image_format, taken_at=taken_at)
-
-
-def read_file(path: str) -> bytes:
-    return read_file_checked(path)[0]
-
-
-def read_file_checked(path: str) -> tuple[bytes, os.stat_result]:
-    """The bytes of a regular file and its stat taken after the read (what the bytes belong to).
-
-    Opened non-blocking, so a FIFO or device named like an image is refused instead of hanging.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise FileGoneError("file vanished before it could be read") from None
-    except OSError as exc:
-        raise DecodeError(f"cannot read file: {exc.strerror or exc}") from None
-    try:
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            raise DecodeError(f"not a regular file ({_file_kind(before.st_mode)})")
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        after = os.fstat(fd)
-    except OSError as exc:
-        raise DecodeError(f"cannot read file: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
-    if not data:
-        raise DecodeError("empty file (0 bytes)")
-    return data, after
-
-
-def _file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
-        if test(mode):
-            return name
-    return "a special file"

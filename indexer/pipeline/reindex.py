@@ -13,10 +13,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from indexer.store.library import Library
-from indexer.pipeline.embed import PipelineConfig, embed_batches, prepare_files
+from indexer.media.kinds import Media
 from indexer.media.scan import FoundFile
-from indexer.pipeline.sync import IndexProgress
+from indexer.pipeline.embed import PipelineConfig, embed_batches, prepare_files
+from indexer.pipeline.sync import IndexProgress, warm_encoders
+from indexer.store.library import Library
+from indexer.store.records import IMAGE
 
 log = logging.getLogger(__name__)
 
@@ -33,51 +35,54 @@ class ReindexReport:
                 "seconds": round(self.seconds, 3)}
 
 
-def reindex(library: Library, model, pipeline: PipelineConfig = PipelineConfig(),
+def reindex(library: Library, media: Media, pipeline: PipelineConfig = PipelineConfig(),
             on_progress: Callable[[IndexProgress], None] | None = None,
             on_file_error: Callable[[str, str], None] | None = None) -> ReindexReport:
-    """Switch `library` to `model`. Call with the library's write lock held."""
+    """Switch `library`'s image encoder to `media`'s. Call with the library's write lock held."""
     started = time.perf_counter()
     report = ReindexReport()
     progress = on_progress or (lambda _: None)
-    meta = library.meta
-    if meta.staged_model() is None and meta.swap_unfinished(model.info):
+    staging = library.staging
+    info = media.encoders[IMAGE].info
+    if staging.model() is None and staging.swap_unfinished(info):
         # killed after its swap committed: the vectors are in; only the vector file is left to write
-        library.update_vectors(base_generation=meta.generation, rebuild=True)
-        meta.clear_swapped()
-        report.already_staged = meta.counts()["items"]
+        library.update_vectors(base_generation=library.generation, rebuild=True)
+        staging.clear_swapped()
+        report.already_staged = library.reads.counts()["items"]
         progress(IndexProgress("finish", 0, 0))
         report.seconds = time.perf_counter() - started
         return report
-    meta.begin_staging(model.info)
-    base_generation = meta.generation
-    todo = meta.items_to_stage()
-    report.already_staged = meta.counts()["items"] - len(todo)
+    staging.begin(info)
+    base_generation = library.generation
+    todo = staging.todo()
+    report.already_staged = staging.staged_count()
     files = []
-    for item_id, path, size, mtime in todo:
+    for _item_id, path, size, mtime in todo:
         try:
             stat = os.stat(path)
             files.append(FoundFile(path, stat.st_size, stat.st_mtime))
         except OSError as exc:
             files.append(FoundFile(path, size, mtime))  # prepare_file reports it missing
             log.info("reindex: %s: %s", path, exc)
+    if files:
+        warm_encoders(media, progress)
     progress(IndexProgress("embed", 0, len(files)))
     done = 0
-    prepared = prepare_files(files, {}, model.preprocess, pipeline)
-    for rows in embed_batches(prepared, model.image.embed_pixels, pipeline):
-        vectors = {row.path: row.vector for row in rows if row.vector is not None}
-        errors = {row.path: row.error for row in rows if row.error is not None}
-        meta.stage_batch(vectors, errors)
-        report.embedded += len(vectors)
-        report.failed += len(errors)
-        for path, error in errors.items():
-            if on_file_error is not None:
-                on_file_error(path, error)
+    prepared = prepare_files(files, {}, media.by_extension(), pipeline)
+    for rows in embed_batches(prepared, media.encoders, pipeline):
+        staging.add_batch(rows)
+        for row in rows:
+            if row.error is not None:
+                report.failed += 1
+                if on_file_error is not None:
+                    on_file_error(row.path, row.error)
+            else:
+                report.embedded += 1
         done += len(rows)
         progress(IndexProgress("embed", done, len(files)))
     progress(IndexProgress("finish", done, len(files)))
-    meta.swap_in_staged()
+    staging.swap_in()
     library.update_vectors(base_generation=base_generation, rebuild=True)
-    meta.clear_swapped()
+    staging.clear_swapped()
     report.seconds = time.perf_counter() - started
     return report

@@ -55,7 +55,7 @@ class TorchExactIndex:
     @classmethod
     def from_chunks(cls, chunks: Iterable[tuple[np.ndarray, np.ndarray]], dim: int, device: str = "cuda",
                     dtype=None) -> "TorchExactIndex":
-        """Streamed (ids, vectors) chunks (MetaStore.iter_vectors) -> an index, one chunk in host memory at a time."""
+        """Streamed (ids, vectors) chunks (ItemReads.iter_vectors) -> an index, one chunk in host memory at a time."""
         import torch
 
         device_ = torch.device(device)
@@ -170,7 +170,7 @@ class FaissGpuIndex:
 
 def gpu_index(library, device: str):
     """The library's vectors searchable on `device` (a CUDA device): faiss-gpu when present, else torch."""
-    model = library.meta.model()
+    model = library.model()
     if model is None:
         return None
     if faiss_gpu_count() > 0:
@@ -182,4 +182,4 @@ def gpu_index(library, device: str):
         except (RuntimeError, AttributeError) as exc:  # an index type faiss-gpu cannot hold (HNSW, say)
             log.info("faiss-gpu cannot take %s (%s); exact search in torch instead", cpu_index.spec, exc)
     # straight from the database: the FAISS file (possibly stale, then rebuilt on the CPU) is not needed
-    return TorchExactIndex.from_chunks(library.meta.iter_vectors(model.dim), model.dim, device)
+    return TorchExactIndex.from_chunks(library.reads.iter_vectors(model.dim), model.dim, device)

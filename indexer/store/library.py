@@ -1,13 +1,25 @@
-"""An index on disk: one folder holding the SQLite database, the FAISS file and the write lock."""
+"""An index on disk: one folder holding the SQLite database, the vector files and the write lock.
+
+`Library` opens the stores of one index together and gives each job its own object: `items`
+(an index run's writes), `reads`, `runs`, `staging` (reindex); `model()`, `generation` and
+`get_info` are the index's identity. A read-only library (a search) answers its hot reads with
+plain sqlite3 (`snapshot`) and opens SQLAlchemy only when something else is asked.
+
+The vector files are derived copies of the database's vectors, one per encoder, each stamped with
+the database generation it holds; a stale file is rebuilt (or updated in place) from the database.
+"""
 from __future__ import annotations
 
 import logging
 import os
+from functools import cached_property
 from pathlib import Path
+from typing import Iterable
 
-from indexer.store.lock import write_lock
-from indexer.store.vectors import VectorIndex, choose_index_spec, sidecar_path, supports_removal, training_sample_size
 from indexer.errors import StoreError
+from indexer.store.lock import write_lock
+from indexer.store.records import IMAGE, ModelInfo
+from indexer.store.vectors import VectorIndex, choose_index_spec, supports_removal, training_sample_size
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +50,77 @@ class Library:
                 self.folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create index folder {self.folder}: {exc.strerror or exc}") from exc
+        self._snapshot = None
         if read_only:  # a search: plain sqlite3 for the hot reads, SQLAlchemy only if something else is asked
-            from indexer.store.snapshot import open_for_search
+            from indexer.store.snapshot import Snapshot, StaleSchema
 
-            self.meta = open_for_search(self.folder / DB_NAME)
+            try:
+                self._snapshot = Snapshot(self.db_path)
+            except StaleSchema:
+                self.db  # noqa: B018 - opens (and migrates) the database now
         else:
-            from indexer.store.meta import MetaStore
-
-            self.meta = MetaStore(self.folder / DB_NAME)
+            self.db  # noqa: B018
 
     @property
-    def vectors_path(self) -> Path:
-        return self.folder / VECTORS_NAME
+    def db_path(self) -> Path:
+        return self.folder / DB_NAME
+
+    # --- the stores -------------------------------------------------------------------------
+    @cached_property
+    def db(self):
+        from indexer.store.database import Database
+
+        return Database(self.db_path)
+
+    @cached_property
+    def items(self):
+        from indexer.store.items import ItemStore
+
+        return ItemStore(self.db)
+
+    @cached_property
+    def reads(self):
+        if self._snapshot is not None:
+            from indexer.store.snapshot import SnapshotReads
+
+            return SnapshotReads(self._snapshot, lambda: self.db)
+        from indexer.store.reads import ItemReads
+
+        return ItemReads(self.db)
+
+    @cached_property
+    def runs(self):
+        from indexer.store.runs import RunLog
+
+        return RunLog(self.db)
+
+    @cached_property
+    def staging(self):
+        from indexer.store.staging import Staging
+
+        return Staging(self.db)
+
+    # --- identity -----------------------------------------------------------------------
+    @property
+    def _hot(self):
+        return self._snapshot if self._snapshot is not None else self.db
+
+    def model(self, encoder: str = IMAGE) -> ModelInfo | None:
+        return self._hot.model(encoder)
+
+    @property
+    def generation(self) -> int:
+        return self._hot.generation
+
+    def get_info(self, key: str) -> str | None:
+        return self._hot.get_info(key)
+
+    def set_info(self, key: str, value: str) -> None:
+        self.db.set_info(key, value)
+
+    # --- files of the index -------------------------------------------------------------------
+    def vectors_path(self, encoder: str = IMAGE) -> Path:
+        return self.folder / (VECTORS_NAME if encoder == IMAGE else f"vectors-{encoder}.faiss")
 
     @property
     def text_export_path(self) -> Path:
@@ -62,9 +133,9 @@ class Library:
         return self.folder / IMAGE_EXPORT_NAME
 
     @property
-    def image_precision(self) -> str:
-        """The CPU image-tower precision this index was filled with (fp32 for indexes older than the option)."""
-        return self.meta.get_info("image_precision") or "fp32"
+    def image_precision(self) -> str | None:
+        """The CPU image-tower precision this index records (None: never recorded)."""
+        return self.get_info("image_precision")
 
     @property
     def lock_path(self) -> Path:
@@ -74,7 +145,10 @@ class Library:
         return write_lock(self.lock_path, wait_s)
 
     def close(self) -> None:
-        self.meta.close()
+        if self._snapshot is not None:
+            self._snapshot.close()
+        if "db" in self.__dict__:
+            self.db.close()
 
     def __enter__(self) -> "Library":
         return self
@@ -84,27 +158,35 @@ class Library:
 
     @property
     def index_type(self) -> str:
-        return self.meta.get_info("index_type") or "auto"
+        return self.get_info("index_type") or "auto"
 
     def set_index_type(self, index_type: str) -> None:
-        self.meta.set_info("index_type", index_type)
+        self.set_info("index_type", index_type)
 
     def size_on_disk(self) -> int:
-        names = [DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", VECTORS_NAME, sidecar_path(Path(VECTORS_NAME)).name]
-        return sum((self.folder / name).stat().st_size for name in names if (self.folder / name).exists())
+        """Bytes of every file in the index folder: database (with its WAL), vector files, model
+        exports, thumbnails."""
+        total = 0
+        for folder, _, names in os.walk(self.folder):
+            for name in names:
+                try:
+                    total += os.lstat(os.path.join(folder, name)).st_size
+                except OSError:
+                    continue
+        return total
 
-    # --- the FAISS copy ---------------------------------------------------------------------
-    def _rebuild(self, dim: int, spec: str, generation: int, *, tune: bool = False) -> VectorIndex:
+    # --- the vector files -------------------------------------------------------------------
+    def _rebuild(self, dim: int, spec: str, generation: int, encoder: str, *, tune: bool = False) -> VectorIndex:
         log.info("building %s vector index from the database", spec)
-        index = VectorIndex.build(dim, spec, self.meta.iter_vectors(dim), generation,
-                                  train_vectors=self._training_sample(dim, spec, generation))
+        index = VectorIndex.build(dim, spec, self.reads.iter_vectors(dim, encoder), generation,
+                                  train_vectors=self._training_sample(dim, spec, generation, encoder))
         if tune and not spec.startswith("Flat"):  # nprobe / efSearch for recall@10 >= 0.95 at the least latency
             from indexer.store.autotune import tune_index
 
-            tune_index(index, lambda: self.meta.iter_vectors(dim))
+            tune_index(index, lambda: self.reads.iter_vectors(dim, encoder))
         return index
 
-    def _training_sample(self, dim: int, spec: str, generation: int):
+    def _training_sample(self, dim: int, spec: str, generation: int, encoder: str):
         """Vectors drawn at random across the whole collection for an IVF index to train on, or None.
 
         The first vectors in the database are the first folders indexed: clustering only those
@@ -112,56 +194,78 @@ class Library:
         """
         import numpy as np
 
-        ids = self.meta.vector_ids()
+        ids = self.reads.vector_ids(encoder)
         size = training_sample_size(spec, len(ids))
         if not size:
             return None
         chosen = np.sort(np.random.default_rng(generation).choice(ids, size=size, replace=False))
-        return self.meta.vectors_for(chosen.tolist(), dim)[1]
+        return self.reads.vectors_for(chosen.tolist(), dim)[1]
 
-    def update_vectors(self, *, base_generation: int, changed_ids=(), removed_ids=(),
-                       rebuild: bool = False) -> VectorIndex | None:
-        """Bring the FAISS file up to the database (call with the write lock held).
+    def encoders(self) -> list[str]:
+        """The encoders that have a model recorded (each has its own vector file), the image one first."""
+        recorded = self.get_info("encoders")  # kept by bind_encoder: the hot path reads no models table
+        names = recorded.split(",") if recorded else ([IMAGE] if self.model(IMAGE) is not None else [])
+        return sorted(names, key=lambda name: (name != IMAGE, name))
 
-        When the file holds `base_generation` and its type still fits, applies only the changes;
-        otherwise rebuilds it from the vectors in the database. Returns None for an empty index.
-        """
-        model = self.meta.model()
+    def bind_encoder(self, name: str, info: ModelInfo) -> None:
+        """Record the model that fills `name`'s vectors (refusing another one later) and list the encoder."""
+        self.db.bind_model(info, name)
+        names = set(self.encoders()) | {name}
+        if self.get_info("encoders") != ",".join(sorted(names)):
+            self.set_info("encoders", ",".join(sorted(names)))
+
+    def encoders_sharing(self, info: ModelInfo) -> list[str]:
+        """The encoders whose vectors live in `info`'s space (their model is `info`): a query vector made
+        by `info`'s text tower ranks them all."""
+        return [name for name in self.encoders() if (model := self.model(name)) is not None
+                and model.fingerprint == info.fingerprint]
+
+    def update_vectors(self, *, base_generation: int, added: Iterable[int] = (), removed: Iterable[int] = (),
+                       rebuild: bool = False) -> None:
+        """Bring every encoder's vector file up to the database (call with the write lock held).
+
+        Where a file holds `base_generation` and its type still fits, only the changes (vector ids
+        `added` and `removed`) are applied; otherwise it is rebuilt from the database."""
+        added, removed = list(added), list(removed)
+        for encoder in self.encoders():
+            self.update_vector_file(encoder, base_generation=base_generation, added=added, removed=removed,
+                                    rebuild=rebuild)
+
+    def update_vector_file(self, encoder: str = IMAGE, *, base_generation: int, added=(), removed=(),
+                           rebuild: bool = False) -> VectorIndex | None:
+        model = self.model(encoder)
         if model is None:
             return None
-        generation = self.meta.generation
-        count = self.meta.counts()["items"]
+        path = self.vectors_path(encoder)
+        generation = self.generation
+        count = self.reads.vector_count(encoder)
         spec = choose_index_spec(count, self.index_type)
-        current = VectorIndex.load(self.vectors_path) if self.vectors_path.exists() else None
-        if not rebuild and current is not None and current.generation == generation and current.spec == spec \
-                and current.dim == model.dim:
+        current = VectorIndex.load(path) if path.exists() else None
+        fits = current is not None and current.spec == spec and current.dim == model.dim
+        if not rebuild and fits and current.generation == generation:
             return current
-        incremental = not rebuild and (
-            current is not None and current.generation == base_generation and current.spec == spec
-            and current.dim == model.dim and supports_removal(spec)
-        )
-        if incremental:
-            changed = list(changed_ids)
-            current.remove(list(removed_ids) + changed)
-            ids, vectors = self.meta.vectors_for(changed, model.dim)
+        if not rebuild and fits and current.generation == base_generation and supports_removal(spec):
+            current.remove(list(removed))
+            ids, vectors = self.reads.vectors_for(list(added), model.dim, encoder)
             current.add(ids, vectors)
             current.generation = generation
             if current.ntotal != count:
-                log.warning("incremental update left %d vectors for %d items; rebuilding", current.ntotal, count)
-                current = self._rebuild(model.dim, spec, generation, tune=True)
+                log.warning("incremental update left %d vectors for %d in the database; rebuilding", current.ntotal, count)
+                current = self._rebuild(model.dim, spec, generation, encoder, tune=True)
         else:
-            current = self._rebuild(model.dim, spec, generation, tune=True)
-        current.save(self.vectors_path)
+            current = self._rebuild(model.dim, spec, generation, encoder, tune=True)
+        current.save(path)
         return current
 
-    def vectors_for_search(self) -> VectorIndex | None:
-        """The FAISS index matching the database's last commit (rebuilt in memory if the file is stale)."""
-        model = self.meta.model()
+    def vectors_for_search(self, encoder: str = IMAGE) -> VectorIndex | None:
+        """The vector index matching the database's last commit (rebuilt in memory if the file is stale)."""
+        model = self.model(encoder)
         if model is None:
             return None
-        generation = self.meta.generation
-        current = VectorIndex.load(self.vectors_path, mmap=True) if self.vectors_path.exists() else None
+        generation = self.generation
+        path = self.vectors_path(encoder)
+        current = VectorIndex.load(path, mmap=True) if path.exists() else None
         if current is not None and current.generation == generation and current.dim == model.dim:
             return current
-        spec = choose_index_spec(self.meta.counts()["items"], self.index_type)
-        return self._rebuild(model.dim, spec, generation)
+        spec = choose_index_spec(self.reads.vector_count(encoder), self.index_type)
+        return self._rebuild(model.dim, spec, generation, encoder)

@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from indexer.errors import StoreError
+from indexer.errors import MmsearchError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,35 @@ def _faiss():
     return faiss
 
 
+class IndexTypeError(MmsearchError):
+    """An --index-type that is neither a known name nor an index_factory string faiss can build."""
+
+
+def check_index_type(index_type: str, dim: int | None = None) -> str:
+    """`index_type` when it can be built (for `dim`-d vectors when given), else IndexTypeError; call
+    before any work, so a typo never costs a run."""
+    if index_type.lower() in INDEX_TYPES:
+        return index_type
+    faiss = _faiss()
+    try:
+        faiss.index_factory(dim or 64, index_type, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "faiss cannot build it"
+        raise IndexTypeError(
+            f"--index-type {index_type!r} is not usable{f' for {dim}-d vectors' if dim else ''} ({reason}); "
+            f"give auto, flat, ivf, hnsw or a faiss index_factory string such as 'IVF1024,SQfp16'") from None
+    return index_type
+
+
 def choose_index_spec(n_vectors: int, index_type: str = "auto") -> str:
     """The faiss index_factory string for a collection of n_vectors."""
-    if index_type.lower() not in INDEX_TYPES:
-        return index_type  # a raw index_factory string, for experts
+    if index_type.lower() not in INDEX_TYPES:  # a raw index_factory string, for experts
+        match = re.match(r"(?:.*,)?IVF(\d+)", index_type)
+        if match and n_vectors < int(match.group(1)):  # cannot train yet: exact search until it can
+            log.warning("%s needs at least %s vectors to train; %d so far: searching them exactly meanwhile",
+                        index_type, match.group(1), n_vectors)
+            return "Flat"
+        return index_type
     index_type = index_type.lower()
     if index_type == "flat" or (index_type == "auto" and n_vectors < EXACT_LIMIT):
         return "Flat"

@@ -110,7 +110,8 @@ class PairImages:
         return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
 
     def _decode(self, index: int) -> np.ndarray:
-        from indexer.media.image import DecodeOptions, open_image, read_file
+        from indexer.media.files import read_file
+        from indexer.media.image import DecodeOptions, open_image
 
         image, _, _ = open_image(read_file(str(self.paths[index])), DecodeOptions(), self.preprocess.image_size)
         try:

@@ -10,7 +10,9 @@ clipping, mixed precision (`precision`) -> evaluate -> keep the best epoch -> wr
 whose manifest carries a training record. `<out>/.resume/state.pt` is rewritten after every epoch
 (and every `checkpoint_every` steps); running the same configuration again continues from it.
 Everything random derives from `seed`, so a resumed run ends with the weights of an
-uninterrupted one.
+uninterrupted one. Kept as one module because those steps share one run's state (model, optimiser,
+schedule, data order, resume record); the pieces without it live beside it (pairs, images, loss,
+evaluate, resume, trainable).
 """
 from __future__ import annotations
 
@@ -32,7 +34,14 @@ from retrieval.finetune.errors import TrainingError
 from retrieval.finetune.evaluate import RetrievalMetrics, evaluate_pairs
 from retrieval.finetune.images import AUGMENT, EVAL, PairImages
 from retrieval.finetune.pairs import (
-    Pair, PairIndex, PairsFile, SkippedRow, drop_failed_images, index_pairs, read_pairs, split_pairs,
+    Pair,
+    PairIndex,
+    PairsFile,
+    SkippedRow,
+    drop_failed_images,
+    index_pairs,
+    read_pairs,
+    split_pairs,
 )
 from retrieval.finetune.trainable import TextSide, TrainableModel
 

@@ -47,7 +47,7 @@ def load_state(out: Path) -> dict | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: torch raises many kinds
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: torch raises many kinds
         raise ResumeMismatchError(f"cannot read the resume state {path} ({exc}); pass --restart to discard it") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
         raise ResumeMismatchError(f"{path} is not a resume state this mmsearch understands; pass --restart to discard it")

@@ -12,13 +12,14 @@ import os
 import sys
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from indexer.media.preprocess import PreprocessConfig, to_model_input
 from indexer.store.records import ModelInfo
 from retrieval.errors import QueryError
-from indexer.media.preprocess import PreprocessConfig, to_model_input
 from retrieval.models.registry import ModelCard, ModelSpec, describe_model, resolve_model
 
 log = logging.getLogger(__name__)
@@ -137,21 +138,30 @@ class TextEncoder:
         return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
 
 
-class Model:
-    """A model's towers, built on first use."""
+@dataclass(frozen=True)
+class ModelSettings:
+    """How a model's towers run, fixed when the model is made (never changed afterwards)."""
 
-    def __init__(self, card: ModelCard, device: str = "auto"):
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    image_precision: str = "fp32"  # the CPU image tower's variant: retrieval.models.fast_image.PRECISIONS
+    image_export_dir: Path | None = None  # where its ONNX export is kept (an index's image_encoder/)
+
+
+class Model:
+    """A model's towers, built on first use, as `settings` say."""
+
+    def __init__(self, card: ModelCard, settings: ModelSettings = ModelSettings()):
         self.card = card
-        self.requested_device = device
-        # CPU image tower variant (retrieval.models.fast_image.PRECISIONS) and where an ONNX export may live;
-        # set before the first use of `image`. A GPU always runs the plain tower.
-        self.image_precision = "fp32"
-        self.image_cache_dir = None
+        self.settings = settings
+
+    @property
+    def requested_device(self) -> str:
+        return self.settings.device
 
     @cached_property
     def device(self) -> str:
         """Resolved on first use: importing torch costs seconds, and a run with nothing to embed needs none."""
-        return pick_device(self.requested_device)
+        return pick_device(self.settings.device)
 
     @property
     def info(self) -> ModelInfo:
@@ -161,13 +171,18 @@ class Model:
     def preprocess(self) -> PreprocessConfig:
         return self.card.preprocess
 
+    @property
+    def image_precision(self) -> str:
+        """The precision the image tower runs at: the setting on a CPU, the plain tower on a GPU."""
+        return self.settings.image_precision if self.device == "cpu" else "fp32"
+
     @cached_property
     def image(self) -> ImageEncoder:
         log.info("building image tower of %s on %s", self.card.spec.name, self.device)
-        if self.device == "cpu" and self.image_precision != "fp32":
+        if self.image_precision != "fp32":
             from retrieval.models.fast_image import build_image_encoder  # no torch import when its ONNX export is current
 
-            return build_image_encoder(self, self.image_precision, self.image_cache_dir)
+            return build_image_encoder(self, self.image_precision, self.settings.image_export_dir)
         from retrieval.models.towers import IMAGE, load_tower  # imports torch (seconds)
 
         return ImageEncoder(load_tower(self.card, IMAGE), self.card.preprocess, self.device)
@@ -188,7 +203,12 @@ class Model:
         return "text" in self.__dict__
 
 
-def load_model(name: str | ModelSpec, device: str = "auto") -> Model:
+def load_model(name: str | ModelSpec, device: str = "auto", *, image_precision: str = "fp32",
+               image_export_dir: Path | None = None) -> Model:
     """The factory: resolve a name, read its card, return a Model whose towers build on demand."""
+    from retrieval.models.fast_image import check_precision
+
     spec = name if isinstance(name, ModelSpec) else resolve_model(name)
-    return Model(describe_model(spec), device=device)
+    settings = ModelSettings(device=device, image_precision=check_precision(image_precision),
+                             image_export_dir=Path(image_export_dir) if image_export_dir is not None else None)
+    return Model(describe_model(spec), settings)

@@ -126,4 +126,5 @@ def choose_default_model(*, allow_download: bool = True, tqdm_class=None) -> Def
         except ModelNotFoundError as exc:
             log.warning("%s", exc)
     why = "offline (HF_HUB_OFFLINE)" if offline() else "its weights are not cached and could not be downloaded"
-    return DefaultChoice(BUNDLED_NAME, f"default: bundled offline model; the recommended {RECOMMENDED_MODEL} was unavailable: {why}")
+    return DefaultChoice(BUNDLED_NAME, f"default: bundled offline model; the recommended {RECOMMENDED_MODEL} "
+                                       f"was unavailable: {why}")

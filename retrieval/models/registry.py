@@ -20,8 +20,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retrieval.errors import ModelNotFoundError
 from indexer.media.preprocess import PreprocessConfig
+from retrieval.errors import ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,8 @@ def _card_from_open_clip_itself(spec: ModelSpec) -> ModelCard:
     cfg = open_clip.get_model_config(spec.arch)
     if cfg is None:
         raise ModelNotFoundError(
-            f"open_clip has no architecture {spec.arch!r}; `python -c 'import open_clip; print(open_clip.list_models())'` lists them"
+            f"open_clip has no architecture {spec.arch!r}; "
+            f"`python -c 'import open_clip; print(open_clip.list_models())'` lists them"
         )
     pretrained_cfg = {}
     if not Path(spec.pretrained).is_file():

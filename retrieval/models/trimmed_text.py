@@ -26,7 +26,6 @@ import math
 import torch
 from torch import nn
 
-
 TRIM_POOLS = ("argmax", "eos", "first")
 HF_TRIM_POOLERS = ("MeanPooler", "ClsPooler", "ClsLastHiddenStatePooler")
 

@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from indexer.media.image import DecodeOptions, decode_image, read_file
-from indexer.store.library import Library
-from indexer.media.scan import image_extensions
-from indexer.store.vectors import SearchTuning
 from indexer.errors import DecodeError
+from indexer.media.files import read_file
+from indexer.media.image import DecodeOptions, decode_image
+from indexer.media.scan import image_extensions
+from indexer.store.library import Library
+from indexer.store.records import IMAGE
+from indexer.store.vectors import SearchTuning
 from retrieval.errors import QueryError
 from retrieval.query.parse import Term, combine, parse_query
 
@@ -26,13 +28,18 @@ GPU_MIN_QUERIES = 64  # rank() moves the vectors to a CUDA device for batches at
 @dataclass(frozen=True)
 class Filters:
     path_glob: str | None = None
-    after: float | None = None  # unix time, inclusive
+    after: float | None = None  # unix time, inclusive; the capture time where known, else the file's mtime
     before: float | None = None  # unix time, exclusive
     extensions: tuple[str, ...] = ()
+    modalities: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:
-        return bool(self.path_glob or self.after is not None or self.before is not None or self.extensions)
+        return bool(self.path_glob or self.after is not None or self.before is not None or self.extensions
+                    or self.modalities)
+
+
+MAX_MOMENTS = 3  # a sound's or a video's best moments listed with its hit
 
 
 @dataclass(frozen=True)
@@ -45,10 +52,18 @@ class Hit:
     format: str | None
     mtime: float
     size: int
+    modality: str = IMAGE
+    time: float | None = None  # the best moment's start (seconds) in a sound or video
+    moments: tuple[tuple[float, float], ...] = ()  # (start seconds, score) of its best moments, best first
 
     def as_dict(self) -> dict:
-        return {"path": self.path, "score": round(self.score, 6), "id": self.item_id, "width": self.width,
-                "height": self.height, "format": self.format, "mtime": self.mtime, "size": self.size}
+        out = {"path": self.path, "score": round(self.score, 6), "id": self.item_id, "width": self.width,
+               "height": self.height, "format": self.format, "mtime": self.mtime, "size": self.size,
+               "modality": self.modality}
+        if self.time is not None:
+            out["time"] = round(self.time, 3)
+            out["moments"] = [{"time": round(start, 3), "score": round(score, 6)} for start, score in self.moments]
+        return out
 
 
 def _looks_like_image_path(value: str) -> bool:
@@ -99,57 +114,96 @@ def embed_queries(model, queries: Sequence[str]) -> np.ndarray:
     return np.stack(out)
 
 
-def check_model(library: Library, model) -> None:
-    from indexer.store.meta import check_same_model  # lazily: SQLAlchemy costs a text search 0.3 s
-
-    recorded = library.meta.model()
-    if recorded is not None:
-        check_same_model(recorded, model.info)
-
-
 def rank(library: Library, query_vectors: np.ndarray, top: int, filters: Filters = Filters(),
-         tuning: SearchTuning = SearchTuning(), device: str = "cpu") -> list[list[Hit]]:
-    """Top hits for each query vector, best first, filtered by metadata.
+         tuning: SearchTuning = SearchTuning(), device: str = "cpu", encoders: Sequence[str] | None = None) -> list[list[Hit]]:
+    """Top items for each query vector, best first, filtered by metadata.
 
-    On a CUDA `device`, a batch of at least GPU_MIN_QUERIES queries is ranked on the GPU
-    (indexer.store.gpu_search: faiss-gpu, else exact fp16 search in torch); fewer queries are not worth
-    moving the vectors there.
+    The query vectors come from the index model's text or image tower; they rank the vectors of
+    every encoder in that model's space (`encoders`, default: all of them, e.g. pictures and video
+    frames), merged by score. A vector file holds vectors, and a sound or a video holds several:
+    candidates are fetched until `top` distinct items are found (or there are no more), each item
+    ranked by its best vector, with its best moments. On a CUDA `device`, a batch of at least
+    GPU_MIN_QUERIES queries is ranked on the GPU (indexer.store.gpu_search: faiss-gpu, else exact
+    fp16 search in torch); fewer queries are not worth moving the vectors there.
     """
     query_vectors = np.atleast_2d(query_vectors).astype(np.float32)
     if top < 1:
         raise QueryError("--top must be at least 1")
-    if str(device).startswith("cuda") and len(query_vectors) >= GPU_MIN_QUERIES:
+    if encoders is None:
+        model = library.model()
+        encoders = library.encoders_sharing(model) if model is not None else []
+    per_encoder = [_rank_encoder(library, encoder, query_vectors, top, filters, tuning, device) for encoder in encoders]
+    if not per_encoder:
+        return [[] for _ in query_vectors]
+    if len(per_encoder) == 1:
+        return per_encoder[0]
+    return [_merge([results[row] for results in per_encoder], top) for row in range(len(query_vectors))]
+
+
+def _merge(lists: list[list[Hit]], top: int) -> list[Hit]:
+    """Hits of several encoders for one query: one per item (its best), best first."""
+    best: dict[int, Hit] = {}
+    for hits in lists:
+        for hit in hits:
+            known = best.get(hit.item_id)
+            if known is None or hit.score > known.score:
+                moments = tuple(sorted(set(hit.moments + (known.moments if known else ())), key=lambda m: -m[1]))
+                best[hit.item_id] = replace(hit, moments=moments[:MAX_MOMENTS])
+    return sorted(best.values(), key=lambda hit: -hit.score)[:top]
+
+
+def _rank_encoder(library: Library, encoder: str, query_vectors: np.ndarray, top: int, filters: Filters,
+                  tuning: SearchTuning, device: str) -> list[list[Hit]]:
+    if str(device).startswith("cuda") and len(query_vectors) >= GPU_MIN_QUERIES and encoder == IMAGE:
         from indexer.store.gpu_search import gpu_index
 
         index = gpu_index(library, device)
     else:
-        index = library.vectors_for_search()
+        index = library.vectors_for_search(encoder)
     if index is None or index.ntotal == 0:
         return [[] for _ in query_vectors]
     allowed = None
     if filters.active:
-        allowed = library.meta.filter_ids(path_like=filters.path_glob, after=filters.after,
-                                          before=filters.before, extensions=filters.extensions)
+        allowed = library.reads.filter_ids(path_like=filters.path_glob, after=filters.after, before=filters.before,
+                                           extensions=filters.extensions, modalities=filters.modalities,
+                                           encoder=encoder)
         if len(allowed) == 0:
             return [[] for _ in query_vectors]
+    available = index.ntotal if allowed is None else len(allowed)
     if allowed is not None and len(allowed) <= BRUTE_FORCE_LIMIT:
-        ids, vectors = library.meta.vectors_for(allowed.tolist(), index.dim)
+        ids, vectors = library.reads.vectors_for(allowed.tolist(), index.dim)
         scores_all = query_vectors @ vectors.T
-        order = np.argsort(-scores_all, axis=1, kind="stable")[:, :top]
-        scores = np.take_along_axis(scores_all, order, axis=1)
-        labels = ids[order]
-    else:
-        scores, labels = index.search(query_vectors, top, allowed_ids=allowed, tuning=tuning)
-    wanted = sorted({int(label) for label in labels.ravel() if label >= 0})
-    records = library.meta.items(wanted)
+        order = np.argsort(-scores_all, axis=1, kind="stable")
+        scores, labels = np.take_along_axis(scores_all, order, axis=1), ids[order]
+        return _group(library, scores, labels, top)
+    wanted = top
+    while True:
+        scores, labels = index.search(query_vectors, wanted, allowed_ids=allowed, tuning=tuning)
+        results = _group(library, scores, labels, top)
+        if all(len(hits) >= top for hits in results) or wanted >= available:
+            return results
+        wanted = min(available, wanted * 4)  # several vectors per item, or rows gone since the file was written
+
+
+def _group(library: Library, scores: np.ndarray, labels: np.ndarray, top: int) -> list[list[Hit]]:
+    """Ranked vector hits -> the top distinct items per query, each with its best moments."""
+    found = library.reads.hits(sorted({int(label) for label in labels.ravel() if label >= 0}))
     results = []
     for row_scores, row_labels in zip(scores, labels):
-        hits = []
+        hits: dict[int, Hit] = {}
         for score, label in zip(row_scores, row_labels):
-            record = records.get(int(label))
-            if label < 0 or record is None:
+            vector_hit = found.get(int(label)) if label >= 0 else None
+            if vector_hit is None:  # gone since the vector file was written
                 continue
-            hits.append(Hit(record.id, record.path, float(score), record.width, record.height, record.format,
-                            record.mtime, record.size))
-        results.append(hits)
+            record, score = vector_hit.item, float(min(1.0, max(-1.0, score)))  # unit vectors: a cosine
+            known = hits.get(record.id)
+            if known is None:
+                if len(hits) >= top:
+                    continue
+                moments = ((vector_hit.start_s, score),) if vector_hit.start_s is not None else ()
+                hits[record.id] = Hit(record.id, record.path, score, record.width, record.height, record.format,
+                                      record.mtime, record.size, record.modality, vector_hit.start_s, moments)
+            elif vector_hit.start_s is not None and len(known.moments) < MAX_MOMENTS:
+                hits[record.id] = replace(known, moments=known.moments + ((vector_hit.start_s, score),))
+        results.append(list(hits.values()))
     return results

@@ -13,12 +13,16 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from indexer.errors import DecodeError, MmsearchError, ModelMismatchError, StoreError
-
 from retrieval.errors import QueryError
 from retrieval.server.config import ServerConfig
 from retrieval.server.engine import SearchEngine
 from retrieval.server.errors import (
-    FileUnavailableError, ForbiddenFileError, ItemNotFoundError, UnauthorizedError, UploadTooLargeError, error_payload,
+    FileUnavailableError,
+    ForbiddenFileError,
+    ItemNotFoundError,
+    UnauthorizedError,
+    UploadTooLargeError,
+    error_payload,
 )
 from retrieval.server.routes import STATIC_DIR, api, pages
 from retrieval.server.security import AccessMiddleware, HeadersMiddleware

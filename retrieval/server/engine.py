@@ -21,15 +21,15 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from indexer.errors import DecodeError, ModelMismatchError
 from indexer.media.image import DecodeOptions, decode_image
 from indexer.store.library import Library
-from indexer.store.meta import ItemRecord, check_same_model
+from indexer.store.records import IMAGE, ItemRecord
 from indexer.store.vectors import VectorIndex, choose_index_spec, sidecar_path
-from retrieval.models.encoders import Model, load_model
-from indexer.errors import DecodeError, ModelMismatchError
 from retrieval.errors import QueryError
+from retrieval.index_model import choose_model, open_model
+from retrieval.models.encoders import Model
 from retrieval.query.parse import combine, parse_query
-from retrieval.models.registry import BUNDLED_NAME
 from retrieval.query.search import Filters, Hit, rank
 from retrieval.server.config import ServerConfig
 from retrieval.server.errors import ItemNotFoundError
@@ -66,8 +66,8 @@ class WarmLibrary(Library):
     def cached_index(self) -> VectorIndex | None:
         return self._index
 
-    def vectors_for_search(self) -> VectorIndex | None:
-        generation = self.meta.generation
+    def vectors_for_search(self, encoder: str = IMAGE) -> VectorIndex | None:
+        generation = self.generation
         if self._index_generation == generation:
             return self._index
         loaded = self._index_generation is not None
@@ -80,7 +80,7 @@ class WarmLibrary(Library):
                     and time.monotonic() - self._last_rebuild < self.stale_rebuild_s:
                 return self._index
             started = time.perf_counter()
-            index = super().vectors_for_search()
+            index = super().vectors_for_search(encoder)
             if not self._file_matches(generation):
                 self._last_rebuild = time.monotonic()
             self._index, self._index_generation = index, generation
@@ -94,13 +94,13 @@ class WarmLibrary(Library):
     def saved_index_info(self) -> dict | None:
         """The FAISS file's sidecar (spec, generation, ntotal, dim), or None when there is none."""
         try:
-            return json.loads(sidecar_path(self.vectors_path).read_text())
+            return json.loads(sidecar_path(self.vectors_path(IMAGE)).read_text())
         except (OSError, ValueError):
             return None
 
     def _file_matches(self, generation: int) -> bool:
         saved = self.saved_index_info()
-        return saved is not None and saved.get("generation") == generation and self.vectors_path.exists()
+        return saved is not None and saved.get("generation") == generation and self.vectors_path(IMAGE).exists()
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ class SearchEngine:
         self.model = model
         self.config = config
         self.text_encoder, self.text_backend = open_text_encoder(library, model, config)
-        self.files = FileGuard(library.meta)
+        self.files = FileGuard(library)
         self._text_cache = _TextCache(config.text_cache_size)
         self._tower_lock = threading.Lock()  # the image tower is built once, by one thread
         # Forward passes run on a few dedicated threads (enough to keep every core busy), not on
@@ -202,11 +202,9 @@ class SearchEngine:
             torch.set_num_threads(config.torch_threads)
         library = WarmLibrary(config.db)
         try:
-            recorded = library.meta.model()
-            name = config.model_name or (recorded.name if recorded else BUNDLED_NAME)
-            model = load_model(name, device=config.device)
-            if recorded is not None:
-                check_same_model(recorded, model.info)
+            # the index's model, checked, its image tower at the index's precision (uploads are embedded
+            # like the indexed files)
+            model = open_model(library, choose_model(library, config.model_name).name, device=config.device)
             engine = cls(library, model, config)
             engine.warm()
         except BaseException:
@@ -296,18 +294,18 @@ class SearchEngine:
 
     def stored_vector(self, item_id: int) -> np.ndarray:
         """The vector the index holds for an item ("more like this")."""
-        ids, vectors = self.library.meta.vectors_for([item_id], self.model.info.dim)
-        if len(ids) == 0:
+        vectors = self.library.reads.item_vectors(item_id, self.model.info.dim)
+        if len(vectors) == 0:
             self.item(item_id)  # raises ItemNotFoundError when there is no such item
             raise QueryError(f"item {item_id} has no vector (it failed to index)")
-        return vectors[0]
+        return combine(vectors, [1.0] * len(vectors))  # a sound or a video: the mean of its moments
 
     def _check_index_model(self) -> None:
         """Refuse to rank when the index switched models (`mmsearch reindex`) under a running server."""
-        generation = self.library.meta.generation
+        generation = self.library.generation
         if generation == self._model_checked_generation:
             return
-        recorded = self.library.meta.model()
+        recorded = self.library.model()
         if recorded is not None and (recorded.fingerprint != self.model.info.fingerprint
                                      or recorded.dim != self.model.info.dim):
             raise ModelMismatchError(
@@ -317,7 +315,7 @@ class SearchEngine:
 
     # --- items --------------------------------------------------------------------------
     def item(self, item_id: int) -> ItemRecord:
-        record = self.library.meta.items([item_id]).get(item_id)
+        record = self.library.reads.items([item_id]).get(item_id)
         if record is None:
             raise ItemNotFoundError(f"no item with id {item_id}")
         return record
@@ -334,7 +332,7 @@ class SearchEngine:
         The keys follow `indexer.status.read_status`, but the FAISS facts come from its JSON sidecar
         and the index in memory: read_status loads the whole FAISS file to read them.
         """
-        generation = self.library.meta.generation
+        generation = self.library.generation
         cached = self._status_cache
         if cached is None or cached[0] != generation:
             cached = (generation, self._index_summary(generation))
@@ -352,21 +350,24 @@ class SearchEngine:
         return {**cached[1], "server": server}
 
     def _index_summary(self, generation: int) -> dict:
-        meta = self.library.meta
-        counts = meta.counts()
-        model = meta.model()
-        saved = self.library.saved_index_info()
+        library = self.library
+        counts = library.reads.counts()
+        model = library.model()
+        saved = library.saved_index_info()
         return {
             "db": str(self.library.folder),
             "items": counts["items"],
             "rows": counts["rows"],
             "failed": counts["failed"],
             "model": asdict(model) if model else None,
-            "index_type": saved["spec"] if saved else choose_index_spec(counts["items"], self.library.index_type),
-            "index_type_setting": self.library.index_type,
+            "vectors": counts["vectors"],
+            "modalities": library.reads.counts_by_modality(),
+            "image_precision": library.image_precision,
+            "index_type": saved["spec"] if saved else choose_index_spec(counts["vectors"], library.index_type),
+            "index_type_setting": library.index_type,
             "vectors_in_index": saved.get("ntotal") if saved else None,
             "index_up_to_date": bool(saved) and saved.get("generation") == generation,
-            "size_bytes": self.library.size_on_disk(),
-            "last_run": meta.last_run(),
-            "failures": [{"path": path, "error": error} for path, error in meta.failures(5)],
+            "size_bytes": library.size_on_disk(),
+            "last_run": library.runs.last(),
+            "failures": [{"path": path, "error": error} for path, error in library.reads.failures(5)],
         }

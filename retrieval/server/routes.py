@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from indexer.store.meta import ItemRecord
+from indexer.store.records import ItemRecord
 from retrieval.errors import QueryError
 from retrieval.query.search import Filters, Hit
 from retrieval.server.engine import MAX_LIMIT, MAX_OFFSET, SearchEngine, SearchPage, SearchRequest

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.datastructures import Headers
 
 from indexer.media.scan import image_extensions
-from indexer.store.meta import ItemRecord, MetaStore
+from indexer.store.records import ItemRecord
 from retrieval.server.errors import FileUnavailableError, ForbiddenFileError, error_payload
 
 log = logging.getLogger(__name__)
@@ -137,15 +137,15 @@ def session_cookie_header(value: str, max_age: int = 30 * 24 * 3600) -> str:
 class FileGuard:
     """Maps an item to the real path of its file, refusing anything outside the indexed folders."""
 
-    def __init__(self, meta: MetaStore):
-        self.meta = meta
+    def __init__(self, library):
+        self.library = library
         self._roots: tuple[int, tuple[str, ...]] | None = None
 
     def indexed_roots(self) -> tuple[str, ...]:
         """Real paths of every folder (or file) an `index` run was given; cached per generation."""
-        generation = self.meta.generation
+        generation = self.library.generation
         if self._roots is None or self._roots[0] != generation:
-            roots = {os.path.realpath(root) for root in self.meta.indexed_roots()}
+            roots = {os.path.realpath(root) for root in self.library.runs.indexed_roots()}
             self._roots = (generation, tuple(sorted(roots)))
         return self._roots[1]
 

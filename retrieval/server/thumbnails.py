@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from indexer.media.image import DEFAULT_MAX_MEGAPIXELS
-from indexer.store.meta import ItemRecord
+from indexer.store.records import ItemRecord
 from retrieval.server.errors import FileUnavailableError
 
 log = logging.getLogger(__name__)

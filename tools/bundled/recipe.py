@@ -149,9 +149,9 @@ def training_precision(requested: str) -> str:
 
 def evaluate_held_out(model_dir: Path, pairs_dir: Path) -> dict:
     """{style: metrics dict} on the held-out concepts, each style's images against its own captions."""
-    from retrieval.models.encoders import load_model
     from retrieval.finetune.evaluate import evaluate_model
     from retrieval.finetune.pairs import read_pairs
+    from retrieval.models.encoders import load_model
 
     model = load_model(str(model_dir), device="cpu")
     results = {}

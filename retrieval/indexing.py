@@ -1,0 +1,182 @@
+"""An index run and a reindex, each one library call: everything before and after the pipeline.
+
+`index_library`: open the index and take its write lock, choose and open the model (the index's
+own, or the default policy for a new index), record the CPU image precision, run the pipeline
+(indexer.pipeline.sync), then export the text tower to ONNX for torch-free text searches (a step
+of its own in the progress), and remember why a new index got its model. `reindex_library` does
+the same around indexer.pipeline.reindex. The CLI only parses, calls one of these and renders.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from indexer.errors import MmsearchError
+from indexer.media.scan import ScanOptions
+from indexer.pipeline.embed import PipelineConfig
+from indexer.pipeline.reindex import ReindexReport, reindex
+from indexer.pipeline.sync import IndexConfig, IndexProgress, IndexReport, index_folders
+from indexer.store.library import Library
+from indexer.store.records import ModelInfo
+from indexer.store.vectors import check_index_type
+from retrieval.index_model import ModelChoice, choose_model, open_model
+from retrieval.media import MediaOptions, media_for
+
+log = logging.getLogger(__name__)
+
+NEXT_EXPORT_SUFFIX = ".next"  # a reindex exports the new model's image tower beside the old one's
+
+
+@dataclass(frozen=True)
+class IndexRequest:
+    db: Path
+    roots: tuple[str, ...]
+    model: str | None = None  # named with --model / MMSEARCH_MODEL
+    configured_model: str | None = None  # from the config file
+    device: str = "auto"
+    precision: str | None = None  # CPU image precision; None: the index's own (onnx-int8 for a new one)
+    index_type: str | None = None  # None keeps the index's own setting
+    scan: ScanOptions = ScanOptions()
+    pipeline: PipelineConfig = PipelineConfig()
+    media: MediaOptions = MediaOptions()
+    wait_s: float = 0.0
+
+
+@dataclass
+class IndexOutcome:
+    report: IndexReport
+    model: ModelInfo
+    choice: ModelChoice
+    image_precision: str  # what the image tower ran at (a GPU runs the plain tower: fp32)
+    export_seconds: float = 0.0  # the text tower's ONNX export after the run (counted in `seconds`)
+
+    @property
+    def seconds(self) -> float:
+        return self.report.seconds + self.export_seconds
+
+    def as_dict(self) -> dict:
+        out = self.report.as_dict()
+        out.update({"seconds": round(self.seconds, 3), "export_seconds": round(self.export_seconds, 3),
+                    "model": self.model.name, "image_precision": self.image_precision})
+        return out
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    on_progress: Callable[[IndexProgress], None] | None = None
+    on_file_error: Callable[[str, str], None] | None = None
+    on_model: Callable[[ModelChoice, ModelInfo], None] | None = None  # once the model is chosen, before any work
+    tqdm_class: object = None  # draws a model download's progress (the default policy may fetch weights)
+
+    def progress(self, event: IndexProgress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(event)
+
+
+def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> IndexOutcome:
+    """Bring the index at `request.db` up to date with `request.roots` (see the module docstring)."""
+    if request.index_type:
+        check_index_type(request.index_type)
+    with Library(request.db) as library, library.lock(request.wait_s):
+        new_index = library.model() is None
+        choice = choose_model(library, request.model, request.configured_model, default_policy=True,
+                              tqdm_class=callbacks.tqdm_class)
+        model = open_model(library, choice.name, device=request.device, precision=request.precision)
+        if request.index_type:
+            check_index_type(request.index_type, model.info.dim)
+        if callbacks.on_model is not None:
+            callbacks.on_model(choice, model.info)
+        if library.image_precision != model.settings.image_precision:
+            library.set_info("image_precision", model.settings.image_precision)
+        config = IndexConfig(roots=request.roots, scan=request.scan, pipeline=request.pipeline,
+                             index_type=request.index_type)
+        report = index_folders(library, media_for(model, request.media), config,
+                               on_progress=callbacks.on_progress, on_file_error=callbacks.on_file_error)
+        export_seconds = 0.0
+        # the index holds this model's vectors: make text searches fast (also on an unchanged re-run,
+        # which replaces an export written by an older version; a current one is left alone)
+        if report.embedded or report.reused or report.unchanged:
+            export_seconds = export_text_tower(library, model, callbacks)
+        if new_index and choice.reason:
+            library.set_info("model_reason", choice.reason)
+        return IndexOutcome(report, model.info, choice, model.image_precision, export_seconds)
+
+
+def export_text_tower(library: Library, model, callbacks: Callbacks = Callbacks()) -> float:
+    """The text tower's ONNX export beside the index (written when missing or stale), optimised to
+    open fast; a progress step of its own. Returns its seconds."""
+    from retrieval.models.fast_text import optimise_text_export
+    from retrieval.models.onnx_text import ensure_exported
+
+    started = time.perf_counter()
+    callbacks.progress(IndexProgress("export", 0, 1))
+    ensure_exported(model, library.text_export_path)
+    if library.text_export_path.is_dir():  # pre-optimised, weights mapped: opens in a third of the time
+        optimise_text_export(library.text_export_path)
+    callbacks.progress(IndexProgress("export", 1, 1))
+    return time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class ReindexRequest:
+    db: Path
+    model: str
+    device: str = "auto"
+    restart: bool = False  # discard a half-finished reindex to another model
+    pipeline: PipelineConfig = PipelineConfig()
+    media: MediaOptions = MediaOptions()
+    wait_s: float = 0.0
+
+
+@dataclass
+class ReindexOutcome:
+    report: ReindexReport
+    model: ModelInfo
+    export_seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {**self.report.as_dict(), "model": self.model.name, "export_seconds": round(self.export_seconds, 3)}
+
+
+class ReindexConflictError(MmsearchError):
+    """A reindex to another model is half done."""
+
+
+def reindex_library(request: ReindexRequest, callbacks: Callbacks = Callbacks()) -> ReindexOutcome:
+    """Re-embed the whole index with `request.model`; searches keep the old model until the swap."""
+    with Library(request.db, create=False) as library, library.lock(request.wait_s):
+        next_export = library.image_export_path.with_name(library.image_export_path.name + NEXT_EXPORT_SUFFIX)
+        model = open_model(library, request.model, device=request.device, export_dir=next_export, check=False)
+        if callbacks.on_model is not None:
+            callbacks.on_model(ModelChoice(model.info.name, "switched with `mmsearch reindex`"), model.info)
+        staged = library.staging.model()
+        if staged is not None and staged.fingerprint != model.info.fingerprint:
+            if not request.restart:
+                raise ReindexConflictError(
+                    f"a reindex to {staged.name} is half done; run `mmsearch reindex --model {staged.name}` to finish "
+                    f"it, or add --restart to discard it and switch to {model.info.name}")
+            library.staging.abandon()
+        run_id = library.runs.start("reindex", [])
+        report = reindex(library, media_for(model, request.media), request.pipeline,
+                         on_progress=callbacks.on_progress, on_file_error=callbacks.on_file_error)
+        _promote_export(next_export, library.image_export_path)
+        export_seconds = export_text_tower(library, model, callbacks)
+        library.set_info("model_reason", f"switched with `mmsearch reindex --model {model.info.name}`")
+        library.runs.finish(run_id, embedded=report.embedded, failed=report.failed,
+                            seconds=round(report.seconds + export_seconds, 3))
+        return ReindexOutcome(report, model.info, export_seconds)
+
+
+def _promote_export(staged: Path, live: Path) -> None:
+    """The new model's image export takes the index's export folder (a kill in between costs a
+    re-export on the next run, never a wrong one: exports carry their model's fingerprint)."""
+    if not staged.is_dir():
+        return
+    if live.exists():
+        shutil.rmtree(live)
+    os.replace(staged, live)
