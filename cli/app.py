@@ -9,6 +9,7 @@ listing and every `mmsearch CMD --help` are built from the real functions, as be
 from __future__ import annotations
 
 import importlib
+from typing import Annotated
 
 import typer
 import typer.main
@@ -50,16 +51,62 @@ class LazyGroup(TyperGroup):
         return super().resolve_command(ctx, args)
 
     def _build(self, name: str):
+        return plain_help(self._build_command(name))
+
+    def _build_command(self, name: str):
         module_name, _, attribute = COMMANDS[name].partition(":")
         target = getattr(importlib.import_module(module_name), attribute)
         if isinstance(target, typer.Typer):  # what app.add_typer(target, name=name) made
             return typer.main.get_group_from_info(
                 TyperInfo(target, name=name), pretty_exceptions_short=app.pretty_exceptions_short,
                 rich_markup_mode=self.rich_markup_mode, suggest_commands=self.suggest_commands)
-        single = typer.Typer()
-        single.command(name)(target)
+        single = typer.Typer(context_settings=HELP_SETTINGS)
+        single.command(name, context_settings=HELP_SETTINGS)(target)
         return typer.main.get_command_from_info(single.registered_commands[0], pretty_exceptions_short=app.pretty_exceptions_short,
                                                 rich_markup_mode=self.rich_markup_mode)
+
+
+# Plain click help, not rich panels: at 80 columns rich cut option names ("--unlocked-image-gr...") and
+# printed a <type> beside every flag; click's layout wraps the help text instead.
+HELP_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+PLACEHOLDERS = {"path": "PATH", "dir": "DIR", "file": "FILE", "int": "N", "int range": "N", "float": "NUMBER",
+                "float range": "NUMBER", "str": "TEXT"}
+
+
+def _metavar(param) -> str | None:
+    """A plain placeholder for an option's value, from typer's own description of its type
+    (`<list[Path]>`, `<int range>`, `<auto|on|off>`): PATH, N, TEXT, [auto|on|off]."""
+    described = (param.display_type(None) or "").strip("<>")
+    inner = described[5:-1] if described.startswith("list[") else described
+    if "|" in inner:
+        return f"[{inner}]"
+    return PLACEHOLDERS.get(inner.lower(), inner.upper() or None)
+
+
+def plain_help(command):
+    """Help as a person reads it at 80 columns: example lines kept as written (click rewraps
+    paragraphs unless a \\b line comes first), plain placeholders for values."""
+    def mend(text: str | None) -> str | None:
+        if not text:
+            return text
+        lines = text.split("\n")
+        out = []
+        for line in lines:
+            if line.strip().startswith(("Example:", "Examples:")) and (not out or out[-1].strip() != "\b"):
+                out.append("\b")
+            out.append(line)
+        return "\n".join(out)
+
+    commands = [command] + list(getattr(command, "commands", {}).values())
+    for each in commands:
+        each.help = mend(each.help)
+        for param in each.params:
+            if param.param_type_name == "option" and not param.is_flag and not param.count:
+                param.metavar = _metavar(param)
+            elif param.param_type_name == "argument":  # its NAME says enough; no <list[Path]> beside it
+                param.display_type_rich = lambda ctx: None
+    return command
 
 
 app = typer.Typer(
@@ -69,15 +116,31 @@ app = typer.Typer(
          "Example:  mmsearch index ~/Pictures && mmsearch search \"a dog on a beach\"",
     no_args_is_help=True,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
+    context_settings=HELP_SETTINGS,
     pretty_exceptions_enable=False,
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("mmsearch")
+        except metadata.PackageNotFoundError:
+            version = "unknown (not installed)"
+        print(f"mmsearch {version}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _group() -> None:
-    # No options of its own: registering it makes typer build a group even though no command is registered
-    # with app.command() (LazyGroup supplies them).
+def _group(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    # Registering a callback makes typer build a group even though no command is registered with
+    # app.command() (LazyGroup supplies them).
     pass
 
 

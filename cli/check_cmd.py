@@ -26,10 +26,9 @@ def check(
     Example:  mmsearch check --no-model --json
     """
     setup_logging(verbose)
-    from indexer.integrity import check_index
-    from retrieval.index_model import model_for_check
+    from retrieval.maintenance import check
 
-    report = check_index(db_dir(db), files=not no_files, model=not no_model, quick=quick, load_model=model_for_check)
+    report = check(db_dir(db), files=not no_files, model=not no_model, quick=quick)
     if json_output:
         print(json.dumps(report.as_dict()), flush=True)
     else:

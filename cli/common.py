@@ -92,6 +92,9 @@ def friendly_errors(func):
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # faiss tries its AVX-512 and AVX2 builds first and logs each miss at INFO ("Could not load library
+    # with AVX2 support ... ModuleNotFoundError"): a normal start, which reads like a failure under -v
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

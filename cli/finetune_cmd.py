@@ -50,7 +50,9 @@ def finetune(
 
     Rows with a missing or unreadable image are skipped and reported. The result is a model folder: use it anywhere a model name goes (--model OUT).
 
-    Example:  mmsearch finetune pairs.csv --base ViT-B-32:laion2b_s34b_b79k --out models/mydomain --lock-text
+    Example:
+      mmsearch finetune pairs.csv --base ViT-B-32:laion2b_s34b_b79k \\
+          --out models/mydomain --lock-text
     """
     setup_logging(verbose)
     from retrieval.finetune.loop import TrainConfig

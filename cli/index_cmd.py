@@ -29,11 +29,11 @@ class GpuDecode(str, enum.Enum):
 
 @friendly_errors
 def index(
-    folders: Annotated[List[Path], typer.Argument(help="Folders (or files) to index.", exists=True, show_default=False)],
+    folders: Annotated[Optional[List[Path]], typer.Argument(help="Folders (or files) to index. None: every folder this index was given before, each with its own settings.", exists=True, show_default=False)] = None,
     db: DbOption = None,
     model: ModelOption = None,
-    exclude: Annotated[Optional[List[str]], typer.Option("--exclude", "-x", help="Glob of names or paths to skip; repeatable.")] = None,
-    hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")] = False,
+    exclude: Annotated[Optional[List[str]], typer.Option("--exclude", "-x", help="Glob of names or paths to skip; repeatable. Remembered for the folder: the next run uses it too (give --exclude '' to clear).")] = None,
+    hidden: Annotated[Optional[bool], typer.Option("--hidden/--no-hidden", show_default=False, help="Also index hidden files and folders (remembered for the folder; default: no).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch.")] = 32,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Decode threads (default: CPU count, at most 8; every core when the GPU decodes JPEGs).")] = None,
     exact_decode: Annotated[bool, typer.Option("--exact-decode", help="Decode JPEGs at full size (draft mode is on by default: faster, nearly identical).")] = False,
@@ -57,15 +57,16 @@ def index(
     from cli.config import load_config
     from cli.progress import RunProgress
     from indexer.media.image import DecodeOptions
-    from indexer.media.scan import ScanOptions
     from indexer.pipeline.embed import PipelineConfig
     from retrieval.indexing import Callbacks, IndexRequest, index_library
     from retrieval.media import MediaOptions
 
+    config = load_config()
     request = IndexRequest(
-        db=db_dir(db), roots=tuple(str(folder) for folder in folders), model=model,
-        configured_model=load_config().get("model"), device=device, precision=precision, index_type=index_type,
-        scan=ScanOptions(exclude=tuple(exclude or ()), include_hidden=hidden),
+        db=db_dir(db), roots=tuple(str(folder) for folder in folders or ()), model=model,
+        configured_model=config.get("model"), device=device, precision=precision, index_type=index_type,
+        exclude=None if exclude is None else tuple(pattern for pattern in exclude if pattern),
+        hidden=hidden, default_exclude=tuple(config.get("exclude", ())), default_hidden=bool(config.get("hidden", False)),
         pipeline=PipelineConfig(batch_size=batch_size, workers=workers, decode_timeout_s=decode_timeout or None),
         media=MediaOptions(decode=DecodeOptions(draft=not exact_decode, max_megapixels=max_megapixels),
                            gpu_decode=gpu_decode.value, assist_megapixels=cpu_assist or None),
@@ -83,7 +84,7 @@ def index(
         if choice.fallback:
             err_console.print(BUNDLED_NOTICE.format(recommended=RECOMMENDED_MODEL), markup=False)
         if not is_terminal():
-            err_console.print(f"indexing {', '.join(request.roots)} with {info.name}", markup=False)
+            err_console.print(f"indexing {', '.join(request.roots) or 'the known folders'} with {info.name}", markup=False)
 
     with RunProgress() as progress:
         outcome = index_library(request, Callbacks(on_progress=progress.update, on_file_error=file_error,

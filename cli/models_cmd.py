@@ -9,7 +9,8 @@ from rich.table import Table
 
 from cli.common import err_console, friendly_errors, out_console, rich_tqdm
 
-app = typer.Typer(help="List the models this machine can use; download pretrained CLIP weights.\n\n"
+app = typer.Typer(context_settings={"help_option_names": ["-h", "--help"]},
+                  help="List the models this machine can use; download pretrained CLIP weights.\n\n"
                        "Example:  mmsearch models list", no_args_is_help=True)
 
 

@@ -25,18 +25,18 @@ def repair(
     Example:  mmsearch repair --drop-missing
     """
     setup_logging(verbose)
-    from indexer.integrity import check_index, repair_index
-    from indexer.store.library import Library
+    from retrieval.maintenance import repair as repair_index
 
-    folder = db_dir(db)
-    with Library(folder, create=False) as library, library.lock(wait):
-        result = repair_index(library, drop_missing=drop_missing)
-        after = check_index(folder, model=False)
+    outcome = repair_index(db_dir(db), drop_missing=drop_missing, wait_s=wait)
     if json_output:
-        print(json.dumps({"repaired": result.as_dict(), "healthy": after.healthy, "check": after.as_dict()}), flush=True)
+        print(json.dumps(outcome.as_dict()), flush=True)
     else:
+        result = outcome.repaired
         dropped = ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in result.dropped.items() if count)
         err_console.print(f"dropped {dropped or 'nothing'}; vector index rebuilt with {result.vectors_in_index} vectors"
-                          + (f"; removed {', '.join(result.removed_files)}" if result.removed_files else ""), markup=False)
-        render_check(after)
-    raise typer.Exit(0 if after.healthy else 1)
+                          + (f"; removed {', '.join(result.removed_files)}" if result.removed_files else "")
+                          + (f"; wrote {', '.join(outcome.rebuilt)} again" if outcome.rebuilt else ""), markup=False)
+        for note in outcome.notes:
+            err_console.print(f"note: {note}", markup=False)
+        render_check(outcome.after)
+    raise typer.Exit(0 if outcome.after.healthy else 1)

@@ -18,10 +18,10 @@ def search(
     image: Annotated[Optional[List[Path]], typer.Option("--image", "-i", exists=True, dir_okay=False, help="Search by this image (repeatable; adds to the query).")] = None,
     queries: Annotated[Optional[Path], typer.Option("--queries", exists=True, dir_okay=False, help="A file with one query per line: batch search.")] = None,
     top: Annotated[int, typer.Option("--top", "-n", min=1, help="How many results.")] = 10,
-    path: Annotated[Optional[str], typer.Option("--path", help="Only paths matching this glob, e.g. '*/2023/*'.")] = None,
-    after: Annotated[Optional[str], typer.Option(help="Only files modified on or after this date (YYYY-MM-DD).")] = None,
-    before: Annotated[Optional[str], typer.Option(help="Only files modified before this date (YYYY-MM-DD).")] = None,
-    ext: Annotated[Optional[List[str]], typer.Option("--ext", help="Only these extensions (repeatable), e.g. --ext jpg.")] = None,
+    path: Annotated[Optional[str], typer.Option("--path", help="Only paths matching this glob, e.g. '*/2023/*'; a relative glob is taken from the current folder.")] = None,
+    after: Annotated[Optional[str], typer.Option(help="Only items taken (EXIF capture time; else the file's modified time) on or after this date, YYYY-MM-DD or YYYY-MM-DDTHH:MM.")] = None,
+    before: Annotated[Optional[str], typer.Option(help="Only items taken (as --after) before this date.")] = None,
+    ext: Annotated[Optional[List[str]], typer.Option("--ext", help="Only these extensions: repeat or comma-separate, e.g. --ext jpg,png (jpg also matches .jpeg, tif .tiff).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout: an array of {path, score, ...}; with --queries one {query, results} object per line.")] = False,
     db: DbOption = None,
     model: ModelOption = None,
@@ -47,49 +47,34 @@ def search(
     if queries is None and not query and not image:
         fail('nothing to search for: give a QUERY, --image PATH or --queries FILE (see mmsearch search --help)')
     from cli.config import load_config
-    from indexer.store.library import Library
-    from retrieval.index_model import search_model
-    from retrieval.query.search import Filters, build_terms, embed_queries, embed_terms, rank
+    from retrieval.query.run import QueryRequest, make_filters, read_queries, search_index, search_queries
 
-    filters = Filters(path_glob=path, after=parse_date(after, "--after"), before=parse_date(before, "--before"),
-                      extensions=tuple(ext or ()))
-    with Library(db_dir(db), create=False, read_only=True) as library:
-        loaded = search_model(library, model, load_config().get("model"), device=device, one_query=queries is None)
-        if queries is not None:
-            try:
-                text = queries.read_text(encoding="utf-8-sig")
-            except UnicodeDecodeError as exc:
-                fail(f"{queries} is not UTF-8 text (byte {exc.start}); save it as UTF-8")
-            lines = [line.strip() for line in text.splitlines() if line.strip()]
-            vectors = embed_queries(loaded, lines)
-            _set_search_threads(search_threads)
-            if device == "auto":
-                from retrieval.models.encoders import pick_device
-
-                device = pick_device(device)
-            results = rank(library, vectors, top, filters, device=device)
-            for line, hits in zip(lines, results):
-                if json_output:
-                    _print_json({"query": line, "results": [hit.as_dict() for hit in hits]})
-                else:
-                    console(stderr=False).print(f"# {line}", markup=False)
-                    _print_hits(hits)
-            return
-        vector = embed_terms(loaded, build_terms(query, image or ()))
-        _set_search_threads(search_threads or 1)
-        hits = rank(library, vector, top, filters)[0]
+    request = QueryRequest(
+        db=db_dir(db), top=top, model=model, configured_model=load_config().get("model"), device=device,
+        search_threads=search_threads,
+        filters=make_filters(path, parse_date(after, "--after"), parse_date(before, "--before"), ext or ()),
+    )
+    if queries is not None:
+        batch = search_queries(request, read_queries(queries))
+        for line, hits in batch.results:
+            if json_output:
+                _print_json({"query": line, "results": [hit.as_dict() for hit in hits]})
+            else:
+                console(stderr=False).print(f"# {line}", markup=False)
+                _print_hits(hits)
+        _print_notes(batch.notes)
+        return
+    outcome = search_index(request, query, tuple(str(path) for path in image or ()))
     if json_output:
-        _print_json([hit.as_dict() for hit in hits])
+        _print_json([hit.as_dict() for hit in outcome.hits])
     else:
-        _print_hits(hits)
+        _print_hits(outcome.hits)
+    _print_notes(outcome.notes)
 
 
-def _set_search_threads(threads: Optional[int]) -> None:
-    """FAISS's OpenMP threads for this process; None leaves its default. See docs/BENCHMARKS.md, "Cold start"."""
-    if threads:
-        import faiss  # the search imports it anyway
-
-        faiss.omp_set_num_threads(threads)
+def _print_notes(notes) -> None:
+    for note in notes:
+        console(stderr=True).print(f"note: {note}", markup=False, highlight=False)
 
 
 def _print_json(value) -> None:
@@ -102,11 +87,19 @@ def _print_json(value) -> None:
     print(text, flush=True)
 
 
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
+
+
 def _print_hits(hits) -> None:
-    """`score<TAB>path` lines; paths are written as their exact bytes, as ls and find do."""
+    """`score<TAB>path` lines (`path @ 01:23` for a moment in a sound or video); paths are written as
+    their exact bytes, as ls and find do."""
     out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
     for hit in hits:
-        line = f"{hit.score:.4f}\t{hit.path}\n"
+        where = f"{hit.path} @ {_clock(hit.time)}" if hit.time is not None else hit.path
+        line = f"{hit.score:.4f}\t{where}\n"
         if out is None:
             sys.stdout.write(line)
         else:

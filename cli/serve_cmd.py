@@ -37,8 +37,10 @@ def serve(
     """Serve the web UI and the HTTP API (OpenAPI docs at /docs) for one index.
 
     Example:
-      mmsearch serve --db ~/.local/share/mmsearch --port 8000      # then open http://127.0.0.1:8000
-      mmsearch serve --host 0.0.0.0 --token-file ~/.mmsearch-token  # reachable from the LAN
+      mmsearch serve --db ~/.local/share/mmsearch --port 8000
+          (then open http://127.0.0.1:8000)
+      mmsearch serve --host 0.0.0.0 --token-file ~/.mmsearch-token
+          (reachable from the LAN)
     """
     setup_logging(verbose)
     if token is not None and token_file is not None:

@@ -31,12 +31,15 @@ def status(
         return
     table = Table(show_header=False, box=None)
     table.add_row("index", info["db"])
-    table.add_row("items", str(info["items"]))
+    modalities = ", ".join(f"{count} {kind}" for kind, count in sorted(info.get("modalities", {}).items()))
+    table.add_row("items", f"{info['items']}" + (f" ({modalities})" if modalities and len(info["modalities"]) > 1 else ""))
     table.add_row("failed", str(info["failed"]))
     model = info["model"] or {}
     table.add_row("model", f"{model.get('name', '-')} ({model.get('dim', '?')}-d, weights {model.get('weights', '-')})")
     if info.get("model_reason"):
         table.add_row("model chosen", info["model_reason"])
+    if info.get("image_precision"):
+        table.add_row("image tower (CPU)", info["image_precision"])
     table.add_row("index type", f"{info['index_type']} (setting: {info['index_type_setting']})")
     if info.get("search_tuning"):
         table.add_row("search tuning", info["search_tuning"])
@@ -47,6 +50,12 @@ def status(
         state = "finished" if run["finished_at"] else "interrupted"
         table.add_row("last run", f"{when} {state}: embedded {run['embedded']}, reused {run['reused']}, "
                                   f"removed {run['removed']}, failed {run['failed']}")
+    for root in info.get("roots", []):
+        settings = [f"exclude {', '.join(root['exclude'])}" if root["exclude"] else "",
+                    "hidden files too" if root["hidden"] else "",
+                    f"forgotten: {', '.join(root['forgotten'])}" if root["forgotten"] else ""]
+        details = "; ".join(part for part in settings if part)
+        table.add_row("folder", root["path"] + (f" ({details})" if details else ""))
     out_console.print(table)
     for failure in info["failures"]:
         out_console.print(f"  failed: {failure['path']}: {failure['error']}", markup=False, highlight=False)

@@ -98,7 +98,10 @@ def check_index(folder: Path, *, files: bool = True, model: bool = True, quick: 
     try:
         facts = inspect_database(db_path, quick=quick)
     except sqlite3.DatabaseError as exc:
-        report.problems.append(Problem("database_unreadable", f"SQLite cannot read {db_path}: {exc}"))
+        report.problems.append(Problem("database_unreadable", f"SQLite cannot read {db_path}: {exc}. It cannot be "
+                                                              f"repaired: restore a backup, or move the folder aside "
+                                                              f"(mv {folder} {folder}.broken) and run `mmsearch index` "
+                                                              f"again"))
         return report
     report.facts = {
         "schema_version": facts.schema_version, "generation": facts.generation,
@@ -109,8 +112,11 @@ def check_index(folder: Path, *, files: bool = True, model: bool = True, quick: 
         for message in facts.integrity:
             report.problems.append(Problem("integrity", f"SQLite {'quick_check' if quick else 'integrity_check'}: {message}"))
     if facts.schema_version is None:
-        report.problems.append(Problem("schema", "the database has no mmsearch schema (not an index, or created by a run "
-                                                 "killed in its first second: run `mmsearch index` again)"))
+        empty = db_path.stat().st_size == 0
+        report.problems.append(Problem("schema", "the database has no mmsearch schema" + (
+            " (it is empty, 0 bytes: truncated or replaced; restore a backup, or move the folder aside and run "
+            "`mmsearch index FOLDER` again)" if empty else
+            " (not an index, or created by a run killed in its first second: run `mmsearch index` again)")))
         return report
     if facts.schema_version > SCHEMA_VERSION:
         report.problems.append(Problem("schema", f"schema version {facts.schema_version} is newer than this mmsearch "

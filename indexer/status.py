@@ -32,5 +32,6 @@ def read_status(library: Library, failures: int = 5) -> dict:
         "search_tuning": (getattr(saved, "tuning_report", None) or {}).get("status") if saved is not None else None,
         "size_bytes": library.size_on_disk(),
         "last_run": library.runs.last(),
+        "roots": [root.as_dict() for root in library.roots.all()],
         "failures": [{"path": path, "error": error} for path, error in library.reads.failures(failures)],
     }

@@ -8,6 +8,7 @@ the same around indexer.pipeline.reindex. The CLI only parses, calls one of thes
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -23,9 +24,11 @@ from indexer.pipeline.reindex import ReindexReport, reindex
 from indexer.pipeline.sync import IndexConfig, IndexProgress, IndexReport, index_folders
 from indexer.store.library import Library
 from indexer.store.records import ModelInfo
+from indexer.store.roots import RootSettings, is_under
 from indexer.store.vectors import check_index_type
 from retrieval.index_model import ModelChoice, choose_model, open_model
 from retrieval.media import MediaOptions, media_for
+from retrieval.models.encoders import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,12 @@ class IndexRequest:
     device: str = "auto"
     precision: str | None = None  # CPU image precision; None: the index's own (onnx-int8 for a new one)
     index_type: str | None = None  # None keeps the index's own setting
-    scan: ScanOptions = ScanOptions()
+    # how each root is walked: given here, else what the root was last indexed with, else the defaults
+    # (the config file's), else nothing excluded and no hidden files
+    exclude: tuple[str, ...] | None = None
+    hidden: bool | None = None
+    default_exclude: tuple[str, ...] = ()
+    default_hidden: bool = False
     pipeline: PipelineConfig = PipelineConfig()
     media: MediaOptions = MediaOptions()
     wait_s: float = 0.0
@@ -82,19 +90,23 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
     """Bring the index at `request.db` up to date with `request.roots` (see the module docstring)."""
     if request.index_type:
         check_index_type(request.index_type)
+    device, _ = resolve_device(request.device)  # a GPU asked for and missing is an error before any work
     with Library(request.db) as library, library.lock(request.wait_s):
+        roots = tuple(os.path.abspath(os.path.expanduser(root)) for root in request.roots) or known_roots(library)
+        if not roots:
+            raise MmsearchError("say which folders to index: mmsearch index FOLDER (this index has none yet)")
         new_index = library.model() is None
         choice = choose_model(library, request.model, request.configured_model, default_policy=True,
                               tqdm_class=callbacks.tqdm_class)
-        model = open_model(library, choice.name, device=request.device, precision=request.precision)
+        model = open_model(library, choice.name, device=device, precision=request.precision)
         if request.index_type:
             check_index_type(request.index_type, model.info.dim)
         if callbacks.on_model is not None:
             callbacks.on_model(choice, model.info)
         if library.image_precision != model.settings.image_precision:
             library.set_info("image_precision", model.settings.image_precision)
-        config = IndexConfig(roots=request.roots, scan=request.scan, pipeline=request.pipeline,
-                             index_type=request.index_type)
+        config = IndexConfig(roots=roots, pipeline=request.pipeline, index_type=request.index_type,
+                             scans={root: scan_options(remember_root(library, root, request)) for root in roots})
         report = index_folders(library, media_for(model, request.media), config,
                                on_progress=callbacks.on_progress, on_file_error=callbacks.on_file_error)
         export_seconds = 0.0
@@ -105,6 +117,32 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
         if new_index and choice.reason:
             library.set_info("model_reason", choice.reason)
         return IndexOutcome(report, model.info, choice, model.image_precision, export_seconds)
+
+
+def known_roots(library: Library) -> tuple[str, ...]:
+    """The folders this index was given (runs before per-root settings existed count too)."""
+    return tuple(dict.fromkeys([root.path for root in library.roots.all()] + library.runs.indexed_roots()))
+
+
+def remember_root(library: Library, root: str, request: IndexRequest) -> RootSettings:
+    """The settings `root` is walked with this time (see IndexRequest), saved for the next run. A
+    folder inside an indexed root inherits that root's settings and its forgotten paths."""
+    own = library.roots.get(root)
+    above = own or library.roots.covering(root)
+    forgotten = tuple(path for path in (above.forgotten if above else ()) if is_under(path, root) and path != root)
+    settings = RootSettings(
+        root,
+        exclude=request.exclude if request.exclude is not None else above.exclude if above else request.default_exclude,
+        hidden=request.hidden if request.hidden is not None else above.hidden if above else request.default_hidden,
+        forgotten=forgotten,
+    )
+    return library.roots.remember(settings)
+
+
+def scan_options(settings: RootSettings) -> ScanOptions:
+    """How a root is walked: its excludes, and its forgotten paths (as exact paths, glob-escaped)."""
+    forgotten = tuple(pattern for path in settings.forgotten for pattern in (glob.escape(path), glob.escape(path) + "/*"))
+    return ScanOptions(exclude=settings.exclude + forgotten, include_hidden=settings.hidden)
 
 
 def export_text_tower(library: Library, model, callbacks: Callbacks = Callbacks()) -> float:
@@ -149,9 +187,10 @@ class ReindexConflictError(MmsearchError):
 
 def reindex_library(request: ReindexRequest, callbacks: Callbacks = Callbacks()) -> ReindexOutcome:
     """Re-embed the whole index with `request.model`; searches keep the old model until the swap."""
+    device, _ = resolve_device(request.device)
     with Library(request.db, create=False) as library, library.lock(request.wait_s):
         next_export = library.image_export_path.with_name(library.image_export_path.name + NEXT_EXPORT_SUFFIX)
-        model = open_model(library, request.model, device=request.device, export_dir=next_export, check=False)
+        model = open_model(library, request.model, device=device, export_dir=next_export, check=False)
         if callbacks.on_model is not None:
             callbacks.on_model(ModelChoice(model.info.name, "switched with `mmsearch reindex`"), model.info)
         staged = library.staging.model()

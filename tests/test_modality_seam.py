@@ -106,9 +106,9 @@ def test_a_new_modality_is_indexed_searched_and_reused(tmp_path, tiny_model):
         assert library.reads.counts()["vectors"] == 7
         moved = rank(library, tone_vector(3.0), top=1)[0][0]
         assert moved.path.endswith("renamed.tone") and moved.time == 20.0
-    hits = json.loads(CliRunner().invoke(app, ["check", "--db", str(tmp_path / "db"), "--json", "--no-model",
-                                               "--no-files"]).stdout)
-    assert hits["healthy"], hits["problems"]
+    report = json.loads(CliRunner().invoke(app, ["check", "--db", str(tmp_path / "db"), "--json", "--no-model",
+                                                 "--no-files"]).stdout)
+    assert report["healthy"], report["problems"]
 
 
 def test_json_hits_carry_the_moment(tmp_path, tiny_model, tiny_model_config):

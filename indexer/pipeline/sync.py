@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from indexer.media.kinds import Media
 from indexer.media.scan import FoundFile, ScanOptions, walk
@@ -26,6 +26,7 @@ class IndexConfig:
     scan: ScanOptions = ScanOptions()
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     index_type: str | None = None  # None keeps the index's own setting (default auto)
+    scans: Mapping[str, ScanOptions] = field(default_factory=dict)  # per absolute root, instead of `scan`
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,12 @@ def index_folders(library: Library, media: Media, config: IndexConfig,
     if config.index_type:
         library.set_index_type(config.index_type)
     roots = [os.path.abspath(os.path.expanduser(root)) for root in config.roots]
-    scan = dataclasses.replace(config.scan, extensions=media.extensions)
     base_generation = library.generation
     run_id = library.runs.start("index", roots)
 
     to_process: list[FoundFile] = []
     for root in roots:
+        scan = dataclasses.replace(config.scans.get(root, config.scan), extensions=media.extensions)
         files, unchanged = _split_changed(root, library, scan, on_skip=file_skipped)
         library.items.mark_seen(unchanged, run_id)
         report.unchanged += len(unchanged)
@@ -169,7 +170,9 @@ def forget_paths(library: Library, paths: Sequence[str]) -> int:
     removed: list[int] = []
     deleted = 0
     for path in paths:
-        result = library.items.forget(os.path.abspath(os.path.expanduser(path)))
+        path = os.path.abspath(os.path.expanduser(path))
+        result = library.items.forget(path)
+        library.roots.forget(path)  # the next run of a root above it skips it
         removed.extend(result.removed)
         deleted += len(result.deleted_items)
     if deleted:

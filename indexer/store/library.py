@@ -38,11 +38,29 @@ def default_db_dir() -> Path:
     return Path(base) / "mmsearch"
 
 
+def _refuse_an_emptied_database(folder: Path) -> None:
+    """A database of 0 bytes beside an index's other files was truncated or replaced: opening it
+    would make a fresh empty index and lose the link to everything in the folder (once, `repair`
+    then deleted the vector file and said healthy). Nothing is changed; the person decides."""
+    database = folder / DB_NAME
+    try:
+        empty = database.stat().st_size == 0
+    except OSError:
+        return
+    others = [name for name in (VECTORS_NAME, TEXT_EXPORT_NAME, IMAGE_EXPORT_NAME) if (folder / name).exists()]
+    if empty and others:
+        raise StoreError(
+            f"{database} is empty (0 bytes) while {folder} holds an index's other files ({', '.join(others)}): the "
+            f"database was truncated or replaced. Nothing was changed. Restore it from a backup, or move the folder "
+            f"aside (mv {folder} {folder}.broken) and run `mmsearch index FOLDER` again")
+
+
 class Library:
     """The stores of one index, opened together."""
 
     def __init__(self, folder: Path, *, create: bool = True, read_only: bool = False):
         self.folder = Path(folder).expanduser().absolute()
+        _refuse_an_emptied_database(self.folder)
         if not (self.folder / DB_NAME).exists():
             if not create:
                 raise StoreError(f"no index at {self.folder}: run `mmsearch index FOLDER` first (or pass --db)")
@@ -93,6 +111,12 @@ class Library:
         from indexer.store.runs import RunLog
 
         return RunLog(self.db)
+
+    @cached_property
+    def roots(self):
+        from indexer.store.roots import RootStore
+
+        return RootStore(self.db)
 
     @cached_property
     def staging(self):

@@ -120,11 +120,13 @@ class ItemReads:
 
     def filter_ids(self, *, path_like: str | None = None, after: float | None = None, before: float | None = None,
                    extensions: Sequence[str] | None = None, modalities: Sequence[str] | None = None,
-                   encoder: str = IMAGE) -> np.ndarray:
-        """Ids of the vectors (of `encoder`) whose items pass the filters: SQL GLOB on the path, a
-        time range on the capture time where known (EXIF), else the file's mtime, extensions (jpg
-        and jpeg alike), modalities."""
-        query = select(VectorRow.id).join(Item, Item.id == VectorRow.item_id).where(VectorRow.encoder == encoder)
+                   encoder: str | None = IMAGE) -> np.ndarray:
+        """Ids of the vectors (of `encoder`; None: of any) whose items pass the filters: SQL GLOB on
+        the path, a time range on the capture time where known (EXIF), else the file's mtime,
+        extensions (jpg and jpeg alike), modalities."""
+        query = select(VectorRow.id).join(Item, Item.id == VectorRow.item_id)
+        if encoder is not None:
+            query = query.where(VectorRow.encoder == encoder)
         if path_like:
             query = query.where(Item.path.op("GLOB")(path_like))
         moment = func.coalesce(Item.taken_at, Item.mtime)

@@ -109,6 +109,15 @@ class StagedVectorRow(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class RootRow(Base):
+    """A folder (or file) an index run was given, with the settings its walks use (JSON:
+    indexer.store.roots.RootSettings)."""
+
+    __tablename__ = "roots"
+    path: Mapped[str] = mapped_column(FsText, primary_key=True)
+    settings: Mapped[str] = mapped_column(Text)
+
+
 class Run(Base):
     __tablename__ = "runs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from indexer.errors import MmsearchError
 from indexer.media.preprocess import PreprocessConfig, to_model_input
 from indexer.store.records import ModelInfo
 from retrieval.errors import QueryError
@@ -44,6 +45,35 @@ def pick_device(device: str = "auto") -> str:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+class DeviceError(MmsearchError):
+    """A device was asked for that this machine does not have."""
+
+
+def cuda_usable() -> bool:
+    if not gpu_possible():
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def resolve_device(device: str, *, fallback: bool = False) -> tuple[str, str | None]:
+    """(the device to use, a note for the person): `auto` picks CUDA when usable; `cuda...` on a
+    machine without a usable CUDA GPU is a DeviceError, or with `fallback` the CPU and a note."""
+    if device == "auto":
+        return pick_device(device), None
+    if str(device).startswith("cuda") and not cuda_usable():
+        if fallback:
+            return "cpu", f"--device {device}: no CUDA GPU is usable on this machine; using the CPU"
+        raise DeviceError(f"--device {device}: no CUDA GPU is usable on this machine (no NVIDIA driver or device, "
+                          f"or a CPU-only torch); use --device cpu or auto")
+    if device not in ("cpu",) and not str(device).startswith(("cuda", "mps", "xpu")):
+        raise DeviceError(f"--device {device!r}: give auto, cpu, cuda or cuda:N")
+    return device, None
 
 
 def _cuda_dtype():
@@ -118,6 +148,15 @@ class TextEncoder:
 
         module = trimmable_tower(self.tower)
         return None if module is None else (module, pad_id(self.tower))
+
+    def unknown_share(self, text: str) -> float | None:
+        """The share of `text`'s tokens the vocabulary does not know (None: CLIP's byte-level BPE,
+        which knows every character)."""
+        hf = getattr(self.tokenizer, "tokenizer", None)  # open_clip's HFTokenizer wraps a transformers one
+        if hf is None or getattr(hf, "unk_token_id", None) is None:
+            return None
+        ids = hf(text, add_special_tokens=False)["input_ids"]
+        return sum(token == hf.unk_token_id for token in ids) / len(ids) if ids else None
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch

@@ -282,6 +282,19 @@ class OnnxTextEncoder:
             out[row, : len(ids)] = ids
         return out
 
+    def unknown_share(self, text: str) -> float | None:
+        """The share of `text`'s tokens this vocabulary does not know (None: a byte-level BPE, which
+        knows every character)."""
+        if self.meta["tokenizer"] != "hf":
+            return None
+        unk_token = json.loads(self.tokenizer.to_str())["model"].get("unk_token")
+        unk = self.tokenizer.token_to_id(unk_token) if unk_token else None
+        if unk is None:
+            return None
+        pad = self.meta["special"]["pad"]
+        ids = [token for token in self.tokenizer.encode(_whitespace(text), add_special_tokens=False).ids if token != pad]
+        return sum(token == unk for token in ids) / len(ids) if ids else None
+
     def model_input(self, texts: Sequence[str]) -> np.ndarray:
         """The tokens the graph runs on: cut after the batch's last real token when the export allows."""
         tokens = self.tokenize(texts)

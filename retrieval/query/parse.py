@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retrieval.errors import QueryError
+from retrieval.query.text import emoji_to_words
 
 MAX_QUERY_CHARS = 2_000
 _SPLIT = re.compile(r"\s+([+-])(?=\s)")
@@ -20,9 +21,10 @@ _WEIGHT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*:\s*(.+)$", re.S)
 class Term:
     """One part of a query: text (or an image path) and its signed weight."""
 
-    value: str
+    value: str  # what is embedded (emoji turned into their names)
     weight: float = 1.0
     is_image: bool = False
+    original: str | None = None  # what was typed, when it differs from `value`
 
 
 def parse_query(query: str) -> list[Term]:
@@ -51,7 +53,8 @@ def parse_query(query: str) -> list[Term]:
         match = _WEIGHT.match(part)
         if match:
             weight, part = float(match.group(1)), match.group(2).strip()
-        terms.append(Term(part, sign * weight))
+        words = emoji_to_words(part)
+        terms.append(Term(words or part, sign * weight, original=part if words != part else None))
     if not any(term.weight > 0 for term in terms):
         raise QueryError(f"query {query!r} has no positive term: something to find is needed")
     return terms

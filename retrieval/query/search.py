@@ -71,12 +71,29 @@ def _looks_like_image_path(value: str) -> bool:
     return os.path.isfile(os.path.expanduser(value)) and os.path.splitext(value)[1].lower() in image_extensions()
 
 
+def _meant_as_a_file(value: str) -> bool:
+    """A term written like a file name: a path (/, ./, ../, ~/) or an image file's extension."""
+    from indexer.media.scan import HEIF_EXTENSIONS, IMAGE_EXTENSIONS
+
+    value = value.strip()
+    return value.startswith(("/", "./", "../", "~/")) or \
+        os.path.splitext(value)[1].lower() in IMAGE_EXTENSIONS | HEIF_EXTENSIONS
+
+
 def build_terms(query: str | None, images: Sequence[str | Path] = ()) -> list[Term]:
-    """Query text and --image paths -> terms; a text term naming an existing image file is an image term."""
+    """Query text and --image paths -> terms; a text term naming an existing image file is an image term,
+    and a term written like a file that does not exist is an error (a typo would else be searched as words)."""
     terms: list[Term] = []
     if query is not None and query.strip():
         for term in parse_query(query):
-            terms.append(Term(term.value, term.weight, _looks_like_image_path(term.value)))
+            raw = term.original or term.value
+            if _looks_like_image_path(raw):
+                terms.append(Term(raw, term.weight, True))
+            elif _meant_as_a_file(raw):
+                raise QueryError(f"{raw!r} looks like an image file, but there is no such file (relative paths are "
+                                 f"taken from the current folder, {os.getcwd()})")
+            else:
+                terms.append(term)
     elif query is not None and not images:
         raise QueryError("empty query: give some words, or --image PATH")
     for image in images:
