@@ -9,8 +9,10 @@ are gone only when asked, and rebuilds the FAISS file from the vectors in the da
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from indexer.errors import StoreError
 from indexer.store.inspect import DatabaseFacts, inspect_database, iter_item_paths
 from indexer.store.library import DB_NAME, VECTORS_NAME, Library
 from indexer.store.records import IMAGE
-from indexer.store.vectors import VectorIndex, sidecar_path
+from indexer.store.vectors import VectorIndex, file_digest, sidecar_path
 from indexer.store.version import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -178,6 +180,18 @@ def _check_vector_file(report: CheckReport, facts: DatabaseFacts, folder: Path) 
                                                                   f"agree; `mmsearch repair` rebuilds it"))
         return
     info.update({"spec": saved.spec, "generation": saved.generation, "ntotal": saved.ntotal, "dim": saved.dim})
+    try:
+        recorded = json.loads(sidecar_path(path).read_text()).get("file_blake2b")
+    except (OSError, ValueError):
+        recorded = None
+    if recorded is None:
+        report.notes.append(f"{path} was written by an older mmsearch without a digest of its bytes: its content is "
+                            f"checked by count and ids only (the next run that changes the index adds one)")
+    elif file_digest(path) != recorded:
+        report.problems.append(Problem(
+            "vector_index_corrupt", f"{path} is not the file that was written (its bytes changed: a disk error, or "
+                                    f"an edit); searches may rank wrongly; `mmsearch repair` rebuilds it from the database"))
+        return
     if saved.generation != facts.generation:
         report.problems.append(Problem(
             "vector_index_stale", f"{path} was built at generation {saved.generation}, the database is at "
@@ -202,29 +216,39 @@ def _check_vector_file(report: CheckReport, facts: DatabaseFacts, folder: Path) 
 
 
 def _check_files(report: CheckReport, db_path: Path) -> None:
-    missing = 0
+    missing, changed = 0, []
     for rows in iter_item_paths(db_path):
-        for item_id, path in rows:
+        for item_id, path, size, mtime in rows:
             try:
-                gone = _is_missing(path)
+                stat = _stat_or_none(path)
             except OSError as exc:
                 report.notes.append(f"cannot look at {path}: {exc.strerror or exc}")
                 continue
-            if gone:
+            if stat is None:
                 missing += 1
                 report.problems.append(Problem("missing_file", f"item {item_id}: the file is gone; `mmsearch repair "
                                                                f"--drop-missing` forgets it (or index its folder again)",
                                                path))
+            elif size >= 0 and (stat.st_size, stat.st_mtime) != (size, mtime):
+                changed.append(path)
     report.facts["missing_files"] = missing
+    report.facts["changed_files"] = len(changed)
+    if changed:  # its vector describes what the file held when indexed: the next run re-embeds it
+        report.notes.append(f"{len(changed)} files changed since they were indexed (e.g. {changed[0]}): their "
+                            f"vectors describe the old content until the next `mmsearch index` of their folder "
+                            f"(repair cannot tell what a file should hold)")
+
+
+def _stat_or_none(path: str):
+    """The file's stat, None when it is gone; OSError when that cannot be told (permissions, I/O)."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def _is_missing(path: str) -> bool:
-    """True when the file is gone; OSError when that cannot be told (permissions, I/O)."""
-    try:
-        os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return True
-    return False
+    return _stat_or_none(path) is None
 
 
 def _check_model(report: CheckReport, facts: DatabaseFacts, load_model: Callable | None) -> None:
@@ -267,8 +291,8 @@ def _notes(report: CheckReport, facts: DatabaseFacts, folder: Path) -> None:
 
 
 def _leftovers(folder: Path) -> list[Path]:
-    names = [VECTORS_NAME + ".tmp", sidecar_path(Path(VECTORS_NAME)).name + ".tmp"]
-    return [folder / name for name in names if (folder / name).exists()]
+    """Files and folders an interrupted save or export left behind (`name.tmp`, `name.tmp-PID`)."""
+    return sorted(path for path in folder.iterdir() if path.name.endswith(".tmp") or ".tmp-" in path.name)
 
 
 @dataclass
@@ -296,7 +320,7 @@ def repair_index(library: Library, *, drop_missing: bool = False) -> RepairRepor
     missing_ids: list[int] = []
     if drop_missing:
         for rows in iter_item_paths(library.db_path):
-            for item_id, path in rows:
+            for item_id, path, _size, _mtime in rows:
                 try:
                     if _is_missing(path):
                         missing_ids.append(item_id)
@@ -307,9 +331,9 @@ def repair_index(library: Library, *, drop_missing: bool = False) -> RepairRepor
     staged = library.staging.model()
     report.dropped = library.items.drop_inconsistent(dims={encoder: model.dim for encoder, model in facts.models.items()},
                                                      staged_dim=staged.dim if staged else None, missing_ids=missing_ids)
-    for leftover in _leftovers(library.folder):
+    for leftover in _leftovers(library.folder):  # the write lock is held: no run is writing them now
         try:
-            leftover.unlink()
+            shutil.rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
             report.removed_files.append(str(leftover))
         except FileNotFoundError:
             pass

@@ -108,13 +108,14 @@ def inspect_database(path: Path, *, quick: bool = False) -> DatabaseFacts:
         connection.close()
 
 
-def iter_item_paths(path: Path, chunk: int = 10_000) -> Iterator[list[tuple[int, str]]]:
-    """(id, path) of every row, in chunks, read-only (for the files-on-disk check)."""
+def iter_item_paths(path: Path, chunk: int = 10_000) -> Iterator[list[tuple[int, str, int, float]]]:
+    """(id, path, size, mtime) of every row, in chunks, read-only (for the files-on-disk check)."""
     connection = connect_read_only(path)
     try:
         last = -1
         while True:
-            rows = connection.execute("SELECT id, path FROM items WHERE id > ? ORDER BY id LIMIT ?", (last, chunk)).fetchall()
+            rows = connection.execute("SELECT id, path, size, mtime FROM items WHERE id > ? ORDER BY id LIMIT ?",
+                                      (last, chunk)).fetchall()
             if not rows:
                 return
             yield rows
