@@ -41,7 +41,7 @@ def render_check(report) -> None:
     counts = facts.get("counts") or {}
     model = facts.get("model") or {}
     out_console.print(
-        f"index {report.db}: {counts.get('vectors', 0)} items ({counts.get('rows', 0)} rows, {counts.get('failed', 0)} "
+        f"index {report.db}: {counts.get('vectors', 0)} vectors ({counts.get('rows', 0)} rows, {counts.get('failed', 0)} "
         f"failed), model {model.get('name', '-')}, schema {facts.get('schema_version', '?')}", markup=False)
     for problem in report.listed():
         where = f" {problem.path}" if problem.path else ""

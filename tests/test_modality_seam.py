@@ -121,3 +121,47 @@ def test_json_hits_carry_the_moment(tmp_path, tiny_model, tiny_model_config):
     assert row["moments"][0] == {"time": 10.0, "score": round(hit.score, 6)}
     picture = rank(Library(tmp_path / "db"), tone_vector(8.0), top=10, filters=Filters(modalities=("image",)))[0][0]
     assert "time" not in picture.as_dict()
+
+
+class StreamedToneReader(ToneReader):
+    """The same files read from their path: what a reader of long sounds or videos does."""
+
+    extensions = frozenset({".longtone"})
+    streams = True
+    reads = 0
+
+    def read(self, data, busy):
+        raise AssertionError("a streaming reader is never handed the bytes")
+
+    def read_path(self, path, busy):
+        type(self).reads += 1
+        with open(path, "rb") as handle:
+            return super().read(handle.read(), busy)
+
+
+def test_a_streaming_reader_gets_paths_and_its_files_are_hashed_by_samples(tmp_path, tiny_model):
+    from indexer.media.files import SAMPLE_WHOLE_BELOW, sample_file_checked
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    big = folder / "big.longtone"
+    big.write_bytes(b"1.0\n2.0\n" + b" " * (SAMPLE_WHOLE_BELOW + 12345))  # whitespace pads it past 4 MB
+    (folder / "small.longtone").write_text("5.0\n")
+    digest, _ = sample_file_checked(str(big))
+    data = bytearray(big.read_bytes())
+    data[-1:] = b"\n"  # the last byte is always sampled
+    (tmp_path / "edited").write_bytes(bytes(data))
+    assert sample_file_checked(str(tmp_path / "edited"))[0] != digest
+    tones = ToneEncoder(tiny_model.info)
+    media = Media(readers=(StreamedToneReader(),), encoders={TONE: tones})
+    StreamedToneReader.reads = 0
+    with Library(tmp_path / "db") as library, library.lock():
+        report = index_folders(library, media, IndexConfig(roots=(str(folder),)))
+        assert (report.embedded, StreamedToneReader.reads) == (2, 2)
+        copy = folder / "copy.longtone"
+        copy.write_bytes(big.read_bytes())
+        assert sample_file_checked(str(copy))[0] == digest
+        again = index_folders(library, media, IndexConfig(roots=(str(folder),)))
+        assert (again.embedded, again.reused) == (0, 1)  # the copy: recognised by its sampled hash, not read
+        assert StreamedToneReader.reads == 2
+        assert library.reads.counts()["vectors"] == 2 + 1 + 2

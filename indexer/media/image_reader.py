@@ -40,6 +40,7 @@ class ImageReader:
         self.options = options
         self.extensions = extensions if extensions is not None else image_extensions()
         self.defers = options.defer_jpeg
+        self.streams = False  # a picture is read whole: its bytes are its hash and its decoder's input
         assist = options.assist_megapixels
         self._assist_pixels = None if assist is None else assist * 1e6
 

@@ -41,10 +41,16 @@ class Reader(Protocol):
     modality: str
     extensions: frozenset[str]
     defers: bool  # leaves some decoding to a device (its DecodedItems may be `deferred`)
+    # True: the reader streams the file from its path (`read_path`), which is hashed by samples
+    # (indexer.media.files.sample_file_checked) instead of being read whole into memory first
+    streams: bool
 
     def read(self, data: bytes, busy: Callable[[], bool]) -> DecodedItem:
         """Decode `data` (raise indexer.errors.DecodeError for a file it cannot take). `busy()` says
         whether deferred work already waits a full batch deep (then decode it here, if possible)."""
+
+    def read_path(self, path: str, busy: Callable[[], bool]) -> DecodedItem:
+        """As `read`, from the file at `path` (readers that stream: long sounds, videos)."""
 
 
 class Encoder(Protocol):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Mapping, TypeVar
 
 from indexer.errors import DecodeError
-from indexer.media.files import FileGoneError, content_hash, read_file_checked
+from indexer.media.files import FileGoneError, content_hash, read_file_checked, sample_file_checked
 from indexer.media.kinds import DecodedItem, Encoder, Reader
 from indexer.media.scan import FoundFile
 from indexer.pipeline.workers import Job, WorkerThreads, usable_cores
@@ -79,6 +79,8 @@ def prepare_file(file: FoundFile, known_hashes: Mapping[str, int], readers: Mapp
     """Read, hash and decode one file with the reader of its extension."""
     reader = readers.get(os.path.splitext(file.path)[1].lower())
     modality = reader.modality if reader is not None else None
+    if reader is not None and getattr(reader, "streams", False):
+        return _prepare_streamed(file, known_hashes, reader, busy)
     try:
         data, stat = read_file_checked(file.path)
     except FileGoneError as exc:
@@ -98,6 +100,30 @@ def prepare_file(file: FoundFile, known_hashes: Mapping[str, int], readers: Mapp
     except DecodeError as exc:
         return Prepared(file, modality, content_hash=digest, error=str(exc))
     except Exception as exc:
+        log.exception("unexpected error decoding %s", file.path)
+        return Prepared(file, modality, content_hash=digest, error=f"unexpected decode error: {exc!r}")
+
+
+def _prepare_streamed(file: FoundFile, known_hashes: Mapping[str, int], reader: Reader,
+                      busy: Callable[[], bool]) -> Prepared:
+    """prepare_file for a reader that streams its file: a sampled hash first, a full read only for new content."""
+    modality = reader.modality
+    try:
+        digest, stat = sample_file_checked(file.path)
+    except FileGoneError as exc:
+        return Prepared(file, modality, error=str(exc), vanished=True)
+    except DecodeError as exc:
+        return Prepared(file, modality, error=str(exc))
+    if (stat.st_size, stat.st_mtime) != (file.size, file.mtime):
+        file = FoundFile(file.path, stat.st_size, stat.st_mtime)
+    source = known_hashes.get(digest)
+    if source is not None:
+        return Prepared(file, modality, content_hash=digest, reuse_from=source)
+    try:
+        return Prepared(file, modality, content_hash=digest, decoded=reader.read_path(file.path, busy))
+    except DecodeError as exc:
+        return Prepared(file, modality, content_hash=digest, error=str(exc))
+    except Exception as exc:  # a decoder bug costs one file, never the run (logged with its traceback)
         log.exception("unexpected error decoding %s", file.path)
         return Prepared(file, modality, content_hash=digest, error=f"unexpected decode error: {exc!r}")
 
