@@ -21,6 +21,7 @@ def search(
     path: Annotated[Optional[str], typer.Option("--path", help="Only paths matching this glob, e.g. '*/2023/*'; a relative glob is taken from the current folder.")] = None,
     after: Annotated[Optional[str], typer.Option(help="Only items taken (EXIF capture time; else the file's modified time) on or after this date, YYYY-MM-DD or YYYY-MM-DDTHH:MM.")] = None,
     before: Annotated[Optional[str], typer.Option(help="Only items taken (as --after) before this date.")] = None,
+    modality: Annotated[Optional[List[str]], typer.Option("--modality", help="Only these kinds of items: image, video (repeat or comma-separate; all: every kind).")] = None,
     ext: Annotated[Optional[List[str]], typer.Option("--ext", help="Only these extensions: repeat or comma-separate, e.g. --ext jpg,png (jpg also matches .jpeg, tif .tiff).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout: an array of {path, score, ...}; with --queries one {query, results} object per line.")] = False,
     db: DbOption = None,
@@ -52,7 +53,8 @@ def search(
     request = QueryRequest(
         db=db_dir(db), top=top, model=model, configured_model=load_config().get("model"), device=device,
         search_threads=search_threads,
-        filters=make_filters(path, parse_date(after, "--after"), parse_date(before, "--before"), ext or ()),
+        filters=make_filters(path, parse_date(after, "--after"), parse_date(before, "--before"), ext or (),
+                             modality or ()),
     )
     if queries is not None:
         batch = search_queries(request, read_queries(queries))

@@ -7,13 +7,14 @@ indexer.media; the pipeline stays as it is.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 from indexer.errors import MmsearchError
 from indexer.media.image import DecodeOptions
 from indexer.media.image_reader import ImageReader, ImageReadOptions, PixelEncoder
 from indexer.media.kinds import Media
+from indexer.media.video_reader import VideoReadOptions
 from indexer.store.records import IMAGE
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ class MediaOptions:
     decode: DecodeOptions = DecodeOptions()
     gpu_decode: str = "auto"  # auto | on | off: JPEGs decoded on the GPU when the image tower runs on CUDA
     assist_megapixels: float | None = 4.0  # with GPU decoding: see ImageReadOptions
+    video: bool = True  # index videos too (their frames; needs PyAV: the `video` extra)
+    video_options: VideoReadOptions = field(default_factory=VideoReadOptions)
 
 
 def check_gpu_decode(mode: str) -> str:
@@ -69,11 +72,24 @@ def image_media(model, options: MediaOptions) -> tuple[ImageReader, PixelEncoder
         def embed_jpegs(items):
             return embedder().embed(items)
     encoder = PixelEncoder(model.info, lambda pixels: model.image.embed_pixels(pixels), embed_jpegs,
-                           warm=lambda: model.image)
+                           warm=lambda: model.image, preprocess=model.preprocess)
     return reader, encoder
 
 
+def video_reader(model, options: MediaOptions):
+    """Videos' frames go to the image tower (indexer.media.video_reader), where PyAV is installed."""
+    from indexer.media import video_reader
+
+    if not options.video or not video_reader.available():
+        return None
+    return video_reader.VideoReader(model.preprocess, options.video_options)
+
+
 def media_for(model, options: MediaOptions = MediaOptions()) -> Media:
-    """The readers and encoders of `model`'s towers (today: images)."""
+    """The readers and encoders of `model`'s towers: pictures, and video frames through the image tower."""
     reader, encoder = image_media(model, options)
-    return Media(readers=(reader,), encoders={IMAGE: encoder})
+    readers = [reader]
+    videos = video_reader(model, options)
+    if videos is not None:
+        readers.append(videos)
+    return Media(readers=tuple(readers), encoders={IMAGE: encoder})

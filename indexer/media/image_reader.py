@@ -16,7 +16,7 @@ import numpy as np
 from indexer.media.gpu_jpeg import DeferredJpeg, is_jpeg, jpeg_header
 from indexer.media.image import DecodeOptions, decode_image
 from indexer.media.kinds import DecodedItem, Segment
-from indexer.media.preprocess import PreprocessConfig
+from indexer.media.preprocess import PreprocessConfig, normalise_uint8
 from indexer.media.scan import image_extensions
 from indexer.store.records import IMAGE, ModelInfo
 
@@ -58,26 +58,36 @@ class ImageReader:
 
 
 class PixelEncoder:
-    """Image payloads -> unit vectors: arrays through `embed_pixels` (one stacked call), deferred
-    JPEGs through `embed_jpegs` (indexer.media.gpu_jpeg.GpuJpegEmbedder.embed)."""
+    """Image payloads -> unit vectors: arrays through `embed_pixels` (one stacked call; uint8 ones,
+    such as video frames, are normalised first with `preprocess`), deferred JPEGs through
+    `embed_jpegs` (indexer.media.gpu_jpeg.GpuJpegEmbedder.embed)."""
 
     def __init__(self, info: ModelInfo, embed_pixels: Callable[[np.ndarray], np.ndarray],
                  embed_jpegs: Callable[[Sequence[DeferredJpeg]], list] | None = None,
-                 warm: Callable[[], object] | None = None):
+                 warm: Callable[[], object] | None = None, preprocess: PreprocessConfig | None = None):
         self.info = info
         self.embed_pixels = embed_pixels
         self.embed_jpegs = embed_jpegs
         self._warm = warm
+        self.preprocess = preprocess
 
     def warm(self) -> None:
         if self._warm is not None:
             self._warm()
 
+    def _float(self, payload: np.ndarray) -> np.ndarray:
+        if payload.dtype != np.uint8:
+            return payload
+        if self.preprocess is None:
+            raise ValueError("uint8 pixels need the encoder's preprocessing to be normalised")
+        return normalise_uint8(payload[None], self.preprocess)[0]
+
     def embed(self, payloads: Sequence[object]) -> list[np.ndarray | str]:
         out: list = [None] * len(payloads)
         arrays = [index for index, payload in enumerate(payloads) if not isinstance(payload, DeferredJpeg)]
         if arrays:
-            vectors = self.embed_pixels(np.stack([payloads[index] for index in arrays]))
+            stacked = np.stack([self._float(payloads[index]) for index in arrays])
+            vectors = self.embed_pixels(stacked)
             for index, vector in zip(arrays, vectors):
                 out[index] = vector
         if len(arrays) < len(payloads):

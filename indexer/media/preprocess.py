@@ -96,6 +96,13 @@ def resize_for_model(image: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
+def normalise_uint8(pixels: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """uint8 (B, 3, S, S) pixels already resized and cropped -> the model's normalised float32 input."""
+    mean = np.asarray(cfg.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(cfg.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray((pixels.astype(np.float32) / 255.0 - mean) / std)
+
+
 def to_model_input(image: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     """PIL image -> normalised float32 array of shape (3, size, size)."""
     rgb = resize_for_model(flatten_alpha(image), cfg)

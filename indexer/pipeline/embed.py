@@ -192,18 +192,43 @@ def prepare_files(files: Iterable[FoundFile], known_hashes: Mapping[str, int], r
             yield from _unordered(files, pool, window, config, backlog,
                                   lambda file: (file, known_hashes, readers, busy))
             return
-        in_flight: deque[Job] = deque()
+        in_flight: deque[tuple[Job, bool]] = deque()  # (job, streamed: a long sound or a video)
+        limit = config.workers or default_workers(False)
         for file in files:
+            streamed = _streams(file, readers)
             if file.size == 0:
-                in_flight.append(Job(file.path, result=Prepared(file, error="empty file (0 bytes)")))
+                in_flight.append((Job(file.path, result=Prepared(file, error="empty file (0 bytes)")), False))
             else:
-                in_flight.append(pool.submit(file.path, (file, known_hashes, readers, busy)))
-            if len(in_flight) >= window:
-                yield pool.result(in_flight.popleft(), config.decode_timeout_s)
+                in_flight.append((pool.submit(file.path, (file, known_hashes, readers, busy)), streamed))
+            # a window of files, but at most `limit` streamed ones decoded ahead: a video's moments
+            # are tens of MB, a picture's pixels a fraction of one
+            while len(in_flight) >= window or (streamed and sum(kind for _, kind in in_flight) > limit):
+                job, _ = in_flight.popleft()
+                yield pool.result(job, _budget(job, config))
         while in_flight:
-            yield pool.result(in_flight.popleft(), config.decode_timeout_s)
+            job, _ = in_flight.popleft()
+            yield pool.result(job, _budget(job, config))
     finally:
         pool.close()
+
+
+STREAMED_BUDGET_BYTES = 50 << 20  # a streamed file's time budget grows by one budget per 50 MB
+
+
+def _streams(file: FoundFile, readers: Mapping[str, Reader]) -> bool:
+    reader = readers.get(os.path.splitext(file.path)[1].lower())
+    return bool(reader is not None and getattr(reader, "streams", False))
+
+
+def _budget(job: Job, config: PipelineConfig) -> float | None:
+    """The job's time budget: `decode_timeout_s`, times the file's size in 50 MB for a streamed file
+    (an hour of video takes minutes to decode; a hung read is still given up, later)."""
+    if config.decode_timeout_s is None or not job.args:
+        return config.decode_timeout_s
+    file, readers = job.args[0], job.args[2]
+    if not _streams(file, readers):
+        return config.decode_timeout_s
+    return config.decode_timeout_s * max(1.0, file.size / STREAMED_BUDGET_BYTES)
 
 
 def _unordered(files: Iterable[FoundFile], pool: WorkerThreads, window: int, config: PipelineConfig,
@@ -216,9 +241,9 @@ def _unordered(files: Iterable[FoundFile], pool: WorkerThreads, window: int, con
             continue
         pending[pool.submit(file.path, job_args(file), finished)] = None
         if len(pending) >= window:
-            yield backlog.taken(pool.first_finished(pending, finished, config.decode_timeout_s))
+            yield backlog.taken(pool.first_finished(pending, finished, lambda job: _budget(job, config)))
     while pending:
-        yield backlog.taken(pool.first_finished(pending, finished, config.decode_timeout_s))
+        yield backlog.taken(pool.first_finished(pending, finished, lambda job: _budget(job, config)))
 
 
 def _as_row(prepared: Prepared, vectors: list[Embedded] | None = None, error: str | None = None) -> NewItem:

@@ -111,9 +111,12 @@ class WorkerThreads(Generic[R]):
         self.jobs.put(job)
         return job
 
-    def overdue(self, job: Job[R], timeout_s: float | None) -> R | None:
+    def overdue(self, job: Job[R], timeout_s: float | None | Callable[[Job], float | None]) -> R | None:
         """None while `job` is within its budget (or done); past it, the job is abandoned: a result
-        to report in its place, and a fresh thread in its thread's place."""
+        to report in its place, and a fresh thread in its thread's place. `timeout_s` may be a
+        function of the job (a budget per job)."""
+        if callable(timeout_s):
+            timeout_s = timeout_s(job)
         if timeout_s is None or job.started is None or time.monotonic() - job.started < timeout_s:
             return None
         with self.lock:
@@ -138,7 +141,8 @@ class WorkerThreads(Generic[R]):
                 return given_up
         return job.result
 
-    def first_finished(self, pending: dict[Job[R], None], finished: queue.SimpleQueue, timeout_s: float | None) -> R:
+    def first_finished(self, pending: dict[Job[R], None], finished: queue.SimpleQueue,
+                       timeout_s: float | None | Callable[[Job], float | None]) -> R:
         """The outcome of whichever pending job finishes first (removed from `pending`); a job past
         its budget is abandoned and reported instead."""
         while True:

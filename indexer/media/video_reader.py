@@ -1,0 +1,252 @@
+"""Videos as the pipeline sees them: the moments worth a vector, each frame embedded by the image tower.
+
+One pass over the file's packets, decoding only what is needed (PyAV, FFmpeg inside its wheel):
+- keyframes are decoded as they come (cheap: no reference frames needed), and the frames between
+  them are skipped undecoded, as long as keyframes come at least every `max_gap_s` (phones write
+  one a second);
+- where the gap grows longer (encoders that put keyframes far apart), the packets since the last
+  keyframe, kept compressed, are decoded after all (B-frames skipped), and a frame is taken where
+  the picture changes (a scene cut, measured on 32x18 grey thumbnails) or `max_gap_s` passed;
+- a frame hardly different from the last one taken is dropped unless `still_gap_s` passed, so a
+  static shot costs a vector every 10 s, not every second.
+A moment is a frame's time (the stream's own timestamps: variable frame rates are fine), its
+pixels cropped for the image tower as uint8 (a quarter of float32's memory; normalised by the
+encoder). A video never holds more than `max_moments` of them, spread over its length: moments
+(scene cuts too) are at least duration / max_moments apart, so a 4K hour costs the same bounded
+memory as a clip. Rotation metadata is applied. The soundtrack
+is left to an audio reader.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
+
+import numpy as np
+
+from indexer.errors import DecodeError
+from indexer.media.kinds import DecodedItem, Segment
+from indexer.media.preprocess import PreprocessConfig, resize_for_model
+from indexer.store.records import IMAGE
+
+log = logging.getLogger(__name__)
+
+VIDEO = "video"
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"})
+THUMB = (32, 18)
+
+
+@dataclass(frozen=True)
+class VideoReadOptions:
+    max_gap_s: float = 1.0  # a moment at least this often while the picture changes
+    still_gap_s: float = 10.0  # ... and at least this often while it does not
+    scene_change: float = 10.0  # mean absolute difference of grey thumbnails (0-255) that is a new shot
+    same_picture: float = 2.0  # below this a frame repeats the last moment
+    max_moments: int = 600  # per video; longer videos get wider spacing
+    max_megapixels: float = 40.0  # frames larger than this (8K is 33 MP) are refused
+
+
+def _pyav():
+    try:
+        import av
+    except ImportError as exc:  # the reader is only made where av imports (retrieval.media)
+        raise DecodeError("reading videos needs PyAV: pip install 'mmsearch[video]'") from exc
+    return av
+
+
+def available() -> bool:
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class VideoReader:
+    modality = VIDEO
+    extensions = VIDEO_EXTENSIONS
+    defers = False
+    streams = True  # read from the path, hashed by samples: a video is never read whole into memory
+
+    def __init__(self, preprocess: PreprocessConfig, options: VideoReadOptions = VideoReadOptions()):
+        self.preprocess = preprocess
+        self.options = options
+
+    def read(self, data: bytes, busy: Callable[[], bool]) -> DecodedItem:
+        raise DecodeError("videos are read from their path")
+
+    def read_path(self, path: str, busy: Callable[[], bool]) -> DecodedItem:
+        av = _pyav()
+        try:
+            container = av.open(path, metadata_errors="ignore")
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise DecodeError(f"not a video FFmpeg can read ({_reason(exc)})") from None
+        try:
+            if not container.streams.video:
+                raise DecodeError("no video stream (a sound file named like a video?)")
+            return self._read(container, container.streams.video[0], path)
+        except av.FFmpegError as exc:
+            raise DecodeError(f"cannot decode the video ({_reason(exc)})") from None
+        finally:
+            container.close()
+
+    def _read(self, container, stream, path: str) -> DecodedItem:
+        options = self.options
+        context = stream.codec_context
+        width, height = int(context.width or 0), int(context.height or 0)
+        if width <= 0 or height <= 0:
+            raise DecodeError(f"the video stream has no picture size ({width}x{height})")
+        if width * height / 1e6 > options.max_megapixels:
+            raise DecodeError(f"video frames are {width * height / 1e6:.0f} megapixels, over the "
+                              f"{options.max_megapixels:g} MP limit")
+        duration = _duration(container, stream)
+        spacing = max(options.max_gap_s, (duration or 0.0) / max(1, options.max_moments))
+        still = max(options.still_gap_s, spacing)
+        stream.thread_type = "AUTO"
+        picker = _MomentPicker(spacing, still, options.scene_change, options.same_picture, options.max_moments,
+                               shortest=(duration or 0.0) / max(1, options.max_moments))
+        gop: list = []  # compressed packets since the last keyframe, decoded only when the gap grows long
+        dense = False
+        for packet in container.demux(stream):
+            if packet.pts is None and packet.dts is None:
+                for frame in _decode(stream, packet):  # the flush packet at the end
+                    self._consider(picker, frame, stream)
+                continue
+            seconds = _seconds(packet.pts if packet.pts is not None else packet.dts, stream)
+            if packet.is_keyframe:
+                gop, dense = [packet], False
+                picker.claimed = seconds  # its frame may come out of the decoder only with later packets
+                context.skip_frame = "DEFAULT"
+                for frame in _decode(stream, packet):
+                    self._consider(picker, frame, stream)
+                continue
+            gop.append(packet)
+            if not dense and picker.due(seconds):  # a long gap: decode this GOP after all
+                dense = True
+                context.skip_frame = "NONREF"
+                for held in gop[1:]:
+                    for frame in _decode(stream, held):
+                        self._consider(picker, frame, stream)
+            elif dense:
+                for frame in _decode(stream, packet):
+                    self._consider(picker, frame, stream)
+            if picker.full:
+                break
+        if not picker.moments:
+            raise DecodeError("no frame of the video could be decoded")
+        rotation = picker.rotation
+        shown = (height, width) if rotation in (90, 270) else (width, height)
+        segments = [Segment(IMAGE, start, pixels) for start, pixels in picker.moments]
+        return DecodedItem(segments, shown[0], shown[1], _format(path, stream), _created(container),
+                           duration_s=duration)
+
+    def _consider(self, picker: "_MomentPicker", frame, stream) -> None:
+        if frame.pts is None and frame.dts is None:
+            return
+        seconds = _seconds(frame.pts if frame.pts is not None else frame.dts, stream)
+        thumb = np.asarray(frame.reformat(width=THUMB[0], height=THUMB[1], format="gray").to_ndarray(), np.float32)
+        if not picker.wants(seconds, thumb):
+            return
+        picker.rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+        picker.take(seconds, thumb, self._pixels(frame, picker.rotation))
+
+    def _pixels(self, frame, rotation: int) -> np.ndarray:
+        """The frame as the image tower's input, uint8 (3, S, S): scaled in FFmpeg to twice the input
+        size (what draft decoding gives a JPEG), then cropped and resized as a picture is."""
+        size = self.preprocess.image_size * 2
+        width, height = frame.width, frame.height
+        scale = size / min(width, height)
+        image = frame.to_image(width=max(1, round(width * scale)), height=max(1, round(height * scale)))
+        if rotation:
+            image = image.rotate(rotation, expand=True)  # rotation: degrees counter-clockwise, as FFmpeg means it
+        return np.ascontiguousarray(np.asarray(resize_for_model(image, self.preprocess), np.uint8).transpose(2, 0, 1))
+
+
+class _MomentPicker:
+    """Which decoded frames become moments: scene cuts, a frame every `spacing` while the picture
+    changes, every `still` while it does not, at most `limit` of them."""
+
+    def __init__(self, spacing: float, still: float, scene_change: float, same_picture: float, limit: int,
+                 shortest: float = 0.0):
+        self.spacing, self.still, self.scene_change, self.same_picture, self.limit = (
+            spacing, still, scene_change, same_picture, limit)
+        self.shortest = shortest  # no two moments closer (a video with more cuts than moments to spare)
+        self.moments: list[tuple[float, np.ndarray]] = []
+        self.last_time: float | None = None
+        self.claimed: float | None = None  # the last keyframe fed to the decoder
+        self.last_thumb: np.ndarray | None = None
+        self.rotation = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self.moments) >= self.limit
+
+    def due(self, seconds: float) -> bool:
+        """True when a moment is owed by `seconds` (the caller then decodes frames it skipped)."""
+        known = [time for time in (self.last_time, self.claimed) if time is not None]
+        return not known or seconds - max(known) >= self.spacing
+
+    def wants(self, seconds: float, thumb: np.ndarray) -> bool:
+        if self.full:
+            return False
+        if self.last_time is None:
+            return True
+        if seconds < self.last_time:  # a frame shown before the last moment (reordered frames)
+            return False
+        change = float(np.abs(thumb - self.last_thumb).mean())
+        elapsed = seconds - self.last_time
+        if elapsed < self.shortest:
+            return False
+        if change >= self.scene_change:
+            return True  # a new shot
+        if change < self.same_picture:
+            return elapsed >= self.still
+        return elapsed >= self.spacing
+
+    def take(self, seconds: float, thumb: np.ndarray, pixels: np.ndarray) -> None:
+        self.moments.append((round(seconds, 3), pixels))
+        self.last_time, self.last_thumb = seconds, thumb
+
+
+def _decode(stream, packet):
+    try:
+        return stream.decode(packet)
+    except Exception as exc:  # noqa: BLE001 - one broken packet (a truncated file's last) costs its frames
+        log.debug("skipping an undecodable packet: %s", exc)
+        return []
+
+
+def _seconds(timestamp: int, stream) -> float:
+    start = stream.start_time or 0
+    return max(0.0, float((timestamp - start) * stream.time_base))
+
+
+def _duration(container, stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return None
+
+
+def _format(path: str, stream) -> str:
+    """"MP4/h264": the container as the file names it, and the video codec."""
+    return f"{os.path.splitext(path)[1].lstrip('.').upper()}/{stream.codec_context.name}"
+
+
+def _created(container) -> float | None:
+    """The recording time a camera or phone wrote (`creation_time`), as unix seconds."""
+    value = (container.metadata or {}).get("creation_time")
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.year > 1970 else None
+
+
+def _reason(exc: Exception) -> str:
+    return str(getattr(exc, "strerror", None) or exc).strip().splitlines()[0][:200]
