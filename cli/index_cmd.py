@@ -45,6 +45,8 @@ def index(
     cpu_assist: Annotated[float, typer.Option("--assist-megapixels", min=0, help="With GPU decoding: while a full batch of JPEGs already waits for the GPU, a decode thread decodes the next JPEG of at least this many megapixels itself, so the CPU and the GPU share big photos (0: the GPU decodes every JPEG).")] = 4.0,
     precision: Annotated[Optional[str], typer.Option(help="CPU image tower: onnx-int8 (fastest; default for a new index), onnx, int8, bf16 or fp32. Recorded in the index; image queries use the same.")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for another indexer on the same index.")] = 0.0,
+    ray: Annotated[Optional[str], typer.Option("--ray", metavar="ADDRESS", show_default=False, help="Embed on a Ray cluster: HOST:PORT (what `ray start --head` prints), auto, or local (start one here). The folders and the index must be on a filesystem every worker mounts at the same path.")] = None,
+    ray_actors: Annotated[Optional[int], typer.Option("--ray-actors", min=1, show_default=False, help="With --ray: model copies (default: one per CPU of the cluster, or per GPU).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON on stdout, with every skipped file and why.")] = False,
     report_limit: Annotated[int, typer.Option(min=0, help="Name at most this many skipped files on stderr, then only count them (0: name all).")] = 100,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -60,6 +62,7 @@ def index(
     from indexer.pipeline.embed import PipelineConfig
     from retrieval.indexing import Callbacks, IndexRequest, index_library
     from retrieval.media import MediaOptions
+    from retrieval.ray_embed import RayOptions
 
     config = load_config()
     request = IndexRequest(
@@ -71,6 +74,7 @@ def index(
         media=MediaOptions(decode=DecodeOptions(draft=not exact_decode, max_megapixels=max_megapixels),
                            gpu_decode=gpu_decode.value, assist_megapixels=cpu_assist or None),
         wait_s=wait,
+        ray=RayOptions(ray, actors=ray_actors) if ray else None,
     )
     reported = 0
 
@@ -100,6 +104,10 @@ def index(
     setup = [f"model set-up {report.prepare_seconds:.1f} s" if report.prepare_seconds >= 0.5 else "",
              f"text export {outcome.export_seconds:.1f} s" if outcome.export_seconds >= 0.5 else ""]
     setup_note = f"; of which {', '.join(part for part in setup if part)}" if any(setup) else ""
+    if report.embedding.get("where") == "ray":
+        where = report.embedding
+        err_console.print(f"embedded on Ray at {where['address']}: {where['actors']} actors, "
+                          f"{where['files_per_s_per_actor']:.1f} files/s each", markup=False)
     err_console.print(
         f"indexed {report.embedded}, reused {report.reused}, unchanged {report.unchanged}, removed {report.removed}, "
         f"failed {report.failed}{f', skipped {report.skipped}' if report.skipped else ''} in {outcome.seconds:.1f} s "

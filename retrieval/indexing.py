@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from indexer.errors import MmsearchError
 from indexer.media.scan import ScanOptions
@@ -29,6 +29,9 @@ from indexer.store.vectors import check_index_type
 from retrieval.index_model import ModelChoice, choose_model, open_model
 from retrieval.media import MediaOptions, media_for
 from retrieval.models.encoders import resolve_device
+
+if TYPE_CHECKING:
+    from retrieval.ray_embed import RayOptions
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ class IndexRequest:
     pipeline: PipelineConfig = PipelineConfig()
     media: MediaOptions = MediaOptions()
     wait_s: float = 0.0
+    ray: "RayOptions | None" = None  # embed on a Ray cluster (retrieval.ray_embed) instead of here
 
 
 @dataclass
@@ -106,7 +110,8 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
         if library.image_precision != model.settings.image_precision:
             library.set_info("image_precision", model.settings.image_precision)
         config = IndexConfig(roots=roots, pipeline=request.pipeline, index_type=request.index_type,
-                             scans={root: scan_options(remember_root(library, root, request)) for root in roots})
+                             scans={root: scan_options(remember_root(library, root, request)) for root in roots},
+                             embedding=_ray_embedding(request, library, model, device) if request.ray else None)
         report = index_folders(library, media_for(model, request.media), config,
                                on_progress=callbacks.on_progress, on_file_error=callbacks.on_file_error)
         export_seconds = 0.0
@@ -117,6 +122,14 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
         if new_index and choice.reason:
             library.set_info("model_reason", choice.reason)
         return IndexOutcome(report, model.info, choice, model.image_precision, export_seconds)
+
+
+def _ray_embedding(request: IndexRequest, library: Library, model, device: str):
+    from retrieval.ray_embed import ModelRecipe, RayEmbedding
+
+    recipe = ModelRecipe(model.info.name, model.settings.image_precision, str(library.image_export_path),
+                         request.media, request.pipeline)
+    return RayEmbedding(request.ray, recipe, device)
 
 
 def known_roots(library: Library) -> tuple[str, ...]:
