@@ -391,32 +391,60 @@ def test_the_terms_of_one_query_are_embedded_in_one_batch(shared):
     assert len(counting.calls) == 1 and len(counting.calls[0]) == 16
 
 
+def _heavy_client(base: str, numbers, results: list[int]) -> list[threading.Thread]:
+    """One client (127.0.0.2) sending a search per number at once, each in its own thread."""
+    def heavy(number: int) -> None:
+        transport = httpx.HTTPTransport(local_address="127.0.0.2")
+        with httpx.Client(transport=transport, timeout=60) as client:
+            results.append(client.get(base + "/api/search", params={"q": f"heavy query {number}"}).status_code)
+
+    threads = [threading.Thread(target=heavy, args=(number,), daemon=True) for number in numbers]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
 def test_one_client_with_many_heavy_searches_cannot_starve_another(live_server):
     """Issue 14: 8 clients of ~150-term queries took a normal query from 12 ms to 4-5 s. Here one client
-    (127.0.0.2) holds a search on a model thread; its next ones queue or get 429; 127.0.0.1 still gets through."""
+    (127.0.0.2) sends more searches at once than there are model threads, each held on its model thread
+    until released; another client (127.0.0.1) must still get its answer meanwhile."""
+    start, _, engine = live_server
+    counting = CountingEncoder(engine.text_encoder)
+    counting.release.clear()
+    engine.text_encoder = counting
+    base = start()  # the default share: half the model threads for one client
+    results: list[int] = []
+    threads = _heavy_client(base, range(engine._model_workers + 3), results)  # texts never cached before
+    try:
+        deadline = time.monotonic() + 20
+        while not counting.calls and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # the rest of the heavy searches arrive: they take every thread they may
+        assert counting.calls and not results, results
+        started = time.perf_counter()
+        normal = httpx.get(base + "/api/search", params={"q": "a normal query from another client"}, timeout=15)
+        assert normal.status_code == 200 and time.perf_counter() - started < 10
+    finally:
+        counting.release.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert set(results) <= {200, 429} and results.count(200) >= engine.searches_per_client
+
+
+def test_searches_beyond_a_clients_share_wait_or_get_429(live_server):
     start, _, engine = live_server
     counting = CountingEncoder(engine.text_encoder)
     counting.release.clear()
     engine.text_encoder = counting
     base = start(searches_per_client=1, queued_per_client=2)
     results: list[int] = []
-
-    def heavy(number: int) -> None:
-        transport = httpx.HTTPTransport(local_address="127.0.0.2")
-        with httpx.Client(transport=transport, timeout=60) as client:
-            results.append(client.get(base + "/api/search", params={"q": f"heavy query {number}"}).status_code)
-
-    threads = [threading.Thread(target=heavy, args=(number,), daemon=True) for number in range(5)]
+    threads = _heavy_client(base, range(100, 105), results)  # texts no other test embedded (none cached)
     try:
-        for thread in threads:
-            thread.start()
         deadline = time.monotonic() + 20
         while results.count(429) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert results == [429, 429], results  # 1 running, 2 waiting, the rest refused at once
-        started = time.perf_counter()
-        normal = httpx.get(base + "/api/search", params={"q": "a normal query from another client"}, timeout=15)
-        assert normal.status_code == 200 and time.perf_counter() - started < 10
+        assert results == [429, 429], results  # 1 running, 2 waiting, the rest refused (after a delay)
+        assert len(counting.calls) == 1
     finally:
         counting.release.set()
         for thread in threads:
