@@ -205,14 +205,16 @@ def warm_encoders(media: Media, progress: Callable[[IndexProgress], None]) -> fl
 def forget_paths(library: Library, paths: Sequence[str]) -> int:
     """Drop folders (or single files) from the index. Call with the write lock held."""
     base_generation = library.generation
+    absolute = [os.path.abspath(os.path.expanduser(path)) for path in paths]
+    run_id = library.runs.start("forget", absolute)  # first: the web server stops serving them at once
     removed: list[int] = []
     deleted = 0
-    for path in paths:
-        path = os.path.abspath(os.path.expanduser(path))
+    for path in absolute:
         result = library.items.forget(path)
         library.roots.forget(path)  # the next run of a root above it skips it
         removed.extend(result.removed)
         deleted += len(result.deleted_items)
     if deleted:
         library.update_vectors(base_generation=base_generation, removed=removed)
+    library.runs.finish(run_id, removed=deleted)
     return deleted

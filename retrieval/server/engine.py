@@ -32,14 +32,16 @@ from retrieval.models.encoders import Model
 from retrieval.query.parse import combine, parse_query
 from retrieval.query.search import Filters, Hit, rank
 from retrieval.server.config import ServerConfig
+from retrieval.server.decode_budget import check_decode_budget
 from retrieval.server.errors import ItemNotFoundError
-from retrieval.server.security import FileGuard
 
 log = logging.getLogger(__name__)
 
 MAX_OFFSET = 10_000
 MAX_LIMIT = 200
 MAX_LIKE_IDS = 16
+MAX_ITEM_ID = 2**63 - 1  # SQLite's largest integer
+MIN_MODEL_WORKERS = 2  # so a second client's query never waits for a first client's to finish
 STALE_REBUILD_INTERVAL_S = 30.0  # while a writer runs, rebuild from the database at most this often
 
 
@@ -113,6 +115,7 @@ class SearchRequest:
     filters: Filters = Filters()
     offset: int = 0
     limit: int = 48
+    max_decode_bytes: int | None = None  # per uploaded image; None: the engine's config
 
 
 @dataclass(frozen=True)
@@ -180,13 +183,12 @@ class SearchEngine:
         self.model = model
         self.config = config
         self.text_encoder, self.text_backend = open_text_encoder(library, model, config)
-        self.files = FileGuard(library)
         self._text_cache = _TextCache(config.text_cache_size)
         self._tower_lock = threading.Lock()  # the image tower is built once, by one thread
         # Forward passes run on a few dedicated threads (enough to keep every core busy), not on
         # whichever of the web server's many threads took the request: torch's per-thread state and
         # buffers then exist a few times over, not once per request thread, and memory stays flat.
-        self._model_workers = max(1, (os.cpu_count() or 1) // (config.torch_threads or 1))
+        self._model_workers = max(MIN_MODEL_WORKERS, (os.cpu_count() or 1) // (config.torch_threads or 1))
         self._model_pool = ThreadPoolExecutor(max_workers=self._model_workers, thread_name_prefix="mmsearch-model")
         self._status_cache: tuple[int, dict] | None = None
         self._model_checked_generation: int | None = None
@@ -223,6 +225,11 @@ class SearchEngine:
         self.library.vectors_for_search()
         log.info("model %s (text: %s) and index warm in %.2f s", self.model.info.name, self.text_backend,
                  time.perf_counter() - started)
+
+    @property
+    def searches_per_client(self) -> int:
+        """One client's share of the model threads (the server's default for ClientGate)."""
+        return max(1, self._model_workers // 2)
 
     def close(self) -> None:
         self._model_pool.shutdown(wait=True, cancel_futures=True)
@@ -261,7 +268,7 @@ class SearchEngine:
             vectors.append(self.stored_vector(item_id))
             weights.append(1.0)
         for data in request.images:
-            vectors.append(self.image_vector(data))
+            vectors.append(self.image_vector(data, request.max_decode_bytes))
             weights.append(1.0)
         if not vectors:
             raise QueryError("nothing to search for: give q (words), like (an item id) or an image")
@@ -278,7 +285,9 @@ class SearchEngine:
                 found[text] = vector
         return [found[text] for text in texts]
 
-    def image_vector(self, data: bytes) -> np.ndarray:
+    def image_vector(self, data: bytes, max_decode_bytes: int | None = None) -> np.ndarray:
+        """An uploaded image's vector; refused (413) first when decoding it would pass the memory budget."""
+        check_decode_budget(data, self.model.preprocess.image_size, max_decode_bytes or self.config.max_decode_bytes)
         try:
             decoded = decode_image(data, self.model.preprocess, DecodeOptions())
         except DecodeError as exc:
@@ -294,6 +303,8 @@ class SearchEngine:
 
     def stored_vector(self, item_id: int) -> np.ndarray:
         """The vector the index holds for an item ("more like this")."""
+        if not 1 <= item_id <= MAX_ITEM_ID:
+            raise ItemNotFoundError(f"no item with id {item_id}")
         vectors = self.library.reads.item_vectors(item_id, self.model.info.dim)
         if len(vectors) == 0:
             self.item(item_id)  # raises ItemNotFoundError when there is no such item
@@ -315,15 +326,12 @@ class SearchEngine:
 
     # --- items --------------------------------------------------------------------------
     def item(self, item_id: int) -> ItemRecord:
+        if not 1 <= item_id <= MAX_ITEM_ID:
+            raise ItemNotFoundError(f"no item with id {item_id}")
         record = self.library.reads.items([item_id]).get(item_id)
         if record is None:
             raise ItemNotFoundError(f"no item with id {item_id}")
         return record
-
-    def item_file(self, item_id: int) -> tuple[ItemRecord, str]:
-        """An item and the real path of its file, checked to lie inside the indexed folders."""
-        record = self.item(item_id)
-        return record, self.files.resolve(record)
 
     # --- status -------------------------------------------------------------------------
     def status(self) -> dict:
