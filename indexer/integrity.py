@@ -5,7 +5,9 @@ running index. It compares SQLite's own integrity check, vectors against rows, t
 against the database, rows against files on disk, and the recorded model against the model that
 loads today. repair takes the write lock, drops what cannot be right (vectors without a row, rows
 without a vector, vectors of the wrong size, leftover staged vectors), forgets rows whose files
-are gone only when asked, and rebuilds the FAISS file from the vectors in the database.
+now hold other content than was indexed (their vectors describe something else; the next index
+run embeds the files afresh) and rows whose files are gone only when asked, and rebuilds the
+FAISS file from the vectors in the database.
 """
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ from typing import Callable
 
 import numpy as np
 
-from indexer.errors import StoreError
+from indexer.errors import MmsearchError, StoreError
+from indexer.media.files import content_hash as content_hash_of
+from indexer.media.files import read_file_checked, sample_file_checked
 from indexer.store.inspect import DatabaseFacts, inspect_database, iter_item_paths
 from indexer.store.library import DB_NAME, VECTORS_NAME, Library
 from indexer.store.records import IMAGE
@@ -247,8 +251,17 @@ def _stat_or_none(path: str):
         return None
 
 
-def _is_missing(path: str) -> bool:
-    return _stat_or_none(path) is None
+def _holds(path: str, size_now: int, size_indexed: int, content_hash: str | None) -> bool:
+    """Whether the file at `path` still holds what was indexed from it: its stat changed, so its
+    content hash tells (whole-file for pictures, sampled for streamed sounds and videos)."""
+    if size_now != size_indexed or content_hash is None:
+        return False
+    try:
+        if sample_file_checked(path)[0] == content_hash:
+            return True
+        return content_hash_of(read_file_checked(path)[0]) == content_hash
+    except (OSError, MmsearchError):
+        return True  # cannot read it now: keep it, as a file that cannot be looked at
 
 
 def _check_model(report: CheckReport, facts: DatabaseFacts, load_model: Callable | None) -> None:
@@ -300,10 +313,11 @@ class RepairReport:
     dropped: dict = field(default_factory=dict)
     vectors_in_index: int = 0
     removed_files: list[str] = field(default_factory=list)
+    changed_files: list[str] = field(default_factory=list)  # forgotten: their files hold other content now
 
     def as_dict(self) -> dict:
         return {"dropped": dict(self.dropped), "vectors_in_index": self.vectors_in_index,
-                "removed_files": list(self.removed_files)}
+                "removed_files": list(self.removed_files), "changed_files": list(self.changed_files)}
 
 
 def repair_index(library: Library, *, drop_missing: bool = False) -> RepairReport:
@@ -318,19 +332,28 @@ def repair_index(library: Library, *, drop_missing: bool = False) -> RepairRepor
             f"Restore a backup of the index folder, or move it away and run `mmsearch index` again"
         )
     missing_ids: list[int] = []
-    if drop_missing:
-        for rows in iter_item_paths(library.db_path):
-            for item_id, path, _size, _mtime in rows:
-                try:
-                    if _is_missing(path):
-                        missing_ids.append(item_id)
-                except OSError as exc:  # cannot tell: keep it
-                    log.info("keeping %s: %s", path, exc)
-    report = RepairReport()
+    candidates: dict[int, tuple[str, int, int]] = {}  # stat changed since indexed: (path, size now, size then)
+    for rows in iter_item_paths(library.db_path):
+        for item_id, path, size, mtime in rows:
+            try:
+                stat = _stat_or_none(path)
+            except OSError as exc:  # cannot tell: keep it
+                log.info("keeping %s: %s", path, exc)
+                continue
+            if stat is None:
+                if drop_missing:
+                    missing_ids.append(item_id)
+            elif size >= 0 and (stat.st_size, stat.st_mtime) != (size, mtime):
+                candidates[item_id] = (path, stat.st_size, size)
+    hashes = library.reads.content_hashes(list(candidates))
+    changed = {item_id: path for item_id, (path, size_now, size_then) in candidates.items()
+               if not _holds(path, size_now, size_then, hashes.get(item_id))}
+    report = RepairReport(changed_files=sorted(changed.values()))
     base_generation = library.generation
     staged = library.staging.model()
     report.dropped = library.items.drop_inconsistent(dims={encoder: model.dim for encoder, model in facts.models.items()},
-                                                     staged_dim=staged.dim if staged else None, missing_ids=missing_ids)
+                                                     staged_dim=staged.dim if staged else None,
+                                                     missing_ids=missing_ids, changed_ids=list(changed))
     for leftover in _leftovers(library.folder):  # the write lock is held: no run is writing them now
         try:
             shutil.rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
