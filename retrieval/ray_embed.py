@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -63,11 +64,26 @@ def _ray():
     return ray
 
 
+def _reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT that answers on TCP, checked first: ray.init retries an unreachable head for minutes."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise RayError(f"cannot reach the Ray cluster at {address!r}: give HOST:PORT (what `ray start --head` "
+                       f"prints), auto or local")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise RayError(f"cannot reach the Ray cluster at {address!r}: {exc.strerror or exc} (is `ray start --head` "
+                       f"running there, and the port open?)") from None
+
+
 def connect(address: str) -> dict:
     """Join (or, for "local", start) the cluster; its resources."""
     ray = _ray()
     if not ray.is_initialized():
         target = None if address == "local" else address
+        if address not in ("local", "auto"):
+            _reachable(address)
         try:
             ray.init(address=target, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                      configure_logging=False)

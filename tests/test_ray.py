@@ -103,3 +103,24 @@ def test_an_index_embedded_on_a_ray_cluster_is_the_local_one(ray_head, tmp_path,
     assert (again["embedded"], again["reused"], again["removed"]) == (0, 1, 1)
     check = json.loads(runner.invoke(app, ["check", "--db", str(remote), "--json", "--no-model"]).stdout)
     assert check["healthy"], check["problems"]
+
+
+def test_a_killed_driver_resumes_and_redoes_at_most_the_batches_in_flight(ray_head, tmp_path, tiny_model_config):
+    from test_reliability_support import CliProcess, assert_database_consistent, committed_rows, count, write_tiny_pngs
+
+    pics, db = tmp_path / "pics", tmp_path / "db"
+    write_tiny_pngs(pics, 400)
+    process = CliProcess(["index", pics, "--db", db, "--model", tiny_model_config, "--ray", ray_head], tmp_path / "run1")
+    process.wait_until(lambda: count(db, "SELECT count(*) FROM vectors") > 0, timeout_s=300, what="a first batch")
+    assert process.kill(), "the run ended before it could be killed"
+    before = committed_rows(db)
+    assert 0 < len(before) < 400
+    assert_database_consistent(db)
+    result = runner.invoke(app, ["index", str(pics), "--db", str(db), "--ray", ray_head, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["embedded"] == 400 - len(before) and summary["unchanged"] == len(before)
+    after = committed_rows(db)
+    assert {path: after[path] for path in before} == before  # nothing committed was redone
+    assert len(after) == 400
+    assert_database_consistent(db)
