@@ -1,6 +1,7 @@
 """An unchanged re-run over a big collection: the whole `mmsearch index` command, and its parts apart.
 
-Makes N tiny PNG files (copies of 1,000 distinct 16x16 images, 1,000 to a folder), once. The index
+Makes N empty files named like PNGs (or, --png, copies of 1,000 distinct 16x16 PNGs), 1,000 to a
+folder, once: an unchanged re-run reads names and stat() only, never a file's content. The index
 is filled directly (rows with each file's real size and mtime, random vectors of the tiny model's
 size, then the FAISS file), as a first run would leave it without embedding a million pictures on
 this CPU; the first timed command writes the tiny model's text export, and is not counted.
@@ -10,7 +11,7 @@ dentry and inode caches are warm, as they are on a re-run):
 - listing: os.scandir over every folder, names only (the floor of any walk);
 - walk: `indexer.media.scan.walk` (listing + filters + one stat per file + a FoundFile);
 - stat: os.stat of every path alone;
-- known_files: `MetaStore.known_files(root)` (the database read of the change check);
+- known_files: `ItemStore.known_files(root)` (the database read of the change check);
 - compare: the dictionary look-ups of `sync._split_changed` (walk results against known_files);
 - mark_seen, sweep: the run's two writes over the unchanged rows;
 - update_vectors: the FAISS check at the end of a run with nothing changed.
@@ -40,14 +41,17 @@ from bench_rescan import TINY
 PER_FOLDER = 1000
 
 
-def make_files(folder: Path, n: int) -> None:
+def make_files(folder: Path, n: int, empty: bool) -> None:
+    """n files named img0000000.png ..., 1,000 to a folder: empty (an unchanged re-run reads no file's
+    content, only names and stat(); no data blocks: a million cost ~40 MB of disk) or 16x16 PNGs."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
     payloads = []
-    for _ in range(1000):
+    for _ in range(1 if empty else 1000):
         buffer = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buffer, format="PNG")
+        if not empty:
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buffer, format="PNG")
         payloads.append(buffer.getvalue())
     for start in range(0, n, PER_FOLDER):
         sub = folder / f"{start // PER_FOLDER:04d}"
@@ -238,6 +242,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/mms-rescan1m"))
     parser.add_argument("--commands", type=int, default=3, help="timed whole `mmsearch index` runs (0: parts only)")
     parser.add_argument("--no-parts", action="store_true")
+    parser.add_argument("--png", action="store_true", help="16x16 PNGs instead of empty files (4 KB of disk each)")
     parser.add_argument("--walk-ab", type=Path, default=None,
                         help="another scan.py (say `git show HEAD~1:indexer/media/scan.py > old.py`): time its walk "
                              "and this one's, interleaved, --walk-rounds rounds each, and print the medians")
@@ -248,7 +253,7 @@ def main() -> None:
     images, db = args.work / "images", args.work / f"db-{args.n}"
     model = args.work / "tiny.json"
     started = time.perf_counter()
-    make_files(images, args.n)
+    make_files(images, args.n, empty=not args.png)
     model.write_text(json.dumps(TINY))
     if not (db / "mmsearch.db").exists():
         fill_index(db, images, model)
