@@ -118,8 +118,8 @@ def build(args) -> None:
     def progress(stage: str, done: int) -> None:
         timings.setdefault(stage, time.perf_counter() - started)
         if stage != "add" or done % 1_000_000 == 0:
-            print(f"[{time.perf_counter() - started:8.1f} s] {stage} {done} {memory_status()} "
-                  f"load {open('/proc/loadavg').read().split()[0]}", file=log, flush=True)
+            print(f"[{time.perf_counter() - started:8.1f} s, CPU {time.process_time() - cpu_started:8.1f} s] {stage} {done} "
+                  f"{memory_status()} load {open('/proc/loadavg').read().split()[0]}", file=log, flush=True)
 
     print(f"build {spec} n={args.n} train={train} at {benchlib.code_version(('indexer/store/ondisk.py',))}",
           file=log, flush=True)
