@@ -352,8 +352,6 @@ def repair_index(library: Library, *, drop_missing: bool = False) -> RepairRepor
                 report.removed_files.append(str(path))
         ondisk_folder = library.vector_files(IMAGE).ondisk
         if ondisk_folder.exists():
-            import shutil
-
             shutil.rmtree(ondisk_folder, ignore_errors=True)
             report.removed_files.append(str(ondisk_folder))
     report.vectors_in_index = saved.ntotal if saved is not None else 0
