@@ -140,3 +140,59 @@ def test_cli_records_the_budget_and_status_names_the_kind(tmp_path, tiny_model_c
     assert status["index_kind"] == "memory" and "within the 2.0 MB budget" in status["index_choice"]
     shown = runner.invoke(app, ["status", "--db", str(db)], env={"COLUMNS": "250"})
     assert "vector index" in shown.stdout and "Flat in memory: about" in shown.stdout
+
+
+def test_each_encoder_gets_its_own_index_of_the_kind_its_size_calls_for(tmp_path, monkeypatch):
+    """Two encoders in one library: the big one (many moments per item) goes on disk in its own folder
+    (vectors-<encoder>.ondisk/), the small one stays in memory, each searched against its own exact
+    answer; check, status and a reopen see both."""
+    monkeypatch.setattr(ivf_training, "OPQ_ITERATIONS", 5)
+    from indexer.integrity import check_index
+    from indexer.store.library import Library
+    from indexer.store.records import Embedded, ModelInfo, NewItem
+
+    rng = np.random.default_rng(3)
+    library = Library(tmp_path / "db")
+    library.bind_encoder("image", ModelInfo("m", "w", 16, "f"))
+    library.bind_encoder("clap", ModelInfo("sound", "w", 32, "g"))
+    means = rng.standard_normal((30, 32)).astype(np.float32)
+
+    def unit(matrix):
+        return (matrix / np.linalg.norm(matrix, axis=1, keepdims=True)).astype(np.float32)
+
+    run_id = library.runs.start("index", ["/a"])
+    rows = []
+    for n in range(3000):  # one picture vector and seven sound windows an item
+        moments = unit(means[rng.integers(0, 30, 7)] + 0.5 * rng.standard_normal((7, 32)).astype(np.float32))
+        vectors = [Embedded("image", None, unit(rng.standard_normal((1, 16)).astype(np.float32))[0])]
+        vectors += [Embedded("clap", float(second), moment) for second, moment in enumerate(moments)]
+        rows.append(NewItem(path=f"/a/{n // 1000:03d}/{n:06d}.wav", size=1, mtime=1.0, content_hash=str(n), width=1,
+                            height=1, format="WAV", vectors=vectors))
+    for start in range(0, len(rows), 1000):
+        library.items.write_batch(rows[start:start + 1000], run_id)
+    library.set_max_index_memory(1_000_000)  # 21,000 sound vectors of 32-d exceed it; 3,000 of 16-d do not
+    library.update_vectors(base_generation=library.generation, rebuild=True)
+    assert (tmp_path / "db" / "vectors-clap.ondisk" / ondisk.MANIFEST).exists()
+    assert not (tmp_path / "db" / "vectors-clap.faiss").exists()
+    assert (tmp_path / "db" / "vectors.faiss").exists() and not (tmp_path / "db" / "vectors.ondisk").exists()
+    library.close()
+    import faiss
+
+    with Library(tmp_path / "db") as reopened:
+        for encoder, dim, kind in (("image", 16, "memory"), ("clap", 32, "ondisk")):
+            searched = reopened.vectors_for_search(encoder)
+            assert index_choice.index_kind(searched) == kind and searched.generation == reopened.generation
+            ids, stored = reopened.reads.vectors_for(reopened.reads.vector_ids(encoder).tolist(), dim, encoder)
+            assert searched.ntotal == len(ids) == (3000 if encoder == "image" else 21_000)
+            queries = stored[:10] + 0.01
+            scores = queries @ stored.astype(np.float16).astype(np.float32).T
+            exact = ids[np.lexsort((np.broadcast_to(ids, scores.shape), -scores), axis=1)[:, :10]]
+            tuning = SearchTuning(nprobe=faiss.extract_index_ivf(searched.index).nlist, rerank=10**6) \
+                if kind == "ondisk" else SearchTuning()
+            found = searched.search(queries, 10, tuning=tuning)[1]
+            if kind == "ondisk":  # re-ranked by the exact float16 rows: the exact answer
+                np.testing.assert_array_equal(found, exact)
+            else:  # Flat over float32 (ties aside, the same set)
+                assert np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact)]) >= 0.99
+    report = check_index(tmp_path / "db", files=False)
+    assert not report.problems, report.problems

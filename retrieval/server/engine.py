@@ -371,6 +371,7 @@ class SearchEngine:
             "image_precision": library.image_precision,
             "index_type": saved["spec"] if saved else choose_index_spec(counts["vectors"], library.index_type),
             "index_type_setting": library.index_type,
+            "index_kind": saved.get("kind", "memory") if saved else None,  # "memory" or "ondisk"
             "vectors_in_index": saved.get("ntotal") if saved else None,
             "index_up_to_date": bool(saved) and saved.get("generation") == generation,
             "size_bytes": library.size_on_disk(),
