@@ -258,7 +258,7 @@ def main() -> None:
     if not (db / "mmsearch.db").exists():
         fill_index(db, images, model)
     print(f"files and index ready in {time.perf_counter() - started:.0f} s; {benchlib.machine_line()}; "
-          f"code {benchlib.code_version(('indexer/media/scan.py', 'indexer/pipeline/sync.py', 'indexer/store/meta.py'))}",
+          f"code {benchlib.code_version(('indexer/media/scan.py', 'indexer/pipeline/sync.py', 'indexer/store/items.py', 'indexer/store/library.py'))}",
           flush=True)
     command = [args.mmsearch, "index", str(images), "--db", str(db), "--model", str(model), "--json"]
     if args.commands:
