@@ -39,6 +39,7 @@ import benchlib
 from bench_rescan import TINY
 
 PER_FOLDER = 1000
+MEASURED = ('indexer/media/scan.py', 'indexer/pipeline/sync.py', 'indexer/store/items.py', 'indexer/store/library.py')
 
 
 def make_files(folder: Path, n: int, empty: bool) -> None:
@@ -258,7 +259,7 @@ def main() -> None:
     if not (db / "mmsearch.db").exists():
         fill_index(db, images, model)
     print(f"files and index ready in {time.perf_counter() - started:.0f} s; {benchlib.machine_line()}; "
-          f"code {benchlib.code_version(('indexer/media/scan.py', 'indexer/pipeline/sync.py', 'indexer/store/items.py', 'indexer/store/library.py'))}",
+          f"code {benchlib.code_version(MEASURED)}",
           flush=True)
     command = [args.mmsearch, "index", str(images), "--db", str(db), "--model", str(model), "--json"]
     if args.commands:
