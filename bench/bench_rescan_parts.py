@@ -225,7 +225,9 @@ def walk_ab(images: Path, other: Path, rounds: int, n: int) -> None:
 
 
 def run_command(command: list[str]) -> tuple[float, float, dict]:
-    """(wall s, CPU s of the command's process tree, its --json summary)."""
+    """(wall s, CPU s of the command's process tree, its --json summary); the summary gains
+    `peak_rss_mib`: the most resident memory any command run so far held (getrusage's children
+    maximum, so the first command's peak counts in later rows too)."""
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -234,7 +236,9 @@ def run_command(command: list[str]) -> tuple[float, float, dict]:
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, json.loads(done.stdout)
+    summary = json.loads(done.stdout)
+    summary["peak_rss_mib"] = round(after.ru_maxrss / 1024, 1)
+    return wall, cpu, summary
 
 
 def main() -> None:
@@ -281,7 +285,8 @@ def main() -> None:
         assert summary["embedded"] == 0 and summary["unchanged"] == args.n, summary
         times.append(seconds)
         cpus.append(cpu)
-        print(f"  command: {seconds:.1f} s wall, CPU {cpu:.1f} s, {summary['seconds']:.1f} s in the run (load {load})",
+        print(f"  command: {seconds:.1f} s wall, CPU {cpu:.1f} s, {summary['seconds']:.1f} s in the run, "
+              f"peak RSS {summary['peak_rss_mib']} MiB (load {load})",
               flush=True)
     if times:
         print(f"unchanged re-run of {args.n} files: median {statistics.median(times):.1f} s wall, "
