@@ -1,5 +1,7 @@
 """Bytes the SQLite database takes per item (its row and its vector), for N pictures with one 512-d
-vector each (docs/SCALE.md scales this up; the vector index's bytes are bench_ondisk's).
+vector each, and the memory a re-run's change check holds per item (`known_files` of the root:
+every row under it, in a dict; measured with tracemalloc); docs/SCALE.md scales these up (the
+vector index's bytes are bench_ondisk's).
 
 Rows are written through the product's `ItemStore.write_batch` with paths shaped like a photo
 library's (`/photos/2024/07/IMG_001234.jpg`, 1,000 to a folder); the database is checkpointed
@@ -15,6 +17,7 @@ import json
 import shutil
 import sqlite3
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +58,16 @@ def main() -> None:
     with sqlite3.connect(db / "mmsearch.db") as connection:
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     database = sum(path.stat().st_size for path in db.glob("mmsearch.db*"))
+    with Library(db) as library:
+        tracemalloc.start()
+        known = library.items.known_files("/photos")
+        held, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert len(known) == args.n
     report = {"n": args.n, "dim": args.dim, "database_bytes": database,
               "database_bytes_per_item": round(database / args.n, 1),
-              "vector_blob_bytes": args.dim * 4, "code": benchlib.code_version(("indexer/store/items.py",)),
+              "vector_blob_bytes": args.dim * 4, "known_files_bytes_per_item": round(held / args.n, 1),
+              "code": benchlib.code_version(("indexer/store/items.py",)),
               "machine": benchlib.machine_line(), "date": benchlib.today()}
     print(json.dumps(report, indent=1))
 
