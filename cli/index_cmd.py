@@ -39,7 +39,8 @@ def index(
     exact_decode: Annotated[bool, typer.Option("--exact-decode", help="Decode JPEGs at full size (draft mode is on by default: faster, nearly identical).")] = False,
     max_megapixels: Annotated[float, typer.Option(help="Skip images larger than this.")] = 100.0,
     decode_timeout: Annotated[float, typer.Option(min=0, help="Give up on a file that takes longer than this many seconds to read and decode (0: no limit).")] = 30.0,
-    index_type: Annotated[Optional[str], typer.Option(help="auto (exact below 100k, IVF above), flat, ivf, hnsw, or a faiss index_factory string.")] = None,
+    index_type: Annotated[Optional[str], typer.Option(help="auto (exact below 100k, IVF above; on disk past --max-index-memory), flat, ivf, hnsw, ondisk, or a faiss index_factory string.")] = None,
+    max_index_memory: Annotated[Optional[str], typer.Option("--max-index-memory", help="Memory the vector index may take (4GB, 500MB, 2GiB): past it, auto puts the index on disk (IVF-PQ, re-ranked by exact vectors). Recorded in the index; default: half of this machine's memory, at most 4 GB.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     gpu_decode: Annotated[GpuDecode, typer.Option("--gpu-decode", help="JPEGs decoded on the GPU (nvJPEG) when the image tower runs on CUDA. auto: whenever possible; on: fail without it.")] = GpuDecode.auto,
     cpu_assist: Annotated[float, typer.Option("--assist-megapixels", min=0, help="With GPU decoding: while a full batch of JPEGs already waits for the GPU, a decode thread decodes the next JPEG of at least this many megapixels itself, so the CPU and the GPU share big photos (0: the GPU decodes every JPEG).")] = 4.0,
@@ -73,7 +74,7 @@ def index(
         pipeline=PipelineConfig(batch_size=batch_size, workers=workers, decode_timeout_s=decode_timeout or None),
         media=MediaOptions(decode=DecodeOptions(draft=not exact_decode, max_megapixels=max_megapixels),
                            gpu_decode=gpu_decode.value, assist_megapixels=cpu_assist or None),
-        wait_s=wait,
+        wait_s=wait, max_index_memory=_parse_budget(max_index_memory),
         ray=RayOptions(ray, actors=ray_actors) if ray else None,
     )
     reported = 0
@@ -114,3 +115,14 @@ def index(
         f"({report.images_per_s:.1f} images/s{setup_note}; image tower {outcome.image_precision})",
         markup=False,
     )
+
+
+def _parse_budget(text: str | None) -> int | None:
+    if text is None:
+        return None
+    from indexer.store.index_choice import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--max-index-memory") from exc

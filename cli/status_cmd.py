@@ -41,6 +41,7 @@ def status(
     if info.get("image_precision"):
         table.add_row("image tower (CPU)", info["image_precision"])
     table.add_row("index type", f"{info['index_type']} (setting: {info['index_type_setting']})")
+    table.add_row("vector index", f"{info['index_choice']}{'' if info['max_index_memory_setting'] else ' (default budget)'}")
     if info.get("search_tuning"):
         table.add_row("search tuning", info["search_tuning"])
     table.add_row("size on disk", f"{info['size_bytes'] / 1e6:.1f} MB")

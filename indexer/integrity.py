@@ -30,7 +30,7 @@ from indexer.media.files import read_file_checked, sample_file_checked
 from indexer.store.inspect import DatabaseFacts, inspect_database, iter_item_paths
 from indexer.store.library import DB_NAME, VECTORS_NAME, Library
 from indexer.store.records import IMAGE
-from indexer.store.vectors import VectorIndex, file_digest, sidecar_path
+from indexer.store.vectors import file_digest, sidecar_path
 from indexer.store.version import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,10 @@ def _check_rows(report: CheckReport, facts: DatabaseFacts) -> None:
 
 
 def _check_vector_file(report: CheckReport, facts: DatabaseFacts, folder: Path) -> None:
-    path = folder / VECTORS_NAME
+    from indexer.store import index_choice
+
+    files = index_choice.VectorFiles.of(folder / VECTORS_NAME)
+    path = files.ondisk if (files.ondisk / "manifest.json").exists() else files.memory
     good = np.setdiff1d(facts.vector_ids, np.asarray(facts.orphan_vectors + [i for i, _ in facts.bad_vectors], np.int64))
     live = len(good)
     info: dict = {"path": str(path), "exists": path.exists()}
@@ -178,24 +181,28 @@ def _check_vector_file(report: CheckReport, facts: DatabaseFacts, folder: Path) 
             report.problems.append(Problem("vector_index_missing", f"{path} is missing ({live} vectors in the database); "
                                                                    f"`mmsearch repair` rebuilds it"))
         return
-    saved = VectorIndex.load(path)
+    saved = index_choice.load_saved(files, generation=facts.generation)
     if saved is None:
         report.problems.append(Problem("vector_index_unreadable", f"{path} or its sidecar cannot be read or do not "
                                                                   f"agree; `mmsearch repair` rebuilds it"))
         return
-    info.update({"spec": saved.spec, "generation": saved.generation, "ntotal": saved.ntotal, "dim": saved.dim})
-    try:
-        recorded = json.loads(sidecar_path(path).read_text()).get("file_blake2b")
-    except (OSError, ValueError):
-        recorded = None
-    if recorded is None:
-        report.notes.append(f"{path} was written by an older mmsearch without a digest of its bytes: its content is "
-                            f"checked by count and ids only (the next run that changes the index adds one)")
-    elif file_digest(path) != recorded:
-        report.problems.append(Problem(
-            "vector_index_corrupt", f"{path} is not the file that was written (its bytes changed: a disk error, or "
-                                    f"an edit); searches may rank wrongly; `mmsearch repair` rebuilds it from the database"))
-        return
+    kind = index_choice.index_kind(saved)
+    info.update({"spec": saved.spec, "generation": saved.generation, "ntotal": saved.ntotal, "dim": saved.dim,
+                 "kind": kind})
+    if kind == "memory":  # an on-disk index's files are new with each save and named by its manifest
+        try:
+            recorded = json.loads(sidecar_path(path).read_text()).get("file_blake2b")
+        except (OSError, ValueError):
+            recorded = None
+        if recorded is None:
+            report.notes.append(f"{path} was written by an older mmsearch without a digest of its bytes: its content "
+                                f"is checked by count and ids only (the next run that changes the index adds one)")
+        elif file_digest(path) != recorded:
+            report.problems.append(Problem(
+                "vector_index_corrupt", f"{path} is not the file that was written (its bytes changed: a disk error, "
+                                        f"or an edit); searches may rank wrongly; `mmsearch repair` rebuilds it from "
+                                        f"the database"))
+            return
     if saved.generation != facts.generation:
         report.problems.append(Problem(
             "vector_index_stale", f"{path} was built at generation {saved.generation}, the database is at "
@@ -366,5 +373,9 @@ def repair_index(library: Library, *, drop_missing: bool = False) -> RepairRepor
             if path.exists():
                 path.unlink()
                 report.removed_files.append(str(path))
+        ondisk_folder = library.vector_files(IMAGE).ondisk
+        if ondisk_folder.exists():
+            shutil.rmtree(ondisk_folder, ignore_errors=True)
+            report.removed_files.append(str(ondisk_folder))
     report.vectors_in_index = saved.ntotal if saved is not None else 0
     return report

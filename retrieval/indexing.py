@@ -57,6 +57,7 @@ class IndexRequest:
     media: MediaOptions = MediaOptions()
     wait_s: float = 0.0
     ray: "RayOptions | None" = None  # embed on a Ray cluster (retrieval.ray_embed) instead of here
+    max_index_memory: int | None = None  # bytes the vector index may hold in memory; None keeps the index's own
 
 
 @dataclass
@@ -99,6 +100,8 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
         roots = tuple(os.path.abspath(os.path.expanduser(root)) for root in request.roots) or known_roots(library)
         if not roots:
             raise MmsearchError("say which folders to index: mmsearch index FOLDER (this index has none yet)")
+        if request.max_index_memory:
+            library.set_max_index_memory(request.max_index_memory)
         new_index = library.model() is None
         choice = choose_model(library, request.model, request.configured_model, default_policy=True,
                               tqdm_class=callbacks.tqdm_class)

@@ -10,7 +10,6 @@ model fingerprint matches; without one (or when it cannot be opened) on the torc
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -25,7 +24,7 @@ from indexer.errors import DecodeError, ModelMismatchError
 from indexer.media.image import DecodeOptions, decode_image
 from indexer.store.library import Library
 from indexer.store.records import IMAGE, ItemRecord
-from indexer.store.vectors import VectorIndex, choose_index_spec, sidecar_path
+from indexer.store.vectors import VectorIndex, choose_index_spec
 from retrieval.errors import QueryError
 from retrieval.index_model import choose_model, open_model
 from retrieval.models.encoders import Model
@@ -94,15 +93,14 @@ class WarmLibrary(Library):
             self._reload_lock.release()
 
     def saved_index_info(self) -> dict | None:
-        """The FAISS file's sidecar (spec, generation, ntotal, dim), or None when there is none."""
-        try:
-            return json.loads(sidecar_path(self.vectors_path(IMAGE)).read_text())
-        except (OSError, ValueError):
-            return None
+        """What the committed vector index records (kind, spec, generation, ntotal, dim), or None."""
+        from indexer.store.index_choice import saved_info
+
+        return saved_info(self.vector_files(IMAGE))
 
     def _file_matches(self, generation: int) -> bool:
         saved = self.saved_index_info()
-        return saved is not None and saved.get("generation") == generation and self.vectors_path(IMAGE).exists()
+        return saved is not None and saved.get("generation") == generation
 
 
 @dataclass(frozen=True)
@@ -373,6 +371,7 @@ class SearchEngine:
             "image_precision": library.image_precision,
             "index_type": saved["spec"] if saved else choose_index_spec(counts["vectors"], library.index_type),
             "index_type_setting": library.index_type,
+            "index_kind": saved.get("kind", "memory") if saved else None,  # "memory" or "ondisk"
             "vectors_in_index": saved.get("ntotal") if saved else None,
             "index_up_to_date": bool(saved) and saved.get("generation") == generation,
             "size_bytes": library.size_on_disk(),
