@@ -51,6 +51,7 @@ class IndexRequest:
     # (the config file's), else nothing excluded and no hidden files
     exclude: tuple[str, ...] | None = None
     hidden: bool | None = None
+    follow_outside: bool | None = None  # follow symbolic links that lead outside the root
     default_exclude: tuple[str, ...] = ()
     default_hidden: bool = False
     pipeline: PipelineConfig = PipelineConfig()
@@ -150,6 +151,8 @@ def remember_root(library: Library, root: str, request: IndexRequest) -> RootSet
         root,
         exclude=request.exclude if request.exclude is not None else above.exclude if above else request.default_exclude,
         hidden=request.hidden if request.hidden is not None else above.hidden if above else request.default_hidden,
+        follow_outside=request.follow_outside if request.follow_outside is not None else
+        above.follow_outside if above else False,
         forgotten=forgotten,
     )
     return library.roots.remember(settings)
@@ -158,7 +161,8 @@ def remember_root(library: Library, root: str, request: IndexRequest) -> RootSet
 def scan_options(settings: RootSettings) -> ScanOptions:
     """How a root is walked: its excludes, and its forgotten paths (as exact paths, glob-escaped)."""
     forgotten = tuple(pattern for path in settings.forgotten for pattern in (glob.escape(path), glob.escape(path) + "/*"))
-    return ScanOptions(exclude=settings.exclude + forgotten, include_hidden=settings.hidden)
+    return ScanOptions(exclude=settings.exclude + forgotten, include_hidden=settings.hidden,
+                       follow_outside=settings.follow_outside)
 
 
 def export_text_tower(library: Library, model, callbacks: Callbacks = Callbacks()) -> float:

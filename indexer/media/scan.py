@@ -39,6 +39,7 @@ class ScanOptions:
     exclude: tuple[str, ...] = ()
     include_hidden: bool = False
     follow_symlinks: bool = True
+    follow_outside: bool = False  # follow symbolic links whose target lies outside the walked root
 
 
 def _excluded(path: str, name: str, patterns: Sequence[str]) -> bool:
@@ -50,6 +51,8 @@ def walk(root: str | Path, options: ScanOptions = ScanOptions(),
     """Yield media files under root (or root itself if it is a file), depth first, sorted by name.
 
     A folder reached twice through symlinks (a loop, or two links to one place) is walked once.
+    A symbolic link whose target lies outside `root` (`ln -s .. loop`, a link to another disk) is
+    not followed, and costs one `on_skip` call, unless `options.follow_outside`.
     Unreadable folders, symlink loops, dangling links and special files (FIFOs, devices) named
     like images cost an `on_skip(path, reason)` call, never the walk.
 
@@ -67,6 +70,7 @@ def walk(root: str | Path, options: ScanOptions = ScanOptions(),
         options.follow_symlinks
     visited: set[tuple[int, int]] = set()
     stack = [root]
+    inside = None if options.follow_outside or not follow else os.path.realpath(root)
     while stack:
         folder = stack.pop()
         try:
@@ -100,6 +104,10 @@ def walk(root: str | Path, options: ScanOptions = ScanOptions(),
                 if not media and extension:  # notes.txt, IMG_1.xmp: neither a folder to enter nor a file to index
                     if not _maybe_folder(entry, follow):
                         continue
+                if inside is not None and entry.is_symlink() and not _leads_inside(prefix + name, inside):
+                    _skip(on_skip, prefix + name, "symbolic link that leads outside the indexed folder (not "
+                                                  "followed; --follow-outside follows it)")
+                    continue
                 try:
                     is_dir = entry.is_dir(follow_symlinks=follow)
                     is_file = not is_dir and media and entry.is_file(follow_symlinks=follow)
@@ -128,6 +136,11 @@ def walk(root: str | Path, options: ScanOptions = ScanOptions(),
         finally:
             os.close(fd)
         stack.extend(reversed(subfolders))
+
+
+def _leads_inside(link: str, inside: str) -> bool:
+    target = os.path.realpath(link)
+    return target == inside or target.startswith(inside if inside.endswith(os.sep) else inside + os.sep)
 
 
 def _name(entry: os.DirEntry) -> str:
