@@ -242,3 +242,15 @@ def test_left_out_summary_averages_styles():
     assert summary["average"]["held_out"] == {"r1": 0.2, "r10": 0.6}
     assert summary["average"]["all_concepts"] == {"r1": 0.0, "r10": 0.2}
     assert summary["styles"]["b"] == {"held_out": {"r1": 0.3, "r10": 0.7, "n": 20}}
+
+
+def test_recipe_trains_from_scratch_or_continues_a_model(tmp_path):
+    from tools.bundled import recipe
+
+    scratch = recipe.train_config(recipe.config_from_args(recipe.parse_args(["--work", str(tmp_path)])))
+    assert scratch.base == str(recipe.CONFIG_PATH) and scratch.lock_text and scratch.augment
+    assert scratch.batch_size == recipe.CPU_BATCH and scratch.lr == recipe.RecipeConfig.lr
+    continued = recipe.train_config(recipe.config_from_args(recipe.parse_args(
+        ["--work", str(tmp_path), "--init", str(tmp_path / "previous"), "--batch-size", "512", "--lr", "1e-3"])))
+    assert continued.base == str(tmp_path / "previous")
+    assert continued.batch_size == 512 and continued.lr == pytest.approx(2e-3)  # sqrt(512 / 128) x

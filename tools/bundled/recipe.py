@@ -56,6 +56,7 @@ class RecipeConfig:
     per_concept: int = 8  # strongly augmented images per train concept (make_pairs)
     mild_per_concept: int = 6  # and mildly augmented ones
     augment: str = "style"  # make_pairs.AUGMENTS
+    init: str = "scratch"  # "scratch": the config's random image tower; else a model folder to continue from
     epochs: int = 10
     batch_size: int | None = None  # None: CPU_BATCH on a CPU, GPU_BATCH on CUDA
     lr: float = 2e-3  # at CPU_BATCH; scaled by sqrt(batch / CPU_BATCH)
@@ -142,7 +143,7 @@ def train_config(config: RecipeConfig):
     return TrainConfig(
         pairs=config.work / "pairs" / "pairs.csv",
         out=config.work / "model",
-        base=str(CONFIG_PATH),
+        base=str(CONFIG_PATH) if config.init == "scratch" else str(config.init),
         val_fraction=0.05,
         epochs=config.epochs,
         batch_size=batch,
@@ -275,6 +276,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="mildly augmented images per train concept")
     parser.add_argument("--augment", choices=("style", "classic"), default=RecipeConfig.augment,
                         help="strong augmentation: style-breaking (default) or the two-style recipe's classic one")
+    parser.add_argument("--init", default="scratch",
+                        help="scratch (default: the config's random image tower) or a model folder of the same "
+                        "architecture to continue training from")
     parser.add_argument("--lr", type=float, default=RecipeConfig.lr, help=f"learning rate at batch {CPU_BATCH}")
     parser.add_argument("--batch-size", type=int, default=None,
                         help=f"default {CPU_BATCH} on a CPU, {GPU_BATCH} on CUDA")
@@ -300,6 +304,7 @@ def config_from_args(args: argparse.Namespace) -> RecipeConfig:
         per_concept=args.per_concept,
         mild_per_concept=args.mild_per_concept,
         augment=args.augment,
+        init=args.init,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -369,6 +374,7 @@ def main(argv=None) -> int:
         "pairs_seconds": round(pairs_seconds, 1),
         "train_seconds": round(train_seconds, 1),
         "pairs_per_second": round(result.pairs_per_second, 1),
+        "init": config.init,
         "train_styles": list(train_styles),
         "left_out_styles": list(left_out),
         "train_pairs": result.train_pairs,
@@ -387,7 +393,7 @@ def main(argv=None) -> int:
         say(f"left-out styles, text->image averages: {json.dumps(report['left_out']['average'])}")
     if config.install_to is not None:
         install(training.out, config.install_to, {"recipe": {key: report[key] for key in (
-            "command", "machine", "date", "wall_seconds", "train_styles", "held_out")}})
+            "command", "machine", "date", "wall_seconds", "init", "train_styles", "held_out")}})
         say(f"installed {config.install_to}")
     say(f"done in {wall / 60:.1f} min; report in {config.work / 'report.json'}")
     return 0
