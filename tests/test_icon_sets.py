@@ -212,13 +212,23 @@ def test_recipe_leaves_a_family_out_of_training_and_never_installs(tmp_path, fix
     config = recipe.config_from_args(args)
     assert config.install_to is None
     assert recipe.split_styles(config) == (("openmoji", "fxemoji"), ("twemoji",))
-    summary = recipe.make_training_pairs(recipe.RecipeConfig(**{**config.__dict__, "limit": 6, "per_concept": 1,
-                                                                "mild_per_concept": 0, "image_size": 32,
-                                                                "workers": 1}))
-    assert summary["eval_images"]["all_twemoji"] == 6
-    sets = recipe.evaluation_sets(tmp_path / "w" / "pairs")
+    small = recipe.RecipeConfig(**{**config.__dict__, "limit": 6, "per_concept": 1, "mild_per_concept": 0,
+                                   "image_size": 32, "workers": 1})
+    summary = recipe.make_training_pairs(small)
+    assert summary["all_concepts_images"] == {"twemoji": 6}
+    pool = tmp_path / "w" / "pairs"
+    assert json.loads((pool / "concepts.json").read_text())["styles"] == ["openmoji", "fxemoji", "twemoji"]
+    train_rows = read_rows(Path(summary["train_csv"]))
+    assert train_rows and {row["style"] for row in train_rows} == {"openmoji", "fxemoji"}
+    assert all(Path(row["image"]).is_absolute() and Path(row["image"]).is_file() for row in train_rows)
+    assert {row["style"] for row in read_rows(pool / "pairs.csv")} == {"openmoji", "fxemoji", "twemoji"}
+    sets = recipe.evaluation_sets([pool, small.eval_dir], ["twemoji"])
     assert set(sets["all_concepts"]) == {"twemoji"}
     assert set(sets["held_out"]) <= {"openmoji", "fxemoji", "twemoji"}
+    # another left-out family reuses the same pool: nothing is drawn again but its all-concepts set
+    other = recipe.RecipeConfig(**{**small.__dict__, "leave_out": ("fxemoji",)})
+    again = recipe.make_training_pairs(other)
+    assert again["reused"] == str(pool) and again["all_concepts_images"] == {"fxemoji": 6}
 
 
 def test_recipe_without_npm_names_the_command(tmp_path):
@@ -249,7 +259,7 @@ def test_recipe_trains_from_scratch_or_continues_a_model(tmp_path):
 
     scratch = recipe.train_config(recipe.config_from_args(recipe.parse_args(["--work", str(tmp_path)])))
     assert scratch.base == str(recipe.CONFIG_PATH) and scratch.lock_text and scratch.augment
-    assert scratch.batch_size == recipe.CPU_BATCH and scratch.lr == recipe.RecipeConfig.lr
+    assert scratch.batch_size == recipe.CPU_BATCH and scratch.lr == recipe.SCRATCH_LR
     continued = recipe.train_config(recipe.config_from_args(recipe.parse_args(
         ["--work", str(tmp_path), "--init", str(tmp_path / "previous"), "--batch-size", "512", "--lr", "1e-3"])))
     assert continued.base == str(tmp_path / "previous")

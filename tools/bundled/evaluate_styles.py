@@ -20,7 +20,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tools.bundled.evaluate_styles",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="bundled", help="model name or folder (default: bundled)")
-    parser.add_argument("--pairs", type=Path, required=True, help="a make_pairs output folder")
+    parser.add_argument("--pairs", type=Path, action="append", required=True,
+                        help="a make_pairs output folder; repeatable (the first holding a style's file wins)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return parser.parse_args(argv)
 

@@ -382,6 +382,28 @@ def make_pairs(config: PairsConfig, on_progress: Progress | None = None) -> dict
     return summary
 
 
+def make_all_concepts_sets(config: PairsConfig, names: Sequence[str],
+                           on_progress: Progress | None = None) -> dict[str, int]:
+    """`all_<style>.csv` (every concept the style draws, one mild image each) for `names` under `config.out`.
+
+    Only the concepts, seed, size, format, font and icon folders of `config` apply. A style whose file is
+    there already is kept (the images depend on nothing else). Returns {style: images} of those drawn now.
+    """
+    wanted = [name for name in names if not (config.out / f"all_{name}.csv").is_file()]
+    if not wanted:
+        return {}
+    concepts = select_limited(emoji_data.list_concepts(), config.limit, config.seed)
+    found, drawable = styles.find_styles(wanted, concepts, config.icon_roots, config.font_path)
+    groups = {style.name: eval_jobs(concepts, style, drawable[style.name], config.seed, config.size, "all",
+                                    config.image_format) for style in found}
+    config.out.mkdir(parents=True, exist_ok=True)
+    every_job = [job for group in groups.values() for job in group]
+    drawn_images = {job.image for job in run_jobs(every_job, config.out, config.workers, on_progress)}
+    for name, jobs in groups.items():
+        write_csv(config.out / f"all_{name}.csv", [job for job in jobs if job.image in drawn_images])
+    return {name: sum(job.image in drawn_images for job in jobs) for name, jobs in groups.items()}
+
+
 def make_sample(out: Path, seed: int = 0, workers: int = 1, font_path: Path | None = None) -> dict[str, int]:
     """Write data/sample: the everyday concepts in both base styles on mild backgrounds, plus captions.csv.
 

@@ -34,6 +34,7 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,8 @@ CONFIG_PATH = REPO / "retrieval" / "models" / "configs" / "mmsearch-emoji-minilm
 BUNDLED_MODEL_DIR = REPO / "retrieval" / "models" / "bundled"
 CPU_BATCH = 128
 GPU_BATCH = 512
+SCRATCH_LR = 2e-3  # a tower trained from random weights
+CONTINUE_LR = 1e-3  # continuing a trained tower (--init): a higher peak undoes more of what it knew
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class RecipeConfig:
     init: str = "scratch"  # "scratch": the config's random image tower; else a model folder to continue from
     epochs: int = 10
     batch_size: int | None = None  # None: CPU_BATCH on a CPU, GPU_BATCH on CUDA
-    lr: float = 2e-3  # at CPU_BATCH; scaled by sqrt(batch / CPU_BATCH)
+    lr: float | None = None  # at CPU_BATCH (scaled by sqrt(batch / CPU_BATCH)); None: SCRATCH_LR or CONTINUE_LR
     seed: int = 0
     workers: int = 2
     limit: int | None = None  # only this many concepts: a quick smoke run
@@ -67,9 +70,20 @@ class RecipeConfig:
     precision: str = "auto"  # auto: bf16 autocast where the CPU has bf16 instructions (or on CUDA), else fp32
     device: str = "auto"
 
+    pairs_dir: Path | None = None  # the rendered pool; None: <work>/pairs (leave-out runs can share one)
+
     @property
     def npm_prefix(self) -> Path:
         return self.work / "npm"
+
+    @property
+    def pool(self) -> Path:
+        return self.pairs_dir or self.work / "pairs"
+
+    @property
+    def eval_dir(self) -> Path:
+        """All-concepts sets of left-out styles: beside the pool, so runs sharing a pool share them."""
+        return self.pool / "eval"
 
 
 def split_styles(config: RecipeConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -81,6 +95,17 @@ def split_styles(config: RecipeConfig) -> tuple[tuple[str, ...], tuple[str, ...]
     usable = styles.expand_style_names([styles.ALL])
     return (tuple(name for name in wanted if name not in left_out),
             tuple(name for name in usable if name in left_out))
+
+
+def pool_styles(config: RecipeConfig) -> tuple[str, ...]:
+    """The styles rendered into the pool: the ones asked for, then left-out ones not among them.
+
+    Leaving a family out does not change the pool (with --styles all), so leave-out runs share one."""
+    from tools.bundled import styles
+
+    wanted = styles.expand_style_names(list(config.styles))
+    _, left_out = split_styles(config)
+    return tuple(wanted) + tuple(name for name in left_out if name not in wanted)
 
 
 def ensure_icon_sets(config: RecipeConfig, names: tuple[str, ...], on_message=None) -> tuple[Path, ...]:
@@ -103,14 +128,12 @@ def ensure_icon_sets(config: RecipeConfig, names: tuple[str, ...], on_message=No
     return roots
 
 
-def pairs_config(config: RecipeConfig, train_styles: tuple[str, ...], eval_styles: tuple[str, ...],
-                 icon_roots: tuple[Path, ...]):
+def pairs_config(config: RecipeConfig, pool_styles: tuple[str, ...], icon_roots: tuple[Path, ...]):
     from tools.bundled.make_pairs import PairsConfig
 
-    return PairsConfig(out=config.work / "pairs", size=config.image_size, per_concept=config.per_concept,
+    return PairsConfig(out=config.pool, size=config.image_size, per_concept=config.per_concept,
                        mild_per_concept=config.mild_per_concept, seed=config.seed, workers=config.workers,
-                       limit=config.limit, styles=train_styles, eval_styles=eval_styles, icon_roots=icon_roots,
-                       augment=config.augment)
+                       limit=config.limit, styles=pool_styles, icon_roots=icon_roots, augment=config.augment)
 
 
 def pairs_ready(folder: Path, settings: dict) -> bool:
@@ -123,31 +146,62 @@ def pairs_ready(folder: Path, settings: dict) -> bool:
 
 
 def make_training_pairs(config: RecipeConfig, on_message=None, on_progress=None) -> dict:
-    """Icon sets, then make_pairs into <work>/pairs (or reuse it); returns make_pairs' counts."""
-    from tools.bundled.make_pairs import make_pairs
+    """Icon sets; the pool (every style, left-out ones too) rendered or reused; the left-out styles'
+    all-concepts sets; the training file (the pool less the left-out styles). Returns counts, with
+    `train_csv`, the file to train on."""
+    import dataclasses
 
-    train_styles, left_out = split_styles(config)
-    roots = ensure_icon_sets(config, train_styles + left_out, on_message)
-    pairs = pairs_config(config, train_styles, left_out, roots)
-    if pairs_ready(pairs.out, pairs.settings()):
-        return {"reused": str(pairs.out)}
-    return make_pairs(pairs, on_progress)
+    from tools.bundled.make_pairs import make_all_concepts_sets, make_pairs
+
+    _, left_out = split_styles(config)
+    rendered = pool_styles(config)
+    roots = ensure_icon_sets(config, rendered, on_message)
+    pairs = pairs_config(config, rendered, roots)
+    summary: dict = {"reused": str(pairs.out)} if pairs_ready(pairs.out, pairs.settings()) else \
+        make_pairs(pairs, on_progress)
+    if left_out:
+        drawn = make_all_concepts_sets(dataclasses.replace(pairs, out=config.eval_dir), left_out, on_progress)
+        summary["all_concepts_images"] = drawn
+    summary["train_csv"] = str(training_csv(config, set(left_out)))
+    return summary
 
 
-def train_config(config: RecipeConfig):
+def training_csv(config: RecipeConfig, left_out: set[str]) -> Path:
+    """The pool's pairs.csv, or (leaving styles out) <work>/train_pairs.csv: its other rows, absolute paths."""
+    import csv
+
+    pool_csv = config.pool / "pairs.csv"
+    if not left_out:
+        return pool_csv
+    target = config.work / "train_pairs.csv"
+    temporary = target.with_name(target.name + ".tmp")
+    with pool_csv.open(newline="", encoding="utf-8") as source, \
+            temporary.open("w", newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(source)
+        writer = csv.writer(handle)
+        writer.writerow(reader.fieldnames)
+        for row in reader:
+            if row["style"] not in left_out:
+                row["image"] = str((config.pool / row["image"]).resolve())
+                writer.writerow([row[name] for name in reader.fieldnames])
+    os.replace(temporary, target)
+    return target
+
+
+def train_config(config: RecipeConfig, pairs: Path | None = None):
     from retrieval.finetune.loop import TrainConfig
     from retrieval.models.encoders import pick_device
 
     device = pick_device(config.device)
     batch = config.batch_size or (GPU_BATCH if device.startswith("cuda") else CPU_BATCH)
     return TrainConfig(
-        pairs=config.work / "pairs" / "pairs.csv",
+        pairs=pairs or config.pool / "pairs.csv",
         out=config.work / "model",
         base=str(CONFIG_PATH) if config.init == "scratch" else str(config.init),
         val_fraction=0.05,
         epochs=config.epochs,
         batch_size=batch,
-        lr=config.lr * math.sqrt(batch / CPU_BATCH),
+        lr=(config.lr or (SCRATCH_LR if config.init == "scratch" else CONTINUE_LR)) * math.sqrt(batch / CPU_BATCH),
         weight_decay=0.1,
         warmup=0.03,
         lock_text=True,
@@ -177,27 +231,32 @@ def training_precision(requested: str, device: str = "cpu") -> str:
     return "bf16" if cpu_has_bf16() else "auto"
 
 
-def evaluation_sets(pairs_dir: Path) -> dict[str, dict[str, Path]]:
-    """{"held_out": {style: csv}, "all_concepts": {style: csv}} from what make_pairs wrote."""
+def evaluation_sets(folders: Sequence[Path], all_styles: Iterable[str] | None = None) -> dict[str, dict[str, Path]]:
+    """{"held_out": {style: csv}, "all_concepts": {style: csv}} from what make_pairs wrote in `folders`
+    (the first folder holding a style's file wins); all-concepts sets only for `all_styles` when given."""
     sets: dict[str, dict[str, Path]] = {"held_out": {}, "all_concepts": {}}
-    for path in sorted(pairs_dir.glob("heldout_*.csv")):
-        sets["held_out"][path.stem.removeprefix("heldout_")] = path
-    for path in sorted(pairs_dir.glob("all_*.csv")):
-        sets["all_concepts"][path.stem.removeprefix("all_")] = path
+    keep = None if all_styles is None else set(all_styles)
+    for folder in folders:
+        for path in sorted(folder.glob("heldout_*.csv")):
+            sets["held_out"].setdefault(path.stem.removeprefix("heldout_"), path)
+        for path in sorted(folder.glob("all_*.csv")):
+            style = path.stem.removeprefix("all_")
+            if keep is None or style in keep:
+                sets["all_concepts"].setdefault(style, path)
     return sets
 
 
-def evaluate_styles(model: Path | str, pairs_dir: Path) -> dict:
+def evaluate_styles(model: Path | str, folders: Sequence[Path], all_styles: Iterable[str] | None = None) -> dict:
     """{"held_out": {style: metrics}, "all_concepts": {style: metrics}}: each style's images against its captions.
 
-    `model`: a model folder or name (`bundled`)."""
+    `model`: a model folder or name (`bundled`); `folders`, `all_styles`: as `evaluation_sets`."""
     from retrieval.finetune.evaluate import evaluate_model
     from retrieval.finetune.pairs import read_pairs
     from retrieval.models.encoders import load_model
 
     loaded = load_model(str(model), device="cpu")
     results: dict[str, dict] = {}
-    for kind, files in evaluation_sets(pairs_dir).items():
+    for kind, files in evaluation_sets(folders, all_styles).items():
         results[kind] = {}
         for style, path in files.items():
             metrics, _ = evaluate_model(loaded, read_pairs(path).pairs)
@@ -268,6 +327,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--icon-sets", type=Path, action="append", default=[],
                         help="folder holding the @iconify-json packages (npm prefix or node_modules); repeatable; "
                         "<work>/npm is always looked in")
+    parser.add_argument("--pairs", type=Path, default=None,
+                        help="the rendered pool of pairs (default <work>/pairs); leave-out runs with the same "
+                        "settings can share one")
     parser.add_argument("--no-npm", action="store_true", help="never run npm; stop when an icon set is missing")
     parser.add_argument("--epochs", type=int, default=RecipeConfig.epochs)
     parser.add_argument("--per-concept", type=int, default=RecipeConfig.per_concept,
@@ -279,7 +341,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--init", default="scratch",
                         help="scratch (default: the config's random image tower) or a model folder of the same "
                         "architecture to continue training from")
-    parser.add_argument("--lr", type=float, default=RecipeConfig.lr, help=f"learning rate at batch {CPU_BATCH}")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"learning rate at batch {CPU_BATCH} (default {SCRATCH_LR:g} from scratch, {CONTINUE_LR:g} with --init)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help=f"default {CPU_BATCH} on a CPU, {GPU_BATCH} on CUDA")
     parser.add_argument("--workers", type=int, default=RecipeConfig.workers, help="drawing processes / decode threads")
@@ -300,6 +363,7 @@ def config_from_args(args: argparse.Namespace) -> RecipeConfig:
         styles=tuple(part.strip() for part in args.styles.split(",") if part.strip()),
         leave_out=leave_out,
         icon_roots=tuple(args.icon_sets),
+        pairs_dir=args.pairs,
         npm_install=not args.no_npm,
         per_concept=args.per_concept,
         mild_per_concept=args.mild_per_concept,
@@ -356,11 +420,11 @@ def main(argv=None) -> int:
         summary = make_training_pairs(config, say, on_progress)
         say(f"pairs: {json.dumps(summary)}")
         pairs_seconds = time.perf_counter() - started
-        training = train_config(config)
+        training = train_config(config, Path(summary["train_csv"]))
         result = finetune(training, on_event)
         train_seconds = time.perf_counter() - started - pairs_seconds
         say(f"trained: {result.steps} steps, {result.pairs_per_second:.1f} pairs/s, best epoch {result.best_epoch}")
-        results = evaluate_styles(training.out, config.work / "pairs")
+        results = evaluate_styles(training.out, [config.pool, config.eval_dir], left_out)
     except MmsearchError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1
