@@ -76,12 +76,20 @@ def finetune(
         print(json.dumps({"out": str(result.out), "already_done": result.already_done, **result.record},
                          ensure_ascii=False))
         return
-    out_console.print(metrics_table(result.before, result.after, f"after (epoch {result.best_epoch})",
+    after_title = "kept: starting model" if result.kept_base else f"after (epoch {result.best_epoch})"
+    out_console.print(metrics_table(result.before, result.after, after_title,
                                     f"{result.eval_on}: {result.after.n} pairs"))
     if result.skipped:
         err_console.print(f"{len(result.skipped)} rows skipped", markup=False)
-    err_console.print(f"{result.out}: {result.steps} steps, {result.pairs_per_second:.1f} pairs/s, "
-                      f"{result.seconds:.0f} s; use it with --model {result.out}", markup=False)
+    if result.duplicates:
+        err_console.print(f"{len(result.duplicates)} duplicate rows left out", markup=False)
+    summary = f"{result.out}: {result.steps} steps, {result.pairs_per_second:.1f} pairs/s, {result.seconds:.0f} s"
+    if result.kept_base:
+        err_console.print(f"No epoch beat the starting model on the {result.eval_on}, so {result.out} holds the "
+                          f"starting model's weights unchanged: this fine-tune did not help ({summary}). Try more or "
+                          f"cleaner pairs, or other settings (--lr, --epochs).", markup=False)
+    else:
+        err_console.print(f"{summary}; use it with --model {result.out}", markup=False)
 
 
 def metrics_table(before, after, after_title: str, caption: str) -> Table:
@@ -119,6 +127,8 @@ class _Renderer:
         kind = event.kind
         if kind == "skip":
             self.say(f"skipping {event.message}")
+        elif kind == "warning":
+            self.say(f"warning: {event.message}")
         elif kind == "decode":
             if self.decode_task is None:
                 self.decode_task = self.progress.add_task(event.message, total=event.total, info="")

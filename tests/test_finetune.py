@@ -117,6 +117,61 @@ def test_running_a_finished_fine_tune_again_does_nothing(trained, shape_pairs, t
         finetune(quick_config(shape_pairs, out, tiny_model_config, lr=1e-3))
 
 
+def _rotated_captions(shape_pairs: Path, folder: Path) -> Path:
+    """The shape pairs with every caption moved to the next image: training on it unlearns the right ones."""
+    rows = shape_pairs.read_text(encoding="utf-8").splitlines()[1:]
+    images = [str(shape_pairs.parent / row.split(",", 1)[0]) for row in rows]
+    captions = [row.split(",", 1)[1] for row in rows]
+    wrong = folder / "wrong.csv"
+    wrong.write_text("image,caption\n" + "".join(f"{image},{caption}\n" for image, caption in
+                                                 zip(images, captions[1:] + captions[:1])), encoding="utf-8")
+    return wrong
+
+
+def test_a_fine_tune_that_only_hurts_keeps_the_starting_model_and_says_so(trained, shape_pairs, tmp_path):
+    _, base, _ = trained  # already fine-tuned on the shape pairs: a good starting model for them
+    wrong = _rotated_captions(shape_pairs, tmp_path)
+    out = tmp_path / "worse"
+    result = finetune(quick_config(wrong, out, base, val_pairs=shape_pairs, epochs=2, lr=5e-3))
+    assert all(epoch.mean_recall < result.before.mean_recall - 0.1 for epoch in result.history)
+    assert result.kept_base and result.best_epoch == 0 and result.after == result.before
+    record = json.loads((out / "mmsearch_model.json").read_text())["training"]
+    assert record["kept"] == "base" and record["best_epoch"] == 0 and record["after"] == record["before"]
+    from safetensors.torch import load_file
+
+    left, right = load_file(str(base / "image.safetensors")), load_file(str(out / "image.safetensors"))
+    assert left.keys() == right.keys() and all(torch.equal(left[key], right[key]) for key in left)
+    metrics, _ = evaluate_model(load_model(str(out), device="cpu"), read_pairs(shape_pairs).pairs)
+    assert metrics.to_dict() == result.before.to_dict()
+
+    cli = runner.invoke(app, ["finetune", str(wrong), "--out", str(tmp_path / "cli"), "--base", str(base),
+                              "--val", str(shape_pairs), "--epochs", "1", "--batch-size", "16", "--lr", "5e-3",
+                              "--lock-text", "--warmup", "0.1", "--device", "cpu"])
+    assert cli.exit_code == 0, cli.output
+    assert "No epoch beat the starting model" in cli.stderr and "use it with --model" not in cli.stderr
+    assert "kept: starting model" in cli.stdout
+
+
+def test_duplicate_rows_are_left_out_with_one_warning(shape_pairs, micro_config, tmp_path):
+    rows = shape_pairs.read_text(encoding="utf-8").splitlines()[1:]
+    absolute = [f"{shape_pairs.parent / row.split(',', 1)[0]},{row.split(',', 1)[1]}" for row in rows]
+    pairs = tmp_path / "dup.csv"
+    pairs.write_text("image,caption\n" + "\n".join(absolute + absolute[:30]) + "\n", encoding="utf-8")
+    events = []
+    result = finetune(quick_config(pairs, tmp_path / "m", micro_config, epochs=1), events.append)
+    warnings = [event.message for event in events if event.kind == "warning"]
+    assert len(warnings) == 1 and "30 rows repeat" in warnings[0] and "line 34 repeats line 2" in warnings[0]
+    assert "and 27 more" in warnings[0]
+    assert result.train_pairs == 32 and len(result.duplicates) == 30
+    assert json.loads((tmp_path / "m" / "mmsearch_model.json").read_text())["training"]["duplicate_rows"] == 30
+
+    cli = runner.invoke(app, ["finetune", str(pairs), "--out", str(tmp_path / "cli"), "--base", str(micro_config),
+                              "--epochs", "1", "--batch-size", "16", "--lock-text", "--val-fraction", "0",
+                              "--device", "cpu"])
+    assert cli.exit_code == 0, cli.output
+    assert "warning: dup.csv: 30 rows repeat" in cli.stderr and "30 duplicate rows left out" in cli.stderr
+
+
 def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path, tiny_model_config, resnet_config, minilm_config):
     captions = ["a red circle", "a blue square", "ein grünes Dreieck"]
     for config, weights in ((tiny_model_config, "full"), (resnet_config, "full"), (minilm_config, "delta")):

@@ -34,11 +34,13 @@ from retrieval.finetune.errors import TrainingError
 from retrieval.finetune.evaluate import RetrievalMetrics, evaluate_pairs
 from retrieval.finetune.images import AUGMENT, EVAL, PairImages
 from retrieval.finetune.pairs import (
+    DuplicateRow,
     Pair,
     PairIndex,
     PairsFile,
     SkippedRow,
     drop_failed_images,
+    duplicates_message,
     index_pairs,
     read_pairs,
     split_pairs,
@@ -91,7 +93,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TrainEvent:
-    """One thing the loop reports. kind: skip | decode | plan | resume | evaluate | step | epoch | checkpoint | save."""
+    """One thing the loop reports.
+
+    kind: skip | warning | decode | plan | resume | evaluate | step | epoch | checkpoint | save.
+    """
 
     kind: str
     epoch: int = 0  # 1-based epoch being trained or just evaluated (0: before training)
@@ -114,19 +119,25 @@ OnEvent = Callable[[TrainEvent], None]
 class TrainResult:
     out: Path
     before: RetrievalMetrics
-    after: RetrievalMetrics  # the kept (best) epoch's
-    best_epoch: int
+    after: RetrievalMetrics  # the kept model's: the best epoch's, or the starting model's (best_epoch 0)
+    best_epoch: int  # 0: no epoch beat the starting model, whose weights were kept
     history: tuple[RetrievalMetrics, ...]  # one per epoch
     steps: int
     train_pairs: int
     val_pairs: int
     eval_on: str  # "held-out split" | "validation file" | "training pairs"
     skipped: tuple[SkippedRow, ...]
+    duplicates: tuple[DuplicateRow, ...]
     seconds: float
     pairs_per_second: float
     resumed_from_step: int = 0
     already_done: bool = False
     record: dict = field(default_factory=dict)
+
+    @property
+    def kept_base(self) -> bool:
+        """True when no epoch beat the starting model and `out` holds the starting weights."""
+        return self.best_epoch == 0
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
@@ -219,6 +230,11 @@ def finetune(config: TrainConfig, on_event: OnEvent | None = None) -> TrainResul
     if config.val_pairs is not None:
         val_file = read_pairs(config.val_pairs, image_column=config.image_column,
                               caption_column=config.caption_column, on_skip=on_skip)
+    for parsed in (pairs_file, val_file):
+        warning = duplicates_message(parsed) if parsed is not None else None
+        if warning:
+            log.info("%s", warning)
+            emit(TrainEvent("warning", message=warning))
     card = describe_model(resolve_model(config.base))
     identity = _identity(config, card, pairs_file, val_file)
     done = _check_out(config, identity)
@@ -272,6 +288,8 @@ def finetune(config: TrainConfig, on_event: OnEvent | None = None) -> TrainResul
         emit(TrainEvent("evaluate", epoch=0, epochs=config.epochs))
         before = _evaluate(model, val, config.eval_batch_size, eval_autocast)
         progress.before = before.to_dict()
+        # The starting model is epoch 0: an epoch is kept only when it beats it.
+        progress.best, progress.best_epoch, progress.best_state = progress.before, 0, model.trained_state()
         emit(TrainEvent("epoch", epoch=0, epochs=config.epochs, metrics=before, steps=total_steps))
 
     run_started = started  # `seconds` counts every run's whole wall time: preparation, training, evaluation
@@ -323,15 +341,16 @@ def finetune(config: TrainConfig, on_event: OnEvent | None = None) -> TrainResul
         val_pairs=len(val.index),
         eval_on=eval_on,
         skipped=tuple(skipped),
+        duplicates=pairs_file.duplicates + (val_file.duplicates if val_file else ()),
         seconds=previous_seconds + time.perf_counter() - run_started,
         pairs_per_second=progress.pairs_trained / progress.train_seconds if progress.train_seconds else 0.0,
         resumed_from_step=resumed_from,
     )
     record = _training_record(config, identity, pairs_file, val_file, result)
     _export(config, model, record)
+    kept = "the starting model: no epoch beat it" if result.kept_base else f"best epoch {progress.best_epoch}"
     emit(TrainEvent("save", epoch=progress.best_epoch, epochs=config.epochs, step=progress.step, steps=total_steps,
-                    message=f"wrote {config.out} (best epoch {progress.best_epoch}) in "
-                            f"{time.perf_counter() - started:.0f} s"))
+                    message=f"wrote {config.out} ({kept}) in {time.perf_counter() - started:.0f} s"))
     return replace(result, record=record)
 
 
@@ -552,9 +571,11 @@ def _training_record(config: TrainConfig, identity: dict, pairs_file: PairsFile,
         "train_pairs": result.train_pairs,
         "val_pairs_used": result.val_pairs,
         "skipped_rows": len(result.skipped),
+        "duplicate_rows": len(result.duplicates),
         "before": result.before.to_dict(),
         "after": result.after.to_dict(),
         "best_epoch": result.best_epoch,
+        "kept": "base" if result.kept_base else "trained",  # base: no epoch beat the starting model
         "history": [item.to_dict() for item in result.history],
         "steps": result.steps,
         "seconds": round(result.seconds, 1),
@@ -592,6 +613,7 @@ def _result_from_record(out: Path, record: dict) -> TrainResult:
         val_pairs=int(record.get("val_pairs_used", 0)),
         eval_on=record.get("eval_on", ""),
         skipped=(),
+        duplicates=(),
         seconds=float(record.get("seconds", 0.0)),
         pairs_per_second=float(record.get("pairs_per_second", 0.0)),
         already_done=True,
