@@ -62,7 +62,7 @@ def minilm_config(tmp_path_factory) -> Path:
 def quick_config(pairs: Path, out: Path, base: Path, **changes) -> TrainConfig:
     """A few steps of a tiny model with a frozen text tower: seconds on a CPU."""
     settings = dict(pairs=pairs, out=out, base=str(base), val_fraction=0.0, epochs=4, batch_size=16, lr=2e-3,
-                    warmup=0.1, lock_text=True, seed=0, device="cpu", workers=1)
+                    warmup=0.1, lock_text=True, augment=False, seed=0, device="cpu", workers=1)
     settings.update(changes)
     return TrainConfig(**settings)
 
@@ -410,3 +410,71 @@ def test_cli_errors_go_to_stderr_with_exit_1(tmp_path, tiny_model_config):
 def test_help_has_an_example(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "Example" in result.stdout
+
+
+# ---------------------------------------------------------------- defaults and WiSE-FT
+
+
+def test_auto_settings_follow_the_base(tmp_path, tiny_model_config, minilm_config):
+    from retrieval.finetune import defaults
+    from retrieval.models.registry import ModelCard, ModelSpec
+
+    bundled = describe_model(resolve_model("bundled"))
+    config = TrainConfig(pairs=tmp_path / "p.csv", out=tmp_path / "o")
+    resolved, profile = defaults.resolve(config, bundled, 1800)
+    assert profile == "small" and resolved.lr == 1e-3 and resolved.augment and resolved.lock_text
+    assert resolved.epochs == 22 and defaults.resolve(config, bundled, 100_000)[0].epochs == defaults.MIN_EPOCHS
+    assert defaults.resolve(config, bundled, 50)[0].epochs == defaults.MAX_EPOCHS
+    given = TrainConfig(pairs=tmp_path / "p.csv", out=tmp_path / "o", lr=3e-4, epochs=2, augment=False,
+                        lock_text=False)
+    assert defaults.resolve(given, bundled, 1800)[0] == given  # what the user set stays
+    pretrained = ModelCard(spec=ModelSpec(name="ViT-B-32:x", source="open_clip", arch="ViT-B-32", pretrained="x"),
+                           model_cfg={"embed_dim": 512, "vision_cfg": {}, "text_cfg": {}},
+                           preprocess=bundled.preprocess, fingerprint="0")
+    resolved, profile = defaults.resolve(config, pretrained, 1800)
+    assert profile == "pretrained" and resolved.lr == 1e-5 and resolved.epochs == 5
+    assert not resolved.augment and not resolved.lock_text
+    for path, locked in ((tiny_model_config, False), (minilm_config, True)):
+        resolved, profile = defaults.resolve(config, describe_model(resolve_model(str(path))), 1800)
+        assert profile == "scratch" and resolved.lock_text is locked and resolved.lr == 1e-3
+    assert defaults.profile_after("scratch") == "small" and defaults.profile_after("pretrained") == "pretrained"
+
+
+def test_a_fine_tune_records_the_profile_its_own_fine_tunes_use(trained):
+    _, out, _ = trained  # trained from a random config: a small model trained by mmsearch now
+    from retrieval.finetune import defaults
+
+    card = describe_model(resolve_model(str(out)))
+    assert card.manifest["finetune_profile"] == "small" and defaults.profile_of(card) == "small"
+    assert card.manifest["training"]["profile"] == "scratch"
+
+
+def test_interpolated_weights_and_the_mix_kept():
+    from retrieval.finetune.evaluate import DirectionMetrics, RetrievalMetrics
+    from retrieval.finetune.interpolate import choose_mix, interpolate_states
+
+    start = {"visual": {"w": torch.zeros(3), "n": torch.tensor(1)}, "loss": {"log_scale": torch.tensor(1.0)}}
+    tuned = {"visual": {"w": torch.full((3,), 4.0), "n": torch.tensor(9)}, "loss": {"log_scale": torch.tensor(3.0)}}
+    mixed = interpolate_states(start, tuned, 0.25)
+    assert torch.equal(mixed["visual"]["w"], torch.full((3,), 1.0)) and int(mixed["visual"]["n"]) == 9
+    assert float(mixed["loss"]["log_scale"]) == 1.5
+
+    def metrics(value: float) -> RetrievalMetrics:
+        direction = DirectionMetrics(value, value, value, 1.0, 10)
+        return RetrievalMetrics(10, 10, 10, direction, direction)
+
+    peak = {1.0: 0.5, 0.75: 0.7, 0.5: 0.6}  # validation peaks between start and tuned
+    mix = choose_mix(start, tuned, metrics(peak[1.0]), lambda state: metrics(peak[float(state["visual"]["w"][0]) / 4]))
+    assert mix.alpha == 0.75 and [alpha for alpha, _ in mix.tried] == [1.0, 0.75, 0.5]
+    assert torch.equal(mix.state["visual"]["w"], torch.full((3,), 3.0)) and mix.metrics.text_to_image.r1 == 0.7
+    flat = choose_mix(start, tuned, metrics(0.5), lambda state: metrics(0.5))
+    assert flat.alpha == 1.0 and flat.state is tuned  # a tie keeps the trained weights
+
+
+def test_the_trained_run_tried_mixes_and_saved_what_it_kept(trained):
+    result, out, events = trained
+    assert [alpha for alpha, _ in result.mix_tried] == [1.0, 0.75, 0.5]
+    kept = dict(result.mix_tried)[result.mix_alpha]
+    assert kept == result.after and any(event.kind == "mix" for event in events)
+    record = json.loads((out / "mmsearch_model.json").read_text())["training"]
+    assert record["mix_alpha"] == result.mix_alpha and len(record["mix_tried"]) == 3
