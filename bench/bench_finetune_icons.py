@@ -1,8 +1,8 @@
 """A default `mmsearch finetune` on a new domain: monochrome UI icons, scored on concepts it never saw.
 
-For each icon set, `tools.icons.make_pairs` renders 2,000 train concepts and 500 held-out ones (split
-by concept; the npm package installs at a pinned version). Then, as whole commands, the way a user
-runs them:
+For each icon set, `tools.icons.make_pairs` renders train concepts (2,000 of Tabler, 1,200 of Lucide)
+and 500 held-out ones, split by concept (the npm package installs at a pinned version). Then, as
+whole commands, the way a user runs them:
 
     mmsearch eval heldout.csv --model BASE                   (before)
     mmsearch finetune train.csv --base BASE --out MODEL ARGS   (timed; ARGS empty = the defaults)
@@ -91,13 +91,13 @@ def timed_finetune(train: Path, base: str, out: Path, extra: list[str], log_path
     }
 
 
-def bench_set(icon_set: str, args: argparse.Namespace) -> dict:
+def bench_set(icon_set: str, train: int, args: argparse.Namespace) -> dict:
     from tools.icons.make_pairs import IconsConfig, make_pairs
 
-    data = args.work / icon_set
-    summary = make_pairs(IconsConfig(out=data, icon_set=icon_set, train=args.train, held_out=args.held_out,
+    data = args.work / f"{icon_set}-{train}-{args.split}"
+    summary = make_pairs(IconsConfig(out=data, icon_set=icon_set, train=train, held_out=args.held_out,
                                      seed=args.seed, split=args.split, npm_dir=args.work / "npm"))
-    out = args.work / f"model-{icon_set}-{args.label}"
+    out = args.work / f"model-{data.name}-{args.label}"
     extra = shlex.split(args.finetune_args)
     print(f"{icon_set}: {summary['train_pairs']} train pairs, {summary['held_out_pairs']} held-out concepts "
           f"({summary['set']['package']}@{summary['set']['package_version']}, {summary['set']['license']})",
@@ -125,11 +125,11 @@ def bench_set(icon_set: str, args: argparse.Namespace) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--sets", default="tabler,lucide", help="Iconify set prefixes, comma-separated")
+    parser.add_argument("--sets", default="tabler:2000,lucide:1200",
+                        help="Iconify set prefixes with their train concepts, SET:TRAIN, comma-separated")
     parser.add_argument("--base", default="bundled")
     parser.add_argument("--finetune-args", default="", help="extra `mmsearch finetune` flags (empty: defaults)")
     parser.add_argument("--label", default="defaults", help="names the model folders and the report")
-    parser.add_argument("--train", type=int, default=2000)
     parser.add_argument("--held-out", type=int, default=500)
     parser.add_argument("--split", choices=("concept", "family"), default="concept")
     parser.add_argument("--seed", type=int, default=0)
@@ -140,8 +140,9 @@ def main(argv=None) -> int:
               "machine": machine_line(), "date": today(), "code": code_version(FINETUNE_CODE),
               "finetune_args": args.finetune_args, "sets": {}}
     print(f"{report['machine']}; code {report['code']}", flush=True)
-    for icon_set in [name.strip() for name in args.sets.split(",") if name.strip()]:
-        report["sets"][icon_set] = bench_set(icon_set, args)
+    for item in [name.strip() for name in args.sets.split(",") if name.strip()]:
+        icon_set, _, train = item.partition(":")
+        report["sets"][icon_set] = bench_set(icon_set, int(train or 2000), args)
     path = args.work / f"report-{args.label}.json"
     path.write_text(json.dumps(report, indent=1))
     print(f"report: {path}")

@@ -53,7 +53,7 @@ def finetune(
 
     Example:
       mmsearch finetune pairs.csv --out models/icons
-      mmsearch finetune pairs.csv --base ViT-B-32:laion2b_s34b_b79k \
+      mmsearch finetune pairs.csv --base ViT-B-32:laion2b_s34b_b79k \\
           --out models/mydomain
     """
     setup_logging(verbose)

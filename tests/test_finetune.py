@@ -170,6 +170,8 @@ def test_duplicate_rows_are_left_out_with_one_warning(shape_pairs, micro_config,
                               "--device", "cpu"])
     assert cli.exit_code == 0, cli.output
     assert "warning: dup.csv: 30 rows repeat" in cli.stderr and "30 duplicate rows left out" in cli.stderr
+    cli = runner.invoke(app, ["eval", str(pairs), "--model", str(micro_config), "--json", "--device", "cpu"])
+    assert cli.exit_code == 0 and json.loads(cli.stdout)["n"] == 32 and "warning: dup.csv: 30 rows" in cli.stderr
 
 
 def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path, tiny_model_config, resnet_config, minilm_config):

@@ -3,16 +3,19 @@
     from retrieval.finetune.loop import TrainConfig, finetune
     result = finetune(TrainConfig(pairs=Path("pairs.csv"), out=Path("models/mine"), base="bundled"))
 
-One run: read pairs (bad rows skipped and reported) -> hold out ~10% of the images (or use
-`val_pairs`) -> decode images -> evaluate the base -> per epoch: shuffled batches (no image or
-caption twice in a batch where avoidable), AdamW with linear warm-up then cosine decay, gradient
-clipping, mixed precision (`precision`) -> evaluate -> keep the best epoch -> write `out` as a model folder
-whose manifest carries a training record. `<out>/.resume/state.pt` is rewritten after every epoch
-(and every `checkpoint_every` steps); running the same configuration again continues from it.
+One run: read pairs (bad rows skipped and reported, repeated rows left out with a warning) -> hold
+out ~10% of the images (or use `val_pairs`) -> settings left "auto" chosen for the base
+(`defaults`) -> decode images -> evaluate the base as epoch 0 -> per epoch: shuffled batches (no
+image or caption twice in a batch where avoidable), AdamW with linear warm-up then cosine decay,
+gradient clipping, mixed precision (`precision`) -> evaluate -> keep the best epoch, or the base
+when no epoch beats it -> score WiSE-FT mixes of the start and the kept weights (`interpolate`)
+-> write `out` as a model folder whose manifest carries a training record. `<out>/.resume/state.pt`
+is rewritten after every epoch (and every `checkpoint_every` steps); running the same configuration
+again continues from it.
 Everything random derives from `seed`, so a resumed run ends with the weights of an
 uninterrupted one. Kept as one module because those steps share one run's state (model, optimiser,
 schedule, data order, resume record); the pieces without it live beside it (pairs, images, loss,
-evaluate, resume, trainable).
+evaluate, resume, trainable, defaults, interpolate).
 """
 from __future__ import annotations
 
@@ -281,8 +284,8 @@ def finetune(config: TrainConfig, on_event: OnEvent | None = None) -> TrainResul
     eval_autocast = _eval_autocast(device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     emit(TrainEvent("plan", epochs=config.epochs, steps=total_steps, message=(
-        f"{defaults.describe(config, profile)}; {len(train.index)} training pairs, {len(val.index)} for evaluation ({eval_on}); batch {batch_size}"
-        f" x {config.accumulate}, {steps_per_epoch} steps per epoch on {device}"
+        f"{defaults.describe(config, profile)}; {len(train.index)} training pairs, {len(val.index)} for "
+        f"evaluation ({eval_on}); batch {batch_size} x {config.accumulate}, {steps_per_epoch} steps per epoch on {device}"
         f"{'; text trunk cached' if train.text.uses_cache else ''}")))
 
     progress = _Progress()
