@@ -33,7 +33,7 @@ def finetune(
     lock_text: Annotated[Optional[bool], typer.Option("--lock-text/--train-text", show_default="auto", help="Freeze the text tower (a HuggingFace text tower keeps its projection trainable); its features are then computed once per caption (auto: locked when it is a packaged pretrained model, as in the bundled model).")] = None,
     unlocked_image_groups: Annotated[int, typer.Option(min=0, help="Train the image tower's last N layer groups, freeze the rest (implies --lock-image).")] = 0,
     unlocked_text_layers: Annotated[int, typer.Option(min=0, help="Train the text tower's last N layers, freeze the rest (implies --lock-text).")] = 0,
-    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", show_default="auto", help="Random crops and brightness/contrast changes of training images (auto: on, except for a pretrained base).")] = None,
+    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", show_default="auto", help="Random crops and brightness/contrast changes of training images (auto: on only for a new model trained from scratch).")] = None,
     wise_ft: Annotated[bool, typer.Option("--wise-ft/--no-wise-ft", help="After training, also score weights part way back to the starting model (WiSE-FT) and keep them if they validate better.")] = True,
     seed: Annotated[int, typer.Option(help="Seed for the split, shuffling and augmentation: same seed, same model.")] = 0,
     image_column: Annotated[Optional[str], typer.Option(help="Image column / JSON key (default: image, filepath, path, ...).", show_default=False)] = None,

@@ -424,7 +424,7 @@ def test_auto_settings_follow_the_base(tmp_path, tiny_model_config, minilm_confi
     bundled = describe_model(resolve_model("bundled"))
     config = TrainConfig(pairs=tmp_path / "p.csv", out=tmp_path / "o")
     resolved, profile = defaults.resolve(config, bundled, 1800)
-    assert profile == "small" and resolved.lr == 1e-3 and resolved.augment and resolved.lock_text
+    assert profile == "small" and resolved.lr == 1e-3 and not resolved.augment and resolved.lock_text
     assert resolved.epochs == 22 and defaults.resolve(config, bundled, 100_000)[0].epochs == defaults.MIN_EPOCHS
     assert defaults.resolve(config, bundled, 50)[0].epochs == defaults.MAX_EPOCHS
     given = TrainConfig(pairs=tmp_path / "p.csv", out=tmp_path / "o", lr=3e-4, epochs=2, augment=False,
@@ -438,7 +438,7 @@ def test_auto_settings_follow_the_base(tmp_path, tiny_model_config, minilm_confi
     assert not resolved.augment and not resolved.lock_text
     for path, locked in ((tiny_model_config, False), (minilm_config, True)):
         resolved, profile = defaults.resolve(config, describe_model(resolve_model(str(path))), 1800)
-        assert profile == "scratch" and resolved.lock_text is locked and resolved.lr == 1e-3
+        assert profile == "scratch" and resolved.lock_text is locked and resolved.lr == 1e-3 and resolved.augment
     assert defaults.profile_after("scratch") == "small" and defaults.profile_after("pretrained") == "pretrained"
 
 

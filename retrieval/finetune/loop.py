@@ -76,7 +76,7 @@ class TrainConfig:
     lock_text: bool | None = None  # auto: locked when the text trunk is a packaged pretrained model
     unlocked_image_groups: int = 0  # with a locked image tower: its last N layer groups train
     unlocked_text_layers: int = 0  # with a locked text tower: its last N layers train
-    augment: bool | None = None  # auto: on, except for a pretrained base
+    augment: bool | None = None  # auto: on for a model trained from scratch, else off
     wise_ft: bool = True  # after training, keep a mix of the starting and trained weights if it validates better
     seed: int = 0
     image_column: str | None = None
