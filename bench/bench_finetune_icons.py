@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from benchlib import ContentionMeter, code_version, machine_line, today  # noqa: E402
 
 MMSEARCH = [sys.executable, "-m", "cli.app"]
+CHILD_ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 SAMPLE = REPO / "data" / "sample" / "captions.csv"
 FINETUNE_CODE = ("retrieval/finetune/loop.py", "retrieval/finetune/defaults.py", "retrieval/finetune/interpolate.py",
                  "retrieval/finetune/trainable.py", "retrieval/finetune/images.py", "retrieval/models/bundled")
@@ -43,7 +44,7 @@ FINETUNE_CODE = ("retrieval/finetune/loop.py", "retrieval/finetune/defaults.py",
 
 def run_json(args: list[str]) -> dict:
     done = subprocess.run([*MMSEARCH, *args, "--json"], cwd=REPO, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          stdin=subprocess.DEVNULL, env=CHILD_ENV)
     if done.returncode != 0:
         raise SystemExit(f"mmsearch {' '.join(args)} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout)
@@ -66,7 +67,7 @@ def timed_finetune(train: Path, base: str, out: Path, extra: list[str], log_path
             started = time.perf_counter()
             with open(log_path, "w") as log:
                 done = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True,
-                                      stdin=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                                      stdin=subprocess.DEVNULL, env=CHILD_ENV)
             wall = time.perf_counter() - started
         cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         load_after = open("/proc/loadavg").read().split()[0]
@@ -134,11 +135,16 @@ def main(argv=None) -> int:
     parser.add_argument("--split", choices=("concept", "family"), default="concept")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-sample", action="store_true", help="skip the README sample check")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP_NUM_THREADS for the commands (default: torch's choice, all cores); 1 is faster "
+                             "on a CPU busy with other work, and gives the same figures run to run")
     args = parser.parse_args(argv)
+    if args.threads:
+        CHILD_ENV["OMP_NUM_THREADS"] = str(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     report = {"command": " ".join(["python bench/bench_finetune_icons.py", *map(shlex.quote, sys.argv[1:])]),
               "machine": machine_line(), "date": today(), "code": code_version(FINETUNE_CODE),
-              "finetune_args": args.finetune_args, "sets": {}}
+              "finetune_args": args.finetune_args, "threads": args.threads, "sets": {}}
     print(f"{report['machine']}; code {report['code']}", flush=True)
     for item in [name.strip() for name in args.sets.split(",") if name.strip()]:
         icon_set, _, train = item.partition(":")
