@@ -113,16 +113,18 @@ def locate_icon_sets(names: Iterable[str], roots: Sequence[Path]) -> tuple[dict[
     return found, missing
 
 
-def npm_install_command(prefix: Path, names: Iterable[str]) -> list[str]:
-    packages = [f"{SPECS_BY_NAME[n].package}@{SPECS_BY_NAME[n].version}" if n in SPECS_BY_NAME else f"{NPM_SCOPE}/{n}"
-                for n in names]
+def npm_install_command(prefix: Path, names: Iterable[str], versions: Mapping[str, str] | None = None) -> list[str]:
+    """The npm command installing `names` at their pinned versions (`versions`, else `ICON_SETS`, else the latest)."""
+    pinned = {spec.name: spec.version for spec in ICON_SETS} | dict(versions or {})
+    packages = [f"{NPM_SCOPE}/{n}@{pinned[n]}" if pinned.get(n) else f"{NPM_SCOPE}/{n}" for n in names]
     return ["npm", "install", "--no-save", "--no-audit", "--no-fund", "--ignore-scripts", "--prefix", str(prefix),
             *packages]
 
 
-def install_icon_sets(prefix: Path, names: Sequence[str], timeout: float = 600.0) -> None:
+def install_icon_sets(prefix: Path, names: Sequence[str], timeout: float = 600.0,
+                      versions: Mapping[str, str] | None = None) -> None:
     """`npm install` the packages into `prefix`/node_modules; EmojiDataError with the command when it fails."""
-    command = npm_install_command(prefix, names)
+    command = npm_install_command(prefix, names, versions)
     shown = " ".join(command)
     if shutil.which("npm") is None:
         raise EmojiDataError(f"the icon sets {', '.join(names)} are not installed and npm is not on PATH; install "
@@ -326,7 +328,7 @@ def _render_icon_cached(folder: Path, name: str, size: int) -> Image.Image:
     try:
         png = bytes(resvg_py.svg_to_bytes(svg_string=svg, width=pixels[0], height=pixels[1], skip_system_fonts=True))
         drawn = Image.open(io.BytesIO(png)).convert("RGBA")
-    except Exception as error:  # resvg raises its own exception types for malformed SVG
+    except Exception as error:  # noqa: BLE001 - resvg raises its own exception types for malformed SVG
         raise EmojiDataError(f"cannot draw {icon_set.name}:{name}: {error}") from None
     if drawn.size != pixels:
         drawn = drawn.resize(pixels, Image.Resampling.LANCZOS)

@@ -345,7 +345,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="scratch (default: the config's random image tower) or a model folder of the same "
                         "architecture to continue training from")
     parser.add_argument("--lr", type=float, default=None,
-                        help=f"learning rate at batch {CPU_BATCH} (default {SCRATCH_LR:g} from scratch, {CONTINUE_LR:g} with --init)")
+                        help=f"learning rate at batch {CPU_BATCH} "
+                             f"(default {SCRATCH_LR:g} from scratch, {CONTINUE_LR:g} with --init)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help=f"default {CPU_BATCH} on a CPU, {GPU_BATCH} on CUDA")
     parser.add_argument("--workers", type=int, default=RecipeConfig.workers, help="drawing processes / decode threads")
@@ -419,7 +420,7 @@ def main(argv=None) -> int:
     try:
         train_styles, left_out = split_styles(config)
         say(f"training styles: {', '.join(train_styles)}; left out: {', '.join(left_out) or 'none'}")
-        say(f"rendering pairs into {config.work / 'pairs'}")
+        say(f"rendering pairs into {config.pool}")
         summary = make_training_pairs(config, say, on_progress)
         say(f"pairs: {json.dumps(summary)}")
         pairs_seconds = time.perf_counter() - started

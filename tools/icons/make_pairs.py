@@ -17,24 +17,26 @@ Output (`--out DIR`; image paths relative to it):
 
 The set is read from `<npm-dir>/node_modules/@iconify-json/<set>/icons.json`; when it is missing it
 is installed there with `npm install` at the version pinned in `PINNED` (so a rerun renders the
-same icons). Same seed and options, same output.
+same icons). Finding, installing, reading and drawing a set are the bundled model's
+(`tools.bundled.icon_sets`); this module only splits a UI icon set by concept and captions it from
+icon names. Same seed and options, same output.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from tools.bundled import icon_sets
+from tools.bundled.emoji_data import EmojiDataError
 
 # npm package versions the figures in docs/BENCHMARKS.md were measured with.
 PINNED = {"tabler": "1.2.41", "lucide": "1.2.137", "ph": "1.2.2"}
@@ -43,7 +45,7 @@ STYLE_SUFFIXES = {"tabler": ("filled",), "ph": ("thin", "light", "bold", "fill",
 DEFAULT_NPM_DIR = Path("/tmp/mmsearch-npm")
 
 
-class IconDataError(Exception):
+class IconDataError(EmojiDataError):
     """The icon set cannot be found, installed or split as asked."""
 
 
@@ -61,62 +63,29 @@ class IconsConfig:
     version: str | None = None  # npm package version; default PINNED[icon_set] or the latest
 
 
-@dataclass(frozen=True)
-class Icon:
-    name: str
-    body: str
-    left: float
-    top: float
-    width: float
-    height: float
-
-    def svg(self, size: int, colour: str = "#000") -> str:
-        body = self.body.replace("currentColor", colour)
-        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" '
-                f'viewBox="{self.left} {self.top} {self.width} {self.height}">{body}</svg>')
-
-
 def icon_set_dir(icon_set: str, npm_dir: Path, version: str | None = None, install: bool = True) -> Path:
     """The folder of `@iconify-json/<icon_set>` under npm_dir, installed with npm when missing."""
-    folder = npm_dir / "node_modules" / "@iconify-json" / icon_set
-    if (folder / "icons.json").is_file():
+    folder = icon_sets.package_folder(npm_dir, icon_set)
+    if folder is not None:
         return folder
     if not install:
-        raise IconDataError(f"no {folder / 'icons.json'}")
-    version = version or PINNED.get(icon_set)
-    package = f"@iconify-json/{icon_set}" + (f"@{version}" if version else "")
-    npm_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(npm_dir), package],
-                       check=True, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise IconDataError("npm is not installed (apt-get install npm)") from None
-    except subprocess.CalledProcessError as error:
-        raise IconDataError(f"npm install {package} failed: {error.stderr.strip()[-400:]}") from None
-    if not (folder / "icons.json").is_file():
-        raise IconDataError(f"npm installed {package} but {folder / 'icons.json'} is missing")
+        raise IconDataError(f"no @iconify-json/{icon_set} under {npm_dir}")
+    icon_sets.install_icon_sets(npm_dir, [icon_set], versions={icon_set: version or PINNED.get(icon_set, "")})
+    folder = icon_sets.package_folder(npm_dir, icon_set)
+    if folder is None:
+        raise IconDataError(f"npm installed @iconify-json/{icon_set} but its icons.json is not under {npm_dir}")
     return folder
 
 
-def read_icons(folder: Path) -> list[Icon]:
-    """Every icon of an Iconify JSON set, aliases and hidden (deprecated) icons left out, by name."""
-    data = json.loads((folder / "icons.json").read_text(encoding="utf-8"))
-    width, height = data.get("width", 16), data.get("height", 16)
-    icons = []
-    for name, entry in sorted(data["icons"].items()):
-        if entry.get("hidden"):
-            continue
-        icons.append(Icon(name, entry["body"], entry.get("left", 0), entry.get("top", 0),
-                          entry.get("width", width), entry.get("height", height)))
-    return icons
+def read_icons(folder: Path) -> list[str]:
+    """The names of every icon of an Iconify set, aliases and hidden (deprecated) icons left out, sorted."""
+    return sorted(icon_sets.read_icon_set(folder).icons)
 
 
 def package_info(folder: Path) -> dict:
-    info = json.loads((folder / "info.json").read_text(encoding="utf-8"))
-    package = json.loads((folder / "package.json").read_text(encoding="utf-8"))
-    return {"name": info.get("name"), "package": package.get("name"), "package_version": package.get("version"),
-            "set_version": info.get("version"), "license": info.get("license", {}).get("spdx"),
-            "license_url": info.get("license", {}).get("url"), "author": info.get("author", {}).get("name")}
+    icon_set = icon_sets.read_icon_set(folder)
+    return {"name": icon_set.name, "package": f"{icon_sets.NPM_SCOPE}/{icon_set.name}",
+            "package_version": icon_set.version, "license": icon_set.licence, "author": icon_set.author}
 
 
 def style_of(name: str, icon_set: str) -> str:
@@ -143,7 +112,7 @@ def caption_of(name: str, icon_set: str) -> str:
     return " ".join(words + ([style] if style else []))
 
 
-def split_icons(icons: Sequence[Icon], config: IconsConfig) -> tuple[list[Icon], list[Icon]]:
+def split_icons(icons: Sequence[str], config: IconsConfig) -> tuple[list[str], list[str]]:
     """(train, held out) icons: `config.train` and `config.held_out` concepts, disjoint by concept (or family).
 
     Groups (concepts, or families with `--split family`) are shuffled; the first ones are held out
@@ -154,12 +123,12 @@ def split_icons(icons: Sequence[Icon], config: IconsConfig) -> tuple[list[Icon],
     if config.split not in ("concept", "family"):
         raise IconDataError(f"--split must be concept or family, not {config.split!r}")
     key = concept_of if config.split == "concept" else family_of
-    by_concept: dict[str, list[Icon]] = {}
+    by_concept: dict[str, list[str]] = {}
     for icon in icons:
-        by_concept.setdefault(concept_of(icon.name, config.icon_set), []).append(icon)
+        by_concept.setdefault(concept_of(icon, config.icon_set), []).append(icon)
     groups: dict[str, list[str]] = {}
     for concept, members in sorted(by_concept.items()):
-        groups.setdefault(key(members[0].name, config.icon_set), []).append(concept)
+        groups.setdefault(key(members[0], config.icon_set), []).append(concept)
     rng = np.random.default_rng([config.seed, 20])
     names = sorted(groups)
     held: list[str] = []
@@ -172,35 +141,26 @@ def split_icons(icons: Sequence[Icon], config: IconsConfig) -> tuple[list[Icon],
                             f"{config.train} train + {config.held_out} held out")
     train_concepts = [rest[i] for i in sorted(rng.permutation(len(rest))[: config.train])]
 
-    def plain(concept: str) -> Icon:
-        return min(by_concept[concept], key=lambda icon: (len(icon.name), icon.name))
+    def plain(concept: str) -> str:
+        return min(by_concept[concept], key=lambda icon: (len(icon), icon))
 
     train = [icon for concept in train_concepts
              for icon in (by_concept[concept] if config.styles else [plain(concept)])]
-    return train, sorted((plain(concept) for concept in held), key=lambda icon: icon.name)
+    return train, sorted(plain(concept) for concept in held)
 
 
-def render(icon: Icon, size: int) -> Image.Image:
-    """The icon drawn black on transparent, size x size RGBA."""
-    import resvg_py
-
-    png = bytes(resvg_py.svg_to_bytes(svg_string=icon.svg(size), width=size, height=size, skip_system_fonts=True))
-    image = Image.open(io.BytesIO(png)).convert("RGBA")
-    return image if image.size == (size, size) else image.resize((size, size), Image.Resampling.LANCZOS)
-
-
-def write_split(out: Path, label: str, icons: Sequence[Icon], config: IconsConfig) -> int:
-    """Render icons into out/images/<label>/ and write out/<label>.csv; returns rows written."""
+def write_split(out: Path, folder_of_set: Path, label: str, icons: Sequence[str], config: IconsConfig) -> int:
+    """Render icons (black on transparent) into out/images/<label>/ and write out/<label>.csv; returns rows."""
     folder = out / "images" / label
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for icon in icons:
-        path = folder / f"{icon.name}.png"
+        path = folder / f"{icon}.png"
         if not path.is_file():
             temporary = path.with_name(path.name + ".tmp")
-            render(icon, config.size).save(temporary, format="PNG")
+            icon_sets.render_icon(folder_of_set, icon, config.size).save(temporary, format="PNG")
             os.replace(temporary, path)
-        rows.append((f"images/{label}/{icon.name}.png", caption_of(icon.name, config.icon_set)))
+        rows.append((f"images/{label}/{icon}.png", caption_of(icon, config.icon_set)))
     csv_name = "train.csv" if label == "train" else "heldout.csv"
     temporary = out / f"{csv_name}.tmp"
     with temporary.open("w", newline="", encoding="utf-8") as handle:
@@ -216,16 +176,16 @@ def make_pairs(config: IconsConfig) -> dict:
     folder = icon_set_dir(config.icon_set, config.npm_dir, config.version)
     icons = read_icons(folder)
     if not config.styles:
-        icons = [icon for icon in icons if not style_of(icon.name, config.icon_set)]
+        icons = [icon for icon in icons if not style_of(icon, config.icon_set)]
     train, held_out = split_icons(icons, config)
     config.out.mkdir(parents=True, exist_ok=True)
     summary = {
         "set": package_info(folder),
         "settings": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(config).items()},
-        "train_pairs": write_split(config.out, "train", train, config),
-        "held_out_pairs": write_split(config.out, "heldout", held_out, config),
-        "train_concepts": sorted({concept_of(icon.name, config.icon_set) for icon in train}),
-        "held_out_concepts": sorted(concept_of(icon.name, config.icon_set) for icon in held_out),
+        "train_pairs": write_split(config.out, folder, "train", train, config),
+        "held_out_pairs": write_split(config.out, folder, "heldout", held_out, config),
+        "train_concepts": sorted({concept_of(icon, config.icon_set) for icon in train}),
+        "held_out_concepts": sorted(concept_of(icon, config.icon_set) for icon in held_out),
     }
     temporary = config.out / "concepts.json.tmp"
     temporary.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
@@ -256,7 +216,7 @@ def main(argv=None) -> int:
     config = parse_args(argv)
     try:
         summary = make_pairs(config)
-    except IconDataError as error:
+    except EmojiDataError as error:  # IconDataError, or icon_sets' errors (npm, reading, drawing)
         print(f"Error: {error}", file=sys.stderr)
         return 1
     info = summary["set"]
