@@ -380,6 +380,31 @@ def test_make_pairs_is_deterministic_whatever_the_workers(tmp_path):
         assert (tmp_path / "one" / relative).read_bytes() == (tmp_path / "two" / relative).read_bytes(), relative
 
 
+def test_an_interrupted_render_resumes_and_other_settings_redraw(tmp_path):
+    from tools.bundled import make_pairs
+
+    out = tmp_path / "pairs"
+    run_make_pairs(out, workers=1)
+    first = read_rows(out / "pairs.csv")
+    kept = out / first[0]["image"]
+    Image.new("RGB", (48, 48), (1, 2, 3)).save(kept)  # stands for an image drawn before the interruption
+    marker = kept.read_bytes()
+    (out / "pairs.csv").unlink()  # as if stopped while drawing: no csv, no concepts.json yet
+    (out / "concepts.json").unlink()
+    (out / read_rows(out / "heldout.csv")[0]["image"]).unlink()  # and one image not drawn yet
+    run_make_pairs(out, workers=1)
+    assert read_rows(out / "pairs.csv") == first
+    assert kept.read_bytes() == marker  # reused, not redrawn
+    assert all((out / row["image"]).is_file() for row in read_rows(out / "heldout.csv"))
+    assert not list(out.rglob("*.tmp"))
+
+    code = make_pairs.main(["--out", str(out), "--styles", base_styles(), "--limit", "8", "--per-concept", "2",
+                            "--heldout-fraction", "0.5", "--size", "48", "--workers", "1", "--seed", "0",
+                            "--mild-per-concept", "1", "--quiet"])
+    assert code == 0
+    assert kept.read_bytes() != marker  # other settings: everything is drawn again
+
+
 def test_make_pairs_help_mentions_every_option(capsys):
     from tools.bundled import make_pairs
 

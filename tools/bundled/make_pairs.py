@@ -220,28 +220,35 @@ def draw_job(job: RenderJob) -> Image.Image:
     return compose.compose_sample(base, np.random.default_rng(job.seed), job.size, job.augment)
 
 
-def write_job(job_and_root: tuple[RenderJob, Path]) -> str | None:
-    """Draw and save one job's image; returns None, or the reason it was skipped."""
-    job, root = job_and_root
+def write_job(task: tuple[RenderJob, Path, bool]) -> str | None:
+    """Draw and save one job's image (temp file + rename, so a file there is whole); returns None, or
+    the reason it was skipped. With `reuse`, an image already at the job's path is kept, not redrawn."""
+    job, root, reuse = task
+    path = root / job.image
+    if reuse and path.is_file():
+        return None
     try:
         image = draw_job(job)
-        path = root / job.image
         path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
         if path.suffix == ".png":
-            image.save(path, optimize=True)
+            image.save(temporary, format="PNG", optimize=True)
         else:
-            image.save(path, quality=job.jpeg_quality)
+            image.save(temporary, format="JPEG", quality=job.jpeg_quality)
+        os.replace(temporary, path)
     except (EmojiDataError, OSError, ValueError) as error:
         return f"{job.image}: {error}"
     return None
 
 
 def run_jobs(
-    jobs: Sequence[RenderJob], root: Path, workers: int = 1, on_progress: Progress | None = None
+    jobs: Sequence[RenderJob], root: Path, workers: int = 1, on_progress: Progress | None = None,
+    reuse: bool = False,
 ) -> list[RenderJob]:
-    """Draw every job (in a pool when workers > 1); returns the jobs that produced an image, in order."""
+    """Draw every job (in a pool when workers > 1); returns the jobs that produced an image, in order.
+    `reuse`: keep images already drawn under `root` (an interrupted render with the same settings)."""
     done: list[RenderJob] = []
-    tasks = [(job, root) for job in jobs]
+    tasks = [(job, root, reuse) for job in jobs]
     pool = multiprocessing.Pool(workers) if workers > 1 and len(jobs) > 1 else None
     try:
         results = pool.imap(write_job, tasks, chunksize=16) if pool else map(write_job, tasks)
@@ -321,6 +328,16 @@ class PairsConfig:
                 "eval_styles": list(self.eval_styles), "augment": self.augment}
 
 
+RENDER_MARK = "render.json"  # the settings of the render under way or done in a folder
+
+
+def _read_mark(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def make_pairs(config: PairsConfig, on_progress: Progress | None = None) -> dict[str, object]:
     """Write the training pairs, the evaluation sets and concepts.json under `config.out`; returns counts."""
     if config.size < 16 or config.per_concept < 1 or config.mild_per_concept < 0 or config.workers < 1:
@@ -354,7 +371,12 @@ def make_pairs(config: PairsConfig, on_progress: Progress | None = None) -> dict
                                                 "all", extension)
     config.out.mkdir(parents=True, exist_ok=True)
     every_job = [job for group in groups.values() for job in group]
-    drawn_images = {job.image for job in run_jobs(every_job, config.out, config.workers, on_progress)}
+    # Resumable: RENDER_MARK records the settings before drawing starts, so a rerun after an
+    # interruption keeps the images already drawn with the same settings and draws the rest.
+    mark = config.out / RENDER_MARK
+    reuse = _read_mark(mark) == config.settings()
+    write_json(mark, config.settings())
+    drawn_images = {job.image for job in run_jobs(every_job, config.out, config.workers, on_progress, reuse)}
     kept = {name: [j for j in group if j.image in drawn_images] for name, group in groups.items()}
     write_csv(config.out / "pairs.csv", kept[HEAVY] + kept[MILD], extra=True)
     held_names = [name for name in kept if name.startswith("heldout_")]
@@ -398,7 +420,12 @@ def make_all_concepts_sets(config: PairsConfig, names: Sequence[str],
                                     config.image_format) for style in found}
     config.out.mkdir(parents=True, exist_ok=True)
     every_job = [job for group in groups.values() for job in group]
-    drawn_images = {job.image for job in run_jobs(every_job, config.out, config.workers, on_progress)}
+    # Resumable: RENDER_MARK records the settings before drawing starts, so a rerun after an
+    # interruption keeps the images already drawn with the same settings and draws the rest.
+    mark = config.out / RENDER_MARK
+    reuse = _read_mark(mark) == config.settings()
+    write_json(mark, config.settings())
+    drawn_images = {job.image for job in run_jobs(every_job, config.out, config.workers, on_progress, reuse)}
     for name, jobs in groups.items():
         write_csv(config.out / f"all_{name}.csv", [job for job in jobs if job.image in drawn_images])
     return {name: sum(job.image in drawn_images for job in jobs) for name, jobs in groups.items()}

@@ -10,7 +10,7 @@
    (OpenMoji, Noto Color Emoji and the Iconify sets); per train concept `--per-concept` images with
    style-breaking augmentation and `--mild-per-concept` mildly augmented ones, the styles that draw
    the concept taking turns; one image per held-out concept in every style. An existing pool with
-   the same settings is reused. Leaving style families out (`--leave-out`) trains on the pool less
+   the same settings is reused; an interrupted render keeps the images it drew (`render.json`). Leaving style families out (`--leave-out`) trains on the pool less
    those styles and draws every concept of each left-out style beside the pool (`<pool>/eval`).
 3. The same fine-tuning code as `mmsearch finetune` trains `configs/mmsearch-emoji-minilm.json` (a
    small image tower; the pretrained MiniLM text tower from PyPI, frozen, with a trained
