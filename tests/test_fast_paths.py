@@ -163,6 +163,7 @@ def _old_export(folder: Path, with_cosine: bool) -> None:
     reference vectors, and an int8 graph from onnxruntime's quantize_dynamic with 8-bit weights."""
     import json
 
+    from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from retrieval.models import fast_image
@@ -174,7 +175,8 @@ def _old_export(folder: Path, with_cosine: bool) -> None:
     (folder / fast_image.META_NAME).write_text(json.dumps(old))
     (folder / fast_image.REFERENCE_NAME).unlink()
     quantize_dynamic(str(folder / fast_image.FP32_NAME), str(folder / fast_image.INT8_NAME),
-                     weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+                     weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                     extra_options={"DefaultTensorType": TensorProto.FLOAT})  # past the com.microsoft Gelu
 
 
 @pytest.mark.parametrize("with_cosine", [False, True], ids=["unchecked", "checked-8-bit"])
@@ -226,12 +228,29 @@ def test_effective_precision_says_what_runs(tmp_path, tiny_model):
     assert fast_image.effective_precision(folder, "onnx") == "onnx"
     assert fast_image.effective_precision(folder, "onnx-int8", fingerprint=tiny_model.card.fingerprint) == "onnx-int8"
     assert fast_image.effective_precision(folder, "onnx-int8", fingerprint="another model") is None
-    assert any("exporting" in step for step in steps) and any("checking" in step for step in steps)
+    assert any("ONNX graph" in step for step in steps) and any("checking" in step for step in steps)
     entry = fast_image.exported_meta(folder)["int8"]
-    assert entry["cpu"] in ("int8-exact", "int8-saturating") and entry["seconds"]["torch.onnx.export"] > 0
+    assert entry["cpu"] in ("int8-exact", "int8-saturating") and entry["seconds"]["vit_onnx"] > 0  # written, not traced
+    assert fast_image.exported_meta(folder)["fp32"] == {"writer": "vit_onnx"}  # its fp32 graph not run yet
     steps.clear()
     assert fast_image.build_image_encoder(tiny_model, "onnx-int8", folder, on_step=steps.append).precision == "onnx-int8"
     assert steps == []  # a current export: no step at all
+
+
+def test_fp32_graph_is_checked_before_it_first_runs(tmp_path, tiny_model, monkeypatch):
+    from retrieval.models import fast_image
+
+    folder = tmp_path / "image_encoder"
+    fast_image.build_image_encoder(tiny_model, "onnx-int8", folder)
+    assert "min_cosine" not in fast_image.exported_meta(folder)["fp32"]
+    encoder = fast_image.build_image_encoder(tiny_model, "onnx", folder)
+    assert encoder.precision == "onnx" and encoder.graph == folder / fast_image.FP32_NAME
+    assert fast_image.exported_meta(folder)["fp32"]["min_cosine"] >= fast_image.MIN_FP32_COSINE
+    monkeypatch.setattr(fast_image, "MIN_FP32_COSINE", 1.01)  # recorded: not checked again
+    assert fast_image.build_image_encoder(tiny_model, "onnx", folder).precision == "onnx"
+    fast_image.build_image_encoder(tiny_model, "onnx-int8", tmp_path / "other")
+    encoder = fast_image.build_image_encoder(tiny_model, "onnx", tmp_path / "other")  # fails its check: torch runs
+    assert encoder.precision == "fp32" and type(encoder).__name__ == "TorchImageEncoder"
 
 
 def test_index_records_its_precision_and_image_queries_use_it(tmp_path, tiny_model_config):

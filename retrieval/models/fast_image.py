@@ -10,7 +10,8 @@ Precisions (measured on 2 cores, docs/BENCHMARKS.md "Throughput (issue 4)" and "
                  7-bit weights, the same integer sums on CPUs with and without VNNI); the CPU default.
 
 An ONNX export is written once per model into a cache folder (the index folder's `image_encoder/`),
-keyed by the model fingerprint, staged and renamed atomically. Its int8 graph is chosen there by
+keyed by the model fingerprint, staged and renamed atomically: a plain ViT by `retrieval.models.vit_onnx`
+from its weights (no tracing), any other tower by `torch.onnx.export`. Its int8 graph is chosen there by
 measurement: each recipe of INT8_RECIPES in turn is checked against the torch tower's vectors on
 `check_pixels` and the first with cosine >= MIN_INT8_COSINE is kept; when none passes, `onnx-int8`
 runs the fp32 graph. The metadata records the choice, every recipe's cosine and the CPU kind it was
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "bf16", "int8", "onnx", "onnx-int8")
 DEFAULT_CPU_PRECISION = "onnx-int8"
 MIN_INT8_COSINE = 0.995  # least cosine to the torch tower on check_pixels for an int8 graph to be used
+MIN_FP32_COSINE = 0.9999  # the same for the fp32 graph (measured 1.00000: it computes what torch does)
 META_NAME = "image_encoder.json"
 FORMAT = "mmsearch-onnx-image/2"
 OLDER_FORMATS = ("mmsearch-onnx-image/1",)  # fp32 graph still good; int8 graph re-made (8-bit weights drift on AVX2)
@@ -143,9 +145,9 @@ def cpu_kind() -> str:
     return "int8-saturating" if int8_sums_saturate() else "int8-exact"
 
 
-def choose_int8_graph(fp32_graph: Path, reference: np.ndarray, image_size: int, *,
+def choose_int8_graph(fp32_graph: bytes, reference: np.ndarray, image_size: int, *,
                       on_step: Step | None = None) -> tuple[dict, bytes | None, object]:
-    """Quantise `fp32_graph` by each recipe in turn until one agrees with `reference` (the torch tower's
+    """Quantise `fp32_graph` (a serialised ONNX model) by each recipe in turn until one agrees with `reference` (the torch tower's
     unit vectors on check_pixels) to MIN_INT8_COSINE.
 
     Returns (the metadata entry, the chosen graph's bytes or None, its open session or None). The entry
@@ -162,7 +164,7 @@ def choose_int8_graph(fp32_graph: Path, reference: np.ndarray, image_size: int, 
         if on_step:
             on_step(f"int8 image tower: quantising ({recipe})")
         started = time.perf_counter()
-        model = onnx.load(str(fp32_graph))
+        model = onnx.load_from_string(fp32_graph)
         layers = quantise_matmuls(model, **options)
         if not layers:  # nothing to quantise: the int8 graph would be the fp32 one
             break
@@ -184,6 +186,27 @@ def choose_int8_graph(fp32_graph: Path, reference: np.ndarray, image_size: int, 
     return {"recipe": None, "min_cosine": None, "tried": tried, "cpu": cpu_kind(), "seconds": seconds}, None, None
 
 
+def _fp32_graph(tower, image_size: int, path: Path) -> tuple[bytes, str]:
+    """The tower's fp32 graph, written to `path` and returned serialised, and what wrote it: the ViT
+    writer (retrieval.models.vit_onnx: a fraction of a second) where it applies, else the tracer."""
+    import torch
+
+    from retrieval.models.vit_onnx import unsupported, vit_graph
+
+    why_not = unsupported(tower)
+    if why_not is None:
+        graph = vit_graph(tower).SerializeToString()
+        path.write_bytes(graph)
+        return graph, "vit_onnx"
+    log.debug("image tower traced by torch.onnx.export: %s", why_not)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(tower, (torch.zeros(1, 3, image_size, image_size),), str(path),
+                          input_names=["pixels"], output_names=["features"],
+                          dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}}, opset_version=17, dynamo=False)
+    return path.read_bytes(), "torch.onnx.export"
+
+
 def export_image_tower(tower, image_size: int, folder: Path, fingerprint: str, *, on_step: Step | None = None):
     """fp32 and int8 ONNX graphs of `tower` in `folder` (staged, then renamed).
 
@@ -199,24 +222,22 @@ def export_image_tower(tower, image_size: int, folder: Path, fingerprint: str, *
     try:
         tower = tower.to("cpu").eval()
         if on_step:
-            on_step("image tower: exporting to ONNX (once per model)")
+            on_step("image tower: writing the ONNX graph (once per model)")
         started = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(tower, (torch.zeros(1, 3, image_size, image_size),), str(staging / FP32_NAME),
-                              input_names=["pixels"], output_names=["features"],
-                              dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}}, opset_version=17, dynamo=False)
-        seconds = {"torch.onnx.export": round(time.perf_counter() - started, 3)}
+        graph, writer = _fp32_graph(tower, image_size, staging / FP32_NAME)
+        seconds = {writer: round(time.perf_counter() - started, 3)}
         started = time.perf_counter()
         with torch.inference_mode():
             reference = _normalise(tower(torch.from_numpy(check_pixels(image_size))).float().numpy())
         np.save(staging / REFERENCE_NAME, reference)
         seconds["reference"] = round(time.perf_counter() - started, 3)
-        entry, graph, session = choose_int8_graph(staging / FP32_NAME, reference, image_size, on_step=on_step)
+        entry, int8_graph, session = choose_int8_graph(graph, reference, image_size, on_step=on_step)
+        del graph
         entry["seconds"] = {**seconds, **entry["seconds"]}
-        if graph is not None:
-            (staging / INT8_NAME).write_bytes(graph)
-        _write_meta(staging, {"format": FORMAT, "fingerprint": fingerprint, "image_size": image_size, "int8": entry})
+        if int8_graph is not None:
+            (staging / INT8_NAME).write_bytes(int8_graph)
+        _write_meta(staging, {"format": FORMAT, "fingerprint": fingerprint, "image_size": image_size,
+                              "fp32": {"writer": writer}, "int8": entry})
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(staging, folder)
@@ -224,6 +245,25 @@ def export_image_tower(tower, image_size: int, folder: Path, fingerprint: str, *
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder, session
+
+
+def checked_fp32_graph(folder: Path, meta: dict) -> Path:
+    """The export's fp32 graph, checked once against the torch tower's reference vectors before it is
+    first run (the default path never runs it: the int8 graph's check stands for both there).
+    Raises RuntimeError when it does not agree (cosine < MIN_FP32_COSINE)."""
+    path = folder / FP32_NAME
+    if "min_cosine" in meta.get("fp32", {}) or not (folder / REFERENCE_NAME).is_file():
+        return path  # checked already, or an older export with nothing to check against
+    reference = np.load(folder / REFERENCE_NAME)
+    vectors = OnnxImageEncoder(path, None, "onnx").embed_pixels(check_pixels(int(meta["image_size"]), count=len(reference)))
+    cosine = float((vectors * reference).sum(axis=1).min())
+    if cosine < MIN_FP32_COSINE:
+        raise RuntimeError(f"the fp32 ONNX graph disagrees with the torch tower (cosine {cosine:.5f})")
+    try:
+        _write_meta(folder, {**meta, "fp32": {**meta.get("fp32", {}), "min_cosine": round(cosine, 6)}})
+    except OSError as exc:  # a read-only index folder: checked again next time
+        log.info("cannot record the fp32 check in %s: %s", folder, exc)
+    return path
 
 
 def _write_meta(folder: Path, meta: dict) -> None:
@@ -245,7 +285,7 @@ def upgrade_int8_choice(folder: Path, meta: dict, *, on_step: Step | None = None
         reference = np.load(reference_path)
     else:  # the fp32 ONNX graph stands in for the torch tower (cosine 1.0000 to it, docs/BENCHMARKS.md)
         reference = OnnxImageEncoder(folder / FP32_NAME, None, "onnx").embed_pixels(check_pixels(image_size))
-    entry, graph, session = choose_int8_graph(folder / FP32_NAME, reference, image_size, on_step=on_step)
+    entry, graph, session = choose_int8_graph((folder / FP32_NAME).read_bytes(), reference, image_size, on_step=on_step)
     meta = {**{key: value for key, value in meta.items() if key != "int8_min_cosine"}, "format": FORMAT, "int8": entry}
     try:
         np.save(folder / (REFERENCE_NAME + ".tmp.npy"), reference)
@@ -328,7 +368,7 @@ def build_image_encoder(model, precision: str, cache_dir: Path | None, *, on_ste
             if precision == "onnx-int8":  # this model does not take int8 well: fp32 ONNX, index and queries alike
                 log.warning("int8 image tower of %s drifts (cosine %s < %.3f vs fp32); using fp32 ONNX",
                             card.spec.name, meta["int8"].get("tried"), MIN_INT8_COSINE)
-            return OnnxImageEncoder(folder / FP32_NAME, card.preprocess, "onnx")
+            return OnnxImageEncoder(checked_fp32_graph(folder, meta), card.preprocess, "onnx")
         except Exception as exc:  # noqa: BLE001 - the torch tower does the same job, slower
             log.warning("ONNX image tower unavailable (%s); using torch %s", exc,
                         "int8" if precision == "onnx-int8" else "fp32")
