@@ -59,7 +59,8 @@ def quantise(variant: str, fp32: Path, out: Path, calibration: np.ndarray) -> No
                      if node.op_type == "MatMul"]
             options["nodes_to_exclude"] = [nodes[0], nodes[-1]]
         weight = QuantType.QUInt8 if variant == "dynamic-u8u8" else QuantType.QInt8
-        quantize_dynamic(str(fp32), str(out), weight_type=weight, **options)
+        quantize_dynamic(str(fp32), str(out), weight_type=weight, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                         **options)
         return
 
     class Reader(CalibrationDataReader):
@@ -93,14 +94,12 @@ def cosines(vectors: np.ndarray, reference: np.ndarray) -> dict:
     return {"min": round(float(values.min()), 5), "mean": round(float(values.mean()), 5)}
 
 
-def child(work: Path) -> None:
-    """Under emulation: every graph's vectors on the saved inputs, written back next to them."""
+def child(work: Path, names: list[str]) -> None:
+    """Under emulation: each graph's vectors on the saved inputs, one file per graph as it finishes."""
     inputs = np.load(work / "inputs.npz")
-    out = {}
-    for path in sorted(work.glob("*.onnx")):
-        for name in ("check", "jpegs"):
-            out[f"{path.stem}/{name}"] = embed(path, inputs[name])[0]
-    np.savez(work / "emulated.npz", **out)
+    for name in names:
+        vectors = {key: embed(work / f"{name}.onnx", inputs[key])[0] for key in ("check", "jpegs")}
+        np.savez(work / f"emulated-{name}.npz", **vectors)
 
 
 def main() -> None:
@@ -113,11 +112,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="images per timed run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--writer", choices=("torch.onnx.export", "vit_onnx"), default="torch.onnx.export",
+                        help="what writes the fp32 graph: the tracer, or mmsearch's ViT writer (retrieval.models.vit_onnx)")
     parser.add_argument("--emulate", default="", help="qemu-x86_64 -cpu model for the second CPU kind (e.g. Haswell)")
+    parser.add_argument("--emulate-variants", default="fp32,dynamic,dynamic-rr,int7-per-column,int7-per-tensor",
+                        help="the graphs run under emulation (slow: minutes per ViT-B graph)")
+    parser.add_argument("--emulate-jpegs", type=int, default=4, help="of the --jpegs images, how many the emulated run embeds")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--names", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.names.split(","))
         return
 
     import torch
@@ -136,10 +141,15 @@ def main() -> None:
     size = int(model.card.preprocess.image_size)
     tower = load_tower(model.card, IMAGE)
     started = time.perf_counter()
-    torch.onnx.export(tower, (torch.zeros(1, 3, size, size),), str(graphs / "fp32.onnx"), input_names=["pixels"],
-                      output_names=["features"], dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
-                      opset_version=17, dynamo=False)
-    timings = {"torch.onnx.export": round(time.perf_counter() - started, 2)}
+    if args.writer == "vit_onnx":
+        from retrieval.models.vit_onnx import vit_graph
+
+        (graphs / "fp32.onnx").write_bytes(vit_graph(tower).SerializeToString())
+    else:
+        torch.onnx.export(tower, (torch.zeros(1, 3, size, size),), str(graphs / "fp32.onnx"), input_names=["pixels"],
+                          output_names=["features"], dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+    timings = {args.writer: round(time.perf_counter() - started, 2)}
     files = sorted(path for path in args.folder.iterdir() if path.suffix.lower() in (".jpg", ".jpeg"))
     decode = lambda path: decode_image(read_file(str(path)), model.card.preprocess, DecodeOptions()).pixels  # noqa: E731
     timed = np.stack([decode(path) for path in files[:args.batch]])
@@ -153,11 +163,12 @@ def main() -> None:
             print(f"{variant}: {exc}", file=sys.stderr)
             continue
         timings[variant] = round(time.perf_counter() - started, 2)
-    np.savez(args.work / "graphs" / "inputs.npz", **inputs)
+    emulated_inputs = {"check": inputs["check"], "jpegs": inputs["jpegs"][:args.emulate_jpegs]}
+    np.savez(args.work / "graphs" / "inputs.npz", **emulated_inputs)
 
     names = [path.stem for path in sorted(graphs.glob("*.onnx"))]
     reference = {key: embed(graphs / "fp32.onnx", value)[0] for key, value in inputs.items()}
-    results = {name: {"quantise_s": timings.get(name, timings["torch.onnx.export"])} for name in names}
+    results = {name: {"quantise_s": timings.get(name, timings[args.writer])} for name in names}
     sessions = {}
     for name in names:
         for key, value in inputs.items():
@@ -165,14 +176,15 @@ def main() -> None:
             results[name][f"cosine_{key}"] = cosines(vectors, reference[key])
     if args.emulate:
         started = time.perf_counter()
-        done = subprocess.run(["qemu-x86_64", "-cpu", args.emulate, sys.executable, __file__, "--child", str(graphs)],
-                              capture_output=True, text=True)
+        chosen = [name for name in args.emulate_variants.split(",") if name in names]
+        done = subprocess.run(["qemu-x86_64", "-cpu", args.emulate, sys.executable, __file__, "--child", str(graphs),
+                               "--names", ",".join(chosen)], capture_output=True, text=True)
         if done.returncode:
             raise SystemExit(f"emulated run failed:\n{done.stderr[-3000:]}")
-        emulated = np.load(graphs / "emulated.npz")
-        for name in names:
+        for name in chosen:
+            emulated = np.load(graphs / f"emulated-{name}.npz")
             for key in inputs:
-                results[name][f"cosine_{key}_{args.emulate}"] = cosines(emulated[f"{name}/{key}"], reference[key])
+                results[name][f"cosine_{key}_{args.emulate}"] = cosines(emulated[key], reference[key][:len(emulated[key])])
         timings["emulated_s"] = round(time.perf_counter() - started, 1)
     times = {name: [] for name in names}
     for session in sessions.values():

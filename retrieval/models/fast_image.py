@@ -145,10 +145,11 @@ def cpu_kind() -> str:
     return "int8-saturating" if int8_sums_saturate() else "int8-exact"
 
 
-def choose_int8_graph(fp32_graph: bytes, reference: np.ndarray, image_size: int, *,
+def choose_int8_graph(fp32_graph: bytes, reference: np.ndarray, image_size: int, *, parsed=None,
                       on_step: Step | None = None) -> tuple[dict, bytes | None, object]:
-    """Quantise `fp32_graph` (a serialised ONNX model) by each recipe in turn until one agrees with `reference` (the torch tower's
-    unit vectors on check_pixels) to MIN_INT8_COSINE.
+    """Quantise `fp32_graph` (a serialised ONNX model; `parsed`, when given, is it as a ModelProto, which
+    the first recipe then rewrites in place) by each recipe in turn until one agrees with `reference`
+    (the torch tower's unit vectors on check_pixels) to MIN_INT8_COSINE.
 
     Returns (the metadata entry, the chosen graph's bytes or None, its open session or None). The entry
     is {"recipe": name or None, "min_cosine": its least cosine or None, "tried": {recipe: cosine},
@@ -164,7 +165,7 @@ def choose_int8_graph(fp32_graph: bytes, reference: np.ndarray, image_size: int,
         if on_step:
             on_step(f"int8 image tower: quantising ({recipe})")
         started = time.perf_counter()
-        model = onnx.load_from_string(fp32_graph)
+        model, parsed = (parsed if parsed is not None else onnx.load_from_string(fp32_graph)), None
         layers = quantise_matmuls(model, **options)
         if not layers:  # nothing to quantise: the int8 graph would be the fp32 one
             break
@@ -186,25 +187,27 @@ def choose_int8_graph(fp32_graph: bytes, reference: np.ndarray, image_size: int,
     return {"recipe": None, "min_cosine": None, "tried": tried, "cpu": cpu_kind(), "seconds": seconds}, None, None
 
 
-def _fp32_graph(tower, image_size: int, path: Path) -> tuple[bytes, str]:
-    """The tower's fp32 graph, written to `path` and returned serialised, and what wrote it: the ViT
-    writer (retrieval.models.vit_onnx: a fraction of a second) where it applies, else the tracer."""
+def _fp32_graph(tower, image_size: int, path: Path) -> tuple[bytes, object, str]:
+    """The tower's fp32 graph, written to `path` and returned serialised (and as a ModelProto, or None),
+    and what wrote it: the ViT writer (retrieval.models.vit_onnx: no tracing) where it applies, else
+    the tracer."""
     import torch
 
     from retrieval.models.vit_onnx import unsupported, vit_graph
 
     why_not = unsupported(tower)
     if why_not is None:
-        graph = vit_graph(tower).SerializeToString()
+        model = vit_graph(tower)
+        graph = model.SerializeToString()
         path.write_bytes(graph)
-        return graph, "vit_onnx"
+        return graph, model, "vit_onnx"
     log.debug("image tower traced by torch.onnx.export: %s", why_not)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(tower, (torch.zeros(1, 3, image_size, image_size),), str(path),
                           input_names=["pixels"], output_names=["features"],
                           dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}}, opset_version=17, dynamo=False)
-    return path.read_bytes(), "torch.onnx.export"
+    return path.read_bytes(), None, "torch.onnx.export"
 
 
 def export_image_tower(tower, image_size: int, folder: Path, fingerprint: str, *, on_step: Step | None = None):
@@ -224,15 +227,15 @@ def export_image_tower(tower, image_size: int, folder: Path, fingerprint: str, *
         if on_step:
             on_step("image tower: writing the ONNX graph (once per model)")
         started = time.perf_counter()
-        graph, writer = _fp32_graph(tower, image_size, staging / FP32_NAME)
+        graph, parsed, writer = _fp32_graph(tower, image_size, staging / FP32_NAME)
         seconds = {writer: round(time.perf_counter() - started, 3)}
         started = time.perf_counter()
         with torch.inference_mode():
             reference = _normalise(tower(torch.from_numpy(check_pixels(image_size))).float().numpy())
         np.save(staging / REFERENCE_NAME, reference)
         seconds["reference"] = round(time.perf_counter() - started, 3)
-        entry, int8_graph, session = choose_int8_graph(graph, reference, image_size, on_step=on_step)
-        del graph
+        entry, int8_graph, session = choose_int8_graph(graph, reference, image_size, parsed=parsed, on_step=on_step)
+        del graph, parsed
         entry["seconds"] = {**seconds, **entry["seconds"]}
         if int8_graph is not None:
             (staging / INT8_NAME).write_bytes(int8_graph)

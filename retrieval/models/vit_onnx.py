@@ -62,18 +62,27 @@ class _Graph:
     """A small ONNX graph writer: named constants, nodes, unique names."""
 
     def __init__(self):
-        self.nodes, self.initializers, self._count = [], [], 0
+        self.nodes, self.constants, self._count = [], [], 0
 
     def name(self, hint: str) -> str:
         self._count += 1
         return f"{hint}_{self._count}"
 
     def constant(self, value, hint: str) -> str:
-        from onnx import numpy_helper
-
         name = self.name(hint)
-        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))  # 0-d stays 0-d
+        self.constants.append((name, np.asarray(value)))  # 0-d stays 0-d
         return name
+
+    def fill(self, graph) -> None:
+        """Write the constants into `graph` (a GraphProto) as initializers, each array copied once."""
+        from onnx import helper
+
+        for name, value in self.constants:
+            tensor = graph.initializer.add()
+            tensor.name = name
+            tensor.data_type = helper.np_dtype_to_tensor_dtype(value.dtype)
+            tensor.dims.extend(value.shape)
+            tensor.raw_data = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes()
 
     def op(self, op_type: str, inputs: list[str], hint: str = "", domain: str = "", **attributes) -> str:
         from onnx import helper
@@ -184,8 +193,8 @@ def vit_graph(tower):
     size = list(tower.image_size)
     model = helper.make_model(
         helper.make_graph(graph.nodes, "open_clip_vit", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 3, *size])],
-                          [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", int(weights["proj"].shape[1])])],
-                          graph.initializers),
+                          [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", int(weights["proj"].shape[1])])]),
         opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)], producer_name="mmsearch")
     model.ir_version = 8  # what onnxruntime >= 1.17 reads
+    graph.fill(model.graph)  # the weights last: make_graph/make_model would copy them
     return model
