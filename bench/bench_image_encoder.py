@@ -4,8 +4,8 @@ Decodes --batch JPEGs from --folder as `mmsearch index` does, embeds them with t
 tower and with each precision (interleaved rounds, median), and prints images/s, the speed-up over
 fp32 and the least / mean cosine to the fp32 vectors. ONNX exports go to a temporary folder (the
 one-time export is timed apart: `export_s`). Each row names the precision that ran (`ran`: an
-`onnx-int8` whose int8 graph failed its check runs `onnx`) and, for onnx-int8, the int8 recipe chosen. Random-weight models (`fake_hub.py`, `*.json` configs) may quantise
-differently from trained ones; `bundled` is trained.
+`onnx-int8` whose int8 graph failed its check runs `onnx`) and, for onnx-int8, the int8 recipe
+chosen. Random-weight models (`fake_hub.py`, `*.json` configs) may quantise differently from trained ones; `bundled` is trained.
 
     HF_HUB_OFFLINE=1 HF_HUB_CACHE=/tmp/perf-hf .venv/bin/python bench/bench_image_encoder.py ViT-B-32-256:datacomp_s34b_b86k
     .venv/bin/python bench/bench_image_encoder.py bundled --precisions int8,onnx,onnx-int8

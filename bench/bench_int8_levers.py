@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import statistics
 import subprocess
@@ -127,7 +126,8 @@ def main() -> None:
 
     import torch
 
-    from indexer.media.image import DecodeOptions, decode_image, read_file
+    from indexer.media.files import read_file
+    from indexer.media.image import DecodeOptions, decode_image
     from retrieval.models.encoders import load_model
     from retrieval.models.fast_image import check_pixels
     from retrieval.models.towers import IMAGE, load_tower
@@ -151,7 +151,7 @@ def main() -> None:
                           opset_version=17, dynamo=False)
     timings = {args.writer: round(time.perf_counter() - started, 2)}
     files = sorted(path for path in args.folder.iterdir() if path.suffix.lower() in (".jpg", ".jpeg"))
-    decode = lambda path: decode_image(read_file(str(path)), model.card.preprocess, DecodeOptions()).pixels  # noqa: E731
+    decode = lambda path: decode_image(read_file(str(path)), model.card.preprocess, DecodeOptions()).pixels
     timed = np.stack([decode(path) for path in files[:args.batch]])
     inputs = {"check": check_pixels(size), "jpegs": np.stack([decode(path) for path in files[-args.jpegs:]])}
     calibration = np.concatenate([check_pixels(size, count=8, seed=1), np.stack([decode(p) for p in files[100:108]])])

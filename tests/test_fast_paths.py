@@ -276,6 +276,40 @@ def test_index_records_its_precision_and_image_queries_use_it(tmp_path, tiny_mod
     assert result.exit_code == 1 and "unknown precision" in result.output
 
 
+def test_the_precision_that_ran_is_recorded_shown_and_stepped_through(tmp_path, tiny_model_config, monkeypatch):
+    """Where the int8 graph fails its check, the run summary, `status` and `status --json` say fp32
+    ONNX ran (beside the onnx-int8 setting), and the one-time export's steps reach the run's callbacks."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.app import app
+    from conftest import write_image
+    from retrieval.indexing import Callbacks, IndexRequest, index_library
+    from retrieval.models import fast_image
+
+    for seed in range(3):
+        write_image(tmp_path / "pics" / f"p{seed}.png", seed)
+    db = tmp_path / "db"
+    monkeypatch.setattr(fast_image, "MIN_INT8_COSINE", 1.01)  # no int8 graph can pass this
+    steps = []
+    request = IndexRequest(db=db, roots=(str(tmp_path / "pics"),), model=str(tiny_model_config), device="cpu")
+    outcome = index_library(request, Callbacks(on_step=steps.append))
+    assert outcome.image_precision == "onnx" and outcome.as_dict()["image_precision"] == "onnx"
+    assert any("ONNX graph" in step for step in steps) and any("checking" in step for step in steps)
+    runner = CliRunner()
+    status = json.loads(runner.invoke(app, ["status", "--db", str(db), "--json"]).stdout)
+    assert status["image_precision"] == "onnx" and status["image_precision_setting"] == "onnx-int8"
+    assert "onnx (setting: onnx-int8)" in runner.invoke(app, ["status", "--db", str(db)]).stdout
+    write_image(tmp_path / "pics" / "p3.png", 3)
+    steps.clear()
+    again = index_library(IndexRequest(db=db, roots=(str(tmp_path / "pics"),), device="cpu"), Callbacks(on_step=steps.append))
+    assert again.report.embedded == 1 and again.image_precision == "onnx" and steps == []  # the export is kept
+    monkeypatch.setattr(fast_image, "MIN_INT8_COSINE", 0.9)  # not re-checked: the export recorded its choice
+    unchanged = index_library(IndexRequest(db=db, roots=(str(tmp_path / "pics"),), device="cpu"))
+    assert unchanged.report.embedded == 0 and unchanged.image_precision == "onnx"  # the last run's, recorded
+
+
 # --- search start-up: the sqlite3 read path -------------------------------------------------------
 def test_read_meta_answers_like_the_full_store(tmp_path):
     import os

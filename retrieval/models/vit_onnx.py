@@ -21,8 +21,15 @@ MS_DOMAIN = "com.microsoft"
 
 def unsupported(tower) -> str | None:
     """Why `tower` is not a ViT this module writes (None when it is)."""
-    from open_clip.transformer import LayerNorm, LayerNormFp32, LayerScale, QuickGELU, ResidualAttentionBlock, \
-        Transformer, VisionTransformer
+    from open_clip.transformer import (
+        LayerNorm,
+        LayerNormFp32,
+        LayerScale,
+        QuickGELU,
+        ResidualAttentionBlock,
+        Transformer,
+        VisionTransformer,
+    )
     from torch import nn
 
     if type(tower) is not VisionTransformer:
@@ -124,7 +131,8 @@ def _block(graph: _Graph, x: str, block, prefix: str, weights: dict) -> str:
     width, heads = attn.embed_dim, attn.num_heads
     head_dim = width // heads
     h = _layer_norm(graph, x, block.ln_1, f"{prefix}.ln_1", weights)
-    qkv = _linear(graph, h, weights[f"{prefix}.attn.in_proj_weight"], weights[f"{prefix}.attn.in_proj_bias"], f"{prefix}.attn.in_proj")
+    qkv = _linear(graph, h, weights[f"{prefix}.attn.in_proj_weight"], weights[f"{prefix}.attn.in_proj_bias"],
+                  f"{prefix}.attn.in_proj")
     qkv = graph.op("Reshape", [qkv, graph.constant(np.array([0, 0, 3, heads, head_dim], np.int64), "shape")], f"{prefix}.qkv")
     qkv = graph.op("Transpose", [qkv], f"{prefix}.qkv_t", perm=[2, 0, 3, 1, 4])  # (3, batch, heads, tokens, head_dim)
     q, k, v = (graph.op("Gather", [qkv, graph.constant(np.array(index, np.int64), "index")], f"{prefix}.{part}", axis=0)
@@ -191,9 +199,10 @@ def vit_graph(tower):
     features = graph.op("MatMul", [pooled, graph.constant(weights["proj"], "proj")], "features")
     graph.nodes.append(helper.make_node("Identity", [features], ["features"], name="output"))
     size = list(tower.image_size)
+    inputs = [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 3, *size])]
+    outputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", int(weights["proj"].shape[1])])]
     model = helper.make_model(
-        helper.make_graph(graph.nodes, "open_clip_vit", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 3, *size])],
-                          [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", int(weights["proj"].shape[1])])]),
+        helper.make_graph(graph.nodes, "open_clip_vit", inputs, outputs),
         opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)], producer_name="mmsearch")
     model.ir_version = 8  # what onnxruntime >= 1.17 reads
     graph.fill(model.graph)  # the weights last: make_graph/make_model would copy them
