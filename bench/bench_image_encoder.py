@@ -50,8 +50,8 @@ def main() -> None:
     export_s, recipe = {}, None
     with tempfile.TemporaryDirectory() as cache:
         for precision in args.precisions.split(","):
-            model = load_model(args.model, device="cpu")
-            model.image_precision, model.image_cache_dir = precision, Path(cache) / "image_encoder"
+            model = load_model(args.model, device="cpu", image_precision=precision,
+                               image_export_dir=Path(cache) / "image_encoder")
             started = time.perf_counter()
             encoders[precision] = model.image
             export_s[precision] = round(time.perf_counter() - started, 2)
