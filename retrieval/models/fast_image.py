@@ -8,6 +8,8 @@ Precisions (measured on 2 cores, docs/BENCHMARKS.md "Throughput (issue 4)" and "
 - ``onnx``       the tower exported to ONNX, run by onnxruntime in fp32.
 - ``onnx-int8``  that export with int8 weights in every MatMul/Gemm (`retrieval.models.int8_graph`:
                  7-bit weights, the same integer sums on CPUs with and without VNNI); the CPU default.
+                 Its activations are quantised per call, so an image embedded alone and in a batch
+                 differ slightly (cosine ~0.9998-0.9999, docs/BENCHMARKS.md "int8 on every x86 CPU").
 
 An ONNX export is written once per model into a cache folder (the index folder's `image_encoder/`),
 keyed by the model fingerprint, staged and renamed atomically: a plain ViT by `retrieval.models.vit_onnx`
