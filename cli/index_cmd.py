@@ -94,7 +94,7 @@ def index(
 
     with RunProgress() as progress:
         outcome = index_library(request, Callbacks(on_progress=progress.update, on_file_error=file_error,
-                                                   on_model=on_model, tqdm_class=rich_tqdm()))
+                                                   on_model=on_model, tqdm_class=rich_tqdm(), on_step=progress.step))
     report = outcome.report
     summary = outcome.as_dict()
     if json_output:

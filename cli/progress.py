@@ -28,6 +28,13 @@ class RunProgress:
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
 
+    def step(self, text: str) -> None:
+        """A step within the model's set-up (a one-time image export): shown as that line's text."""
+        task = self.tasks.get("prepare")
+        if task is None:
+            task = self.tasks["prepare"] = self.progress.add_task(text, total=None, rate="")
+        self.progress.update(task, description=text)
+
     def update(self, event) -> None:
         """An indexer.pipeline.sync.IndexProgress: each phase gets its own line."""
         phase = "embed" if event.phase == "finish" else event.phase
@@ -41,4 +48,6 @@ class RunProgress:
             rate = f"{speed:.1f} files/s" if speed else ""
             if event.phase == "finish":
                 self.progress.update(task, description="saving index")
+        if phase == "prepare" and event.total and event.done >= event.total:
+            self.progress.update(task, description=PHASES["prepare"])  # the last export step's text goes
         self.progress.update(task, completed=event.done, total=event.total or None, rate=rate)

@@ -37,7 +37,7 @@ def reindex(
                              pipeline=PipelineConfig(batch_size=batch_size), wait_s=wait)
     with RunProgress("re-embedding") as progress:
         outcome = reindex_library(request, Callbacks(
-            on_progress=progress.update,
+            on_progress=progress.update, on_step=progress.step,
             on_file_error=lambda path, reason: err_console.print(f"skipping {path}: {reason}", markup=False)))
     report = outcome.report
     if json_output:

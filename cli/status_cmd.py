@@ -39,7 +39,9 @@ def status(
     if info.get("model_reason"):
         table.add_row("model chosen", info["model_reason"])
     if info.get("image_precision"):
-        table.add_row("image tower (CPU)", info["image_precision"])
+        setting = info.get("image_precision_setting")
+        table.add_row("image tower (CPU)", info["image_precision"] + (
+            f" (setting: {setting})" if setting and setting != info["image_precision"] else ""))
     table.add_row("index type", f"{info['index_type']} (setting: {info['index_type_setting']})")
     table.add_row("vector index", f"{info['index_choice']}{'' if info['max_index_memory_setting'] else ' (default budget)'}")
     if info.get("search_tuning"):

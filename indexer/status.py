@@ -7,6 +7,8 @@ from indexer.store import index_choice
 from indexer.store.library import Library
 from indexer.store.records import IMAGE
 
+IMAGE_PRECISION_RAN = "image_precision_ran"  # info key: what the CPU image tower last ran at (retrieval.indexing)
+
 
 def read_status(library: Library, failures: int = 5) -> dict:
     counts = library.reads.counts()
@@ -23,7 +25,9 @@ def read_status(library: Library, failures: int = 5) -> dict:
         "modalities": library.reads.counts_by_modality(),
         "model": asdict(model) if model else None,
         "model_reason": library.get_info("model_reason"),
-        "image_precision": library.image_precision,
+        # what ran (fp32 ONNX where int8 failed its check on this CPU); the setting where no run recorded it
+        "image_precision": library.get_info(IMAGE_PRECISION_RAN) or library.image_precision,
+        "image_precision_setting": library.image_precision,
         "index_type": index_type,
         "index_type_setting": library.index_type,
         # where the vectors are searched: "memory" (vectors.faiss) or "ondisk" (vectors.ondisk/), and why

@@ -22,6 +22,7 @@ from indexer.media.scan import ScanOptions
 from indexer.pipeline.embed import PipelineConfig
 from indexer.pipeline.reindex import ReindexReport, reindex
 from indexer.pipeline.sync import IndexConfig, IndexProgress, IndexReport, index_folders
+from indexer.status import IMAGE_PRECISION_RAN
 from indexer.store.library import Library
 from indexer.store.records import ModelInfo
 from indexer.store.roots import RootSettings, is_under
@@ -66,7 +67,7 @@ class IndexOutcome:
     report: IndexReport
     model: ModelInfo
     choice: ModelChoice
-    image_precision: str  # what the image tower ran at (a GPU runs the plain tower: fp32)
+    image_precision: str  # what the image tower ran at (a GPU runs the plain tower: fp32; see record_precision_ran)
     export_seconds: float = 0.0  # the text tower's ONNX export after the run (counted in `seconds`)
 
     @property
@@ -86,6 +87,7 @@ class Callbacks:
     on_file_error: Callable[[str, str], None] | None = None
     on_model: Callable[[ModelChoice, ModelInfo], None] | None = None  # once the model is chosen, before any work
     tqdm_class: object = None  # draws a model download's progress (the default policy may fetch weights)
+    on_step: Callable[[str], None] | None = None  # each step of a one-time image export, within "prepare"
 
     def progress(self, event: IndexProgress) -> None:
         if self.on_progress is not None:
@@ -107,6 +109,7 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
         choice = choose_model(library, request.model, request.configured_model, default_policy=True,
                               tqdm_class=callbacks.tqdm_class)
         model = open_model(library, choice.name, device=device, precision=request.precision)
+        model.on_image_step = callbacks.on_step
         if request.index_type:
             check_index_type(request.index_type, model.info.dim)
         if callbacks.on_model is not None:
@@ -125,7 +128,19 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
             export_seconds = export_text_tower(library, model, callbacks)
         if new_index and choice.reason:
             library.set_info("model_reason", choice.reason)
-        return IndexOutcome(report, model.info, choice, model.image_precision, export_seconds)
+        return IndexOutcome(report, model.info, choice, record_precision_ran(library, model), export_seconds)
+
+
+def record_precision_ran(library: Library, model) -> str:
+    """The image precision that really ran (retrieval.models.fast_image: fp32 ONNX where the int8 graph
+    failed its check on this CPU, a torch tower after a fallback), recorded for `status` when the
+    tower was built this run; else the one recorded by the last run that built it."""
+    if model.image_built:
+        ran = model.image_precision_ran
+        if library.get_info(IMAGE_PRECISION_RAN) != ran:
+            library.set_info(IMAGE_PRECISION_RAN, ran)
+        return ran
+    return library.get_info(IMAGE_PRECISION_RAN) or model.image_precision
 
 
 def _ray_embedding(request: IndexRequest, library: Library, model, device: str):
@@ -211,6 +226,7 @@ def reindex_library(request: ReindexRequest, callbacks: Callbacks = Callbacks())
     with Library(request.db, create=False) as library, library.lock(request.wait_s):
         next_export = library.image_export_path.with_name(library.image_export_path.name + NEXT_EXPORT_SUFFIX)
         model = open_model(library, request.model, device=device, export_dir=next_export, check=False)
+        model.on_image_step = callbacks.on_step
         if callbacks.on_model is not None:
             callbacks.on_model(ModelChoice(model.info.name, "switched with `mmsearch reindex`"), model.info)
         staged = library.staging.model()
@@ -225,6 +241,7 @@ def reindex_library(request: ReindexRequest, callbacks: Callbacks = Callbacks())
                          on_progress=callbacks.on_progress, on_file_error=callbacks.on_file_error)
         _promote_export(next_export, library.image_export_path)
         export_seconds = export_text_tower(library, model, callbacks)
+        record_precision_ran(library, model)
         library.set_info("model_reason", f"switched with `mmsearch reindex --model {model.info.name}`")
         library.runs.finish(run_id, embedded=report.embedded, failed=report.failed,
                             seconds=round(report.seconds + export_seconds, 3))

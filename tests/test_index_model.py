@@ -44,8 +44,9 @@ def _index_tower(encoder, db) -> bool:
     where int8 fails the cosine check on this CPU), not a torch tower."""
     from retrieval.models import fast_image
 
-    graph = "image-int8.onnx" if fast_image.int8_cosine(db / "image_encoder") >= fast_image.MIN_INT8_COSINE else "image.onnx"
-    return type(encoder).__name__ == "OnnxImageEncoder" and encoder.session._model_path.endswith(graph)
+    ran = fast_image.effective_precision(db / "image_encoder", "onnx-int8")
+    graph = fast_image.INT8_NAME if ran == "onnx-int8" else fast_image.FP32_NAME
+    return type(encoder).__name__ == "OnnxImageEncoder" and encoder.precision == ran and encoder.graph.name == graph
 
 
 def _search_image(db, path) -> dict:

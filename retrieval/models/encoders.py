@@ -192,6 +192,7 @@ class Model:
     def __init__(self, card: ModelCard, settings: ModelSettings = ModelSettings()):
         self.card = card
         self.settings = settings
+        self.on_image_step = None  # hears each step of a one-time image export (retrieval.models.fast_image)
 
     @property
     def requested_device(self) -> str:
@@ -221,7 +222,8 @@ class Model:
         if self.image_precision != "fp32":
             from retrieval.models.fast_image import build_image_encoder  # no torch import when its ONNX export is current
 
-            return build_image_encoder(self, self.image_precision, self.settings.image_export_dir)
+            return build_image_encoder(self, self.image_precision, self.settings.image_export_dir,
+                                       on_step=self.on_image_step)
         from retrieval.models.towers import IMAGE, load_tower  # imports torch (seconds)
 
         return ImageEncoder(load_tower(self.card, IMAGE), self.card.preprocess, self.device)
@@ -236,6 +238,12 @@ class Model:
     @property
     def image_built(self) -> bool:
         return "image" in self.__dict__
+
+    @property
+    def image_precision_ran(self) -> str:
+        """What the built image tower runs at (fp32 ONNX where the int8 graph failed its check, a torch
+        tower after a fallback); before it is built, the precision asked for."""
+        return getattr(self.image, "precision", "fp32") if self.image_built else self.image_precision
 
     @property
     def text_built(self) -> bool:

@@ -1,19 +1,25 @@
 """Faster CPU image towers: int8 and ONNX Runtime variants of `ImageEncoder.embed_pixels`.
 
-Precisions (measured on 2 cores, ViT-B-32-256, docs/BENCHMARKS.md "Throughput (issue 4)"):
+Precisions (measured on 2 cores, docs/BENCHMARKS.md "Throughput (issue 4)" and "int8 on every x86 CPU"):
 - ``fp32``       the plain torch tower (the reference).
-- ``bf16``       torch autocast to bfloat16: slower than fp32 on this CPU; kept for comparison.
+- ``bf16``       torch autocast to bfloat16: slower than fp32 on a ViT; kept for comparison.
 - ``int8``       torch dynamic int8 quantisation of the nn.Linear layers (attention projections
                  of nn.MultiheadAttention stay fp32).
 - ``onnx``       the tower exported to ONNX, run by onnxruntime in fp32.
-- ``onnx-int8``  that export with onnxruntime's dynamic int8 quantisation (every MatMul with a
-                 constant weight): the fastest, embedding cosine vs fp32 >= 0.999 measured
-                 (random weights); the CPU default.
+- ``onnx-int8``  that export with int8 weights in every MatMul/Gemm (`retrieval.models.int8_graph`:
+                 7-bit weights, the same integer sums on CPUs with and without VNNI); the CPU default.
+                 Its activations are quantised per call, so an image embedded alone and in a batch
+                 differ slightly (cosine ~0.9998-0.9999, docs/BENCHMARKS.md "int8 on every x86 CPU").
 
-An ONNX export is written once per model into a cache folder (the index folder's
-`image_encoder/`), keyed by the model fingerprint, staged and renamed atomically. Anything that
-fails on the way (an architecture the exporter cannot take, onnxruntime missing) falls back to the
-torch tower with a warning: a slower index, never a failed one. A GPU always runs the plain tower.
+An ONNX export is written once per model into a cache folder (the index folder's `image_encoder/`),
+keyed by the model fingerprint, staged and renamed atomically: a plain ViT by `retrieval.models.vit_onnx`
+from its weights (no tracing), any other tower by `torch.onnx.export`. Its int8 graph is chosen there by
+measurement: each recipe of INT8_RECIPES in turn is checked against the torch tower's vectors on
+`check_pixels` and the first with cosine >= MIN_INT8_COSINE is kept; when none passes, `onnx-int8`
+runs the fp32 graph. The metadata records the choice, every recipe's cosine and the CPU kind it was
+measured on; `effective_precision` reads what really runs. Anything that fails on the way (an
+architecture the exporter cannot take, onnxruntime missing) falls back to the torch tower with a
+warning: a slower index, never a failed one. A GPU always runs the plain tower.
 """
 from __future__ import annotations
 
@@ -21,8 +27,10 @@ import json
 import logging
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -30,9 +38,18 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "int8", "onnx", "onnx-int8")
 DEFAULT_CPU_PRECISION = "onnx-int8"
-MIN_INT8_COSINE = 0.995  # least cosine to fp32 on check_pixels for the int8 export to be used
+MIN_INT8_COSINE = 0.995  # least cosine to the torch tower on check_pixels for an int8 graph to be used
+MIN_FP32_COSINE = 0.9999  # the same for the fp32 graph (measured 1.00000: it computes what torch does)
 META_NAME = "image_encoder.json"
-FORMAT = "mmsearch-onnx-image/1"
+FORMAT = "mmsearch-onnx-image/2"
+OLDER_FORMATS = ("mmsearch-onnx-image/1",)  # fp32 graph still good; int8 graph re-made (8-bit weights drift on AVX2)
+FP32_NAME = "image.onnx"
+INT8_NAME = "image-int8.onnx"
+REFERENCE_NAME = "check_vectors.npy"  # the torch tower's vectors on check_pixels: re-checks need no fp32 run
+# tried in this order at export (per-column: the more accurate, at the same speed; docs/BENCHMARKS.md)
+INT8_RECIPES = {"int7-per-column": {"per_column": True}, "int7-per-tensor": {"per_column": False}}
+
+Step = Callable[[str], None]
 
 
 def check_precision(precision: str) -> str:
@@ -83,58 +100,31 @@ class TorchImageEncoder:
         return self.embed_pixels(np.stack([to_model_input(image, self.preprocess) for image in images]))
 
 
+def _session(graph: Path | bytes, threads: int | None = None):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    source = graph if isinstance(graph, bytes) else str(graph)
+    return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxImageEncoder(TorchImageEncoder):
-    """The exported tower on onnxruntime (fp32 or dynamic int8)."""
+    """The exported tower on onnxruntime. `precision` is what runs: "onnx" (fp32 graph) or "onnx-int8";
+    `graph` the file it runs (`session`, when given, is that file already open)."""
 
-    def __init__(self, onnx_path: Path, preprocess, precision: str, threads: int | None = None):
-        import onnxruntime
-
+    def __init__(self, graph: Path, preprocess, precision: str, threads: int | None = None, session=None):
         self.preprocess = preprocess
         self.device = "cpu"
         self.precision = precision
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.graph = Path(graph)
+        self.session = session if session is not None else _session(self.graph, threads)
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         (features,) = self.session.run(["features"], {"pixels": np.ascontiguousarray(pixels, dtype=np.float32)})
         return _normalise(features)
-
-
-def export_image_tower(tower, image_size: int, folder: Path, fingerprint: str) -> Path:
-    """fp32 and dynamic-int8 ONNX files of `tower` in `folder` (staged, then renamed)."""
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    folder = Path(folder)
-    staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    example = torch.zeros(1, 3, image_size, image_size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(tower.to("cpu").eval(), (example,), str(staging / "image.onnx"), input_names=["pixels"],
-                          output_names=["features"], dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
-                          opset_version=17, dynamo=False)
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint through the root logger
-        try:
-            # MatMul only: int8 convolutions (ConvInteger) were slower than fp32 and drifted to cosine
-            # 0.990 on the bundled ResNet tower; a ViT is nearly all MatMul
-            quantize_dynamic(str(staging / "image.onnx"), str(staging / "image-int8.onnx"), weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul"])
-        finally:
-            root.setLevel(level)
-    cosine = int8_agreement(staging, image_size)
-    (staging / META_NAME).write_text(json.dumps({"format": FORMAT, "fingerprint": fingerprint, "image_size": image_size,
-                                                 "int8_min_cosine": cosine}))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(staging, folder)
-    return folder
 
 
 def check_pixels(image_size: int, count: int = 8, seed: int = 0) -> np.ndarray:
@@ -149,30 +139,171 @@ def check_pixels(image_size: int, count: int = 8, seed: int = 0) -> np.ndarray:
     return out
 
 
-def int8_agreement(folder: Path, image_size: int) -> float:
-    """Least cosine between the int8 and fp32 exports' vectors on check_pixels."""
-    pixels = check_pixels(image_size)
-    plain = OnnxImageEncoder(Path(folder) / "image.onnx", None, "onnx").embed_pixels(pixels)
-    quantised = OnnxImageEncoder(Path(folder) / "image-int8.onnx", None, "onnx-int8").embed_pixels(pixels)
-    return float((plain * quantised).sum(axis=1).min())
+def cpu_kind() -> str:
+    """How this CPU's onnxruntime adds uint8 x int8 products: "int8-exact" (VNNI and most others) or
+    "int8-saturating" (x86 without VNNI: AVX2, AVX-512 without VNNI). Recorded beside each check."""
+    from retrieval.models.int8_graph import int8_sums_saturate
+
+    return "int8-saturating" if int8_sums_saturate() else "int8-exact"
 
 
-def int8_cosine(folder: Path) -> float:
-    """The export's recorded int8-vs-fp32 agreement; an export made before it was recorded is
-    checked now (seconds, once) and the figure added to its metadata."""
-    meta = exported_meta(folder)
-    if "int8_min_cosine" in meta:
-        return float(meta["int8_min_cosine"])
-    if not (folder / "image-int8.onnx").is_file():
-        return 0.0
-    cosine = int8_agreement(folder, int(meta.get("image_size", 224)))
-    staged = folder / (META_NAME + ".tmp")
+def choose_int8_graph(fp32_graph: bytes, reference: np.ndarray, image_size: int, *, parsed=None,
+                      on_step: Step | None = None) -> tuple[dict, bytes | None, object]:
+    """Quantise `fp32_graph` (a serialised ONNX model; `parsed`, when given, is it as a ModelProto, which
+    the first recipe then rewrites in place) by each recipe in turn until one agrees with `reference`
+    (the torch tower's unit vectors on check_pixels) to MIN_INT8_COSINE.
+
+    Returns (the metadata entry, the chosen graph's bytes or None, its open session or None). The entry
+    is {"recipe": name or None, "min_cosine": its least cosine or None, "tried": {recipe: cosine},
+    "cpu": cpu_kind(), "seconds": {...}}.
+    """
+    import onnx
+
+    from retrieval.models.int8_graph import quantise_matmuls
+
+    pixels = check_pixels(image_size, count=len(reference))
+    tried, seconds = {}, {}
+    for recipe, options in INT8_RECIPES.items():
+        if on_step:
+            on_step(f"int8 image tower: quantising ({recipe})")
+        started = time.perf_counter()
+        model, parsed = (parsed if parsed is not None else onnx.load_from_string(fp32_graph)), None
+        layers = quantise_matmuls(model, **options)
+        if not layers:  # nothing to quantise: the int8 graph would be the fp32 one
+            break
+        graph = model.SerializeToString()
+        del model
+        seconds[f"quantise {recipe}"] = round(time.perf_counter() - started, 3)
+        if on_step:
+            on_step(f"int8 image tower: checking against fp32 ({recipe})")
+        started = time.perf_counter()
+        session = _session(graph)
+        (features,) = session.run(["features"], {"pixels": pixels})
+        cosine = float((_normalise(features) * reference).sum(axis=1).min())
+        seconds[f"check {recipe}"] = round(time.perf_counter() - started, 3)
+        tried[recipe] = round(cosine, 6)
+        if cosine >= MIN_INT8_COSINE:
+            return ({"recipe": recipe, "min_cosine": tried[recipe], "tried": tried, "cpu": cpu_kind(),
+                     "seconds": seconds}, graph, session)
+        log.info("int8 recipe %s drifts (cosine %.4f < %.3f vs fp32)", recipe, cosine, MIN_INT8_COSINE)
+    return {"recipe": None, "min_cosine": None, "tried": tried, "cpu": cpu_kind(), "seconds": seconds}, None, None
+
+
+def _fp32_graph(tower, image_size: int, path: Path) -> tuple[bytes, object, str]:
+    """The tower's fp32 graph, written to `path` and returned serialised (and as a ModelProto, or None),
+    and what wrote it: the ViT writer (retrieval.models.vit_onnx: no tracing) where it applies, else
+    the tracer."""
+    import torch
+
+    from retrieval.models.vit_onnx import unsupported, vit_graph
+
+    why_not = unsupported(tower)
+    if why_not is None:
+        model = vit_graph(tower)
+        graph = model.SerializeToString()
+        path.write_bytes(graph)
+        return graph, model, "vit_onnx"
+    log.debug("image tower traced by torch.onnx.export: %s", why_not)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(tower, (torch.zeros(1, 3, image_size, image_size),), str(path),
+                          input_names=["pixels"], output_names=["features"],
+                          dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}}, opset_version=17, dynamo=False)
+    return path.read_bytes(), None, "torch.onnx.export"
+
+
+def export_image_tower(tower, image_size: int, folder: Path, fingerprint: str, *, on_step: Step | None = None):
+    """fp32 and int8 ONNX graphs of `tower` in `folder` (staged, then renamed).
+
+    Returns (folder, open session of the chosen int8 graph or None): the caller's first encoder can
+    use that session instead of opening the graph again.
+    """
+    import torch
+
+    folder = Path(folder)
+    staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     try:
-        staged.write_text(json.dumps({**meta, "int8_min_cosine": cosine}))
-        os.replace(staged, folder / META_NAME)
+        tower = tower.to("cpu").eval()
+        if on_step:
+            on_step("image tower: writing the ONNX graph (once per model)")
+        started = time.perf_counter()
+        graph, parsed, writer = _fp32_graph(tower, image_size, staging / FP32_NAME)
+        seconds = {writer: round(time.perf_counter() - started, 3)}
+        started = time.perf_counter()
+        with torch.inference_mode():
+            reference = _normalise(tower(torch.from_numpy(check_pixels(image_size))).float().numpy())
+        np.save(staging / REFERENCE_NAME, reference)
+        seconds["reference"] = round(time.perf_counter() - started, 3)
+        entry, int8_graph, session = choose_int8_graph(graph, reference, image_size, parsed=parsed, on_step=on_step)
+        del graph, parsed
+        entry["seconds"] = {**seconds, **entry["seconds"]}
+        if int8_graph is not None:
+            (staging / INT8_NAME).write_bytes(int8_graph)
+        _write_meta(staging, {"format": FORMAT, "fingerprint": fingerprint, "image_size": image_size,
+                              "fp32": {"writer": writer}, "int8": entry})
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder, session
+
+
+def checked_fp32_graph(folder: Path, meta: dict) -> Path:
+    """The export's fp32 graph, checked once against the torch tower's reference vectors before it is
+    first run (the default path never runs it: the int8 graph's check stands for both there).
+    Raises RuntimeError when it does not agree (cosine < MIN_FP32_COSINE)."""
+    path = folder / FP32_NAME
+    if "min_cosine" in meta.get("fp32", {}) or not (folder / REFERENCE_NAME).is_file():
+        return path  # checked already, or an older export with nothing to check against
+    reference = np.load(folder / REFERENCE_NAME)
+    vectors = OnnxImageEncoder(path, None, "onnx").embed_pixels(check_pixels(int(meta["image_size"]), count=len(reference)))
+    cosine = float((vectors * reference).sum(axis=1).min())
+    if cosine < MIN_FP32_COSINE:
+        raise RuntimeError(f"the fp32 ONNX graph disagrees with the torch tower (cosine {cosine:.5f})")
+    try:
+        _write_meta(folder, {**meta, "fp32": {**meta.get("fp32", {}), "min_cosine": round(cosine, 6)}})
     except OSError as exc:  # a read-only index folder: checked again next time
-        log.info("cannot record the int8 check in %s: %s", folder, exc)
-    return cosine
+        log.info("cannot record the fp32 check in %s: %s", folder, exc)
+    return path
+
+
+def _write_meta(folder: Path, meta: dict) -> None:
+    staged = folder / (META_NAME + ".tmp")
+    staged.write_text(json.dumps(meta, indent=1))
+    os.replace(staged, folder / META_NAME)
+
+
+def upgrade_int8_choice(folder: Path, meta: dict, *, on_step: Step | None = None) -> tuple[dict, object]:
+    """An export from an older version (no "int8" entry; its int8 graph, if any, has 8-bit weights):
+    choose its int8 graph now from its fp32 graph (seconds, no torch) and record the choice.
+
+    Returns (meta, open session of the chosen graph or None); a read-only folder is left as it is and
+    the choice is used by this process only.
+    """
+    image_size = int(meta.get("image_size", 224))
+    reference_path = folder / REFERENCE_NAME
+    if reference_path.is_file():
+        reference = np.load(reference_path)
+    else:  # the fp32 ONNX graph stands in for the torch tower (cosine 1.0000 to it, docs/BENCHMARKS.md)
+        reference = OnnxImageEncoder(folder / FP32_NAME, None, "onnx").embed_pixels(check_pixels(image_size))
+    entry, graph, session = choose_int8_graph((folder / FP32_NAME).read_bytes(), reference, image_size, on_step=on_step)
+    meta = {**{key: value for key, value in meta.items() if key != "int8_min_cosine"}, "format": FORMAT, "int8": entry}
+    try:
+        np.save(folder / (REFERENCE_NAME + ".tmp.npy"), reference)
+        os.replace(folder / (REFERENCE_NAME + ".tmp.npy"), reference_path)
+        if graph is not None:
+            (folder / (INT8_NAME + ".tmp")).write_bytes(graph)
+            os.replace(folder / (INT8_NAME + ".tmp"), folder / INT8_NAME)
+        else:
+            (folder / INT8_NAME).unlink(missing_ok=True)
+        _write_meta(folder, meta)
+    except OSError as exc:  # a read-only index folder: chosen again next time
+        log.info("cannot record the int8 choice in %s: %s", folder, exc)
+    return meta, session
 
 
 def exported_meta(folder: Path) -> dict:
@@ -180,17 +311,40 @@ def exported_meta(folder: Path) -> dict:
         meta = json.loads((Path(folder) / META_NAME).read_text())
     except (OSError, ValueError):
         return {}
-    return meta if meta.get("format") == FORMAT else {}
+    return meta if meta.get("format") in (FORMAT, *OLDER_FORMATS) else {}
 
 
 def exported_fingerprint(folder: Path) -> str | None:
     return exported_meta(folder).get("fingerprint")
 
 
-def build_image_encoder(model, precision: str, cache_dir: Path | None):
+def effective_precision(folder: Path | None, precision: str = DEFAULT_CPU_PRECISION,
+                        fingerprint: str | None = None) -> str | None:
+    """What a CPU image encoder asked for `precision`, with its ONNX export in `folder`, runs.
+
+    "onnx-int8" when the export's int8 graph passed its check; "onnx" when it did not (or for
+    "onnx"); a torch precision is itself. None when that is not known yet: no current export in
+    `folder` (of `fingerprint`, when given) or one from an older version, whose int8 graph is
+    chosen the next time it is used.
+    """
+    if not precision.startswith("onnx"):
+        return precision
+    meta = exported_meta(folder) if folder is not None else {}
+    if not meta or (fingerprint is not None and meta.get("fingerprint") != fingerprint):
+        return None
+    if precision == "onnx":
+        return "onnx"
+    if "int8" not in meta:
+        return None
+    return "onnx-int8" if meta["int8"].get("recipe") else "onnx"
+
+
+def build_image_encoder(model, precision: str, cache_dir: Path | None, *, on_step: Step | None = None):
     """An encoder for `model`'s image tower at `precision` on the CPU (torch fallback on failure).
 
-    With a current ONNX export this imports neither torch nor open_clip (seconds off every run).
+    Its `precision` attribute says what runs: "onnx" where "onnx-int8" was asked for and no int8
+    graph passed the check, "int8"/"fp32" after a torch fallback. `on_step(text)` hears each step of
+    a one-time export. With a current ONNX export this imports neither torch nor open_clip.
     """
     check_precision(precision)
     card = model.card
@@ -199,21 +353,27 @@ def build_image_encoder(model, precision: str, cache_dir: Path | None):
         try:
             if cache_dir is None:
                 raise RuntimeError("no folder to keep the ONNX export in")
-            if exported_fingerprint(cache_dir) != card.fingerprint:  # else the torch weights are not even read
+            folder = Path(cache_dir)
+            session = None
+            meta = exported_meta(folder)
+            if meta.get("fingerprint") != card.fingerprint:  # else the torch weights are not even read
                 log.info("exporting the image tower of %s to ONNX (once per model)", card.spec.name)
+                if on_step:
+                    on_step("image tower: loading the torch weights (once per model)")
                 from retrieval.models.towers import IMAGE, load_tower
 
                 tower = load_tower(card, IMAGE)
-                export_image_tower(tower, int(card.preprocess.image_size), cache_dir, card.fingerprint)
-            name = "image.onnx"
-            if precision == "onnx-int8":
-                cosine = int8_cosine(Path(cache_dir))
-                if cosine >= MIN_INT8_COSINE:
-                    name = "image-int8.onnx"
-                else:  # this model does not take int8 well: fp32 ONNX, for the index and its queries alike
-                    log.warning("int8 image tower of %s drifts (cosine %.4f < %.3f vs fp32); using fp32 ONNX",
-                                card.spec.name, cosine, MIN_INT8_COSINE)
-            return OnnxImageEncoder(Path(cache_dir) / name, card.preprocess, precision)
+                _, session = export_image_tower(tower, int(card.preprocess.image_size), folder, card.fingerprint,
+                                                on_step=on_step)
+                meta = exported_meta(folder)
+            elif "int8" not in meta and precision == "onnx-int8":
+                meta, session = upgrade_int8_choice(folder, meta, on_step=on_step)
+            if precision == "onnx-int8" and meta["int8"].get("recipe"):
+                return OnnxImageEncoder(folder / INT8_NAME, card.preprocess, "onnx-int8", session=session)
+            if precision == "onnx-int8":  # this model does not take int8 well: fp32 ONNX, index and queries alike
+                log.warning("int8 image tower of %s drifts (cosine %s < %.3f vs fp32); using fp32 ONNX",
+                            card.spec.name, meta["int8"].get("tried"), MIN_INT8_COSINE)
+            return OnnxImageEncoder(checked_fp32_graph(folder, meta), card.preprocess, "onnx")
         except Exception as exc:  # noqa: BLE001 - the torch tower does the same job, slower
             log.warning("ONNX image tower unavailable (%s); using torch %s", exc,
                         "int8" if precision == "onnx-int8" else "fp32")

@@ -1,0 +1,73 @@
+"""The ViT graph writer (retrieval.models.vit_onnx) against the torch tower it writes, per configuration."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+BASE = {"image_size": 32, "layers": 2, "width": 64, "head_width": 16, "patch_size": 8}
+VARIANTS = {
+    "gelu": {},
+    "quick-gelu": {"quick_gelu": True},
+    "gelu-tanh": {"act_kwargs": {"approximate": "tanh"}},
+    "layer-scale": {"ls_init_value": 0.3},
+    "avg-pool": {"pool_type": "avg"},
+    "avg-pool-ln-after": {"pool_type": "avg", "final_ln_after_pool": True},
+    "tok-ln-after": {"final_ln_after_pool": True},
+    "no-ln-pre": {"no_ln_pre": True},
+    "wide-mlp": {"mlp_ratio": 2.5, "image_size": 48, "patch_size": 16},
+}
+
+
+def _tower(seed: int = 0, **overrides):
+    import torch
+    from open_clip.model import _build_vision_tower
+
+    quick_gelu = overrides.pop("quick_gelu", False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        tower = _build_vision_tower(24, {**BASE, **overrides}, quick_gelu, None).eval()
+        for parameter in tower.parameters():  # init leaves LayerNorm at 1/0 and biases at 0: make them matter
+            parameter.data += 0.05 * torch.randn_like(parameter)
+    return tower
+
+
+def _run(graph, pixels: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["features"], {"pixels": pixels})[0]
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_written_graph_computes_what_the_torch_tower_does(variant):
+    import torch
+
+    from retrieval.models.vit_onnx import unsupported, vit_graph
+
+    tower = _tower(**VARIANTS[variant])
+    assert unsupported(tower) is None
+    graph = vit_graph(tower)
+    size = int(tower.image_size[0])
+    pixels = np.random.default_rng(1).normal(0, 1, (3, 3, size, size)).astype(np.float32)
+    with torch.inference_mode():
+        expected = tower(torch.from_numpy(pixels)).numpy()
+    np.testing.assert_allclose(_run(graph, pixels), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_run(graph, pixels[:1]), expected[:1], rtol=1e-4, atol=1e-5)  # any batch size
+
+
+def test_towers_it_does_not_know_are_left_to_the_tracer():
+    import torch
+    from open_clip.model import _build_vision_tower
+
+    from retrieval.models.vit_onnx import unsupported, vit_graph
+
+    resnet = _build_vision_tower(24, {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16}, False, None).eval()
+    assert "ModifiedResNet" in unsupported(resnet)
+    pooled = _build_vision_tower(24, {**BASE, "attentional_pool": True, "attn_pooler_heads": 2,
+                                      "attn_pooler_queries": 4}, False, None).eval()
+    assert "attentional pooling" in unsupported(pooled)
+    with pytest.raises(ValueError, match="not a plain ViT"):
+        vit_graph(pooled)
+    training = _tower().train()
+    assert "training" in unsupported(training)
+    assert unsupported(torch.nn.Linear(2, 2)) is not None
