@@ -1,0 +1,137 @@
+"""Words read from a picture with Tesseract (through pytesseract), after a cheap test says it holds text.
+
+`read_words` decodes a picture small enough for Tesseract to be quick (long side `OcrOptions.side`),
+asks the text test (indexer.media.text_gate) whether it holds text (mode "auto"), and reads it:
+a page, a screenshot or a slide whole (Tesseract's automatic page mode), and a picture whose
+lines cover little of it (a sign on a photo) in sparse mode, which finds scattered words
+(docs/BENCHMARKS.md, "Words in pictures", says what each mode read). Every failure (no
+Tesseract, a timeout, a picture it cannot take) is a `WordsOutcome` with an error: it costs the
+words, never the picture's vector or the run.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+
+from indexer.errors import MmsearchError
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "on", "off")
+READ, SKIPPED, FAILED = "read", "skipped", "failed"  # what became of a picture's words
+
+
+class OcrUnavailableError(MmsearchError):
+    """Tesseract (or pytesseract, or the asked language) is not installed."""
+
+
+@dataclass(frozen=True)
+class OcrOptions:
+    mode: str = "auto"  # auto: read pictures the text test passes; on: read every picture; off: none
+    lang: str = "eng"  # Tesseract languages, "eng+deu" style (Debian: tesseract-ocr-LANG)
+    timeout_s: float = 20.0  # per picture; past it the picture keeps its vector and gets no words
+    side: int = 2000  # long side the picture is read at (camera photos are scaled down first)
+    sparse_below: float = 0.08  # lines covering less of the picture than this: sparse mode (scene text)
+
+    @property
+    def key(self) -> str:
+        """What a stored reading depends on: a picture read with other settings is read again."""
+        return f"{self.lang}"
+
+
+@dataclass(frozen=True)
+class WordsOutcome:
+    status: str  # READ, SKIPPED (the text test saw no text) or FAILED
+    text: str = ""
+    error: str | None = None
+    seconds: float = 0.0  # Tesseract's time (0 when it did not run)
+
+
+def check_mode(mode: str) -> str:
+    mode = mode.lower()
+    if mode not in MODES:
+        raise MmsearchError(f"--ocr must be one of {', '.join(MODES)}, not {mode!r}")
+    return mode
+
+
+def _check_lang(lang: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*", lang):
+        raise MmsearchError(f"--ocr-lang {lang!r}: give Tesseract language codes such as eng or eng+deu")
+
+
+def tesseract_problem(lang: str = "eng") -> str | None:
+    """Why words cannot be read here (one line), or None when Tesseract and `lang` are installed."""
+    _check_lang(lang)
+    try:
+        import pytesseract
+    except ImportError:
+        return "pytesseract is not installed (pip install 'mmsearch[ocr]')"
+    if shutil.which(pytesseract.pytesseract.tesseract_cmd) is None:
+        return "Tesseract is not installed (Debian/Ubuntu: apt install tesseract-ocr tesseract-ocr-eng)"
+    try:
+        installed = set(pytesseract.get_languages(config=""))
+    except Exception as exc:  # a broken install: say so, never fail the run
+        return f"Tesseract does not answer ({exc})"
+    missing = [name for name in lang.split("+") if name not in installed]
+    if missing:
+        packages = " ".join(f"tesseract-ocr-{name.lower()}" for name in missing)
+        return f"Tesseract has no {'+'.join(missing)} language data (apt install {packages})"
+    return None
+
+
+def _small(data: bytes, side: int):
+    """The picture as RGB, its long side at most `side` (JPEGs decoded at a reduced scale)."""
+    from PIL import Image, ImageOps
+
+    image = Image.open(io.BytesIO(data))
+    if image.format == "JPEG":
+        image.draft("RGB", (side, side))
+    image = ImageOps.exif_transpose(image)
+    image = image.convert("RGB")
+    if max(image.size) > side:
+        image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return image
+
+
+def tesseract_text(image, lang: str, psm: int, timeout_s: float) -> str:
+    """Tesseract's text of a PIL image in page segmentation mode `psm` (one thread per process: the
+    run reads several pictures at once)."""
+    import pytesseract
+
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    return pytesseract.image_to_string(image, lang=lang, config=f"--psm {psm}", timeout=timeout_s)
+
+
+def clean_text(text: str) -> str:
+    """Tesseract's output with its empty lines and runs of spaces dropped (lines kept: snippets are lines)."""
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def read_words(data: bytes, options: OcrOptions) -> WordsOutcome:
+    """The words of one picture's bytes (see the module docstring). Never raises for a bad picture."""
+    import time
+
+    from indexer.media.text_gate import GATE_SIDE, screen_image
+
+    try:
+        screen = screen_image(_small(data, GATE_SIDE))  # a JPEG decoded at 1/2-1/8 scale: milliseconds
+        if options.mode == "auto" and not screen.has_text():
+            return WordsOutcome(SKIPPED)
+        image = _small(data, options.side)
+    except Exception as exc:  # the vector path already decoded it; a reader quirk costs only the words
+        return WordsOutcome(FAILED, error=f"cannot decode for OCR: {exc}")
+    psm = 11 if screen.coverage < options.sparse_below else 3
+    started = time.perf_counter()
+    try:
+        text = tesseract_text(image, options.lang, psm, options.timeout_s)
+    except RuntimeError as exc:  # pytesseract's timeout
+        return WordsOutcome(FAILED, error=f"OCR took longer than {options.timeout_s:g} s: {exc}",
+                            seconds=time.perf_counter() - started)
+    except Exception as exc:
+        return WordsOutcome(FAILED, error=f"OCR failed: {exc}", seconds=time.perf_counter() - started)
+    return WordsOutcome(READ, clean_text(text), seconds=time.perf_counter() - started)
