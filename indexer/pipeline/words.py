@@ -66,6 +66,7 @@ def read_pictures(library: Library, options: OcrOptions, *, workers: int | None 
         return report
     known = library.words.known_by_hash(options.key)
     to_read = []
+    twins: dict[str, list[PendingPicture]] = {}
     rows: list[WordsRow] = []
     done = 0
     for picture in pending:
@@ -74,8 +75,12 @@ def read_pictures(library: Library, options: OcrOptions, *, workers: int | None 
             rows.append(WordsRow(picture.item_id, picture.content_hash, options.key, copy[0], copy[1]))
             report.copied += 1
             done += 1
+        elif picture.content_hash and picture.content_hash in twins:
+            twins[picture.content_hash].append(picture)  # a copy of one read in this pass: its words then
         else:
             to_read.append(picture)
+            if picture.content_hash:
+                twins[picture.content_hash] = []
     library.words.write(rows)
     rows = []
     if on_progress is not None:
@@ -95,6 +100,11 @@ def read_pictures(library: Library, options: OcrOptions, *, workers: int | None 
                 if on_failure is not None:
                     on_failure(picture.path, outcome.error or "OCR failed")
             done += 1
+            for twin in twins.get(picture.content_hash, []) if picture.content_hash else []:
+                rows.append(WordsRow(twin.item_id, twin.content_hash, options.key, outcome.status, outcome.text,
+                                     outcome.error))
+                report.copied += 1
+                done += 1
             if len(rows) >= WRITE_EVERY:
                 library.words.write(rows)
                 rows = []

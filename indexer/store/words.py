@@ -78,11 +78,19 @@ def _trigrams(word: str) -> set[str]:
     return {padded[index:index + 3] for index in range(len(padded) - 2)}
 
 
+# characters OCR mistakes for each other, folded together before words are compared
+CONFUSABLE = str.maketrans({"0": "o", "1": "l", "i": "l", "|": "l", "5": "s", "8": "b"})
+
+
 def word_similarity(a: str, b: str) -> float:
-    """Dice overlap of the two words' trigrams (padded, so short words and word ends count): 1 for
-    the same word, about 0.6 for one misread letter in seven."""
+    """Dice overlap of the two words' trigrams (padded, so short words and word ends count), after
+    folding characters OCR confuses (0/o, 1/l/i, 5/s, 8/b): 1 for the same word, about 0.6 for one
+    misread letter in seven."""
     if a == b:
         return 1.0
+    a, b = a.translate(CONFUSABLE), b.translate(CONFUSABLE)
+    if a == b:
+        return 0.95
     left, right = _trigrams(a), _trigrams(b)
     return 2 * len(left & right) / (len(left) + len(right))
 
