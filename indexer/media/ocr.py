@@ -74,7 +74,7 @@ def tesseract_problem(lang: str = "eng") -> str | None:
         return "Tesseract is not installed (Debian/Ubuntu: apt install tesseract-ocr tesseract-ocr-eng)"
     try:
         installed = set(pytesseract.get_languages(config=""))
-    except Exception as exc:  # a broken install: say so, never fail the run
+    except Exception as exc:  # noqa: BLE001 - a broken install: say so, never fail the run
         return f"Tesseract does not answer ({exc})"
     missing = [name for name in lang.split("+") if name not in installed]
     if missing:
@@ -123,7 +123,7 @@ def read_words(data: bytes, options: OcrOptions) -> WordsOutcome:
         if options.mode == "auto" and not screen.has_text():
             return WordsOutcome(SKIPPED)
         image = _small(data, options.side)
-    except Exception as exc:  # the vector path already decoded it; a reader quirk costs only the words
+    except Exception as exc:  # noqa: BLE001 - the vector path already decoded it; a reader quirk costs only the words
         return WordsOutcome(FAILED, error=f"cannot decode for OCR: {exc}")
     psm = 11 if screen.coverage < options.sparse_below else 3
     started = time.perf_counter()
@@ -132,6 +132,6 @@ def read_words(data: bytes, options: OcrOptions) -> WordsOutcome:
     except RuntimeError as exc:  # pytesseract's timeout
         return WordsOutcome(FAILED, error=f"OCR took longer than {options.timeout_s:g} s: {exc}",
                             seconds=time.perf_counter() - started)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - OCR failing costs the words, never the run
         return WordsOutcome(FAILED, error=f"OCR failed: {exc}", seconds=time.perf_counter() - started)
     return WordsOutcome(READ, clean_text(text), seconds=time.perf_counter() - started)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from indexer.media.files import read_file
-from indexer.pipeline.workers import usable_cores
 from indexer.media.ocr import FAILED, READ, SKIPPED, OcrOptions, WordsOutcome, read_words
+from indexer.pipeline.workers import usable_cores
 from indexer.store.library import Library
 from indexer.store.words import PendingPicture, WordsRow
 
@@ -45,7 +45,7 @@ class WordsReport:
 def _read_one(picture: PendingPicture, options: OcrOptions) -> WordsOutcome:
     try:
         data = read_file(picture.path)
-    except Exception as exc:  # gone or unreadable since its vector was made: no words this time
+    except Exception as exc:  # noqa: BLE001 - gone or unreadable since its vector was made: no words this time
         return WordsOutcome(FAILED, error=f"cannot read the file for OCR: {exc}")
     try:
         return read_words(data, options)

@@ -88,7 +88,7 @@ def search_index(request: QueryRequest, text: str | None, images: tuple[str, ...
     with Library(request.db, create=False, read_only=True) as library:
         filters, matches = request.filters, None
         if words is not None:  # rank by the description among the pictures holding the words
-            from retrieval.query.words import words_matches, with_words
+            from retrieval.query.words import with_words, words_matches
 
             matches = words_matches(library, words)
             filters = replace(filters, item_ids=tuple(matches))
