@@ -236,3 +236,43 @@ def test_missing_tesseract_is_one_note_and_on_is_one_error(tmp_path, tiny_model_
     assert silent.exit_code == 0 and "Tesseract" not in silent.stderr
     nothing = runner.invoke(app, ["search", "--ocr", "coffee", "--db", str(db)])
     assert nothing.exit_code == 0 and "no words have been read" in nothing.stderr
+
+
+# --- the HTTP API (words stored through the store: no Tesseract needed) -----------------------------
+
+def test_api_searches_by_words_alone_and_among_a_description(tmp_path, tiny_model):
+    from fastapi.testclient import TestClient
+
+    from indexer.pipeline.sync import IndexConfig, index_folders
+    from retrieval.media import media_for
+    from retrieval.server import ServerConfig, create_app
+    from retrieval.server.engine import SearchEngine, WarmLibrary
+
+    pics = tmp_path / "pics"
+    for index in range(4):
+        write_image(pics / f"img{index}.png", seed=index)
+    db = tmp_path / "db"
+    with Library(db) as library, library.lock():
+        index_folders(library, media_for(tiny_model), IndexConfig(roots=(str(pics),)))
+        pending = library.words.pending("eng")
+        texts = {"img1.png": "GROCERY MART\ncoffee 4.20\nTOTAL 4.20", "img2.png": "Re: invoice 2041 confirmed",
+                 "img3.png": "coffee beans\nroastery"}
+        library.words.write([WordsRow(p.item_id, p.content_hash, "eng", "read", texts.get(p.path.rsplit("/", 1)[1], ""))
+                             for p in pending])
+    config = ServerConfig(db=db)
+    engine = SearchEngine(WarmLibrary(db), tiny_model, config)
+    try:
+        with TestClient(create_app(config, engine=engine), base_url="http://127.0.0.1:8000") as client:
+            results = client.get("/api/search", params={"words": "invoice 2O41"}).json()["results"]
+            assert [hit["name"] for hit in results] == ["img2.png"]
+            assert results[0]["ocr_snippet"] == "Re: invoice 2041 confirmed"
+            assert results[0]["ocr_matched"] == ["invoice", "2041"]
+            among = client.get("/api/search", params={"words": "coffee", "q": "a picture"}).json()["results"]
+            assert sorted(hit["name"] for hit in among) == ["img1.png", "img3.png"]
+            assert all("coffee" in hit["ocr_snippet"] for hit in among)
+            plain = client.get("/api/search", params={"q": "a picture"}).json()["results"]
+            assert len(plain) == 4 and plain[0]["ocr_snippet"] is None
+            page = client.get("/").text
+            assert 'id="words"' in page
+    finally:
+        engine.close()

@@ -38,25 +38,28 @@ def _allowed_items(library: Library, filters) -> set[int] | None:
     return {hit.item.id for hit in library.reads.hits(vector_ids.tolist()).values()}
 
 
+def rank_by_words(library: Library, words: str, top: int, filters) -> tuple[list[Hit], list[str]]:
+    """(hits, notes): the pictures whose words best match `words`, best first (`filters` apply)."""
+    allowed = _allowed_items(library, filters)
+    if allowed is not None and not allowed:
+        return [], ["no item passes the filters"]
+    matches = words_matches(library, words, top, allowed)
+    items = library.reads.items(list(matches))
+    hits = []
+    for item_id, match in matches.items():
+        record = items.get(item_id)
+        if record is None:  # deleted since
+            continue
+        hits.append(Hit(record.id, record.path, match.score, record.width, record.height, record.format,
+                        record.mtime, record.size, record.modality, ocr_score=match.score,
+                        ocr_snippet=match.snippet, ocr_matched=match.matched))
+    return hits, [] if hits else why_no_words(library, words)
+
+
 def search_words(request, words: str) -> tuple[list[Hit], list[str]]:
-    """(hits, notes): the pictures whose words best match `words`, best first (the request's
-    filters apply)."""
+    """rank_by_words on the index of a retrieval.query.run.QueryRequest."""
     with Library(request.db, create=False, read_only=True) as library:
-        allowed = _allowed_items(library, request.filters)
-        if allowed is not None and not allowed:
-            return [], ["no item passes the filters"]
-        matches = words_matches(library, words, request.top, allowed)
-        items = library.reads.items(list(matches))
-        hits = []
-        for item_id, match in matches.items():
-            record = items.get(item_id)
-            if record is None:  # deleted since
-                continue
-            hits.append(Hit(record.id, record.path, match.score, record.width, record.height, record.format,
-                            record.mtime, record.size, record.modality, ocr_score=match.score,
-                            ocr_snippet=match.snippet, ocr_matched=match.matched))
-        notes = [] if hits else why_no_words(library, words)
-    return hits, notes
+        return rank_by_words(library, words, request.top, request.filters)
 
 
 def why_no_words(library: Library, words: str) -> list[str]:

@@ -46,6 +46,8 @@ class HitOut(BaseModel):
     size: int
     thumb_url: str
     image_url: str
+    ocr_snippet: str | None = None  # with `words`: the line of the picture's words that matched best
+    ocr_matched: list[str] = []  # ... and its words that matched (to highlight)
 
 
 class SearchOut(BaseModel):
@@ -93,7 +95,7 @@ def _urls(item_id: int, version: float) -> dict:
 def hit_out(hit: Hit) -> HitOut:
     return HitOut(id=hit.item_id, path=hit.path, name=os.path.basename(hit.path), score=round(hit.score, 6),
                   width=hit.width, height=hit.height, format=hit.format, mtime=hit.mtime, size=hit.size,
-                  **_urls(hit.item_id, hit.mtime))
+                  ocr_snippet=hit.ocr_snippet, ocr_matched=list(hit.ocr_matched), **_urls(hit.item_id, hit.mtime))
 
 
 def page_out(page: SearchPage) -> SearchOut:
@@ -157,14 +159,18 @@ def page_params(
 
 QueryText = Annotated[str | None, Query(max_length=2000, description='Words; "beach + sunset - people", "2:red car"')]
 LikeIds = Annotated[list[int], Query(description="Item ids whose stored vectors join the query (more like this)")]
+Words = Annotated[str | None, Query(max_length=2000, description='Words in the picture (read by OCR at index time): '
+                                    'alone they rank; with q, like or an image, only pictures holding them')]
 
 
 # --- search ------------------------------------------------------------------------------
 @api.get("/search", response_model=SearchOut, responses=ERRORS, summary="Search by words and/or items")
-def search(engine: Engine, q: QueryText = None, like: LikeIds = [],
+def search(engine: Engine, q: QueryText = None, like: LikeIds = [], words: Words = None,
            filters: Filters = Depends(filters_params), page: Page = Depends(page_params)) -> Response:
-    """Rank the index for `q` (combined terms as in the CLI) plus the stored vectors of `like` items."""
-    request = SearchRequest(text=q, like_ids=tuple(like), filters=filters, offset=page.offset, limit=page.limit)
+    """Rank the index for `q` (combined terms as in the CLI) plus the stored vectors of `like` items;
+    with `words`, by (or among) the pictures whose words match them."""
+    request = SearchRequest(text=q, like_ids=tuple(like), filters=filters, offset=page.offset, limit=page.limit,
+                            words=words)
     return page_response(engine.search(request))
 
 
@@ -179,11 +185,12 @@ UPLOAD_BODY = {"requestBody": {"content": {
 @api.post("/search", response_model=SearchOut, responses=ERRORS, openapi_extra=UPLOAD_BODY,
           summary="Search by an uploaded image (plus optional words, items, filters)")
 async def search_by_image(request: Request, engine: Engine, q: QueryText = None, like: LikeIds = [],
-                          filters: Filters = Depends(filters_params), page: Page = Depends(page_params)) -> Response:
+                          words: Words = None, filters: Filters = Depends(filters_params),
+                          page: Page = Depends(page_params)) -> Response:
     """The body is multipart/form-data with field `image`, or the raw image bytes (Content-Type image/*)."""
     images = await read_images(request, request.app.state.config.max_upload_bytes)
     search_request = SearchRequest(text=q, like_ids=tuple(like), images=tuple(images), filters=filters,
-                                   offset=page.offset, limit=page.limit)
+                                   offset=page.offset, limit=page.limit, words=words)
     return page_response(await run_in_threadpool(engine.search, search_request))
 
 
@@ -238,10 +245,10 @@ def item(item_id: int, engine: Engine) -> ItemOut:
 
 
 @api.get("/items/{item_id}/similar", response_model=SearchOut, responses=ERRORS, summary="More like this item")
-def similar(item_id: int, engine: Engine, filters: Filters = Depends(filters_params),
+def similar(item_id: int, engine: Engine, words: Words = None, filters: Filters = Depends(filters_params),
             page: Page = Depends(page_params)) -> Response:
     """Search with the item's stored vector as the query (the item itself comes first, score 1)."""
-    request = SearchRequest(like_ids=(item_id,), filters=filters, offset=page.offset, limit=page.limit)
+    request = SearchRequest(like_ids=(item_id,), filters=filters, offset=page.offset, limit=page.limit, words=words)
     return page_response(engine.search(request))
 
 
