@@ -1,0 +1,191 @@
+"""Words in pictures (issue 19): how often a unique phrase is found, what OCR costs, what the text test skips.
+
+On a generated set (bench/ocr_set.py: receipts, screenshots, slides, signs on crops of real photos,
+each holding one unique phrase such as "harbor 4821") and on crops of real photos without text:
+
+1. R@1 and R@5 of each phrase with `search --ocr PHRASE` after `mmsearch index --ocr auto` (the
+   text test decides what is read; a picture it skips counts as a miss), per kind and overall;
+   OCR seconds per picture read (Tesseract's own time, one thread, stored per picture);
+2. scene text (the signs): the share of phrases read by each Tesseract page mode on the whole
+   picture (3 automatic, 11 sparse, 6 one block) and by reading the text test's line boxes one by
+   one (psm 7, cropped, 2x);
+3. the text test on the photos: the share it skips, and its ms per picture;
+4. index speed on the photos (no text): `--ocr auto` against `--ocr off`, fresh index each, runs
+   interleaved (off, auto, off, auto ...), medians of the pipeline's plus the words pass's seconds
+   (the text tower's export, the same for both, is left out).
+
+The model is the bundled offline one (`--model bundled`): the words do not depend on it, and a small
+model makes the words pass's share of the index time look larger, not smaller.
+
+    python bench/bench_ocr.py --per-kind 25 --photos 200 --rounds 2
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchlib
+from ocr_set import make_photo_set, make_text_set
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def index(db: Path, folder: Path, mode: str, workers: int | None):
+    from indexer.media.ocr import OcrOptions
+    from indexer.pipeline.embed import PipelineConfig
+    from retrieval.indexing import IndexRequest, index_library
+
+    request = IndexRequest(db=db, roots=(str(folder),), model="bundled", device="cpu",
+                           pipeline=PipelineConfig(workers=workers), ocr=OcrOptions(mode=mode))
+    return index_library(request)
+
+
+def recall(db: Path, folder: Path, rows) -> dict:
+    from indexer.store.library import Library
+    from retrieval.query.search import Filters
+    from retrieval.query.words import rank_by_words
+
+    ranks: dict[str, list[int | None]] = {}
+    with Library(db, create=False, read_only=True) as library:
+        for name, kind, phrase in rows:
+            hits, _ = rank_by_words(library, phrase, 5, Filters())
+            names = [os.path.basename(hit.path) for hit in hits]
+            ranks.setdefault(kind, []).append(names.index(name) + 1 if name in names else None)
+        seconds = {}
+        for _, path, status, spent in library.words._rows(
+                "SELECT w.item_id, i.path, w.status, w.seconds FROM item_words w JOIN items i ON i.id = w.item_id", ()):
+            seconds.setdefault(os.path.basename(path).split("-")[0], []).append((status, spent))
+    return {"ranks": ranks, "seconds": seconds}
+
+
+def scene_modes(folder: Path, rows, sample: int) -> dict[str, float]:
+    from PIL import Image
+
+    from indexer.media.ocr import _small, tesseract_text
+    from indexer.media.text_gate import screen_image
+    from indexer.store.words import tokens
+
+    found = {"psm 3": 0, "psm 11": 0, "psm 6": 0, "lines psm 7": 0}
+    seconds = {key: 0.0 for key in found}
+    signs = [row for row in rows if row[1] == "sign"][:sample]
+    for name, _, phrase in signs:
+        image = _small((folder / name).read_bytes(), 2000)
+        want = " ".join(tokens(phrase))
+        for key, psm in (("psm 3", 3), ("psm 11", 11), ("psm 6", 6)):
+            started = time.perf_counter()
+            text = tesseract_text(image, "eng", psm, 60)
+            seconds[key] += time.perf_counter() - started
+            found[key] += want in " ".join(tokens(text))
+        started = time.perf_counter()
+        screen = screen_image(image)
+        parts = []
+        for x0, y0, x1, y1 in screen.lines[:8]:
+            width, height = image.size
+            pad = (y1 - y0) * height * 0.4
+            box = (max(0, x0 * width - pad), max(0, y0 * height - pad), min(width, x1 * width + pad),
+                   min(height, y1 * height + pad))
+            crop = image.crop(tuple(int(v) for v in box))
+            crop = crop.resize((crop.width * 2, crop.height * 2), Image.Resampling.LANCZOS)
+            parts.append(tesseract_text(crop, "eng", 7, 60))
+        seconds["lines psm 7"] += time.perf_counter() - started
+        found["lines psm 7"] += want in " ".join(tokens(" ".join(parts)))
+    return {key: (found[key] / max(1, len(signs)), seconds[key] / max(1, len(signs))) for key in found}
+
+
+def gate_on(folder: Path) -> tuple[float, float]:
+    from indexer.media.ocr import _small
+    from indexer.media.text_gate import GATE_SIDE, screen_image
+
+    passed, spent, count = 0, [], 0
+    for path in sorted(folder.glob("*.jpg")):
+        data = path.read_bytes()
+        started = time.perf_counter()
+        passed += screen_image(_small(data, GATE_SIDE)).has_text()
+        spent.append(time.perf_counter() - started)
+        count += 1
+    return 1 - passed / max(1, count), statistics.median(spent) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-kind", type=int, default=25)
+    parser.add_argument("--photos", type=int, default=200)
+    parser.add_argument("--speed-photos", type=int, default=100, help="photos in the --ocr auto/off timing")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--sign-sample", type=int, default=15)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--keep", type=Path, default=None, help="build the sets here (and keep them)")
+    args = parser.parse_args()
+    root = args.keep or Path(tempfile.mkdtemp(prefix="mms-ocr-"))
+    try:
+        rows = make_text_set(root / "text", args.per_kind)
+        make_photo_set(root / "photos", args.photos)
+        speed = root / "speed"
+        speed.mkdir(exist_ok=True)
+        for path in sorted((root / "photos").glob("*.jpg"))[:args.speed_photos]:
+            shutil.copy(path, speed / path.name)
+        print(f"# {benchlib.machine_line()}")
+        measured = ("indexer/media/ocr.py", "indexer/media/text_gate.py", "indexer/store/words.py",
+                    "indexer/pipeline/words.py")
+        print(f"# code {benchlib.code_version(measured)}, {benchlib.today()}")
+        print(f"# load before: {open('/proc/loadavg').read().split()[:3]}")
+
+        # 1. recall, OCR seconds
+        outcome = index(root / "db-text", root / "text", "auto", args.workers)
+        result = recall(root / "db-text", root / "text", rows)
+        print(f"\n## R@1 / R@5 of a unique phrase, `--ocr auto` ({len(rows)} pictures; words pass "
+              f"{outcome.words.seconds:.1f} s wall)")
+        every = []
+        for kind, ranks in result["ranks"].items():
+            every += ranks
+            r1 = sum(rank == 1 for rank in ranks) / len(ranks)
+            r5 = sum(rank is not None and rank <= 5 for rank in ranks) / len(ranks)
+            read = [spent for status, spent in result["seconds"].get(kind, []) if status == "read"]
+            skipped = sum(status == "skipped" for status, _ in result["seconds"].get(kind, []))
+            print(f"{kind:<11} R@1 {r1:.2f}  R@5 {r5:.2f}  OCR s/picture median {statistics.median(read) if read else 0:.2f} "
+                  f"mean {statistics.mean(read) if read else 0:.2f}  skipped by the text test {skipped}/{len(ranks)}")
+        r1 = sum(rank == 1 for rank in every) / len(every)
+        r5 = sum(rank is not None and rank <= 5 for rank in every) / len(every)
+        print(f"{'all':<11} R@1 {r1:.2f}  R@5 {r5:.2f}")
+
+        # 2. scene text modes
+        print(f"\n## Scene text (first {args.sign_sample} signs): phrase read, seconds per picture")
+        for key, (share, seconds) in scene_modes(root / "text", rows, args.sign_sample).items():
+            print(f"{key:<12} {share:.2f}  {seconds:.2f} s")
+
+        # 3. the gate on photos
+        skipped, ms = gate_on(root / "photos")
+        print(f"\n## Text test on {args.photos} photo crops without text: skips {skipped:.2f}, median {ms:.1f} ms/picture")
+
+        # 4. speed auto vs off
+        times: dict[str, list[float]] = {"off": [], "auto": []}
+        with benchlib.ContentionMeter() as meter:
+            for round_index in range(args.rounds):
+                for mode in ("off", "auto"):
+                    db = root / f"db-speed-{mode}-{round_index}"
+                    run = index(db, speed, mode, args.workers)
+                    seconds = run.report.seconds + (run.words.seconds if run.words else 0.0)
+                    times[mode].append(seconds)
+                    shutil.rmtree(db)
+        off, auto = statistics.median(times["off"]), statistics.median(times["auto"])
+        print(f"\n## Index speed on {args.speed_photos} photos without text ({args.rounds} rounds, interleaved)")
+        print(f"--ocr off  {args.speed_photos / off:.2f} images/s ({off:.1f} s)  runs {[round(t, 1) for t in times['off']]}")
+        print(f"--ocr auto {args.speed_photos / auto:.2f} images/s ({auto:.1f} s)  runs {[round(t, 1) for t in times['auto']]}")
+        print(f"auto/off speed {off / auto:.2f}x  ({meter.result})")
+        print(f"# load after: {open('/proc/loadavg').read().split()[:3]}")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
