@@ -6,9 +6,10 @@ each holding one unique phrase such as "harbor 4821") and on crops of real photo
 1. R@1 and R@5 of each phrase with `search --ocr PHRASE` after `mmsearch index --ocr auto` (the
    text test decides what is read; a picture it skips counts as a miss), per kind and overall;
    OCR seconds per picture read (Tesseract's own time, one thread, stored per picture);
-2. scene text (the signs): the share of phrases read by each Tesseract page mode on the whole
-   picture (3 automatic, 11 sparse, 6 one block) and by reading the text test's line boxes one by
-   one (psm 7, cropped, 2x);
+2. scene text (the signs): the share of phrases read (exactly, as a substring) by each Tesseract
+   page mode on the whole picture (3 automatic, 11 sparse, 6 one block), by reading the text
+   test's line boxes one by one (psm 7; indexer.media.ocr.line_crops), and by what ships
+   (read_words: lines for a picture of few lines, else sparse or automatic mode);
 3. the text test on the photos: the share it skips, and its ms per picture;
 4. index speed on the photos (no text): `--ocr auto` against `--ocr off`, fresh index each, runs
    interleaved (off, auto, off, auto ...), medians of the pipeline's plus the words pass's seconds
@@ -68,13 +69,12 @@ def recall(db: Path, folder: Path, rows) -> dict:
 
 
 def scene_modes(folder: Path, rows, sample: int) -> dict[str, float]:
-    from PIL import Image
 
-    from indexer.media.ocr import _small, tesseract_text
+    from indexer.media.ocr import OcrOptions, _small, line_crops, read_words, tesseract_lines, tesseract_text
     from indexer.media.text_gate import screen_image
     from indexer.store.words import tokens
 
-    found = {"psm 3": 0, "psm 11": 0, "psm 6": 0, "lines psm 7": 0}
+    found = {"psm 3": 0, "psm 11": 0, "psm 6": 0, "lines psm 7": 0, "shipped (auto)": 0}
     seconds = {key: 0.0 for key in found}
     signs = [row for row in rows if row[1] == "sign"][:sample]
     for name, _, phrase in signs:
@@ -86,18 +86,13 @@ def scene_modes(folder: Path, rows, sample: int) -> dict[str, float]:
             seconds[key] += time.perf_counter() - started
             found[key] += want in " ".join(tokens(text))
         started = time.perf_counter()
-        screen = screen_image(image)
-        parts = []
-        for x0, y0, x1, y1 in screen.lines[:8]:
-            width, height = image.size
-            pad = (y1 - y0) * height * 0.4
-            box = (max(0, x0 * width - pad), max(0, y0 * height - pad), min(width, x1 * width + pad),
-                   min(height, y1 * height + pad))
-            crop = image.crop(tuple(int(v) for v in box))
-            crop = crop.resize((crop.width * 2, crop.height * 2), Image.Resampling.LANCZOS)
-            parts.append(tesseract_text(crop, "eng", 7, 60))
+        text = tesseract_lines(line_crops(image, screen_image(image).lines), "eng", 60)
         seconds["lines psm 7"] += time.perf_counter() - started
-        found["lines psm 7"] += want in " ".join(tokens(" ".join(parts)))
+        found["lines psm 7"] += want in " ".join(tokens(text))
+        started = time.perf_counter()
+        text = read_words((folder / name).read_bytes(), OcrOptions(mode="on")).text
+        seconds["shipped (auto)"] += time.perf_counter() - started
+        found["shipped (auto)"] += want in " ".join(tokens(text))
     return {key: (found[key] / max(1, len(signs)), seconds[key] / max(1, len(signs))) for key in found}
 
 

@@ -33,6 +33,7 @@ class TextScreen:
     marks: int
     lines: tuple[tuple[float, float, float, float], ...] = ()
     coverage: float = 0.0  # share of the picture's area inside the lines' boxes
+    light: tuple[bool, ...] = ()  # per line: its letters are lighter than the ground (white on a sign)
 
     def has_text(self, min_marks: int = MIN_MARKS) -> bool:
         return self.marks >= min_marks
@@ -154,22 +155,22 @@ def screen_gray(gray: np.ndarray) -> TextScreen:
     mean = _local_mean(gray, max(6, max(height, width) // 48))
     max_height = max(8, height // 3)
     found = []
-    for mask in (gray < mean - CONTRAST, gray > mean + CONTRAST):
+    for light, mask in enumerate((gray < mean - CONTRAST, gray > mean + CONTRAST)):
         marks = _marks(mask, max_height)
         for members in _chains(marks):
             group = marks[members]
             if _looks_like_a_line(gray, mask, group):
-                found.append(group)
+                found.append((group, bool(light)))
     if not found:
         return TextScreen(0)
-    boxes = [(int(group[:, 0].min()), int(group[:, 1].min()), int(group[:, 2].max()), int(group[:, 3].max()), len(group))
-             for group in found]
+    boxes = [(int(group[:, 0].min()), int(group[:, 1].min()), int(group[:, 2].max()), int(group[:, 3].max()), len(group),
+              light) for group, light in found]
     boxes.sort(key=lambda box: -(box[2] - box[0]) * (box[3] - box[1]))
     covered = np.zeros((height, width), bool)
-    for x0, y0, x1, y1, _ in boxes:
+    for x0, y0, x1, y1, _, _ in boxes:
         covered[y0:y1, x0:x1] = True
-    lines = tuple((x0 / width, y0 / height, x1 / width, y1 / height) for x0, y0, x1, y1, _ in boxes)
-    return TextScreen(sum(box[4] for box in boxes), lines, float(covered.mean()))
+    lines = tuple((x0 / width, y0 / height, x1 / width, y1 / height) for x0, y0, x1, y1, _, _ in boxes)
+    return TextScreen(sum(box[4] for box in boxes), lines, float(covered.mean()), tuple(box[5] for box in boxes))
 
 
 def screen_image(image) -> TextScreen:
