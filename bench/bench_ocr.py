@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--sign-sample", type=int, default=15)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="build the sets here (and keep them)")
+    parser.add_argument("--parts", default="recall,scene,gate,speed",
+                        help="which of the four to run (comma-separated); hold the bench lock around speed")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="mms-ocr-"))
     try:
@@ -134,52 +136,59 @@ def main() -> None:
         print(f"# code {benchlib.code_version(measured)}, {benchlib.today()}")
         print(f"# load before: {open('/proc/loadavg').read().split()[:3]}")
 
-        # 1. recall, OCR seconds
-        outcome = index(root / "db-text", root / "text", "auto", args.workers)
-        result = recall(root / "db-text", root / "text", rows)
-        print(f"\n## R@1 / R@5 of a unique phrase, `--ocr auto` ({len(rows)} pictures; words pass "
-              f"{outcome.words.seconds:.1f} s wall)")
-        every = []
-        for kind, ranks in result["ranks"].items():
-            every += ranks
-            r1 = sum(rank == 1 for rank in ranks) / len(ranks)
-            r5 = sum(rank is not None and rank <= 5 for rank in ranks) / len(ranks)
-            read = [spent for status, spent in result["seconds"].get(kind, []) if status == "read"]
-            skipped = sum(status == "skipped" for status, _ in result["seconds"].get(kind, []))
-            print(f"{kind:<11} R@1 {r1:.2f}  R@5 {r5:.2f}  OCR s/picture median {statistics.median(read) if read else 0:.2f} "
-                  f"mean {statistics.mean(read) if read else 0:.2f}  skipped by the text test {skipped}/{len(ranks)}")
-        r1 = sum(rank == 1 for rank in every) / len(every)
-        r5 = sum(rank is not None and rank <= 5 for rank in every) / len(every)
-        print(f"{'all':<11} R@1 {r1:.2f}  R@5 {r5:.2f}")
-
-        # 2. scene text modes
-        print(f"\n## Scene text (first {args.sign_sample} signs): phrase read, seconds per picture")
-        for key, (share, seconds) in scene_modes(root / "text", rows, args.sign_sample).items():
-            print(f"{key:<12} {share:.2f}  {seconds:.2f} s")
-
-        # 3. the gate on photos
-        skipped, ms = gate_on(root / "photos")
-        print(f"\n## Text test on {args.photos} photo crops without text: skips {skipped:.2f}, median {ms:.1f} ms/picture")
-
-        # 4. speed auto vs off
-        times: dict[str, list[float]] = {"off": [], "auto": []}
-        with benchlib.ContentionMeter() as meter:
-            for round_index in range(args.rounds):
-                for mode in ("off", "auto"):
-                    db = root / f"db-speed-{mode}-{round_index}"
-                    run = index(db, speed, mode, args.workers)
-                    seconds = run.report.seconds + (run.words.seconds if run.words else 0.0)
-                    times[mode].append(seconds)
-                    shutil.rmtree(db)
-        off, auto = statistics.median(times["off"]), statistics.median(times["auto"])
-        print(f"\n## Index speed on {args.speed_photos} photos without text ({args.rounds} rounds, interleaved)")
-        print(f"--ocr off  {args.speed_photos / off:.2f} images/s ({off:.1f} s)  runs {[round(t, 1) for t in times['off']]}")
-        print(f"--ocr auto {args.speed_photos / auto:.2f} images/s ({auto:.1f} s)  runs {[round(t, 1) for t in times['auto']]}")
-        print(f"auto/off speed {off / auto:.2f}x  ({meter.result})")
+        parts = set(args.parts.split(","))
+        if "recall" in parts:
+            recall_part(root, rows)
+        if "scene" in parts:
+            print(f"\n## Scene text (first {args.sign_sample} signs): phrase read, seconds per picture")
+            for key, (share, seconds) in scene_modes(root / "text", rows, args.sign_sample).items():
+                print(f"{key:<15} {share:.2f}  {seconds:.2f} s")
+        if "gate" in parts:
+            skipped, ms = gate_on(root / "photos")
+            print(f"\n## Text test on {args.photos} photo crops without text: skips {skipped:.2f}, "
+                  f"median {ms:.1f} ms/picture (decode at the test's size + test)")
+        if "speed" in parts:
+            speed_part(root, speed, args)
         print(f"# load after: {open('/proc/loadavg').read().split()[:3]}")
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def recall_part(root: Path, rows, workers: int | None = None) -> None:
+    outcome = index(root / "db-text", root / "text", "auto", workers)
+    result = recall(root / "db-text", root / "text", rows)
+    print(f"\n## R@1 / R@5 of a unique phrase, `--ocr auto` ({len(rows)} pictures; words pass "
+          f"{outcome.words.seconds:.1f} s wall)")
+    every = []
+    for kind, ranks in result["ranks"].items():
+        every += ranks
+        r1 = sum(rank == 1 for rank in ranks) / len(ranks)
+        r5 = sum(rank is not None and rank <= 5 for rank in ranks) / len(ranks)
+        read = [spent for status, spent in result["seconds"].get(kind, []) if status == "read"]
+        skipped = sum(status == "skipped" for status, _ in result["seconds"].get(kind, []))
+        print(f"{kind:<11} R@1 {r1:.2f}  R@5 {r5:.2f}  OCR s/picture median {statistics.median(read) if read else 0:.2f} "
+              f"mean {statistics.mean(read) if read else 0:.2f}  skipped by the text test {skipped}/{len(ranks)}")
+    r1 = sum(rank == 1 for rank in every) / len(every)
+    r5 = sum(rank is not None and rank <= 5 for rank in every) / len(every)
+    print(f"{'all':<11} R@1 {r1:.2f}  R@5 {r5:.2f}")
+
+
+def speed_part(root: Path, speed: Path, args) -> None:
+    times: dict[str, list[float]] = {"off": [], "auto": []}
+    with benchlib.ContentionMeter() as meter:
+        for round_index in range(args.rounds):
+            for mode in ("off", "auto"):
+                db = root / f"db-speed-{mode}-{round_index}"
+                run = index(db, speed, mode, args.workers)
+                seconds = run.report.seconds + (run.words.seconds if run.words else 0.0)
+                times[mode].append(seconds)
+                shutil.rmtree(db)
+    off, auto = statistics.median(times["off"]), statistics.median(times["auto"])
+    print(f"\n## Index speed on {args.speed_photos} photos without text ({args.rounds} rounds, interleaved)")
+    print(f"--ocr off  {args.speed_photos / off:.2f} images/s ({off:.1f} s)  runs {[round(t, 1) for t in times['off']]}")
+    print(f"--ocr auto {args.speed_photos / auto:.2f} images/s ({auto:.1f} s)  runs {[round(t, 1) for t in times['auto']]}")
+    print(f"auto/off speed {off / auto:.2f}x  ({meter.result})")
 
 
 if __name__ == "__main__":
