@@ -264,7 +264,7 @@ def build_with_centroids(spec: str, base: np.ndarray, centroids: np.ndarray):
 
     inner = faiss.index_factory(base.shape[1], spec, faiss.METRIC_INNER_PRODUCT)
     faiss.extract_index_ivf(inner).quantizer.add(np.ascontiguousarray(centroids))
-    index = faiss.IndexIDMap2(inner)
+    index = inner  # IVF keeps the item ids in its lists (indexer/store/vectors.py)
     sample = np.ascontiguousarray(base[:: max(1, len(base) // 100_000)])
     index.train(sample)
     for ids, vectors in chunks_with_budget(base, None, {}):
@@ -298,7 +298,7 @@ def obtain_index(spec: str, base: np.ndarray, args, work: Path, label: str, cent
             how = "VectorIndex.build (k-means included)" if ivf_prefix else "VectorIndex.build"
     build_s = time.perf_counter() - started
     if ivf_prefix:
-        ivf = faiss.extract_index_ivf(index.index.index)
+        ivf = faiss.extract_index_ivf(index.index)
         centroids.setdefault(ivf_prefix.split("_")[0], ivf.quantizer.reconstruct_n(0, ivf.nlist))
     path = cached if args.cache else work / "vectors.faiss"
     started = time.perf_counter()

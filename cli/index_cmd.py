@@ -41,12 +41,14 @@ def index(
     model: ModelOption = None,
     exclude: Annotated[Optional[List[str]], typer.Option("--exclude", "-x", help="Glob of names or paths to skip; repeatable. Remembered for the folder: the next run uses it too (give --exclude '' to clear).")] = None,
     hidden: Annotated[Optional[bool], typer.Option("--hidden/--no-hidden", show_default=False, help="Also index hidden files and folders (remembered for the folder; default: no).")] = None,
+    follow_outside: Annotated[Optional[bool], typer.Option("--follow-outside/--stay-inside", show_default=False, help="Follow symbolic links that lead outside the folder (remembered for the folder; default: stay inside, and name each such link once).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch.")] = 32,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Decode threads (default: CPU count, at most 8; every core when the GPU decodes JPEGs).")] = None,
     exact_decode: Annotated[bool, typer.Option("--exact-decode", help="Decode JPEGs at full size (draft mode is on by default: faster, nearly identical).")] = False,
     max_megapixels: Annotated[float, typer.Option(help="Skip images larger than this.")] = 100.0,
     decode_timeout: Annotated[float, typer.Option(min=0, help="Give up on a file that takes longer than this many seconds to read and decode (0: no limit).")] = 30.0,
-    index_type: Annotated[Optional[str], typer.Option(help="auto (exact below 100k, IVF above), flat, ivf, hnsw, or a faiss index_factory string.")] = None,
+    index_type: Annotated[Optional[str], typer.Option(help="auto (exact below 100k, IVF above; on disk past --max-index-memory), flat, ivf, hnsw, ondisk, or a faiss index_factory string.")] = None,
+    max_index_memory: Annotated[Optional[str], typer.Option("--max-index-memory", help="Memory the vector index may take (4GB, 500MB, 2GiB): past it, auto puts the index on disk (IVF-PQ, re-ranked by exact vectors). Recorded in the index; default: half of this machine's memory, at most 4 GB.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     gpu_decode: Annotated[GpuDecode, typer.Option("--gpu-decode", help="JPEGs decoded on the GPU (nvJPEG) when the image tower runs on CUDA. auto: whenever possible; on: fail without it.")] = GpuDecode.auto,
     cpu_assist: Annotated[float, typer.Option("--assist-megapixels", min=0, help="With GPU decoding: while a full batch of JPEGs already waits for the GPU, a decode thread decodes the next JPEG of at least this many megapixels itself, so the CPU and the GPU share big photos (0: the GPU decodes every JPEG).")] = 4.0,
@@ -55,6 +57,8 @@ def index(
     ocr: Annotated[OcrMode, typer.Option("--ocr", help="Read the words in pictures with Tesseract, for `search --ocr`. auto: pictures a quick test finds text in (a note, not an error, without Tesseract); on: every picture (fails without Tesseract); off: none.")] = OcrMode.auto,
     ocr_lang: Annotated[str, typer.Option("--ocr-lang", help="Tesseract languages, e.g. eng or eng+deu (Debian: apt install tesseract-ocr-deu). Pictures read in another language are read again.")] = "eng",
     ocr_timeout: Annotated[float, typer.Option("--ocr-timeout", min=1, help="Seconds Tesseract may spend on one picture; past it the picture keeps its vector and gets no words.")] = 20.0,
+    ray: Annotated[Optional[str], typer.Option("--ray", metavar="ADDRESS", show_default=False, help="Embed on a Ray cluster: HOST:PORT (what `ray start --head` prints), auto, or local (start one here). The folders and the index must be on a filesystem every worker mounts at the same path.")] = None,
+    ray_actors: Annotated[Optional[int], typer.Option("--ray-actors", min=1, show_default=False, help="With --ray: model copies (default: one per CPU of the cluster, or per GPU).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON on stdout, with every skipped file and why.")] = False,
     report_limit: Annotated[int, typer.Option(min=0, help="Name at most this many skipped files on stderr, then only count them (0: name all).")] = 100,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -71,17 +75,20 @@ def index(
     from indexer.pipeline.embed import PipelineConfig
     from retrieval.indexing import Callbacks, IndexRequest, index_library
     from retrieval.media import MediaOptions
+    from retrieval.ray_embed import RayOptions
 
     config = load_config()
     request = IndexRequest(
         db=db_dir(db), roots=tuple(str(folder) for folder in folders or ()), model=model,
         configured_model=config.get("model"), device=device, precision=precision, index_type=index_type,
         exclude=None if exclude is None else tuple(pattern for pattern in exclude if pattern),
-        hidden=hidden, default_exclude=tuple(config.get("exclude", ())), default_hidden=bool(config.get("hidden", False)),
+        hidden=hidden, follow_outside=follow_outside, default_exclude=tuple(config.get("exclude", ())), default_hidden=bool(config.get("hidden", False)),
         pipeline=PipelineConfig(batch_size=batch_size, workers=workers, decode_timeout_s=decode_timeout or None),
         media=MediaOptions(decode=DecodeOptions(draft=not exact_decode, max_megapixels=max_megapixels),
                            gpu_decode=gpu_decode.value, assist_megapixels=cpu_assist or None),
-        wait_s=wait, ocr=OcrOptions(mode=ocr.value, lang=ocr_lang, timeout_s=ocr_timeout),
+        wait_s=wait, max_index_memory=_parse_budget(max_index_memory),
+        ray=RayOptions(ray, actors=ray_actors) if ray else None,
+        ocr=OcrOptions(mode=ocr.value, lang=ocr_lang, timeout_s=ocr_timeout),
     )
     reported = 0
 
@@ -113,6 +120,10 @@ def index(
     setup = [f"model set-up {report.prepare_seconds:.1f} s" if report.prepare_seconds >= 0.5 else "",
              f"text export {outcome.export_seconds:.1f} s" if outcome.export_seconds >= 0.5 else ""]
     setup_note = f"; of which {', '.join(part for part in setup if part)}" if any(setup) else ""
+    if report.embedding.get("where") == "ray":
+        where = report.embedding
+        err_console.print(f"embedded on Ray at {where['address']}: {where['actors']} actors, "
+                          f"{where['files_per_s_per_actor']:.1f} files/s each", markup=False)
     err_console.print(
         f"indexed {report.embedded}, reused {report.reused}, unchanged {report.unchanged}, removed {report.removed}, "
         f"failed {report.failed}{f', skipped {report.skipped}' if report.skipped else ''} in {outcome.seconds:.1f} s "
@@ -126,3 +137,14 @@ def index(
             f"failed {words.failed} in {words.seconds:.1f} s", markup=False)
         for path, reason in words.failures[:report_limit or None]:
             err_console.print(f"no words for {path}: {reason}", markup=False, highlight=False)
+
+
+def _parse_budget(text: str | None) -> int | None:
+    if text is None:
+        return None
+    from indexer.store.index_choice import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--max-index-memory") from exc

@@ -19,7 +19,8 @@ def repair(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Rebuild the vector index from the database and drop what cannot be right (vectors without a
-    row, rows without a vector, vectors of the wrong size); then check again. Takes the write lock,
+    row, rows without a vector, vectors of the wrong size, rows whose file now holds other content
+    than was indexed); then check again. Takes the write lock,
     so it is safe at any time. Exit code 0 when the index is healthy afterwards, else 1.
 
     Example:  mmsearch repair --drop-missing
@@ -36,6 +37,10 @@ def repair(
         err_console.print(f"dropped {dropped or 'nothing'}; vector index rebuilt with {result.vectors_in_index} vectors"
                           + (f"; removed {', '.join(result.removed_files)}" if result.removed_files else "")
                           + (f"; wrote {', '.join(outcome.rebuilt)} again" if outcome.rebuilt else ""), markup=False)
+        if result.changed_files:
+            err_console.print(f"note: forgot {len(result.changed_files)} items whose files now hold other content than "
+                              f"was indexed (e.g. {result.changed_files[0]}): `mmsearch index` of their folder embeds "
+                              f"them again", markup=False)
         for note in outcome.notes:
             err_console.print(f"note: {note}", markup=False)
         render_check(outcome.after)

@@ -5,7 +5,7 @@ import os
 import threading
 import webbrowser
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -23,7 +23,17 @@ def serve(
                                                       "the /login cookie, or ?token=).")] = None,
     token_file: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, show_default=False,
                                                        help="Read the token from this file (first line).")] = None,
+    generate_token: Annotated[bool, typer.Option("--generate-token", help="Make a random token and show it once "
+                                                 "(for this run only).")] = False,
     max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest image upload accepted, in MB.")] = 20.0,
+    max_decode_mb: Annotated[float, typer.Option(min=1, help="Memory one upload's decoding may take, in MB "
+                                                 "(estimated from its header first; larger ones get 413).")] = 256.0,
+    allow_hard_links: Annotated[bool, typer.Option("--allow-hard-links", help="Also serve files that have more than "
+                                                   "one hard link (refused by default: a hard link can bring a file "
+                                                   "from outside the indexed folders inside them).")] = False,
+    proxy: Annotated[Optional[List[str]], typer.Option(show_default=False, help="Address of a proxy in front (repeat "
+                                                       "for more): its X-Forwarded-For then names the client, for "
+                                                       "the per-client limits.")] = None,
     preload_image_tower: Annotated[bool, typer.Option(help="Load the image tower at start instead of on the first "
                                                            "image search.")] = False,
     threads: Annotated[int, typer.Option(min=1, help="Torch threads per query embedding (requests run in "
@@ -43,8 +53,8 @@ def serve(
           (reachable from the LAN)
     """
     setup_logging(verbose)
-    if token is not None and token_file is not None:
-        fail("give --token or --token-file, not both")
+    if sum((token is not None, token_file is not None, generate_token)) > 1:
+        fail("give one of --token, --token-file and --generate-token, not several")
     if token_file is not None:
         lines = token_file.read_text(encoding="utf-8").splitlines()
         token = lines[0].strip() if lines else ""
@@ -55,11 +65,17 @@ def serve(
     import uvicorn
 
     from retrieval.server import ServerConfig, create_app
+    from retrieval.server.config import new_token
 
+    if generate_token:
+        token = new_token()
     config = ServerConfig(db=db_dir(db), model_name=model, device=device, host=host, port=port, token=token,
                           max_upload_bytes=int(max_upload_mb * 1024 * 1024), preload_image_tower=preload_image_tower,
-                          torch_threads=threads, text_threads=text_threads)
+                          torch_threads=threads, text_threads=text_threads, allow_hard_links=allow_hard_links,
+                          max_decode_bytes=int(max_decode_mb * 1024 * 1024))
     config.check()
+    if generate_token:  # shown once, here; it is kept nowhere else
+        err_console.print(f"token for this run: {token}", markup=False, highlight=False)
     err_console.print(f"loading the index at {config.db} and its model ...")
     app = create_app(config)
     shown_host = f"[{host}]" if ":" in host else host
@@ -71,5 +87,7 @@ def serve(
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()  # once uvicorn listens
     # keep-alive longer than clients' own pool expiry (httpx: 5 s), so the server is never the side that
     # closes a connection while a client reuses it
+    # the peer address names a client (sign-in brake, searches per client); X-Forwarded-For only from --proxy
     uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning", access_log=verbose,
-                server_header=False, timeout_keep_alive=75)
+                server_header=False, timeout_keep_alive=75, proxy_headers=bool(proxy),
+                forwarded_allow_ips=list(proxy) if proxy else None)

@@ -41,6 +41,7 @@ def status(
     if info.get("image_precision"):
         table.add_row("image tower (CPU)", info["image_precision"])
     table.add_row("index type", f"{info['index_type']} (setting: {info['index_type_setting']})")
+    table.add_row("vector index", f"{info['index_choice']}{'' if info['max_index_memory_setting'] else ' (default budget)'}")
     if info.get("search_tuning"):
         table.add_row("search tuning", info["search_tuning"])
     table.add_row("size on disk", f"{info['size_bytes'] / 1e6:.1f} MB")
@@ -53,6 +54,7 @@ def status(
     for root in info.get("roots", []):
         settings = [f"exclude {', '.join(root['exclude'])}" if root["exclude"] else "",
                     "hidden files too" if root["hidden"] else "",
+                    "links outside followed" if root.get("follow_outside") else "",
                     f"forgotten: {', '.join(root['forgotten'])}" if root["forgotten"] else ""]
         details = "; ".join(part for part in settings if part)
         table.add_row("folder", root["path"] + (f" ({details})" if details else ""))

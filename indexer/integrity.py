@@ -5,7 +5,9 @@ running index. It compares SQLite's own integrity check, vectors against rows, t
 against the database, rows against files on disk, and the recorded model against the model that
 loads today. repair takes the write lock, drops what cannot be right (vectors without a row, rows
 without a vector, vectors of the wrong size, leftover staged vectors), forgets rows whose files
-are gone only when asked, and rebuilds the FAISS file from the vectors in the database.
+now hold other content than was indexed (their vectors describe something else; the next index
+run embeds the files afresh) and rows whose files are gone only when asked, and rebuilds the
+FAISS file from the vectors in the database.
 """
 from __future__ import annotations
 
@@ -22,11 +24,13 @@ from typing import Callable
 
 import numpy as np
 
-from indexer.errors import StoreError
+from indexer.errors import MmsearchError, StoreError
+from indexer.media.files import content_hash as content_hash_of
+from indexer.media.files import read_file_checked, sample_file_checked
 from indexer.store.inspect import DatabaseFacts, inspect_database, iter_item_paths
 from indexer.store.library import DB_NAME, VECTORS_NAME, Library
 from indexer.store.records import IMAGE
-from indexer.store.vectors import VectorIndex, file_digest, sidecar_path
+from indexer.store.vectors import file_digest, sidecar_path
 from indexer.store.version import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -164,7 +168,10 @@ def _check_rows(report: CheckReport, facts: DatabaseFacts) -> None:
 
 
 def _check_vector_file(report: CheckReport, facts: DatabaseFacts, folder: Path) -> None:
-    path = folder / VECTORS_NAME
+    from indexer.store import index_choice
+
+    files = index_choice.VectorFiles.of(folder / VECTORS_NAME)
+    path = files.ondisk if (files.ondisk / "manifest.json").exists() else files.memory
     good = np.setdiff1d(facts.vector_ids, np.asarray(facts.orphan_vectors + [i for i, _ in facts.bad_vectors], np.int64))
     live = len(good)
     info: dict = {"path": str(path), "exists": path.exists()}
@@ -174,24 +181,28 @@ def _check_vector_file(report: CheckReport, facts: DatabaseFacts, folder: Path) 
             report.problems.append(Problem("vector_index_missing", f"{path} is missing ({live} vectors in the database); "
                                                                    f"`mmsearch repair` rebuilds it"))
         return
-    saved = VectorIndex.load(path)
+    saved = index_choice.load_saved(files, generation=facts.generation)
     if saved is None:
         report.problems.append(Problem("vector_index_unreadable", f"{path} or its sidecar cannot be read or do not "
                                                                   f"agree; `mmsearch repair` rebuilds it"))
         return
-    info.update({"spec": saved.spec, "generation": saved.generation, "ntotal": saved.ntotal, "dim": saved.dim})
-    try:
-        recorded = json.loads(sidecar_path(path).read_text()).get("file_blake2b")
-    except (OSError, ValueError):
-        recorded = None
-    if recorded is None:
-        report.notes.append(f"{path} was written by an older mmsearch without a digest of its bytes: its content is "
-                            f"checked by count and ids only (the next run that changes the index adds one)")
-    elif file_digest(path) != recorded:
-        report.problems.append(Problem(
-            "vector_index_corrupt", f"{path} is not the file that was written (its bytes changed: a disk error, or "
-                                    f"an edit); searches may rank wrongly; `mmsearch repair` rebuilds it from the database"))
-        return
+    kind = index_choice.index_kind(saved)
+    info.update({"spec": saved.spec, "generation": saved.generation, "ntotal": saved.ntotal, "dim": saved.dim,
+                 "kind": kind})
+    if kind == "memory":  # an on-disk index's files are new with each save and named by its manifest
+        try:
+            recorded = json.loads(sidecar_path(path).read_text()).get("file_blake2b")
+        except (OSError, ValueError):
+            recorded = None
+        if recorded is None:
+            report.notes.append(f"{path} was written by an older mmsearch without a digest of its bytes: its content "
+                                f"is checked by count and ids only (the next run that changes the index adds one)")
+        elif file_digest(path) != recorded:
+            report.problems.append(Problem(
+                "vector_index_corrupt", f"{path} is not the file that was written (its bytes changed: a disk error, "
+                                        f"or an edit); searches may rank wrongly; `mmsearch repair` rebuilds it from "
+                                        f"the database"))
+            return
     if saved.generation != facts.generation:
         report.problems.append(Problem(
             "vector_index_stale", f"{path} was built at generation {saved.generation}, the database is at "
@@ -247,8 +258,17 @@ def _stat_or_none(path: str):
         return None
 
 
-def _is_missing(path: str) -> bool:
-    return _stat_or_none(path) is None
+def _holds(path: str, size_now: int, size_indexed: int, content_hash: str | None) -> bool:
+    """Whether the file at `path` still holds what was indexed from it: its stat changed, so its
+    content hash tells (whole-file for pictures, sampled for streamed sounds and videos)."""
+    if size_now != size_indexed or content_hash is None:
+        return False
+    try:
+        if sample_file_checked(path)[0] == content_hash:
+            return True
+        return content_hash_of(read_file_checked(path)[0]) == content_hash
+    except (OSError, MmsearchError):
+        return True  # cannot read it now: keep it, as a file that cannot be looked at
 
 
 def _check_model(report: CheckReport, facts: DatabaseFacts, load_model: Callable | None) -> None:
@@ -300,10 +320,11 @@ class RepairReport:
     dropped: dict = field(default_factory=dict)
     vectors_in_index: int = 0
     removed_files: list[str] = field(default_factory=list)
+    changed_files: list[str] = field(default_factory=list)  # forgotten: their files hold other content now
 
     def as_dict(self) -> dict:
         return {"dropped": dict(self.dropped), "vectors_in_index": self.vectors_in_index,
-                "removed_files": list(self.removed_files)}
+                "removed_files": list(self.removed_files), "changed_files": list(self.changed_files)}
 
 
 def repair_index(library: Library, *, drop_missing: bool = False) -> RepairReport:
@@ -318,19 +339,28 @@ def repair_index(library: Library, *, drop_missing: bool = False) -> RepairRepor
             f"Restore a backup of the index folder, or move it away and run `mmsearch index` again"
         )
     missing_ids: list[int] = []
-    if drop_missing:
-        for rows in iter_item_paths(library.db_path):
-            for item_id, path, _size, _mtime in rows:
-                try:
-                    if _is_missing(path):
-                        missing_ids.append(item_id)
-                except OSError as exc:  # cannot tell: keep it
-                    log.info("keeping %s: %s", path, exc)
-    report = RepairReport()
+    candidates: dict[int, tuple[str, int, int]] = {}  # stat changed since indexed: (path, size now, size then)
+    for rows in iter_item_paths(library.db_path):
+        for item_id, path, size, mtime in rows:
+            try:
+                stat = _stat_or_none(path)
+            except OSError as exc:  # cannot tell: keep it
+                log.info("keeping %s: %s", path, exc)
+                continue
+            if stat is None:
+                if drop_missing:
+                    missing_ids.append(item_id)
+            elif size >= 0 and (stat.st_size, stat.st_mtime) != (size, mtime):
+                candidates[item_id] = (path, stat.st_size, size)
+    hashes = library.reads.content_hashes(list(candidates))
+    changed = {item_id: path for item_id, (path, size_now, size_then) in candidates.items()
+               if not _holds(path, size_now, size_then, hashes.get(item_id))}
+    report = RepairReport(changed_files=sorted(changed.values()))
     base_generation = library.generation
     staged = library.staging.model()
     report.dropped = library.items.drop_inconsistent(dims={encoder: model.dim for encoder, model in facts.models.items()},
-                                                     staged_dim=staged.dim if staged else None, missing_ids=missing_ids)
+                                                     staged_dim=staged.dim if staged else None,
+                                                     missing_ids=missing_ids, changed_ids=list(changed))
     for leftover in _leftovers(library.folder):  # the write lock is held: no run is writing them now
         try:
             shutil.rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
@@ -343,5 +373,9 @@ def repair_index(library: Library, *, drop_missing: bool = False) -> RepairRepor
             if path.exists():
                 path.unlink()
                 report.removed_files.append(str(path))
+        ondisk_folder = library.vector_files(IMAGE).ondisk
+        if ondisk_folder.exists():
+            shutil.rmtree(ondisk_folder, ignore_errors=True)
+            report.removed_files.append(str(ondisk_folder))
     report.vectors_in_index = saved.ntotal if saved is not None else 0
     return report

@@ -3,17 +3,17 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from indexer.store import index_choice
 from indexer.store.library import Library
 from indexer.store.records import IMAGE
-from indexer.store.vectors import VectorIndex, choose_index_spec
 
 
 def read_status(library: Library, failures: int = 5) -> dict:
     counts = library.reads.counts()
     model = library.model()
-    path = library.vectors_path(IMAGE)
-    saved = VectorIndex.load(path) if path.exists() else None
-    index_type = saved.spec if saved is not None else choose_index_spec(counts["vectors"], library.index_type)
+    saved = index_choice.load_saved(library.vector_files(IMAGE), generation=library.generation)
+    choice = library.index_choice(counts["vectors"], model.dim if model else 512)
+    index_type = saved.spec if saved is not None else choice.spec
     return {
         "db": str(library.folder),
         "items": counts["items"],
@@ -26,6 +26,12 @@ def read_status(library: Library, failures: int = 5) -> dict:
         "image_precision": library.image_precision,
         "index_type": index_type,
         "index_type_setting": library.index_type,
+        # where the vectors are searched: "memory" (vectors.faiss) or "ondisk" (vectors.ondisk/), and why
+        "index_kind": index_choice.index_kind(saved) if saved is not None else choice.kind,
+        "index_choice": choice.reason,
+        "max_index_memory": choice.budget,
+        "max_index_memory_setting": library.max_index_memory,  # None: the machine's default
+        "index_memory_estimate": choice.estimated_bytes,
         "vectors_in_index": saved.ntotal if saved is not None else None,
         "index_up_to_date": saved is not None and saved.generation == library.generation,
         # the last autotune of an IVF/HNSW index: its setting, recall and single-query latency

@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from indexer.errors import MmsearchError
 from indexer.media.ocr import OcrOptions, OcrUnavailableError, tesseract_problem
@@ -31,6 +31,9 @@ from indexer.store.vectors import check_index_type
 from retrieval.index_model import ModelChoice, choose_model, open_model
 from retrieval.media import MediaOptions, media_for
 from retrieval.models.encoders import resolve_device
+
+if TYPE_CHECKING:
+    from retrieval.ray_embed import RayOptions
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +53,15 @@ class IndexRequest:
     # (the config file's), else nothing excluded and no hidden files
     exclude: tuple[str, ...] | None = None
     hidden: bool | None = None
+    follow_outside: bool | None = None  # follow symbolic links that lead outside the root
     default_exclude: tuple[str, ...] = ()
     default_hidden: bool = False
     pipeline: PipelineConfig = PipelineConfig()
     media: MediaOptions = MediaOptions()
     wait_s: float = 0.0
     ocr: OcrOptions = OcrOptions()  # words in pictures (--ocr, --ocr-lang)
+    ray: "RayOptions | None" = None  # embed on a Ray cluster (retrieval.ray_embed) instead of here
+    max_index_memory: int | None = None  # bytes the vector index may hold in memory; None keeps the index's own
 
 
 @dataclass
@@ -111,6 +117,8 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
         roots = tuple(os.path.abspath(os.path.expanduser(root)) for root in request.roots) or known_roots(library)
         if not roots:
             raise MmsearchError("say which folders to index: mmsearch index FOLDER (this index has none yet)")
+        if request.max_index_memory:
+            library.set_max_index_memory(request.max_index_memory)
         new_index = library.model() is None
         choice = choose_model(library, request.model, request.configured_model, default_policy=True,
                               tqdm_class=callbacks.tqdm_class)
@@ -122,7 +130,8 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
         if library.image_precision != model.settings.image_precision:
             library.set_info("image_precision", model.settings.image_precision)
         config = IndexConfig(roots=roots, pipeline=request.pipeline, index_type=request.index_type,
-                             scans={root: scan_options(remember_root(library, root, request)) for root in roots})
+                             scans={root: scan_options(remember_root(library, root, request)) for root in roots},
+                             embedding=_ray_embedding(request, library, model, device) if request.ray else None)
         report = index_folders(library, media_for(model, request.media), config,
                                on_progress=callbacks.on_progress, on_file_error=callbacks.on_file_error)
         words = None
@@ -137,6 +146,14 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
         if new_index and choice.reason:
             library.set_info("model_reason", choice.reason)
         return IndexOutcome(report, model.info, choice, model.image_precision, export_seconds, words, notes)
+
+
+def _ray_embedding(request: IndexRequest, library: Library, model, device: str):
+    from retrieval.ray_embed import ModelRecipe, RayEmbedding
+
+    recipe = ModelRecipe(model.info.name, model.settings.image_precision, str(library.image_export_path),
+                         request.media, request.pipeline)
+    return RayEmbedding(request.ray, recipe, device)
 
 
 def known_roots(library: Library) -> tuple[str, ...]:
@@ -154,6 +171,8 @@ def remember_root(library: Library, root: str, request: IndexRequest) -> RootSet
         root,
         exclude=request.exclude if request.exclude is not None else above.exclude if above else request.default_exclude,
         hidden=request.hidden if request.hidden is not None else above.hidden if above else request.default_hidden,
+        follow_outside=request.follow_outside if request.follow_outside is not None else
+        above.follow_outside if above else False,
         forgotten=forgotten,
     )
     return library.roots.remember(settings)
@@ -162,7 +181,8 @@ def remember_root(library: Library, root: str, request: IndexRequest) -> RootSet
 def scan_options(settings: RootSettings) -> ScanOptions:
     """How a root is walked: its excludes, and its forgotten paths (as exact paths, glob-escaped)."""
     forgotten = tuple(pattern for path in settings.forgotten for pattern in (glob.escape(path), glob.escape(path) + "/*"))
-    return ScanOptions(exclude=settings.exclude + forgotten, include_hidden=settings.hidden)
+    return ScanOptions(exclude=settings.exclude + forgotten, include_hidden=settings.hidden,
+                       follow_outside=settings.follow_outside)
 
 
 def export_text_tower(library: Library, model, callbacks: Callbacks = Callbacks()) -> float:

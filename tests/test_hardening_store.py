@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 
@@ -125,3 +126,51 @@ def test_a_file_changed_since_it_was_indexed_is_noted(indexed):
     report = _check(db)
     assert report["healthy"] and report["changed_files"] == 1
     assert any("changed since they were indexed" in note for note in report["notes"])
+
+
+def _damage_pages(db_file, start_page: int = 2) -> None:
+    """Garbage over every page after the first (the header stays, so SQLite opens the file)."""
+    with sqlite3.connect(db_file) as connection:
+        page = connection.execute("PRAGMA page_size").fetchone()[0]
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(db_file.read_bytes())
+    for offset in range(page * (start_page - 1), len(data), page):
+        data[offset + 8:offset + page] = bytes((offset // page * 37 + i) % 251 for i in range(page - 8))
+    db_file.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("command", [("repair",), ("repair", "--drop-missing"), ("status",), ("search", "a red heart"),
+                                     ("check", "--no-model")])
+def test_a_damaged_database_is_one_error_line_for_every_command(indexed, command):
+    _, db = indexed
+    _damage_pages(db / "mmsearch.db")
+    result = run(*command, "--db", db)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "DatabaseError" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    if command[0] != "check":
+        assert lines[0].startswith("Error:") and "backup" in result.stderr, result.stderr
+
+
+def test_repair_forgets_rows_whose_file_holds_other_content_than_was_indexed(indexed):
+    pics, db = indexed
+    with sqlite3.connect(db / "mmsearch.db") as connection:  # a stored path rewritten to another existing file
+        connection.execute("UPDATE items SET path = ? WHERE path = ?", (str(pics / "elsewhere.png"), str(pics / "p1.png")))
+    write_image(pics / "elsewhere.png", 91, size=(70, 30))
+    repaired = json.loads(run("repair", "--db", db, "--json").stdout)
+    assert repaired["repaired"]["changed_files"] == [str(pics / "elsewhere.png")]
+    hits = json.loads(run("search", "--image", pics / "p1.png", "--db", db, "--json", "--top", "6").stdout)
+    assert str(pics / "elsewhere.png") not in [hit["path"] for hit in hits]
+    again = json.loads(run("index", pics, "--db", db, "--json").stdout)
+    assert again["embedded"] == 2  # p1.png (no longer named by any row) and elsewhere.png, each for what it holds
+
+
+def test_repair_keeps_a_file_only_touched_since_it_was_indexed(indexed):
+    pics, db = indexed
+    target = pics / "p3.png"
+    stat = target.stat()
+    os.utime(target, (stat.st_atime + 100, stat.st_mtime + 100))
+    repaired = json.loads(run("repair", "--db", db, "--json").stdout)
+    assert repaired["repaired"]["changed_files"] == [] and repaired["healthy"]
+    hits = json.loads(run("search", "--image", target, "--db", db, "--json", "--top", "1").stdout)
+    assert hits[0]["path"] == str(target)

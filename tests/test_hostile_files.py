@@ -187,7 +187,7 @@ def _deny(monkeypatch, denied: set[str], function: str = "open"):
     real = getattr(os, function)
 
     def guarded(path, *args, **kwargs):
-        if os.fsdecode(path) in denied:
+        if not isinstance(path, int) and os.fsdecode(path) in denied:  # an int: a descriptor (scandir of an open folder)
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
         return real(path, *args, **kwargs)
 
@@ -202,6 +202,7 @@ def test_unreadable_file_and_folder_are_reported(tmp_path, tiny_model, monkeypat
     if ROOT:
         _deny(monkeypatch, {str(secret)}, "open")
         _deny(monkeypatch, {str(pics / "locked")}, "scandir")
+        _deny(monkeypatch, {str(pics / "locked")}, "open")  # the walk opens each folder, then lists it
     else:
         secret.chmod(0)
         (pics / "locked").chmod(0)

@@ -87,3 +87,31 @@ def test_a_queries_file_that_is_not_utf8(db, tmp_path):
     queries.write_bytes(b"caf\xe9\nbeach\n")
     result = _search(db, "--queries", str(queries))
     assert result.exit_code == 1 and "not UTF-8" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_query_of_too_many_terms_is_refused_with_the_limit(db):
+    result = _search(db, " + ".join(f"word{number}" for number in range(150)))
+    assert result.exit_code == 1 and "150 terms; the limit is 16" in result.stderr
+
+
+@pytest.mark.parametrize("query", ["1" + "0" * 40 + ":a red car", "1" + "0" * 400 + ":a red car", "101:a red car",
+                                   "a blue car - 1000:a red car"])
+def test_absurd_weights_are_refused(db, query):
+    """Issue 14: a weight of 1e40 overflowed float32 into NaN and found nothing (HTTP 200, 0 results)."""
+    result = _search(db, query)
+    assert result.exit_code == 1 and "weights go from -100 to 100" in result.stderr
+
+
+def test_combine_never_returns_a_non_finite_vector():
+    import numpy as np
+
+    from retrieval.errors import QueryError
+    from retrieval.query.parse import combine
+
+    vectors = np.eye(3, dtype=np.float32)
+    combined = combine(vectors[:2], [1e40, 1.0])  # float32 would overflow to inf, then NaN
+    assert np.isfinite(combined).all() and np.linalg.norm(combined) == pytest.approx(1.0)
+    np.testing.assert_allclose(combined, [1.0, 0.0, 0.0], atol=1e-6)
+    for weights in ([float("inf"), 1.0], [float("nan"), 1.0], [0.0, 0.0]):
+        with pytest.raises(QueryError):
+            combine(vectors[:2], weights)

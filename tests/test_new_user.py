@@ -287,3 +287,29 @@ def test_version_short_help_and_help_that_fits_80_columns():
         text = runner.invoke(app, [command, "--help"], env={"COLUMNS": "80"}, terminal_width=80).stdout
         assert "…" not in text and "<bool>" not in text and "<list[" not in text, command
         assert max(len(line) for line in text.splitlines()) <= 80, command
+
+
+def test_a_link_to_a_parent_folder_stays_inside_unless_asked(tmp_path, tiny_model_config):
+    outside = tmp_path / "outside"
+    for seed in range(3):
+        write_image(outside / f"o{seed}.png", seed)
+    lib = outside / "lib"
+    write_image(lib / "mine.png", 9)
+    write_image(tmp_path / "elsewhere" / "far.png", 10)
+    os.symlink("..", lib / "loop")  # lib/loop -> outside, the folder above the root
+    os.symlink(tmp_path / "elsewhere" / "far.png", lib / "far.png")  # a file link to outside the root
+    (lib / "inner").mkdir()
+    os.symlink("../mine.png", lib / "inner" / "same.png")  # a link that stays inside is followed
+    db = tmp_path / "db"
+    result = runner.invoke(app, ["index", str(lib), "--db", str(db), "--model", str(tiny_model_config), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["embedded"] == 2  # mine.png and inner/same.png; nothing from outside
+    assert "leads outside" in result.stderr and str(lib / "loop") in result.stderr
+    status = json.loads(runner.invoke(app, ["status", "--db", str(db), "--json"]).stdout)
+    assert status["rows"] == 2
+    result = runner.invoke(app, ["index", str(lib), "--db", str(db), "--follow-outside", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["embedded"] == 4  # the 3 pictures above and far.png; lib/ not walked twice
+    again = runner.invoke(app, ["index", "--db", str(db), "--json"])  # remembered for the folder
+    assert json.loads(again.stdout)["unchanged"] == 6

@@ -46,3 +46,19 @@ def test_a_single_file_root(tmp_path):
     image = _touch(tmp_path / "one.png")
     assert [f.path for f in walk(image)] == [str(image)]
     assert list(walk(_touch(tmp_path / "note.txt"))) == []
+
+
+def test_folders_named_like_files_are_walked_and_other_files_ignored(tmp_path):
+    _touch(tmp_path / "2024.trip" / "a.png")  # a folder whose name has a (non-media) extension
+    _touch(tmp_path / "photos.jpg" / "b.png")  # even one named like a picture
+    _touch(tmp_path / "notes.txt")
+    _touch(tmp_path / "README")
+    found = [os.path.relpath(f.path, tmp_path) for f in walk(tmp_path)]
+    assert found == ["2024.trip/a.png", "photos.jpg/b.png"]
+
+
+def test_found_files_carry_size_and_mtime_through_symlinked_folders(tmp_path):
+    image = _touch(tmp_path / "real" / "a.png", b"12345")
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    found = list(walk(tmp_path / "link"))
+    assert [(f.path, f.size, f.mtime) for f in found] == [(str(tmp_path / "link" / "a.png"), 5, image.stat().st_mtime)]

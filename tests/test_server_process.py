@@ -1,5 +1,6 @@
 """The API over real HTTP: `mmsearch serve` as a subprocess on a free localhost port."""
 import http.client
+import json
 import os
 import signal
 import socket
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -87,6 +89,7 @@ def server(tmp_path_factory, tiny_model):
     auth = {"Authorization": f"Bearer {TOKEN}"}
     process, base = start_server(db, "--token", TOKEN, "--max-upload-mb", "0.05", headers=auth, log=root / "serve.log")
     client = httpx.Client(base_url=base, headers=auth, timeout=30)
+    client.log_path = root / "serve.log"  # what the server wrote: checked for tracebacks
     yield client, pics, process, base
     client.close()
     stop_server(process)
@@ -170,3 +173,51 @@ def test_raw_path_traversal_gets_nothing(server, path):
     assert status in (400, 404, 422), (path, status)
     assert b"root:" not in body and b"top secret" not in body
     assert process.poll() is None
+
+
+@pytest.mark.parametrize("path, params, status", [
+    ("/api/items/99999999999999999999", {}, 404),
+    ("/api/search", {"q": "x", "after": "0001-01-01"}, 400),
+    ("/api/search", {"q": "x", "before": "0001-01-01T00:00:00+14:00"}, 400),
+    ("/api/search", {"q": "x", "after": "9999-12-31T23:59:59-12:00"}, 400),
+    ("/api/search", {"q": "x", "ext": [f"e{number}" for number in range(1500)]}, 400),
+    ("/api/search", {"q": "1" + "0" * 40 + ":cat"}, 400),
+])
+def test_out_of_range_input_is_4xx_json_on_a_kept_connection_without_a_traceback(server, path, params, status):
+    """Issue 14: each of these gave 500, ~107 traceback lines in the log and a reset keep-alive connection."""
+    client, _, process, base = server
+    host, port = base.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request("GET", path + ("?" + urlencode(params, doseq=True) if params else ""),
+                           headers={"Authorization": f"Bearer {TOKEN}"})
+        response = connection.getresponse()
+        body = json.loads(response.read())
+        assert response.status == status, body
+        assert body["error"]["code"] in ("not_found", "bad_query")
+        assert response.getheader("connection", "").lower() != "close"
+        kept = connection.sock
+        connection.request("GET", "/api/health", headers={"Authorization": f"Bearer {TOKEN}"})
+        again = connection.getresponse()
+        assert again.status == 200 and json.loads(again.read()) == {"ok": True}
+        assert connection.sock is kept  # the same kept-alive connection, not a new one
+    finally:
+        connection.close()
+    assert "Traceback" not in client.log_path.read_text(errors="replace") and process.poll() is None
+
+
+def test_generate_token_shows_one_strong_token_that_works(tmp_path, tiny_model):
+    pics = tmp_path / "pics"
+    write_image(pics / "a.png", seed=1)
+    build_index(pics, tmp_path / "db", tiny_model)
+    log = tmp_path / "serve.log"
+    process, base = start_server(tmp_path / "db", "--generate-token", log=log)
+    try:
+        lines = [line for line in log.read_text().splitlines() if line.startswith("token for this run: ")]
+        assert len(lines) == 1
+        token = lines[0].removeprefix("token for this run: ").strip()
+        assert len(token) >= 32
+        assert httpx.get(base + "/api/status", timeout=10).status_code == 401
+        assert httpx.get(base + "/api/status", headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code == 200
+    finally:
+        stop_server(process)

@@ -13,7 +13,7 @@ from conftest import write_image
 from retrieval.server import ServerConfig, create_app
 from retrieval.server.config import is_loopback
 from retrieval.server.errors import ServerConfigError
-from retrieval.server.security import COOKIE_NAME, session_cookie_value
+from retrieval.server.security import COOKIE_NAME
 
 TOKEN = "correct-horse-battery-staple"
 
@@ -73,7 +73,9 @@ def test_cli_refuses_token_and_token_file_together(tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
     result = CliRunner().invoke(cli_app, ["serve", "--token", TOKEN, "--token-file", str(token_file), "--db", str(tmp_path)])
-    assert result.exit_code == 1 and "not both" in result.stderr
+    assert result.exit_code == 1 and "not several" in result.stderr
+    result = CliRunner().invoke(cli_app, ["serve", "--token", TOKEN, "--generate-token", "--db", str(tmp_path)])
+    assert result.exit_code == 1 and "not several" in result.stderr
 
 
 # --- rule: with a token, every request needs it ---------------------------------------------------
@@ -105,7 +107,8 @@ def test_bearer_header_query_parameter_and_cookie_each_work(locked):
     client, ids = locked
     assert client.get("/api/search", params={"q": "x"}, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     assert client.get(f"/api/items/{ids['a.png']}/thumb", params={"token": TOKEN}).status_code == 200
-    client.cookies.set(COOKIE_NAME, session_cookie_value(TOKEN))
+    session = client.app.state.sessions.start()
+    client.cookies.set(COOKIE_NAME, session)
     assert client.get("/api/status").status_code == 200
     client.cookies.set(COOKIE_NAME, TOKEN)  # the raw token is not a session cookie
     assert client.get("/api/status").status_code == 401
@@ -142,7 +145,8 @@ def test_page_load_redirects_to_login_and_token_link_sets_cookie(locked):
     assert response.status_code == 303 and response.headers["location"].startswith("/login?next=")
     response = client.get("/", params={"token": TOKEN, "q": "cat"}, headers=html, follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"] == "/?q=cat"  # token dropped from the URL
-    assert session_cookie_value(TOKEN) in response.headers["set-cookie"]
+    session = response.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+    assert client.app.state.sessions.valid(session) and TOKEN not in response.headers["set-cookie"]
 
 
 def test_static_ui_code_is_public_but_holds_no_data(locked):

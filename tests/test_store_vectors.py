@@ -1,8 +1,10 @@
 """Every index type against numpy brute force on seeded unit vectors (faiss contrib's habit)."""
+import json
+
 import numpy as np
 import pytest
 
-from indexer.store.vectors import VectorIndex, choose_index_spec
+from indexer.store.vectors import SearchTuning, VectorIndex, choose_index_spec, sidecar_path
 
 
 def _unit(rng, n, dim):
@@ -69,18 +71,65 @@ def test_selector_restricts_results(spec):
     assert set(labels[labels >= 0].ravel()) <= set(allowed.tolist())
 
 
-def test_remove_and_add_keep_ids(tmp_path):
+@pytest.mark.parametrize("spec", ["Flat", "IVF8,Flat", "IVF8,SQfp16"])
+def test_remove_and_add_keep_ids(tmp_path, spec):
+    """After removals and additions every vector still answers with its own id (an id map over IVF
+    lost the alignment of its ids on removal: each later hit named another item)."""
     rng = np.random.default_rng(3)
     data = _unit(rng, 500, 16)
     ids = np.arange(10, 510, dtype=np.int64)
-    index = VectorIndex.build(16, "Flat", [(ids, data)], generation=1)
+    index = VectorIndex.build(16, spec, [(ids, data)], generation=1)
     index.remove([10, 11, 12])
     assert index.ntotal == 497
     _, labels = index.search(data[0], 1)
     assert labels[0, 0] != 10
+    tuning = SearchTuning(nprobe=8)  # every list: exact apart from fp16 rounding
+    _, labels = index.search(data[3:], 1, tuning=tuning)
+    np.testing.assert_array_equal(labels[:, 0], ids[3:])
     index.add(np.array([10], dtype=np.int64), data[:1])
-    _, labels = index.search(data[0], 1)
-    assert labels[0, 0] == 10
+    index.remove([400])
+    _, labels = index.search(data, 1, tuning=tuning)
+    expected = ids.copy()
+    expected[[1, 2, 390]] = -1
+    keep = expected >= 0
+    np.testing.assert_array_equal(labels[keep, 0], expected[keep])
+    assert sorted(index.ids().tolist()) == sorted(expected[keep].tolist())
+    index.save(tmp_path / "v.faiss")
+    for mmap in (False, True):
+        _, labels = VectorIndex.load(tmp_path / "v.faiss", mmap=mmap).search(data, 1, tuning=tuning)
+        np.testing.assert_array_equal(labels[keep, 0], expected[keep])
+
+
+def test_an_id_map_over_ivf_from_an_older_version_is_converted_or_rebuilt(tmp_path):
+    """Files written with an id map over IVF: used (ids moved into the lists) while no removal ever
+    misaligned them; rebuilt (load answers None) once one has."""
+    import faiss
+
+    rng = np.random.default_rng(5)
+    data = _unit(rng, 400, 16)
+    ids = np.arange(100, 500, dtype=np.int64)
+
+    def old_file(name, remove):
+        old = faiss.IndexIDMap2(faiss.index_factory(16, "IVF4,Flat", faiss.METRIC_INNER_PRODUCT))
+        old.train(data)
+        old.add_with_ids(data, ids)
+        if remove:
+            old.remove_ids(np.array([100, 101], dtype=np.int64))
+        path = tmp_path / name
+        faiss.write_index(old, str(path))
+        sidecar_path(path).write_text(json.dumps({"spec": "IVF4,Flat", "generation": 3, "ntotal": int(old.ntotal), "dim": 16}))
+        return path
+
+    consistent = old_file("ok.faiss", remove=False)
+    for mmap in (False, True):
+        loaded = VectorIndex.load(consistent, mmap=mmap)
+        _, labels = loaded.search(data, 1, tuning=SearchTuning(nprobe=4))
+        np.testing.assert_array_equal(labels[:, 0], ids)
+    loaded = VectorIndex.load(consistent)
+    loaded.remove([100])
+    _, labels = loaded.search(data[1:], 1, tuning=SearchTuning(nprobe=4))
+    np.testing.assert_array_equal(labels[:, 0], ids[1:])
+    assert VectorIndex.load(old_file("misaligned.faiss", remove=True)) is None
 
 
 def test_save_is_atomic_and_loads_back(tmp_path):
@@ -147,7 +196,7 @@ def test_ivf_trains_on_a_sample_of_the_whole_collection_not_its_first_folders(tm
         index = library.update_vector_file(base_generation=library.generation, rebuild=True)
     import faiss
 
-    centroids = faiss.extract_index_ivf(index.index.index if hasattr(index.index, "index") else index.index).quantizer
+    centroids = faiss.extract_index_ivf(index.index).quantizer
     centres = centroids.reconstruct_n(0, centroids.ntotal)
     nearest = (second @ centres.T).max(axis=1)
     assert np.median(nearest) > 0.5  # lists near the second folder's vectors exist

@@ -10,12 +10,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
 from indexer.media.kinds import Media
 from indexer.media.scan import FoundFile, ScanOptions, walk
 from indexer.pipeline.embed import PipelineConfig, embed_batches, prepare_files, write_behind
 from indexer.store.library import Library
+from indexer.store.records import NewItem
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class IndexConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     index_type: str | None = None  # None keeps the index's own setting (default auto)
     scans: Mapping[str, ScanOptions] = field(default_factory=dict)  # per absolute root, instead of `scan`
+    embedding: "Embedding | None" = None  # where files are embedded; None: here (LocalEmbedding)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class IndexReport:
     skipped: int = 0  # files reported but not recorded: unreadable folders, broken links, vanished files
     prepare_seconds: float = 0.0  # of `seconds`: the encoders' set-up (weights, a one-time export)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    embedding: dict = field(default_factory=dict)  # where the files were embedded (Embedding.describe)
 
     @property
     def images_per_s(self) -> float:
@@ -57,6 +60,7 @@ class IndexReport:
             "embedded": self.embedded, "reused": self.reused, "removed": self.removed, "failed": self.failed,
             "unchanged": self.unchanged, "seconds": round(self.seconds, 3), "images_per_s": round(self.images_per_s, 2),
             "skipped": self.skipped, "prepare_seconds": round(self.prepare_seconds, 3),
+            **({"embedding": self.embedding} if self.embedding else {}),
         }
 
 
@@ -112,19 +116,18 @@ def index_folders(library: Library, media: Media, config: IndexConfig,
     added: list[int] = []
     removed: list[int] = []
     total = len(to_process)
+    embedding = config.embedding or LocalEmbedding(media, config.pipeline)
     if to_process:
-        report.prepare_seconds = warm_encoders(media, progress)
+        report.prepare_seconds = embedding.prepare(progress)
     progress(IndexProgress("embed", 0, total))
     if to_process:
         known_hashes = library.items.hashes_with_vectors()
-        pipeline = dataclasses.replace(config.pipeline, unordered=config.pipeline.unordered or media.defers)
-        prepared = prepare_files(to_process, known_hashes, media.by_extension(), pipeline)
         done = 0
 
         def write(rows):  # on the writer thread, while the next batch is embedded
             return library.items.write_batch(rows, run_id)
 
-        batches = embed_batches(prepared, media.encoders, pipeline, on_vanished=file_skipped)
+        batches = embedding.batches(to_process, known_hashes, file_skipped)
         for rows, written in write_behind(batches, write):
             added.extend(written.added)
             removed.extend(written.removed)
@@ -141,6 +144,7 @@ def index_folders(library: Library, media: Media, config: IndexConfig,
             done += len(rows)
             progress(IndexProgress("embed", done, total))
 
+    report.embedding = embedding.describe()
     for root in roots:
         swept = library.items.sweep(root, run_id)
         removed.extend(swept.removed)
@@ -151,6 +155,40 @@ def index_folders(library: Library, media: Media, config: IndexConfig,
     library.runs.finish(run_id, **{k: v for k, v in report.as_dict().items() if k in
                                    ("embedded", "reused", "removed", "failed", "unchanged", "seconds")})
     return report
+
+
+class Embedding(Protocol):
+    """Where an index run's files are read, decoded and embedded: here on threads (LocalEmbedding),
+    or on a cluster (retrieval.ray_embed). Change detection and every write stay with the run."""
+
+    def prepare(self, progress: Callable[[IndexProgress], None]) -> float:
+        """Set up before the first batch (load the model, start workers); returns its seconds."""
+
+    def batches(self, files: list[FoundFile], known_hashes: dict[str, int],
+                on_vanished: Callable[[str, str], None]) -> Iterator[list[NewItem]]:
+        """Each file's outcome, in batches to write (any order)."""
+
+    def describe(self) -> dict:
+        """Where it ran, for the run's summary."""
+
+
+class LocalEmbedding:
+    """The files embedded on this machine: decode threads with a time budget, batches to the encoders."""
+
+    def __init__(self, media: Media, pipeline: PipelineConfig):
+        self.media = media
+        self.pipeline = dataclasses.replace(pipeline, unordered=pipeline.unordered or media.defers)
+
+    def prepare(self, progress: Callable[[IndexProgress], None]) -> float:
+        return warm_encoders(self.media, progress)
+
+    def batches(self, files: list[FoundFile], known_hashes: dict[str, int],
+                on_vanished: Callable[[str, str], None]) -> Iterator[list[NewItem]]:
+        prepared = prepare_files(files, known_hashes, self.media.by_extension(), self.pipeline)
+        return embed_batches(prepared, self.media.encoders, self.pipeline, on_vanished=on_vanished)
+
+    def describe(self) -> dict:
+        return {}
 
 
 def warm_encoders(media: Media, progress: Callable[[IndexProgress], None]) -> float:
@@ -167,14 +205,16 @@ def warm_encoders(media: Media, progress: Callable[[IndexProgress], None]) -> fl
 def forget_paths(library: Library, paths: Sequence[str]) -> int:
     """Drop folders (or single files) from the index. Call with the write lock held."""
     base_generation = library.generation
+    absolute = [os.path.abspath(os.path.expanduser(path)) for path in paths]
+    run_id = library.runs.start("forget", absolute)  # first: the web server stops serving them at once
     removed: list[int] = []
     deleted = 0
-    for path in paths:
-        path = os.path.abspath(os.path.expanduser(path))
+    for path in absolute:
         result = library.items.forget(path)
         library.roots.forget(path)  # the next run of a root above it skips it
         removed.extend(result.removed)
         deleted += len(result.deleted_items)
     if deleted:
         library.update_vectors(base_generation=base_generation, removed=removed)
+    library.runs.finish(run_id, removed=deleted)
     return deleted

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -138,10 +139,10 @@ def sample_queries(chunks: Iterable[tuple[np.ndarray, np.ndarray]], count: int, 
 
 
 def _steps(index: VectorIndex) -> tuple[str, tuple[int, ...]]:
-    if index.spec.startswith("IVF"):
+    if re.search(r"(^|,)IVF\d+", index.spec):
         import faiss
 
-        nlist = faiss.extract_index_ivf(index.index.index if hasattr(index.index, "index") else index.index).nlist
+        nlist = faiss.extract_index_ivf(index.index).nlist
         return "nprobe", tuple(step for step in NPROBE_STEPS if step < nlist) + (nlist,)
     if index.spec.startswith("HNSW"):
         return "ef_search", EF_SEARCH_STEPS

@@ -177,6 +177,8 @@ def gpu_index(library, device: str):
         cpu_index = library.vectors_for_search()
         if cpu_index is None:
             return None
+        if getattr(cpu_index, "kind", "memory") == "ondisk":  # lists on disk + exact re-ranking: searched where it is
+            return cpu_index
         try:
             return FaissGpuIndex(cpu_index, device)
         except (RuntimeError, AttributeError) as exc:  # an index type faiss-gpu cannot hold (HNSW, say)

@@ -131,12 +131,14 @@ class ItemStore:
         return result
 
     def drop_inconsistent(self, *, dims: dict[str, int], staged_dim: int | None,
-                          missing_ids: Sequence[int] = ()) -> dict[str, int]:
+                          missing_ids: Sequence[int] = (), changed_ids: Sequence[int] = ()) -> dict[str, int]:
         """`mmsearch repair`'s database half, one transaction: drop vectors without a row, vectors of
         the wrong size for their encoder's model (`dims`), staged vectors no reindex will use
         (`staged_dim` None: no reindex under way), rows with neither vectors nor an error (the next
-        run embeds their files afresh), and the rows in `missing_ids`. Returns counts."""
-        dropped = {"orphan_vectors": 0, "bad_vectors": 0, "orphan_staged": 0, "rows_without_vector": 0, "missing": 0}
+        run embeds their files afresh), the rows in `missing_ids` (files gone) and in `changed_ids` (files
+        that hold other content than was indexed). Returns counts."""
+        dropped = {"orphan_vectors": 0, "bad_vectors": 0, "orphan_staged": 0, "rows_without_vector": 0, "missing": 0,
+                   "changed": 0}
         with self.db.transaction() as session:
             def run(sql: str, params: dict | None = None) -> int:
                 return session.execute(text(sql), params or {}).rowcount or 0
@@ -156,6 +158,9 @@ class ItemStore:
             for chunk in in_chunks(list(missing_ids)):
                 session.execute(delete(VectorRow).where(VectorRow.item_id.in_(chunk)))
                 dropped["missing"] += session.execute(delete(Item).where(Item.id.in_(chunk))).rowcount or 0
+            for chunk in in_chunks(list(changed_ids)):
+                session.execute(delete(VectorRow).where(VectorRow.item_id.in_(chunk)))
+                dropped["changed"] += session.execute(delete(Item).where(Item.id.in_(chunk))).rowcount or 0
             if any(dropped.values()):
                 self.db.bump_generation(session)
         return dropped

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Iterable
 
 from indexer.errors import StoreError
+from indexer.store import index_choice
+from indexer.store.index_choice import IndexChoice, VectorFiles
 from indexer.store.lock import write_lock
 from indexer.store.records import IMAGE, ModelInfo
-from indexer.store.vectors import VectorIndex, choose_index_spec, supports_removal, training_sample_size
+from indexer.store.vectors import supports_removal
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +203,23 @@ class Library:
     def set_index_type(self, index_type: str) -> None:
         self.set_info("index_type", index_type)
 
+    @property
+    def max_index_memory(self) -> int | None:
+        """The memory budget recorded for the vector index (bytes); None: the machine's default."""
+        value = self.get_info("max_index_memory")
+        return int(value) if value else None
+
+    def set_max_index_memory(self, budget: int) -> None:
+        self.set_info("max_index_memory", str(int(budget)))
+
+    def index_choice(self, count: int, dim: int) -> IndexChoice:
+        """Which vector index `count` vectors of `dim` get (kind and spec), by the memory budget."""
+        return index_choice.choose_index(count, dim, self.index_type, self.max_index_memory)
+
+    def vector_files(self, encoder: str = IMAGE) -> VectorFiles:
+        """Where `encoder`'s vector index lives, in memory (a FAISS file) or on disk (a folder)."""
+        return VectorFiles.of(self.vectors_path(encoder))
+
     def size_on_disk(self) -> int:
         """Bytes of every file in the index folder: database (with its WAL), vector files, model
         exports, thumbnails."""
@@ -214,17 +233,19 @@ class Library:
         return total
 
     # --- the vector files -------------------------------------------------------------------
-    def _rebuild(self, dim: int, spec: str, generation: int, encoder: str, *, tune: bool = False) -> VectorIndex:
-        log.info("building %s vector index from the database", spec)
-        index = VectorIndex.build(dim, spec, self.reads.iter_vectors(dim, encoder), generation,
-                                  train_vectors=self._training_sample(dim, spec, generation, encoder))
+    def _rebuild(self, dim: int, choice: IndexChoice, generation: int, encoder: str, *, tune: bool = False):
+        spec = choice.spec
+        log.info("building %s vector index (%s) from the database", spec, choice.kind)
+        index = index_choice.build_index(choice, dim, self.reads.iter_vectors(dim, encoder), generation,
+                                         files=self.vector_files(encoder),
+                                         train_vectors=self._training_sample(dim, choice, generation, encoder))
         if tune and not spec.startswith("Flat"):  # nprobe / efSearch for recall@10 >= 0.95 at the least latency
             from indexer.store.autotune import tune_index
 
             tune_index(index, lambda: self.reads.iter_vectors(dim, encoder))
         return index
 
-    def _training_sample(self, dim: int, spec: str, generation: int, encoder: str):
+    def _training_sample(self, dim: int, choice: IndexChoice, generation: int, encoder: str):
         """Vectors drawn at random across the whole collection for an IVF index to train on, or None.
 
         The first vectors in the database are the first folders indexed: clustering only those
@@ -233,7 +254,7 @@ class Library:
         import numpy as np
 
         ids = self.reads.vector_ids(encoder)
-        size = training_sample_size(spec, len(ids))
+        size = index_choice.training_sample_size(choice, len(ids))
         if not size:
             return None
         chosen = np.sort(np.random.default_rng(generation).choice(ids, size=size, replace=False))
@@ -270,40 +291,48 @@ class Library:
                                     rebuild=rebuild)
 
     def update_vector_file(self, encoder: str = IMAGE, *, base_generation: int, added=(), removed=(),
-                           rebuild: bool = False) -> VectorIndex | None:
+                           rebuild: bool = False):
         model = self.model(encoder)
         if model is None:
             return None
-        path = self.vectors_path(encoder)
+        files = self.vector_files(encoder)
         generation = self.generation
         count = self.reads.vector_count(encoder)
-        spec = choose_index_spec(count, self.index_type)
-        current = VectorIndex.load(path) if path.exists() else None
-        fits = current is not None and current.spec == spec and current.dim == model.dim
+        choice = self.index_choice(count, model.dim)
+        current = index_choice.load_saved(files, generation=generation)
+        fits = index_choice.fits(current, choice) and current.dim == model.dim
         if not rebuild and fits and current.generation == generation:
             return current
-        if not rebuild and fits and current.generation == base_generation and supports_removal(spec):
+        if not rebuild and fits and current.generation == base_generation and supports_removal(choice.spec):
             current.remove(list(removed))
             ids, vectors = self.reads.vectors_for(list(added), model.dim, encoder)
             current.add(ids, vectors)
             current.generation = generation
             if current.ntotal != count:
                 log.warning("incremental update left %d vectors for %d in the database; rebuilding", current.ntotal, count)
-                current = self._rebuild(model.dim, spec, generation, encoder, tune=True)
+                current = self._rebuild(model.dim, choice, generation, encoder, tune=True)
         else:
-            current = self._rebuild(model.dim, spec, generation, encoder, tune=True)
-        current.save(path)
+            current = self._rebuild(model.dim, choice, generation, encoder, tune=True)
+        index_choice.save_index(current, files)
         return current
 
-    def vectors_for_search(self, encoder: str = IMAGE) -> VectorIndex | None:
-        """The vector index matching the database's last commit (rebuilt in memory if the file is stale)."""
+    def vectors_for_search(self, encoder: str = IMAGE):
+        """The vector index matching the database's last commit (rebuilt in memory if the file is stale;
+        an on-disk one, far too big for that, is searched as last committed)."""
         model = self.model(encoder)
         if model is None:
             return None
         generation = self.generation
-        path = self.vectors_path(encoder)
-        current = VectorIndex.load(path, mmap=True) if path.exists() else None
+        current = index_choice.load_saved(self.vector_files(encoder), mmap=True, generation=generation)
         if current is not None and current.generation == generation and current.dim == model.dim:
             return current
-        spec = choose_index_spec(self.reads.vector_count(encoder), self.index_type)
-        return self._rebuild(model.dim, spec, generation, encoder)
+        if index_choice.index_kind(current) == "ondisk" and current.dim == model.dim:
+            # `rank` drops hits of items gone since; new ones appear once the run adding them saves the index
+            log.info("on-disk vector index is at generation %d, the database at %d: searching it as it is",
+                     current.generation, generation)
+            return current
+        count = self.reads.vector_count(encoder)
+        choice = self.index_choice(count, model.dim)
+        if choice.kind == "ondisk":  # no usable file: an in-memory one for this search (`mmsearch repair` writes one)
+            choice = index_choice.choose_index(count, model.dim, "auto", 1 << 62)
+        return self._rebuild(model.dim, choice, generation, encoder)

@@ -107,6 +107,15 @@ class ItemReads:
                     out[row[0]] = ItemRecord(*row)
         return out
 
+    def content_hashes(self, item_ids: Sequence[int]) -> dict[int, str]:
+        """The content hash each item's file had when it was indexed (failed items have none)."""
+        out: dict[int, str] = {}
+        with self.db.reading() as session:
+            for chunk in in_chunks([int(item_id) for item_id in item_ids]):
+                out.update(session.execute(select(Item.id, Item.content_hash).where(
+                    Item.id.in_(chunk), Item.content_hash.is_not(None))).all())
+        return out
+
     def hits(self, vector_ids: Sequence[int]) -> dict[int, VectorHit]:
         """vector id -> its item and moment, for the ids that still exist."""
         out = {}

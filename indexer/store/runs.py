@@ -1,4 +1,4 @@
-"""The log of runs: what each `index` / `reindex` did, and which folders were ever indexed."""
+"""The log of runs: what each `index` / `reindex` / `forget` did, and which folders were ever indexed."""
 from __future__ import annotations
 
 import time
@@ -49,3 +49,12 @@ class RunLog:
         with self.db.reading() as session:
             listed = session.scalars(select(Run.roots).where(Run.command == "index")).all()
         return sorted({root for text in listed for root in text.split("\n") if root})
+
+    def root_history(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(command, paths) of every `index` and `forget` run, oldest first: what the web server may serve
+        (retrieval.server.files.ServedFolders)."""
+        with self.db.reading() as session:
+            rows = session.execute(select(Run.command, Run.roots).where(Run.command.in_(("index", "forget")))
+                                   .order_by(Run.id)).all()
+        return [(command, tuple(root for root in roots.split("\n") if root)) for command, roots in rows]
+

@@ -12,6 +12,11 @@ i.e. cosine):
                        nprobe 8; SQ8 would quarter it but caps recall@10 at ~0.97; docs/BENCHMARKS.md
                        "### 2. Search"). Supports removal, so runs update it in place.
 - ``HNSW32``           graph index, on request (`--index-type hnsw`); no removal, rebuilt on change.
+
+Ids: an IVF index keeps the item ids in its inverted lists (faiss `add_with_ids`); the other types
+sit in an `IndexIDMap2`. Not an id map over IVF: an IVF index does not renumber its entries on
+removal, so the map's positions drift from the lists' and every later hit names another item (files
+of that layout are converted on load while they are still aligned, else rebuilt).
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ log = logging.getLogger(__name__)
 
 EXACT_LIMIT = 100_000
 IVF_STORAGE = "SQfp16"  # float16 vectors in the inverted lists: half of Flat's memory, same recall
-INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
+INDEX_TYPES = ("auto", "flat", "ivf", "hnsw", "ondisk")  # ondisk: indexer.store.index_choice
 DEFAULT_NPROBE = 32
 DEFAULT_EF_SEARCH = 128
 # IVF k-means trains on the first min(nlist * 40, 200k) vectors (rounded up to whole chunks): faiss
@@ -107,6 +112,7 @@ def supports_removal(spec: str) -> bool:
 class SearchTuning:
     nprobe: int = DEFAULT_NPROBE
     ef_search: int = DEFAULT_EF_SEARCH
+    rerank: int = 0  # on-disk IVF-PQ (indexer.store.ondisk): candidates re-scored exactly; 0: its default
 
 
 class VectorIndex:
@@ -136,13 +142,13 @@ class VectorIndex:
         sample drawn across the whole collection: `training_sample_size`), else on the first
         `train_size` vectors (0: min(nlist * TRAIN_POINTS_PER_LIST, MAX_TRAIN_POINTS))."""
         faiss = _faiss()
-        index = faiss.IndexIDMap2(faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT))
+        index = _with_ids(faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT))
         if not index.is_trained and train_vectors is not None and len(train_vectors):
             index.train(np.ascontiguousarray(train_vectors, dtype=np.float32))
         pending_ids, pending_vectors = [], []
         needed = 0
         if not index.is_trained:
-            nlist = faiss.extract_index_ivf(index.index).nlist
+            nlist = faiss.extract_index_ivf(index).nlist
             needed = train_size or min(nlist * TRAIN_POINTS_PER_LIST, MAX_TRAIN_POINTS)
         for ids, vectors in chunks:
             if not index.is_trained:
@@ -233,7 +239,9 @@ class VectorIndex:
     def ids(self) -> np.ndarray:
         """The item ids held, in storage order (for integrity checks)."""
         faiss = _faiss()
-        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        if hasattr(self.index, "id_map"):
+            return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        return _ivf_ids(faiss.extract_index_ivf(self.index))
 
     @classmethod
     def load(cls, path: Path, *, mmap: bool = False) -> "VectorIndex | None":
@@ -248,12 +256,71 @@ class VectorIndex:
             index = _read_index(str(path), mmap)
             if index.ntotal != meta.get("ntotal"):
                 return None
+            index = _without_id_map_over_ivf(index, path, mmap)
+            if index is None:
+                return None
             tuning = meta.get("tuning")
             tuning = SearchTuning(int(tuning["nprobe"]), int(tuning["ef_search"])) if tuning else None
             return cls(index, meta["spec"], int(meta["generation"]), tuning, meta.get("tuning_report"))
         except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
             log.info("vector index %s unusable (%s); it will be rebuilt", path, exc)
             return None
+
+
+def _with_ids(index):
+    """An index that stores item ids: IVF keeps them in its lists, the others get an id map."""
+    faiss = _faiss()
+    if faiss.try_extract_index_ivf(index) is not None:
+        return index
+    return faiss.IndexIDMap2(index)
+
+
+def _ivf_ids(ivf) -> np.ndarray:
+    """Every id stored in an IVF index's lists, list by list."""
+    faiss = _faiss()
+    invlists = ivf.invlists
+    parts = []
+    for list_no in range(ivf.nlist):
+        size = invlists.list_size(list_no)
+        if size:
+            parts.append(faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy())
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def _without_id_map_over_ivf(index, path: Path, mmap: bool):
+    """A file of the older layout (an id map over IVF; see the module's docstring) as the current one.
+
+    Its lists hold positions into the map. While they are exactly 0..ntotal-1 (no removal has
+    misaligned them) the ids are moved into the lists (mapped: the map is kept, it is still right
+    and the file is read-only here); otherwise None, and the caller rebuilds from the database.
+    """
+    faiss = _faiss()
+    if not hasattr(index, "id_map"):
+        return index
+    ivf = faiss.try_extract_index_ivf(faiss.downcast_index(index.index))
+    if ivf is None:
+        return index
+    positions = _ivf_ids(ivf)
+    id_map = faiss.vector_to_array(index.id_map).astype(np.int64)
+    aligned = len(positions) == len(id_map) and (
+        not len(positions) or np.array_equal(np.bincount(positions, minlength=len(id_map)), np.ones(len(id_map))))
+    if not aligned:
+        log.warning("vector index %s maps ids the old way and a removal misaligned them; it will be rebuilt", path)
+        return None
+    if mmap:
+        return index
+    inner = faiss.clone_index(index.index)
+    ivf = faiss.extract_index_ivf(inner)
+    invlists = ivf.invlists
+    for list_no in range(ivf.nlist):
+        size = invlists.list_size(list_no)
+        if size:
+            stored = faiss.rev_swig_ptr(invlists.get_ids(list_no), size)
+            item_ids = np.ascontiguousarray(id_map[stored], dtype=np.int64)
+            codes = faiss.rev_swig_ptr(invlists.get_codes(list_no), size * invlists.code_size).copy()
+            invlists.update_entries(list_no, 0, size, faiss.swig_ptr(item_ids), faiss.swig_ptr(codes))
+    log.info("vector index %s: item ids moved from the id map into the IVF lists", path)
+    return inner
 
 
 def _read_index(path: str, mmap: bool):

@@ -20,12 +20,18 @@ from retrieval.server.errors import (
     FileUnavailableError,
     ForbiddenFileError,
     ItemNotFoundError,
+    RetryLaterError,
+    ServerBusyError,
+    TooManyRequestsError,
     UnauthorizedError,
     UploadTooLargeError,
     error_payload,
 )
+from retrieval.server.files import FileGuard
+from retrieval.server.gates import ClientGate, SearchGateMiddleware, UploadSlots
 from retrieval.server.routes import STATIC_DIR, api, pages
 from retrieval.server.security import AccessMiddleware, HeadersMiddleware
+from retrieval.server.sessions import SessionStore, SignInThrottle
 from retrieval.server.thumbnails import ThumbnailCache
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,8 @@ ERROR_STATUS: tuple[tuple[type[MmsearchError], int, str], ...] = (
     (ForbiddenFileError, 403, "forbidden_file"),
     (FileUnavailableError, 404, "file_unavailable"),
     (UploadTooLargeError, 413, "too_large"),
+    (TooManyRequestsError, 429, "too_many_requests"),
+    (ServerBusyError, 503, "busy"),
     (QueryError, 400, "bad_query"),
     (DecodeError, 400, "bad_query"),
     (ModelMismatchError, 409, "model_changed"),
@@ -74,6 +82,12 @@ def create_app(config: ServerConfig, engine: SearchEngine | None = None) -> Fast
     app.state.engine = engine
     app.state.config = config
     app.state.thumbnails = ThumbnailCache(config.thumbs_dir)
+    app.state.files = FileGuard(engine.library, allow_hard_links=config.allow_hard_links)
+    app.state.sessions = SessionStore()
+    app.state.throttle = SignInThrottle()
+    app.state.searches = ClientGate(running=config.searches_per_client or engine.searches_per_client,
+                                    queued=config.queued_per_client)
+    app.state.uploads = UploadSlots(config.upload_slots, config.upload_wait_s)
     app.include_router(api)
     app.include_router(pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, follow_symlink=False), name="static")
@@ -81,7 +95,9 @@ def create_app(config: ServerConfig, engine: SearchEngine | None = None) -> Fast
     _add_error_handlers(app)
 
     # no CORSMiddleware: other origins get no Access-Control-* headers, so browsers keep them out
-    app.add_middleware(AccessMiddleware, token=config.token, trusted_hosts=config.trusted_hosts)
+    app.add_middleware(SearchGateMiddleware, gate=app.state.searches)  # inside the access check
+    app.add_middleware(AccessMiddleware, token=config.token, trusted_hosts=config.trusted_hosts,
+                       sessions=app.state.sessions, throttle=app.state.throttle)
     app.add_middleware(HeadersMiddleware, common=COMMON_HEADERS, html=HTML_HEADERS, html_exempt=("/docs",))
     return app
 
@@ -103,9 +119,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MmsearchError)
     async def typed_error(_request: Request, exc: MmsearchError) -> JSONResponse:
         status, code = status_for(exc)
-        if status >= 500:
+        if status >= 500 and not isinstance(exc, RetryLaterError):
             log.error("%s: %s", type(exc).__name__, exc)
         headers = {"WWW-Authenticate": 'Bearer realm="mmsearch"'} if status == 401 else None
+        if isinstance(exc, RetryLaterError):
+            headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(error_payload(code, str(exc)), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)

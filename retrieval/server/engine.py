@@ -10,7 +10,6 @@ model fingerprint matches; without one (or when it cannot be opened) on the torc
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -25,21 +24,23 @@ from indexer.errors import DecodeError, ModelMismatchError
 from indexer.media.image import DecodeOptions, decode_image
 from indexer.store.library import Library
 from indexer.store.records import IMAGE, ItemRecord
-from indexer.store.vectors import VectorIndex, choose_index_spec, sidecar_path
+from indexer.store.vectors import VectorIndex, choose_index_spec
 from retrieval.errors import QueryError
 from retrieval.index_model import choose_model, open_model
 from retrieval.models.encoders import Model
 from retrieval.query.parse import combine, parse_query
 from retrieval.query.search import Filters, Hit, rank
 from retrieval.server.config import ServerConfig
+from retrieval.server.decode_budget import check_decode_budget
 from retrieval.server.errors import ItemNotFoundError
-from retrieval.server.security import FileGuard
 
 log = logging.getLogger(__name__)
 
 MAX_OFFSET = 10_000
 MAX_LIMIT = 200
 MAX_LIKE_IDS = 16
+MAX_ITEM_ID = 2**63 - 1  # SQLite's largest integer
+MIN_MODEL_WORKERS = 2  # so a second client's query never waits for a first client's to finish
 STALE_REBUILD_INTERVAL_S = 30.0  # while a writer runs, rebuild from the database at most this often
 
 
@@ -92,15 +93,14 @@ class WarmLibrary(Library):
             self._reload_lock.release()
 
     def saved_index_info(self) -> dict | None:
-        """The FAISS file's sidecar (spec, generation, ntotal, dim), or None when there is none."""
-        try:
-            return json.loads(sidecar_path(self.vectors_path(IMAGE)).read_text())
-        except (OSError, ValueError):
-            return None
+        """What the committed vector index records (kind, spec, generation, ntotal, dim), or None."""
+        from indexer.store.index_choice import saved_info
+
+        return saved_info(self.vector_files(IMAGE))
 
     def _file_matches(self, generation: int) -> bool:
         saved = self.saved_index_info()
-        return saved is not None and saved.get("generation") == generation and self.vectors_path(IMAGE).exists()
+        return saved is not None and saved.get("generation") == generation
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,7 @@ class SearchRequest:
     offset: int = 0
     limit: int = 48
     words: str | None = None  # only pictures whose words (OCR, read at index time) match these
+    max_decode_bytes: int | None = None  # per uploaded image; None: the engine's config
 
 
 @dataclass(frozen=True)
@@ -181,13 +182,12 @@ class SearchEngine:
         self.model = model
         self.config = config
         self.text_encoder, self.text_backend = open_text_encoder(library, model, config)
-        self.files = FileGuard(library)
         self._text_cache = _TextCache(config.text_cache_size)
         self._tower_lock = threading.Lock()  # the image tower is built once, by one thread
         # Forward passes run on a few dedicated threads (enough to keep every core busy), not on
         # whichever of the web server's many threads took the request: torch's per-thread state and
         # buffers then exist a few times over, not once per request thread, and memory stays flat.
-        self._model_workers = max(1, (os.cpu_count() or 1) // (config.torch_threads or 1))
+        self._model_workers = max(MIN_MODEL_WORKERS, (os.cpu_count() or 1) // (config.torch_threads or 1))
         self._model_pool = ThreadPoolExecutor(max_workers=self._model_workers, thread_name_prefix="mmsearch-model")
         self._status_cache: tuple[int, dict] | None = None
         self._model_checked_generation: int | None = None
@@ -224,6 +224,11 @@ class SearchEngine:
         self.library.vectors_for_search()
         log.info("model %s (text: %s) and index warm in %.2f s", self.model.info.name, self.text_backend,
                  time.perf_counter() - started)
+
+    @property
+    def searches_per_client(self) -> int:
+        """One client's share of the model threads (the server's default for ClientGate)."""
+        return max(1, self._model_workers // 2)
 
     def close(self) -> None:
         self._model_pool.shutdown(wait=True, cancel_futures=True)
@@ -276,7 +281,7 @@ class SearchEngine:
             vectors.append(self.stored_vector(item_id))
             weights.append(1.0)
         for data in request.images:
-            vectors.append(self.image_vector(data))
+            vectors.append(self.image_vector(data, request.max_decode_bytes))
             weights.append(1.0)
         if not vectors:
             raise QueryError("nothing to search for: give q (words), like (an item id) or an image")
@@ -293,7 +298,9 @@ class SearchEngine:
                 found[text] = vector
         return [found[text] for text in texts]
 
-    def image_vector(self, data: bytes) -> np.ndarray:
+    def image_vector(self, data: bytes, max_decode_bytes: int | None = None) -> np.ndarray:
+        """An uploaded image's vector; refused (413) first when decoding it would pass the memory budget."""
+        check_decode_budget(data, self.model.preprocess.image_size, max_decode_bytes or self.config.max_decode_bytes)
         try:
             decoded = decode_image(data, self.model.preprocess, DecodeOptions())
         except DecodeError as exc:
@@ -309,6 +316,8 @@ class SearchEngine:
 
     def stored_vector(self, item_id: int) -> np.ndarray:
         """The vector the index holds for an item ("more like this")."""
+        if not 1 <= item_id <= MAX_ITEM_ID:
+            raise ItemNotFoundError(f"no item with id {item_id}")
         vectors = self.library.reads.item_vectors(item_id, self.model.info.dim)
         if len(vectors) == 0:
             self.item(item_id)  # raises ItemNotFoundError when there is no such item
@@ -330,15 +339,12 @@ class SearchEngine:
 
     # --- items --------------------------------------------------------------------------
     def item(self, item_id: int) -> ItemRecord:
+        if not 1 <= item_id <= MAX_ITEM_ID:
+            raise ItemNotFoundError(f"no item with id {item_id}")
         record = self.library.reads.items([item_id]).get(item_id)
         if record is None:
             raise ItemNotFoundError(f"no item with id {item_id}")
         return record
-
-    def item_file(self, item_id: int) -> tuple[ItemRecord, str]:
-        """An item and the real path of its file, checked to lie inside the indexed folders."""
-        record = self.item(item_id)
-        return record, self.files.resolve(record)
 
     # --- status -------------------------------------------------------------------------
     def status(self) -> dict:
@@ -380,6 +386,7 @@ class SearchEngine:
             "image_precision": library.image_precision,
             "index_type": saved["spec"] if saved else choose_index_spec(counts["vectors"], library.index_type),
             "index_type_setting": library.index_type,
+            "index_kind": saved.get("kind", "memory") if saved else None,  # "memory" or "ondisk"
             "vectors_in_index": saved.get("ntotal") if saved else None,
             "index_up_to_date": bool(saved) and saved.get("generation") == generation,
             "size_bytes": library.size_on_disk(),

@@ -28,6 +28,22 @@ class UnauthorizedError(MmsearchError):
     """A missing or wrong token."""
 
 
+class RetryLaterError(MmsearchError):
+    """Refused for now; `retry_after` (seconds) goes out as the Retry-After header."""
+
+    def __init__(self, message: str, retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = max(1, int(-(-retry_after // 1)))  # whole seconds, rounded up, at least 1
+
+
+class TooManyRequestsError(RetryLaterError):
+    """This client sent too many wrong tokens, or has too many searches running or waiting (429)."""
+
+
+class ServerBusyError(RetryLaterError):
+    """Every upload slot is taken (503)."""
+
+
 def error_payload(code: str, message: str, **extra) -> dict:
     """The JSON body of every error the server returns: {"error": {"code", "message", ...}}."""
     return {"error": {"code": code, "message": message, **extra}}

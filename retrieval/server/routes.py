@@ -1,9 +1,8 @@
 """HTTP routes: JSON API under /api, the login page; each route makes one engine call."""
 from __future__ import annotations
 
-import asyncio
-import mimetypes
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
@@ -19,15 +18,21 @@ from indexer.store.records import ItemRecord
 from retrieval.errors import QueryError
 from retrieval.query.search import Filters, Hit
 from retrieval.server.engine import MAX_LIMIT, MAX_OFFSET, SearchEngine, SearchPage, SearchRequest
-from retrieval.server.errors import UnauthorizedError, UploadTooLargeError
-from retrieval.server.security import COOKIE_NAME, safe_next, session_cookie_header, session_cookie_value, token_matches
+from retrieval.server.errors import TooManyRequestsError, UnauthorizedError, UploadTooLargeError
+from retrieval.server.file_response import OpenFileResponse
+from retrieval.server.files import FileGuard, OpenedFile
+from retrieval.server.gates import UploadSlots, client_key
+from retrieval.server.security import COOKIE_NAME, safe_next, session_cookie_header, token_matches
+from retrieval.server.sessions import SessionStore, SignInThrottle
 from retrieval.server.thumbnails import DEFAULT_THUMB_SIZE, THUMB_SIZES, ThumbnailCache
 
 STATIC_DIR = Path(__file__).parent / "static"
 MULTIPART_SLACK_BYTES = 64 * 1024  # room for multipart headers around an image of the maximum size
 MAX_UPLOAD_FILES = 4
 LOGIN_BODY_LIMIT = 4096
-FAILED_LOGIN_DELAY_S = 0.5
+MAX_EXTENSIONS = 32
+_EXTENSION = re.compile(r"^[a-z0-9]{1,10}$")
+FIRST_DATE, LAST_DATE = datetime(2, 1, 1), datetime(9998, 12, 31, 23, 59, 59)  # converting to UTC never overflows
 
 api = APIRouter(prefix="/api")
 pages = APIRouter(include_in_schema=False)
@@ -84,7 +89,7 @@ class ErrorOut(BaseModel):
     error: ErrorDetail
 
 
-ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 404, 413, 422)}
+ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 404, 413, 422, 429, 503)}
 
 
 def _urls(item_id: int, version: float) -> dict:
@@ -126,12 +131,30 @@ def engine_of(request: Request) -> SearchEngine:
 Engine = Annotated[SearchEngine, Depends(engine_of)]
 
 
-def _timestamp(moment: datetime | None) -> float | None:
+def _timestamp(name: str, moment: datetime | None) -> float | None:
     if moment is None:
         return None
+    if not FIRST_DATE <= moment.replace(tzinfo=None) <= LAST_DATE:
+        raise QueryError(f"{name}: {moment.isoformat()} is out of range: give a date from "
+                         f"{FIRST_DATE.date().isoformat()} to {LAST_DATE.date().isoformat()}")
     if moment.tzinfo is None:
         moment = moment.astimezone()  # a date without a zone is local time, as in the CLI
     return moment.astimezone(timezone.utc).timestamp()
+
+
+def _extensions(values: list[str]) -> tuple[str, ...]:
+    found: dict[str, None] = {}
+    for value in values:
+        for part in value.split(","):
+            part = part.strip().lstrip(".").lower()
+            if not part:
+                continue
+            if not _EXTENSION.match(part):
+                raise QueryError(f"ext: {part[:20]!r} is not a file extension (letters and digits, at most 10)")
+            found[part] = None
+            if len(found) > MAX_EXTENSIONS:
+                raise QueryError(f"ext: at most {MAX_EXTENSIONS} different extensions in one search")
+    return tuple(found)
 
 
 PathGlob = Annotated[str | None, Query(max_length=1000, description="Only paths matching this glob, e.g. */2023/*")]
@@ -141,8 +164,8 @@ Extensions = Annotated[list[str], Query(description="Extensions (repeat, or comm
 
 
 def filters_params(path: PathGlob = None, after: After = None, before: Before = None, ext: Extensions = []) -> Filters:
-    extensions = tuple(part.strip().lstrip(".").lower() for value in ext for part in value.split(",") if part.strip())
-    return Filters(path_glob=path or None, after=_timestamp(after), before=_timestamp(before), extensions=extensions)
+    return Filters(path_glob=path or None, after=_timestamp("after", after), before=_timestamp("before", before),
+                   extensions=_extensions(ext))
 
 
 class Page(BaseModel):
@@ -164,14 +187,19 @@ Words = Annotated[str | None, Query(max_length=2000, description='Words in the p
 
 
 # --- search ------------------------------------------------------------------------------
+async def run_search(engine: SearchEngine, search_request: SearchRequest) -> Response:
+    """One search, off the event loop (within its client's share: `gates.SearchGateMiddleware`)."""
+    return page_response(await run_in_threadpool(engine.search, search_request))
+
+
 @api.get("/search", response_model=SearchOut, responses=ERRORS, summary="Search by words and/or items")
-def search(engine: Engine, q: QueryText = None, like: LikeIds = [], words: Words = None,
-           filters: Filters = Depends(filters_params), page: Page = Depends(page_params)) -> Response:
+async def search(engine: Engine, q: QueryText = None, like: LikeIds = [], words: Words = None,
+                 filters: Filters = Depends(filters_params), page: Page = Depends(page_params)) -> Response:
     """Rank the index for `q` (combined terms as in the CLI) plus the stored vectors of `like` items;
     with `words`, by (or among) the pictures whose words match them."""
-    request = SearchRequest(text=q, like_ids=tuple(like), filters=filters, offset=page.offset, limit=page.limit,
-                            words=words)
-    return page_response(engine.search(request))
+    search_request = SearchRequest(text=q, like_ids=tuple(like), filters=filters, offset=page.offset, limit=page.limit,
+                                   words=words)
+    return await run_search(engine, search_request)
 
 
 UPLOAD_BODY = {"requestBody": {"content": {
@@ -187,11 +215,17 @@ UPLOAD_BODY = {"requestBody": {"content": {
 async def search_by_image(request: Request, engine: Engine, q: QueryText = None, like: LikeIds = [],
                           words: Words = None, filters: Filters = Depends(filters_params),
                           page: Page = Depends(page_params)) -> Response:
-    """The body is multipart/form-data with field `image`, or the raw image bytes (Content-Type image/*)."""
-    images = await read_images(request, request.app.state.config.max_upload_bytes)
-    search_request = SearchRequest(text=q, like_ids=tuple(like), images=tuple(images), filters=filters,
-                                   offset=page.offset, limit=page.limit, words=words)
-    return page_response(await run_in_threadpool(engine.search, search_request))
+    """The body is multipart/form-data with field `image`, or the raw image bytes (Content-Type image/*).
+
+    At most `upload_slots` uploads are read and decoded at once (503 with Retry-After when all are
+    taken for `upload_wait_s`), each within the decode memory budget (413 beyond it)."""
+    uploads: UploadSlots = request.app.state.uploads
+    async with uploads.slot():
+        images = await read_images(request, request.app.state.config.max_upload_bytes)
+        search_request = SearchRequest(text=q, like_ids=tuple(like), images=tuple(images), filters=filters,
+                                       offset=page.offset, limit=page.limit,
+                                       max_decode_bytes=request.app.state.config.max_decode_bytes, words=words)
+        return page_response(await run_in_threadpool(engine.search, search_request))
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -239,17 +273,25 @@ async def read_images(request: Request, max_bytes: int) -> list[bytes]:
 
 
 # --- items -------------------------------------------------------------------------------
+def item_file(request: Request, engine: SearchEngine, item_id: int) -> tuple[ItemRecord, OpenedFile]:
+    """An item and its file, open and checked (`files.FileGuard`); the caller closes or serves it."""
+    record = engine.item(item_id)
+    files: FileGuard = request.app.state.files
+    return record, files.open(record)
+
+
 @api.get("/items/{item_id}", response_model=ItemOut, responses=ERRORS, summary="An item's metadata")
 def item(item_id: int, engine: Engine) -> ItemOut:
     return item_out(engine.item(item_id))
 
 
 @api.get("/items/{item_id}/similar", response_model=SearchOut, responses=ERRORS, summary="More like this item")
-def similar(item_id: int, engine: Engine, words: Words = None, filters: Filters = Depends(filters_params),
-            page: Page = Depends(page_params)) -> Response:
+async def similar(item_id: int, engine: Engine, words: Words = None, filters: Filters = Depends(filters_params),
+                  page: Page = Depends(page_params)) -> Response:
     """Search with the item's stored vector as the query (the item itself comes first, score 1)."""
-    request = SearchRequest(like_ids=(item_id,), filters=filters, offset=page.offset, limit=page.limit, words=words)
-    return page_response(engine.search(request))
+    search_request = SearchRequest(like_ids=(item_id,), filters=filters, offset=page.offset, limit=page.limit,
+                                   words=words)
+    return await run_search(engine, search_request)
 
 
 @api.get("/items/{item_id}/thumb", responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}},
@@ -259,9 +301,10 @@ def thumbnail(item_id: int, request: Request, engine: Engine,
               v: Annotated[str | None, Query(description="Cache buster; ignored")] = None) -> Response:
     if size not in THUMB_SIZES:
         raise QueryError(f"size must be one of {', '.join(map(str, THUMB_SIZES))}")
-    record, source = engine.item_file(item_id)
+    record, opened = item_file(request, engine, item_id)
     thumbs: ThumbnailCache = request.app.state.thumbnails
-    path = thumbs.get(record, source, size)
+    with opened:  # checked and open: the thumbnail is made from (or cached for) this very file
+        path = thumbs.get(record, opened, size)
     stat = path.stat()
     etag = f'"t{item_id}-{size}-{stat.st_mtime_ns:x}-{stat.st_size:x}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
@@ -272,12 +315,10 @@ def thumbnail(item_id: int, request: Request, engine: Engine,
 
 @api.get("/items/{item_id}/image", responses={**ERRORS, 200: {"content": {"image/*": {}}}},
          response_class=FileResponse, summary="The full image file")
-def image(item_id: int, engine: Engine) -> FileResponse:
-    record, source = engine.item_file(item_id)
-    media_type = mimetypes.guess_type(source)[0] or "application/octet-stream"
-    return FileResponse(source, media_type=media_type, filename=os.path.basename(record.path),
-                        content_disposition_type="inline", stat_result=os.stat(source),
-                        headers={"Cache-Control": "private, max-age=3600"})
+def image(item_id: int, request: Request, engine: Engine) -> FileResponse:
+    record, opened = item_file(request, engine, item_id)  # the response sends this open file, then closes it
+    return OpenFileResponse(opened, filename=os.path.basename(record.path),
+                            headers={"Cache-Control": "private, max-age=3600"})
 
 
 # --- the index ---------------------------------------------------------------------------
@@ -311,24 +352,41 @@ def login_page() -> FileResponse:
 
 @pages.post("/login")
 async def login(request: Request) -> Response:
-    """Form field `token`: on success a session cookie and a redirect to `next`."""
+    """Form field `token`: on success a new session (its id in the cookie) and a redirect to `next`.
+
+    Wrong tokens are braked per client (`SignInThrottle`): while a client waits, its tries are
+    refused unchecked (429, or back to the login page with error=wait)."""
     token = request.app.state.config.token
     fields = dict(parse_qsl((await read_body(request, LOGIN_BODY_LIMIT)).decode("utf-8", "replace")))
     target = safe_next(fields.get("next") or request.query_params.get("next"))
     if token is None:
         return RedirectResponse(target, status_code=303)
-    if not token_matches(fields.get("token"), token):
-        await asyncio.sleep(FAILED_LOGIN_DELAY_S)  # slows guessing down
-        if "text/html" in request.headers.get("accept", ""):
-            return RedirectResponse("/login?" + urlencode({"next": target, "error": "1"}), status_code=303)
-        raise UnauthorizedError("wrong token")
-    response = RedirectResponse(target, status_code=303)
-    response.headers["set-cookie"] = session_cookie_header(session_cookie_value(token))
-    return response
+    throttle: SignInThrottle = request.app.state.throttle
+    client = client_key(request.scope)
+    html = "text/html" in request.headers.get("accept", "")
+    wait = throttle.wait_s(client)
+    if wait <= 0 and token_matches(fields.get("token"), token):
+        throttle.succeeded(client)
+        sessions: SessionStore = request.app.state.sessions
+        response = RedirectResponse(target, status_code=303)
+        response.headers["set-cookie"] = session_cookie_header(sessions.start())
+        return response
+    if wait <= 0:
+        throttle.failed(client)
+    if html:
+        error = "wait" if wait > 0 else "1"
+        return RedirectResponse("/login?" + urlencode({"next": target, "error": error}), status_code=303)
+    if wait > 0:
+        raise TooManyRequestsError(f"too many wrong tokens from this address: try again in {wait:.0f} s",
+                                   retry_after=wait)
+    raise UnauthorizedError("wrong token")
 
 
 @pages.post("/logout")
-def logout() -> Response:
+def logout(request: Request) -> Response:
+    """Ends the session the cookie names (on the server: the cookie no longer works anywhere)."""
+    sessions: SessionStore = request.app.state.sessions
+    sessions.end(request.cookies.get(COOKIE_NAME))
     response = RedirectResponse("/login", status_code=303)
     response.headers["set-cookie"] = f"{COOKIE_NAME}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"
     return response

@@ -1,46 +1,36 @@
-"""Who may ask, and which files may be served.
+"""Who may ask.
 
 - `AccessMiddleware`: with a token configured, every request but the login page and the static
-  UI code must carry it: `Authorization: Bearer TOKEN`, the session cookie set by /login, or a
-  `token` query parameter (for scripts and <img> URLs). Without a token (loopback only) it checks
-  the Host header instead, against DNS rebinding.
-- `FileGuard`: files are addressed by item id only, and an item's file is served only while its
-  real path (every symlink resolved) lies inside a folder that was indexed and is an image.
+  UI code must carry it (`Authorization: Bearer TOKEN`, or a `token` query parameter for scripts and
+  <img> URLs) or a session cookie from /login (`sessions.SessionStore`). Wrong tokens are braked per
+  client (`sessions.SignInThrottle`: 429 with Retry-After). Without a token (loopback only) it
+  checks the Host header instead, against DNS rebinding.
+- Which files may be served: `retrieval.server.files`.
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
-import os
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.datastructures import Headers
 
-from indexer.media.scan import image_extensions
-from indexer.store.records import ItemRecord
-from retrieval.server.errors import FileUnavailableError, ForbiddenFileError, error_payload
+from retrieval.server.errors import error_payload
+from retrieval.server.gates import client_key
+from retrieval.server.sessions import SESSION_LIFETIME_S, SessionStore, SignInThrottle
 
 log = logging.getLogger(__name__)
 
 COOKIE_NAME = "mmsearch_session"
 TOKEN_PARAM = "token"
-PUBLIC_PATHS = ("/login", "/favicon.ico")
+PUBLIC_PATHS = ("/login", "/logout", "/favicon.ico")
 PUBLIC_PREFIXES = ("/static/",)  # the UI's own HTML/JS/CSS: code, no collection data
 
 
-def session_cookie_value(token: str) -> str:
-    """The cookie holds a keyed digest of the token, not the token itself."""
-    return hmac.new(token.encode(), b"mmsearch-session-v1", hashlib.sha256).hexdigest()
-
-
 def token_matches(given: str | None, token: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), token.encode())
-
-
-def cookie_matches(given: str | None, token: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), session_cookie_value(token).encode())
+    return given is not None and hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                                                     token.encode("utf-8", "surrogateescape"))
 
 
 def safe_next(target: str | None) -> str:
@@ -67,12 +57,15 @@ def _cookies(headers: Headers) -> dict[str, str]:
 
 
 class AccessMiddleware:
-    """Pure ASGI: a token check (or a Host check) in front of every HTTP request."""
+    """Pure ASGI: a token or session check (or a Host check) in front of every HTTP request."""
 
-    def __init__(self, app, *, token: str | None, trusted_hosts: tuple[str, ...] | None):
+    def __init__(self, app, *, token: str | None, trusted_hosts: tuple[str, ...] | None,
+                 sessions: SessionStore, throttle: SignInThrottle):
         self.app = app
         self.token = token
         self.trusted_hosts = trusted_hosts
+        self.sessions = sessions
+        self.throttle = throttle
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -86,27 +79,48 @@ class AccessMiddleware:
         if self.token is None or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
+        cookie = _cookies(headers).get(COOKIE_NAME)
+        if self.sessions.valid(cookie):
+            await self.app(scope, receive, send)
+            return
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         query_token = next((value for name, value in query if name == TOKEN_PARAM), None)
         bearer = headers.get("authorization", "")
         bearer_token = bearer[7:].strip() if bearer[:7].lower() == "bearer " else None
-        cookie = _cookies(headers).get(COOKIE_NAME)
-        if token_matches(query_token, self.token) and _is_page_load(scope, headers):
-            # a link like /?token=...: keep the token in a cookie, drop it from the address bar
-            rest = urlencode([(name, value) for name, value in query if name != TOKEN_PARAM])
-            await _send_redirect(send, path + (f"?{rest}" if rest else ""), cookie=session_cookie_value(self.token))
-            return
-        if token_matches(bearer_token, self.token) or token_matches(query_token, self.token) \
-                or cookie_matches(cookie, self.token):
-            await self.app(scope, receive, send)
-            return
+        if bearer_token is not None or query_token is not None:
+            client = client_key(scope)
+            wait = self.throttle.wait_s(client)
+            if wait > 0:  # refused unchecked: a right guess must look like a wrong one
+                await _send_throttled(send, wait)
+                return
+            if token_matches(bearer_token, self.token) or token_matches(query_token, self.token):
+                self.throttle.succeeded(client)
+                if query_token is not None and _is_page_load(scope, headers):
+                    # a link like /?token=...: a session cookie instead, and the token off the address bar
+                    rest = urlencode([(name, value) for name, value in query if name != TOKEN_PARAM])
+                    await _send_redirect(send, path + (f"?{rest}" if rest else ""), cookie=self.sessions.start())
+                    return
+                await self.app(scope, receive, send)
+                return
+            wait = self.throttle.failed(client)
+            log.warning("wrong token from %s%s", client, f"; it waits {wait:.0f} s" if wait else "")
         if _is_page_load(scope, headers):
             target = path + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
             await _send_redirect(send, "/login?" + urlencode({"next": safe_next(target)}))
             return
-        message = "a valid token is required" if (bearer_token or query_token or cookie) else "missing token"
+        if bearer_token is not None or query_token is not None:
+            message = "a valid token is required"
+        else:
+            message = "the session has ended; sign in again" if cookie else "missing token"
         await _send_json(send, 401, error_payload("unauthorized", message + ": send Authorization: Bearer TOKEN"),
                          extra_headers=[(b"www-authenticate", b'Bearer realm="mmsearch"')])
+
+
+async def _send_throttled(send, wait_s: float) -> None:
+    retry_after = str(max(1, int(-(-wait_s // 1))))
+    await _send_json(send, 429, error_payload("too_many_requests",
+                                              f"too many wrong tokens from this address: try again in {retry_after} s"),
+                     extra_headers=[(b"retry-after", retry_after.encode())])
 
 
 def _is_page_load(scope, headers: Headers) -> bool:
@@ -130,37 +144,8 @@ async def _send_redirect(send, location: str, cookie: str | None = None) -> None
     await send({"type": "http.response.body", "body": b""})
 
 
-def session_cookie_header(value: str, max_age: int = 30 * 24 * 3600) -> str:
+def session_cookie_header(value: str, max_age: int = int(SESSION_LIFETIME_S)) -> str:
     return f"{COOKIE_NAME}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict"
-
-
-class FileGuard:
-    """Maps an item to the real path of its file, refusing anything outside the indexed folders."""
-
-    def __init__(self, library):
-        self.library = library
-        self._roots: tuple[int, tuple[str, ...]] | None = None
-
-    def indexed_roots(self) -> tuple[str, ...]:
-        """Real paths of every folder (or file) an `index` run was given; cached per generation."""
-        generation = self.library.generation
-        if self._roots is None or self._roots[0] != generation:
-            roots = {os.path.realpath(root) for root in self.library.runs.indexed_roots()}
-            self._roots = (generation, tuple(sorted(roots)))
-        return self._roots[1]
-
-    def resolve(self, record: ItemRecord) -> str:
-        real = os.path.realpath(record.path)
-        inside = any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in self.indexed_roots())
-        if not inside:
-            log.warning("refused item %d: %s resolves to %s, outside the indexed folders", record.id, record.path, real)
-            raise ForbiddenFileError(f"the file of item {record.id} now resolves outside the indexed folders")
-        if os.path.splitext(real)[1].lower() not in image_extensions():
-            log.warning("refused item %d: %s resolves to %s, not an image file", record.id, record.path, real)
-            raise ForbiddenFileError(f"the file of item {record.id} no longer resolves to an image file")
-        if not os.path.isfile(real):
-            raise FileUnavailableError(f"the file of item {record.id} is missing on disk")
-        return real
 
 
 class HeadersMiddleware:

@@ -1,13 +1,18 @@
-"""Thumbnails made once per (item, size) and kept on disk: <db>/thumbs/<id>-<size>.jpg.
+"""Thumbnails made once per (item, size, file) and kept on disk: <db>/thumbs/<id>-<size>-<file key>.jpg.
 
-A thumbnail is remade when the item was re-indexed after it was written (its `indexed_at` is
-newer than the file), so an edited photo gets a fresh one. Writes go to a temp file and
-`os.replace`, so concurrent requests for one thumbnail never see half a JPEG.
+A thumbnail is made only from a file `FileGuard` opened and checked, read through that open
+descriptor, and it is named by that file's identity (device, inode, size, mtime, ctime): a request
+finds a cached thumbnail only after its own check of the file passed, and only the thumbnail of
+the file it checked. A replaced or edited file gets a fresh one (the old one is removed), and so
+does an item re-indexed after its thumbnail was written. Writes go to a temp file and `os.replace`,
+so concurrent requests for one thumbnail never see half a JPEG; at most `makers` are made at once.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import threading
 import uuid
 from pathlib import Path
 
@@ -16,40 +21,49 @@ from PIL import Image, ImageOps
 from indexer.media.image import DEFAULT_MAX_MEGAPIXELS
 from indexer.store.records import ItemRecord
 from retrieval.server.errors import FileUnavailableError
+from retrieval.server.files import OpenedFile
 
 log = logging.getLogger(__name__)
 
 THUMB_SIZES = (128, 256, 512)
 DEFAULT_THUMB_SIZE = 256
 JPEG_QUALITY = 82
+DEFAULT_MAKERS = 2  # thumbnails decoded at once: each can hold a whole decoded picture
+
+
+def file_key(opened: OpenedFile) -> str:
+    return hashlib.blake2b(repr(opened.identity).encode(), digest_size=8).hexdigest()
 
 
 class ThumbnailCache:
-    def __init__(self, folder: Path, sizes: tuple[int, ...] = THUMB_SIZES):
+    def __init__(self, folder: Path, sizes: tuple[int, ...] = THUMB_SIZES, makers: int = DEFAULT_MAKERS):
         self.folder = Path(folder)
         self.sizes = sizes
         self.made = 0
+        self._makers = threading.BoundedSemaphore(makers)
 
-    def path_for(self, item_id: int, size: int) -> Path:
-        return self.folder / f"{item_id}-{size}.jpg"
+    def path_for(self, item_id: int, size: int, opened: OpenedFile) -> Path:
+        return self.folder / f"{item_id}-{size}-{file_key(opened)}.jpg"
 
-    def get(self, record: ItemRecord, source: str, size: int) -> Path:
-        """The thumbnail of `record` (whose checked file is `source`), made now if missing or stale."""
+    def get(self, record: ItemRecord, opened: OpenedFile, size: int) -> Path:
+        """The thumbnail of `record`'s checked, open file `opened`, made now if missing or stale."""
         if size not in self.sizes:
             raise ValueError(f"thumbnail size {size} is not one of {self.sizes}")
-        target = self.path_for(record.id, size)
+        target = self.path_for(record.id, size, opened)
         try:
             if target.stat().st_mtime >= record.indexed_at:
                 return target
         except FileNotFoundError:
             pass
-        self._make(source, target, size)
+        with self._makers:
+            self._make(opened, target, size)
         self.made += 1
+        self._remove_others(record.id, size, keep=target)
         return target
 
-    def _make(self, source: str, target: Path, size: int) -> None:
+    def _make(self, opened: OpenedFile, target: Path, size: int) -> None:
         try:
-            with Image.open(source) as image:
+            with opened.reader() as handle, Image.open(handle) as image:
                 if image.width * image.height > DEFAULT_MAX_MEGAPIXELS * 1e6:
                     raise FileUnavailableError(f"{image.width}x{image.height} is too large for a thumbnail")
                 if image.format == "JPEG":
@@ -68,3 +82,9 @@ class ThumbnailCache:
         finally:
             tmp.unlink(missing_ok=True)
         log.debug("thumbnail %s made", target)
+
+    def _remove_others(self, item_id: int, size: int, keep: Path) -> None:
+        """Thumbnails of the item's earlier files (and of the older <id>-<size>.jpg naming)."""
+        for path in [self.folder / f"{item_id}-{size}.jpg", *self.folder.glob(f"{item_id}-{size}-*.jpg")]:
+            if path != keep:
+                path.unlink(missing_ok=True)

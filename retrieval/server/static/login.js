@@ -3,5 +3,6 @@
   const params = new URLSearchParams(location.search);
   const next = params.get("next");
   if (next && next.startsWith("/") && !next.startsWith("//")) document.getElementById("next").value = next;
-  if (params.get("error")) document.getElementById("login-error").hidden = false;
+  const error = params.get("error");
+  if (error) document.getElementById(error === "wait" ? "login-wait" : "login-error").hidden = false;
 })();

@@ -1,0 +1,83 @@
+"""`mmsearch index --ray local` against the plain path on one machine (issue 18: goal >= 0.8x).
+
+    python bench/bench_ray.py [--n 300] [--megapixels 2] [--rounds 3] [--model bundled]
+
+Photo-like JPEGs (bench/make_jpegs.py) are indexed into a fresh index by the library call
+`index_library`, once on this machine's threads and once on a Ray cluster started in this process
+(`--ray local`: one actor per CPU, each loading the model once), rounds interleaved (plain, ray,
+plain, ray, ...). The figure is images/s of the embedding part of the run, the run's own
+`images_per_s` (embedded files over the run's seconds, the model's set-up and Ray's start
+included, since a user waits for them), and the same without the set-up step (`prepare_seconds`:
+for Ray, joining or starting the cluster); medians and their ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import benchlib  # noqa: E402
+from make_jpegs import make_jpegs  # noqa: E402
+
+
+def index_once(folder: Path, db: Path, model: str, ray: str | None) -> dict:
+    from retrieval.indexing import IndexRequest, index_library
+    from retrieval.ray_embed import RayOptions
+
+    started = time.perf_counter()
+    outcome = index_library(IndexRequest(db=db, roots=(str(folder),), model=model, device="cpu",
+                                         ray=RayOptions(ray) if ray else None))
+    wall = time.perf_counter() - started
+    report = outcome.report
+    embedding_s = max(1e-9, report.seconds - report.prepare_seconds)
+    return {"wall_s": round(wall, 3), "embedded": report.embedded, "images_per_s": round(report.images_per_s, 2),
+            "images_per_s_after_setup": round(report.embedded / embedding_s, 2),
+            "prepare_s": round(report.prepare_seconds, 2), "embedding": report.embedding}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--megapixels", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", default="bundled")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mms-bench-ray")
+    args = parser.parse_args()
+
+    jpegs = args.work / f"jpegs-{args.n}-{args.megapixels}"
+    make_jpegs(jpegs, args.n, megapixels=args.megapixels)
+    rows: dict[str, list[dict]] = {"plain": [], "ray": []}
+    index_once(jpegs, Path(tempfile.mkdtemp(dir=args.work)), args.model, None)  # warm the page cache and export
+    for round_ in range(args.rounds):
+        for kind in ("plain", "ray"):
+            db = Path(tempfile.mkdtemp(dir=args.work, prefix=f"{kind}-{round_}-"))
+            rows[kind].append(index_once(jpegs, db, args.model, "local" if kind == "ray" else None))
+            print(json.dumps({"round": round_, "kind": kind, **rows[kind][-1]}), flush=True)
+
+    def median(kind: str, key: str) -> float:
+        return statistics.median(row[key] for row in rows[kind])
+
+    summary = {
+        "machine": benchlib.machine_line(), "code": benchlib.code_version(("retrieval/ray_embed.py",
+                                                                            "indexer/pipeline/sync.py")),
+        "images": args.n, "megapixels": args.megapixels, "rounds": args.rounds, "model": args.model,
+        "plain_images_per_s": median("plain", "images_per_s"), "ray_images_per_s": median("ray", "images_per_s"),
+        "plain_after_setup": median("plain", "images_per_s_after_setup"),
+        "ray_after_setup": median("ray", "images_per_s_after_setup"),
+        "ray_actors": rows["ray"][-1]["embedding"].get("actors"),
+    }
+    summary["ratio"] = round(summary["ray_images_per_s"] / summary["plain_images_per_s"], 3)
+    summary["ratio_after_setup"] = round(summary["ray_after_setup"] / summary["plain_after_setup"], 3)
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
