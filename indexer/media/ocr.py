@@ -2,8 +2,8 @@
 
 `read_words` decodes a picture small enough for Tesseract to be quick (long side `OcrOptions.side`),
 asks the text test (indexer.media.text_gate) whether it holds text (mode "auto"), and reads it.
-A picture with a few lines (a sign on a photo, turned a few degrees) is read by the lines the
-text test found, each cut out, scaled, turned dark-on-light and read as one line (`line_crops`,
+A picture with few lines or few letters (a sign on a photo, turned a few degrees) is read by the
+lines the text test found, each cut out, scaled, turned dark-on-light and read as one line (`line_crops`,
 `tesseract_lines`, one Tesseract process): cheaper than having Tesseract search a whole photo,
 and it read signs the page modes missed. Receipts, screenshots and slides are read whole, in
 sparse mode where the lines cover little of the picture, else in automatic page mode
@@ -39,6 +39,9 @@ class OcrOptions:
     timeout_s: float = 20.0  # per picture; past it the picture keeps its vector and gets no words
     side: int = 2000  # long side the picture is read at (camera photos are scaled down first)
     few_lines: int = 5  # the text test found at most this many lines: read them one by one (a sign)
+    # ... or fewer letter marks than this (a sign, or a photo the test passed by mistake: its
+    # line boxes cost a quarter of a search of the whole photo)
+    few_marks: int = 30
     sparse_below: float = 0.08  # else, lines covering less of the picture than this: sparse mode
 
     @property
@@ -189,7 +192,8 @@ def read_words(data: bytes, options: OcrOptions) -> WordsOutcome:
         return WordsOutcome(FAILED, error=f"cannot decode for OCR: {exc}")
     started = time.perf_counter()
     try:
-        crops = line_crops(image, screen.lines) if len(screen.lines) <= options.few_lines else []
+        few = len(screen.lines) <= options.few_lines or screen.marks < options.few_marks
+        crops = line_crops(image, screen.lines) if few else []
         if crops:  # a sign, a label: its few lines, one by one
             text = tesseract_lines(crops, options.lang, options.timeout_s)
         else:  # sparse mode finds words scattered over a picture; automatic mode reads a full page
