@@ -41,12 +41,15 @@ from ocr_set import make_photo_set, make_text_set
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+MODEL = {"name": "bundled", "precision": None}  # --arch: an open_clip architecture with random weights
+
+
 def index(db: Path, folder: Path, mode: str, workers: int | None):
     from indexer.media.ocr import OcrOptions
     from indexer.pipeline.embed import PipelineConfig
     from retrieval.indexing import IndexRequest, index_library
 
-    request = IndexRequest(db=db, roots=(str(folder),), model="bundled", device="cpu",
+    request = IndexRequest(db=db, roots=(str(folder),), model=MODEL["name"], device="cpu", precision=MODEL["precision"],
                            pipeline=PipelineConfig(workers=workers), ocr=OcrOptions(mode=mode))
     return index_library(request)
 
@@ -119,11 +122,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--sign-sample", type=int, default=15)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--arch", default=None, help="time speed with this open_clip architecture (random "
+                        "weights, fp32 torch: no per-index export) instead of the bundled model, e.g. ViT-B-32")
     parser.add_argument("--keep", type=Path, default=None, help="build the sets here (and keep them)")
     parser.add_argument("--parts", default="recall,scene,gate,speed",
                         help="which of the four to run (comma-separated); hold the bench lock around speed")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="mms-ocr-"))
+    if args.arch:
+        from bench_index import write_arch_config
+
+        root.mkdir(parents=True, exist_ok=True)
+        MODEL.update(name=str(write_arch_config(root, args.arch, seed=0)), precision="fp32")
     try:
         rows = make_text_set(root / "text", args.per_kind)
         make_photo_set(root / "photos", args.photos)
@@ -177,6 +187,7 @@ def recall_part(root: Path, rows, workers: int | None = None) -> None:
 
 def speed_part(root: Path, speed: Path, args) -> None:
     times: dict[str, list[float]] = {"off": [], "auto": []}
+    words: list[tuple[float, float, int]] = []
     index(root / "db-warm", speed, "off", args.workers)  # warm-up (model files, page cache), not counted
     shutil.rmtree(root / "db-warm")
     with benchlib.ContentionMeter() as meter:
@@ -187,12 +198,17 @@ def speed_part(root: Path, speed: Path, args) -> None:
                 # the pipeline (less the model's one-time set-up) plus the words pass
                 seconds = run.report.seconds - run.report.prepare_seconds + (run.words.seconds if run.words else 0.0)
                 times[mode].append(seconds)
+                if run.words is not None:
+                    words.append((run.words.seconds, run.words.ocr_seconds, run.words.read))
                 shutil.rmtree(db)
     off, auto = statistics.median(times["off"]), statistics.median(times["auto"])
-    print(f"\n## Index speed on {args.speed_photos} photos without text ({args.rounds} rounds, interleaved)")
+    print(f"\n## Index speed on {args.speed_photos} photos without text ({args.rounds} rounds, interleaved; "
+          f"model {os.path.basename(MODEL['name'])})")
     print(f"--ocr off  {args.speed_photos / off:.2f} images/s ({off:.1f} s)  runs {[round(t, 1) for t in times['off']]}")
     print(f"--ocr auto {args.speed_photos / auto:.2f} images/s ({auto:.1f} s)  runs {[round(t, 1) for t in times['auto']]}")
     print(f"auto/off speed {off / auto:.2f}x  ({meter.result})")
+    print("words pass per run (wall s, Tesseract s summed over threads, pictures read): "
+          + ", ".join(f"{wall:.1f}/{ocr:.1f}/{read}" for wall, ocr, read in words))
 
 
 if __name__ == "__main__":
