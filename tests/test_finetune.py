@@ -62,7 +62,7 @@ def minilm_config(tmp_path_factory) -> Path:
 def quick_config(pairs: Path, out: Path, base: Path, **changes) -> TrainConfig:
     """A few steps of a tiny model with a frozen text tower: seconds on a CPU."""
     settings = dict(pairs=pairs, out=out, base=str(base), val_fraction=0.0, epochs=4, batch_size=16, lr=2e-3,
-                    warmup=0.1, lock_text=True, seed=0, device="cpu", workers=1)
+                    warmup=0.1, lock_text=True, augment=False, seed=0, device="cpu", workers=1)
     settings.update(changes)
     return TrainConfig(**settings)
 
@@ -115,6 +115,63 @@ def test_running_a_finished_fine_tune_again_does_nothing(trained, shape_pairs, t
     assert again.already_done and again.after == result.after
     with pytest.raises(TrainingError, match="already holds a model"):
         finetune(quick_config(shape_pairs, out, tiny_model_config, lr=1e-3))
+
+
+def _rotated_captions(shape_pairs: Path, folder: Path) -> Path:
+    """The shape pairs with every caption moved to the next image: training on it unlearns the right ones."""
+    rows = shape_pairs.read_text(encoding="utf-8").splitlines()[1:]
+    images = [str(shape_pairs.parent / row.split(",", 1)[0]) for row in rows]
+    captions = [row.split(",", 1)[1] for row in rows]
+    wrong = folder / "wrong.csv"
+    wrong.write_text("image,caption\n" + "".join(f"{image},{caption}\n" for image, caption in
+                                                 zip(images, captions[1:] + captions[:1])), encoding="utf-8")
+    return wrong
+
+
+def test_a_fine_tune_that_only_hurts_keeps_the_starting_model_and_says_so(trained, shape_pairs, tmp_path):
+    _, base, _ = trained  # already fine-tuned on the shape pairs: a good starting model for them
+    wrong = _rotated_captions(shape_pairs, tmp_path)
+    out = tmp_path / "worse"
+    result = finetune(quick_config(wrong, out, base, val_pairs=shape_pairs, epochs=2, lr=5e-3))
+    assert all(epoch.mean_recall < result.before.mean_recall - 0.1 for epoch in result.history)
+    assert result.kept_base and result.best_epoch == 0 and result.after == result.before
+    record = json.loads((out / "mmsearch_model.json").read_text())["training"]
+    assert record["kept"] == "base" and record["best_epoch"] == 0 and record["after"] == record["before"]
+    from safetensors.torch import load_file
+
+    left, right = load_file(str(base / "image.safetensors")), load_file(str(out / "image.safetensors"))
+    assert left.keys() == right.keys() and all(torch.equal(left[key], right[key]) for key in left)
+    metrics, _ = evaluate_model(load_model(str(out), device="cpu"), read_pairs(shape_pairs).pairs)
+    assert metrics.to_dict() == result.before.to_dict()
+
+    cli = runner.invoke(app, ["finetune", str(wrong), "--out", str(tmp_path / "cli"), "--base", str(base),
+                              "--val", str(shape_pairs), "--epochs", "1", "--batch-size", "16", "--lr", "5e-3",
+                              "--lock-text", "--warmup", "0.1", "--device", "cpu"])
+    assert cli.exit_code == 0, cli.output
+    assert "No epoch beat the starting model" in cli.stderr and "use it with --model" not in cli.stderr
+    assert "kept: starting model" in cli.stdout
+
+
+def test_duplicate_rows_are_left_out_with_one_warning(shape_pairs, micro_config, tmp_path):
+    rows = shape_pairs.read_text(encoding="utf-8").splitlines()[1:]
+    absolute = [f"{shape_pairs.parent / row.split(',', 1)[0]},{row.split(',', 1)[1]}" for row in rows]
+    pairs = tmp_path / "dup.csv"
+    pairs.write_text("image,caption\n" + "\n".join(absolute + absolute[:30]) + "\n", encoding="utf-8")
+    events = []
+    result = finetune(quick_config(pairs, tmp_path / "m", micro_config, epochs=1), events.append)
+    warnings = [event.message for event in events if event.kind == "warning"]
+    assert len(warnings) == 1 and "30 rows repeat" in warnings[0] and "line 34 repeats line 2" in warnings[0]
+    assert "and 27 more" in warnings[0]
+    assert result.train_pairs == 32 and len(result.duplicates) == 30
+    assert json.loads((tmp_path / "m" / "mmsearch_model.json").read_text())["training"]["duplicate_rows"] == 30
+
+    cli = runner.invoke(app, ["finetune", str(pairs), "--out", str(tmp_path / "cli"), "--base", str(micro_config),
+                              "--epochs", "1", "--batch-size", "16", "--lock-text", "--val-fraction", "0",
+                              "--device", "cpu"])
+    assert cli.exit_code == 0, cli.output
+    assert "warning: dup.csv: 30 rows repeat" in cli.stderr and "30 duplicate rows left out" in cli.stderr
+    cli = runner.invoke(app, ["eval", str(pairs), "--model", str(micro_config), "--json", "--device", "cpu"])
+    assert cli.exit_code == 0 and json.loads(cli.stdout)["n"] == 32 and "warning: dup.csv: 30 rows" in cli.stderr
 
 
 def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path, tiny_model_config, resnet_config, minilm_config):
@@ -355,3 +412,71 @@ def test_cli_errors_go_to_stderr_with_exit_1(tmp_path, tiny_model_config):
 def test_help_has_an_example(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "Example" in result.stdout
+
+
+# ---------------------------------------------------------------- defaults and WiSE-FT
+
+
+def test_auto_settings_follow_the_base(tmp_path, tiny_model_config, minilm_config):
+    from retrieval.finetune import defaults
+    from retrieval.models.registry import ModelCard, ModelSpec
+
+    bundled = describe_model(resolve_model("bundled"))
+    config = TrainConfig(pairs=tmp_path / "p.csv", out=tmp_path / "o")
+    resolved, profile = defaults.resolve(config, bundled, 1800)
+    assert profile == "small" and resolved.lr == 1e-3 and not resolved.augment and resolved.lock_text
+    assert resolved.epochs == 22 and defaults.resolve(config, bundled, 100_000)[0].epochs == defaults.MIN_EPOCHS
+    assert defaults.resolve(config, bundled, 50)[0].epochs == defaults.MAX_EPOCHS
+    given = TrainConfig(pairs=tmp_path / "p.csv", out=tmp_path / "o", lr=3e-4, epochs=2, augment=False,
+                        lock_text=False)
+    assert defaults.resolve(given, bundled, 1800)[0] == given  # what the user set stays
+    pretrained = ModelCard(spec=ModelSpec(name="ViT-B-32:x", source="open_clip", arch="ViT-B-32", pretrained="x"),
+                           model_cfg={"embed_dim": 512, "vision_cfg": {}, "text_cfg": {}},
+                           preprocess=bundled.preprocess, fingerprint="0")
+    resolved, profile = defaults.resolve(config, pretrained, 1800)
+    assert profile == "pretrained" and resolved.lr == 1e-5 and resolved.epochs == 5
+    assert not resolved.augment and not resolved.lock_text
+    for path, locked in ((tiny_model_config, False), (minilm_config, True)):
+        resolved, profile = defaults.resolve(config, describe_model(resolve_model(str(path))), 1800)
+        assert profile == "scratch" and resolved.lock_text is locked and resolved.lr == 1e-3 and resolved.augment
+    assert defaults.profile_after("scratch") == "small" and defaults.profile_after("pretrained") == "pretrained"
+
+
+def test_a_fine_tune_records_the_profile_its_own_fine_tunes_use(trained):
+    _, out, _ = trained  # trained from a random config: a small model trained by mmsearch now
+    from retrieval.finetune import defaults
+
+    card = describe_model(resolve_model(str(out)))
+    assert card.manifest["finetune_profile"] == "small" and defaults.profile_of(card) == "small"
+    assert card.manifest["training"]["profile"] == "scratch"
+
+
+def test_interpolated_weights_and_the_mix_kept():
+    from retrieval.finetune.evaluate import DirectionMetrics, RetrievalMetrics
+    from retrieval.finetune.interpolate import choose_mix, interpolate_states
+
+    start = {"visual": {"w": torch.zeros(3), "n": torch.tensor(1)}, "loss": {"log_scale": torch.tensor(1.0)}}
+    tuned = {"visual": {"w": torch.full((3,), 4.0), "n": torch.tensor(9)}, "loss": {"log_scale": torch.tensor(3.0)}}
+    mixed = interpolate_states(start, tuned, 0.25)
+    assert torch.equal(mixed["visual"]["w"], torch.full((3,), 1.0)) and int(mixed["visual"]["n"]) == 9
+    assert float(mixed["loss"]["log_scale"]) == 1.5
+
+    def metrics(value: float) -> RetrievalMetrics:
+        direction = DirectionMetrics(value, value, value, 1.0, 10)
+        return RetrievalMetrics(10, 10, 10, direction, direction)
+
+    peak = {1.0: 0.5, 0.75: 0.7, 0.5: 0.6}  # validation peaks between start and tuned
+    mix = choose_mix(start, tuned, metrics(peak[1.0]), lambda state: metrics(peak[float(state["visual"]["w"][0]) / 4]))
+    assert mix.alpha == 0.75 and [alpha for alpha, _ in mix.tried] == [1.0, 0.75, 0.5]
+    assert torch.equal(mix.state["visual"]["w"], torch.full((3,), 3.0)) and mix.metrics.text_to_image.r1 == 0.7
+    flat = choose_mix(start, tuned, metrics(0.5), lambda state: metrics(0.5))
+    assert flat.alpha == 1.0 and flat.state is tuned  # a tie keeps the trained weights
+
+
+def test_the_trained_run_tried_mixes_and_saved_what_it_kept(trained):
+    result, out, events = trained
+    assert [alpha for alpha, _ in result.mix_tried] == [1.0, 0.75, 0.5]
+    kept = dict(result.mix_tried)[result.mix_alpha]
+    assert kept == result.after and any(event.kind == "mix" for event in events)
+    record = json.loads((out / "mmsearch_model.json").read_text())["training"]
+    assert record["mix_alpha"] == result.mix_alpha and len(record["mix_tried"]) == 3

@@ -8,7 +8,14 @@ from conftest import write_image
 from indexer.media.preprocess import PreprocessConfig, to_model_input
 from retrieval.finetune.errors import PairsError
 from retrieval.finetune.images import AUGMENT, EVAL, PairImages
-from retrieval.finetune.pairs import detect_format, drop_failed_images, index_pairs, read_pairs, split_pairs
+from retrieval.finetune.pairs import (
+    detect_format,
+    drop_failed_images,
+    duplicates_message,
+    index_pairs,
+    read_pairs,
+    split_pairs,
+)
 
 
 @pytest.fixture()
@@ -191,3 +198,19 @@ def test_eval_pixels_equal_the_model_input_and_augment_is_seeded(images):
     assert first.shape == (2, 3, 32, 32)
     np.testing.assert_array_equal(first, augmented.pixels([0, 1], np.random.default_rng(5)))
     assert not np.array_equal(first, augmented.pixels([0, 1], np.random.default_rng(6)))
+
+
+def test_repeated_rows_are_left_out_and_listed(tmp_path, images):
+    pairs = tmp_path / "p.csv"
+    pairs.write_text("image,caption\nimgs/p0.png,a cat\nimgs/p1.png,a cat\nimgs/p0.png,a  cat\n"
+                     "imgs/p0.png,a dog\nimgs/../imgs/p0.png,a cat\n", encoding="utf-8")
+    parsed = read_pairs(pairs)
+    assert [(p.image.name, p.caption) for p in parsed.pairs] == [("p0.png", "a cat"), ("p1.png", "a cat"),
+                                                                 ("p0.png", "a dog")]
+    assert [(d.row, d.first_row) for d in parsed.duplicates] == [(4, 2), (6, 2)] and parsed.skipped == ()
+    message = duplicates_message(parsed)
+    assert message.startswith("p.csv: 2 rows repeat") and "line 4 repeats line 2 (p0.png, 'a cat')" in message
+    assert duplicates_message(read_pairs(tmp_path / "p.csv", caption_column="caption")) == message
+    clean = tmp_path / "clean.csv"
+    clean.write_text("image,caption\nimgs/p0.png,a cat\n", encoding="utf-8")
+    assert read_pairs(clean).duplicates == () and duplicates_message(read_pairs(clean)) is None

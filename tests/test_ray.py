@@ -37,6 +37,10 @@ def ray_head(tmp_path_factory):
     command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--port", str(port),
                "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--include-dashboard", "false",
                "--disable-usage-stats", "--temp-dir", str(temp)]
+    # loopback only, and the same on every machine: no token authentication on either side (Ray 2.5x
+    # turns it on by itself once ~/.ray/auth_token exists, e.g. after any `ray.init()` of a local cluster)
+    saved_mode = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     head = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     address = f"127.0.0.1:{port}"
@@ -57,6 +61,10 @@ def ray_head(tmp_path_factory):
     except subprocess.TimeoutExpired:
         head.kill()
         head.wait()
+    if saved_mode is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = saved_mode
 
 
 def _vectors(db) -> dict[str, np.ndarray]:

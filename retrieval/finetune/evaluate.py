@@ -5,7 +5,8 @@ distinct image is a query over the distinct captions. When several pairs share a
 caption, a query has several right answers and counts as a hit at k when *any* of them is in the
 top k: its rank is the rank of its best-scoring right answer. Ranks are 1-based and pessimistic
 about ties: a wrong candidate scoring exactly as high as the best right one counts as ahead of it,
-so a model that gives every input the same vector scores near zero, not perfectly.
+so a model that gives every input the same vector scores near zero, not perfectly; a score that is
+not finite (a diverged model's NaN) ranks last.
 """
 from __future__ import annotations
 
@@ -95,6 +96,7 @@ def match_ranks(query_vectors: np.ndarray, candidate_vectors: np.ndarray,
     for start in range(0, len(query_vectors), block):
         stop = min(start + block, len(query_vectors))
         scores = query_vectors[start:stop] @ candidate_vectors.T
+        scores[~np.isfinite(scores)] = -np.inf  # a diverged model's NaNs must not rank first
         right = np.zeros(scores.shape, dtype=bool)
         for row, candidates in enumerate(matches[start:stop]):
             right[row, candidates] = True

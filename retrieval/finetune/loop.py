@@ -3,16 +3,19 @@
     from retrieval.finetune.loop import TrainConfig, finetune
     result = finetune(TrainConfig(pairs=Path("pairs.csv"), out=Path("models/mine"), base="bundled"))
 
-One run: read pairs (bad rows skipped and reported) -> hold out ~10% of the images (or use
-`val_pairs`) -> decode images -> evaluate the base -> per epoch: shuffled batches (no image or
-caption twice in a batch where avoidable), AdamW with linear warm-up then cosine decay, gradient
-clipping, mixed precision (`precision`) -> evaluate -> keep the best epoch -> write `out` as a model folder
-whose manifest carries a training record. `<out>/.resume/state.pt` is rewritten after every epoch
-(and every `checkpoint_every` steps); running the same configuration again continues from it.
+One run: read pairs (bad rows skipped and reported, repeated rows left out with a warning) -> hold
+out ~10% of the images (or use `val_pairs`) -> settings left "auto" chosen for the base
+(`defaults`) -> decode images -> evaluate the base as epoch 0 -> per epoch: shuffled batches (no
+image or caption twice in a batch where avoidable), AdamW with linear warm-up then cosine decay,
+gradient clipping, mixed precision (`precision`) -> evaluate -> keep the best epoch, or the base
+when no epoch beats it -> score WiSE-FT mixes of the start and the kept weights (`interpolate`)
+-> write `out` as a model folder whose manifest carries a training record. `<out>/.resume/state.pt`
+is rewritten after every epoch (and every `checkpoint_every` steps); running the same configuration
+again continues from it.
 Everything random derives from `seed`, so a resumed run ends with the weights of an
 uninterrupted one. Kept as one module because those steps share one run's state (model, optimiser,
 schedule, data order, resume record); the pieces without it live beside it (pairs, images, loss,
-evaluate, resume, trainable).
+evaluate, resume, trainable, defaults, interpolate).
 """
 from __future__ import annotations
 
@@ -29,16 +32,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from retrieval.finetune import resume
+from retrieval.finetune import defaults, resume
 from retrieval.finetune.errors import TrainingError
 from retrieval.finetune.evaluate import RetrievalMetrics, evaluate_pairs
 from retrieval.finetune.images import AUGMENT, EVAL, PairImages
+from retrieval.finetune.interpolate import choose_mix
 from retrieval.finetune.pairs import (
+    DuplicateRow,
     Pair,
     PairIndex,
     PairsFile,
     SkippedRow,
     drop_failed_images,
+    duplicates_message,
     index_pairs,
     read_pairs,
     split_pairs,
@@ -58,23 +64,25 @@ class TrainConfig:
     base: str = "bundled"
     val_pairs: Path | None = None  # a separate validation file; else `val_fraction` of the images
     val_fraction: float = 0.1
-    epochs: int = 5
+    # None: "auto", chosen from the base model and the number of pairs (retrieval.finetune.defaults)
+    epochs: int | None = None
     batch_size: int = 64  # pairs per forward pass
     accumulate: int = 1  # batches per optimiser step; negatives span all of them
-    lr: float = 1e-5  # low, for a pretrained base; towers trained from scratch want ~1e-3
+    lr: float | None = None  # auto: 1e-5 for a pretrained base, 1e-3 for the bundled model or a new one
     weight_decay: float = 0.1
     warmup: float = 0.05  # share of all steps spent warming the learning rate up
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
     lock_image: bool = False
-    lock_text: bool = False
+    lock_text: bool | None = None  # auto: locked when the text trunk is a packaged pretrained model
     unlocked_image_groups: int = 0  # with a locked image tower: its last N layer groups train
     unlocked_text_layers: int = 0  # with a locked text tower: its last N layers train
-    augment: bool = False
+    augment: bool | None = None  # auto: on for a model trained from scratch, else off
+    wise_ft: bool = True  # after training, keep a mix of the starting and trained weights if it validates better
     seed: int = 0
     image_column: str | None = None
     caption_column: str | None = None
     cache_text: bool = True  # cache the frozen text trunk's output per caption
-    precision: str = "auto"  # auto: bf16/fp16 autocast on CUDA, fp32 on CPU; bf16: also on CPU; fp32: never
+    precision: str = "auto"  # auto: bf16/fp16 autocast on CUDA, bf16 on CPUs with bf16 instructions; fp32: never
     save_dtype: str = "float32"  # or "float16": half-size weights in the model folder
     device: str = "auto"
     workers: int = 2  # image decoding threads
@@ -91,7 +99,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TrainEvent:
-    """One thing the loop reports. kind: skip | decode | plan | resume | evaluate | step | epoch | checkpoint | save."""
+    """One thing the loop reports.
+
+    kind: skip | warning | decode | plan | resume | evaluate | step | epoch | mix | checkpoint | save.
+    """
 
     kind: str
     epoch: int = 0  # 1-based epoch being trained or just evaluated (0: before training)
@@ -114,19 +125,27 @@ OnEvent = Callable[[TrainEvent], None]
 class TrainResult:
     out: Path
     before: RetrievalMetrics
-    after: RetrievalMetrics  # the kept (best) epoch's
-    best_epoch: int
+    after: RetrievalMetrics  # the kept model's: the best epoch's, or the starting model's (best_epoch 0)
+    best_epoch: int  # 0: no epoch beat the starting model, whose weights were kept
     history: tuple[RetrievalMetrics, ...]  # one per epoch
+    mix_alpha: float  # WiSE-FT: share of the trained weights kept (1.0: as trained; see interpolate)
+    mix_tried: tuple[tuple[float, RetrievalMetrics], ...]  # (alpha, validation metrics) of every mix scored
     steps: int
     train_pairs: int
     val_pairs: int
     eval_on: str  # "held-out split" | "validation file" | "training pairs"
     skipped: tuple[SkippedRow, ...]
+    duplicates: tuple[DuplicateRow, ...]
     seconds: float
     pairs_per_second: float
     resumed_from_step: int = 0
     already_done: bool = False
     record: dict = field(default_factory=dict)
+
+    @property
+    def kept_base(self) -> bool:
+        """True when no epoch beat the starting model and `out` holds the starting weights."""
+        return self.best_epoch == 0
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
@@ -206,7 +225,6 @@ def finetune(config: TrainConfig, on_event: OnEvent | None = None) -> TrainResul
 
     started = time.perf_counter()
     emit = on_event or (lambda event: None)
-    _check_numbers(config)
     skipped: list[SkippedRow] = []
 
     def on_skip(row: SkippedRow) -> None:
@@ -219,7 +237,15 @@ def finetune(config: TrainConfig, on_event: OnEvent | None = None) -> TrainResul
     if config.val_pairs is not None:
         val_file = read_pairs(config.val_pairs, image_column=config.image_column,
                               caption_column=config.caption_column, on_skip=on_skip)
+    for parsed in (pairs_file, val_file):
+        warning = duplicates_message(parsed) if parsed is not None else None
+        if warning:
+            log.info("%s", warning)
+            emit(TrainEvent("warning", message=warning))
     card = describe_model(resolve_model(config.base))
+    train_pairs, val_pairs, eval_on = _choose_split(config, pairs_file, val_file)
+    config, profile = defaults.resolve(config, card, len(train_pairs))
+    _check_numbers(config)
     identity = _identity(config, card, pairs_file, val_file)
     done = _check_out(config, identity)
     if done is not None:
@@ -228,11 +254,11 @@ def finetune(config: TrainConfig, on_event: OnEvent | None = None) -> TrainResul
     if saved is not None:
         resume.check_identity(saved["identity"], identity, config.out)
 
-    train_pairs, val_pairs, eval_on = _choose_split(config, pairs_file, val_file)
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     model = TrainableModel(card, lock_image=config.lock_image, unlocked_image_groups=config.unlocked_image_groups,
                            lock_text=config.lock_text, unlocked_text_layers=config.unlocked_text_layers, device=device)
+    start_state = model.trained_state() if config.wise_ft else None
     train = _prepare_split(train_pairs, model, AUGMENT if config.augment else EVAL, config, emit, on_skip, "train")
     if eval_on == "training pairs":
         val = _prepare_split(train.pairs, model, EVAL, config, emit, on_skip, "validation") \
@@ -258,8 +284,8 @@ def finetune(config: TrainConfig, on_event: OnEvent | None = None) -> TrainResul
     eval_autocast = _eval_autocast(device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     emit(TrainEvent("plan", epochs=config.epochs, steps=total_steps, message=(
-        f"{len(train.index)} training pairs, {len(val.index)} for evaluation ({eval_on}); batch {batch_size}"
-        f" x {config.accumulate}, {steps_per_epoch} steps per epoch on {device}"
+        f"{defaults.describe(config, profile)}; {len(train.index)} training pairs, {len(val.index)} for "
+        f"evaluation ({eval_on}); batch {batch_size} x {config.accumulate}, {steps_per_epoch} steps per epoch on {device}"
         f"{'; text trunk cached' if train.text.uses_cache else ''}")))
 
     progress = _Progress()
@@ -272,6 +298,8 @@ def finetune(config: TrainConfig, on_event: OnEvent | None = None) -> TrainResul
         emit(TrainEvent("evaluate", epoch=0, epochs=config.epochs))
         before = _evaluate(model, val, config.eval_batch_size, eval_autocast)
         progress.before = before.to_dict()
+        # The starting model is epoch 0: an epoch is kept only when it beats it.
+        progress.best, progress.best_epoch, progress.best_state = progress.before, 0, model.trained_state()
         emit(TrainEvent("epoch", epoch=0, epochs=config.epochs, metrics=before, steps=total_steps))
 
     run_started = started  # `seconds` counts every run's whole wall time: preparation, training, evaluation
@@ -312,27 +340,51 @@ def finetune(config: TrainConfig, on_event: OnEvent | None = None) -> TrainResul
                         metrics=metrics))
 
     model.load_trained_state(progress.best_state)
+    kept_metrics, mix = RetrievalMetrics.from_dict(progress.best), None
+    if start_state is not None and progress.best_epoch > 0:
+        emit(TrainEvent("evaluate", epoch=config.epochs, epochs=config.epochs, step=progress.step, steps=total_steps,
+                        message="trying mixes of the starting and the trained weights (WiSE-FT)"))
+
+        def evaluate_state(state) -> RetrievalMetrics:
+            model.load_trained_state(state)
+            return _evaluate(model, val, config.eval_batch_size, eval_autocast)
+
+        mix = choose_mix(start_state, progress.best_state, kept_metrics, evaluate_state)
+        model.load_trained_state(mix.state)
+        kept_metrics = mix.metrics
+        emit(TrainEvent("mix", epoch=progress.best_epoch, epochs=config.epochs, metrics=mix.metrics,
+                        message=_mix_message(mix)))
     result = TrainResult(
         out=Path(config.out),
         before=RetrievalMetrics.from_dict(progress.before),
-        after=RetrievalMetrics.from_dict(progress.best),
+        after=kept_metrics,
         best_epoch=progress.best_epoch,
         history=tuple(RetrievalMetrics.from_dict(item) for item in progress.history),
+        mix_alpha=mix.alpha if mix is not None else 1.0,
+        mix_tried=mix.tried if mix is not None else (),
         steps=progress.step,
         train_pairs=len(train.index),
         val_pairs=len(val.index),
         eval_on=eval_on,
         skipped=tuple(skipped),
+        duplicates=pairs_file.duplicates + (val_file.duplicates if val_file else ()),
         seconds=previous_seconds + time.perf_counter() - run_started,
         pairs_per_second=progress.pairs_trained / progress.train_seconds if progress.train_seconds else 0.0,
         resumed_from_step=resumed_from,
     )
-    record = _training_record(config, identity, pairs_file, val_file, result)
-    _export(config, model, record)
+    record = _training_record(config, identity, profile, pairs_file, val_file, result)
+    _export(config, model, record, defaults.profile_after(profile))
+    kept = "the starting model: no epoch beat it" if result.kept_base else f"best epoch {progress.best_epoch}"
     emit(TrainEvent("save", epoch=progress.best_epoch, epochs=config.epochs, step=progress.step, steps=total_steps,
-                    message=f"wrote {config.out} (best epoch {progress.best_epoch}) in "
-                            f"{time.perf_counter() - started:.0f} s"))
+                    message=f"wrote {config.out} ({kept}) in {time.perf_counter() - started:.0f} s"))
     return replace(result, record=record)
+
+
+def _mix_message(mix) -> str:
+    kept = "the trained weights" if mix.alpha == 1 else \
+        f"{mix.alpha:.2f} x trained + {1 - mix.alpha:.2f} x starting weights"
+    scores = ", ".join(f"{alpha:.2f}: {metrics.mean_recall:.3f}" for alpha, metrics in mix.tried)
+    return f"WiSE-FT: kept {kept} (validation mean recall by share of trained weights {scores})"
 
 
 # ---------------------------------------------------------------- preparation
@@ -435,17 +487,24 @@ def _prepare_split(pairs: Sequence[Pair], model: TrainableModel, mode: str, conf
 def _train_autocast(device: str, precision: str):
     """(autocast context factory, whether fp16 needs a gradient scaler) for training steps.
 
-    CUDA: bf16 where supported, else fp16 with a scaler (precision "auto" or "bf16"). CPU: fp32,
-    unless precision is "bf16" (about twice as fast on CPUs with AVX512-BF16 or AMX, slower without).
+    CUDA: bf16 where supported, else fp16 with a scaler (precision "auto" or "bf16"). CPU: bf16 when
+    asked, or with "auto" on CPUs with AVX512-BF16 or AMX (about 1.8x faster there, slower without);
+    else fp32.
     """
     if precision == "fp32":
         return contextlib.nullcontext, False
     if device.startswith("cuda"):
         dtype = torch.bfloat16 if precision == "bf16" or torch.cuda.is_bf16_supported() else torch.float16
         return (lambda: torch.autocast("cuda", dtype=dtype)), dtype == torch.float16
-    if precision == "bf16":
+    if precision == "bf16" or cpu_has_bf16():
         return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), False
     return contextlib.nullcontext, False
+
+
+def cpu_has_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 autocast then trains about 1.8x faster than fp32 on CPU (slower without)."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check is not None and check() for check in checks)
 
 
 def _eval_autocast(device: str):
@@ -538,8 +597,8 @@ def _restore(saved: dict, model: TrainableModel, optimizer, scheduler, scaler) -
     return _Progress(**saved["progress"], best_state=saved["best_state"])
 
 
-def _training_record(config: TrainConfig, identity: dict, pairs_file: PairsFile, val_file: PairsFile | None,
-                     result: TrainResult) -> dict:
+def _training_record(config: TrainConfig, identity: dict, profile: str, pairs_file: PairsFile,
+                     val_file: PairsFile | None, result: TrainResult) -> dict:
     return {
         "format": RECORD_FORMAT,
         "pairs": str(pairs_file.path),
@@ -547,15 +606,20 @@ def _training_record(config: TrainConfig, identity: dict, pairs_file: PairsFile,
         "val_pairs": str(val_file.path) if val_file else None,
         "val_pairs_sha256": val_file.sha256 if val_file else None,
         "base": identity["base_name"],
+        "profile": profile,
         "settings": identity,  # everything that decides the weights; a rerun with the same is a no-op
         "eval_on": result.eval_on,
         "train_pairs": result.train_pairs,
         "val_pairs_used": result.val_pairs,
         "skipped_rows": len(result.skipped),
+        "duplicate_rows": len(result.duplicates),
         "before": result.before.to_dict(),
         "after": result.after.to_dict(),
         "best_epoch": result.best_epoch,
+        "kept": "base" if result.kept_base else "trained",  # base: no epoch beat the starting model
         "history": [item.to_dict() for item in result.history],
+        "mix_alpha": result.mix_alpha,
+        "mix_tried": [{"alpha": alpha, **metrics.to_dict()} for alpha, metrics in result.mix_tried],
         "steps": result.steps,
         "seconds": round(result.seconds, 1),
         "pairs_per_second": round(result.pairs_per_second, 1),
@@ -563,7 +627,7 @@ def _training_record(config: TrainConfig, identity: dict, pairs_file: PairsFile,
     }
 
 
-def _export(config: TrainConfig, model: TrainableModel, record: dict) -> None:
+def _export(config: TrainConfig, model: TrainableModel, record: dict, profile: str) -> None:
     from retrieval.models.checkpoint import save_model_folder
 
     image_state, text_state, text_weights = model.export_states()
@@ -575,7 +639,8 @@ def _export(config: TrainConfig, model: TrainableModel, record: dict) -> None:
         text_state=text_state,
         text_weights=text_weights,
         logit_scale=model.loss.scale,
-        extra={"training": record, "tokenizer": model.describe_tokenizer(), "base_model": model.card.spec.name},
+        extra={"training": record, "tokenizer": model.describe_tokenizer(), "base_model": model.card.spec.name,
+               defaults.PROFILE_KEY: profile},
         dtype=torch.float16 if config.save_dtype == "float16" else None,
     )
 
@@ -587,11 +652,14 @@ def _result_from_record(out: Path, record: dict) -> TrainResult:
         after=RetrievalMetrics.from_dict(record["after"]),
         best_epoch=int(record["best_epoch"]),
         history=tuple(RetrievalMetrics.from_dict(item) for item in record.get("history", [])),
+        mix_alpha=float(record.get("mix_alpha", 1.0)),
+        mix_tried=tuple((float(item["alpha"]), RetrievalMetrics.from_dict(item)) for item in record.get("mix_tried", [])),
         steps=int(record.get("steps", 0)),
         train_pairs=int(record.get("train_pairs", 0)),
         val_pairs=int(record.get("val_pairs_used", 0)),
         eval_on=record.get("eval_on", ""),
         skipped=(),
+        duplicates=(),
         seconds=float(record.get("seconds", 0.0)),
         pairs_per_second=float(record.get("pairs_per_second", 0.0)),
         already_done=True,

@@ -7,7 +7,10 @@ Columns come from flags or from the first known name in the header (`image`, `fi
 ... and `caption`, `text`, `title`, ...); a CSV whose first row is already data (an existing image
 path, then a caption) is read without a header. Relative image paths resolve against the pairs
 file's folder. A row that cannot be used (no image, empty caption, missing file, bad JSON) costs
-that row: it is returned in `PairsFile.skipped` and handed to `on_skip`, never raised.
+that row: it is returned in `PairsFile.skipped` and handed to `on_skip`, never raised. A row that
+repeats an earlier one (the same image file and the same caption) is left out too, and listed in
+`PairsFile.duplicates` for the caller to warn about (`duplicates_message`): it would only weigh that
+pair twice, and two copies in one batch are false negatives for a contrastive loss.
 """
 from __future__ import annotations
 
@@ -53,6 +56,19 @@ class SkippedRow:
 
 
 @dataclass(frozen=True)
+class DuplicateRow:
+    """A row left out because an earlier row has the same image and caption."""
+
+    row: int
+    first_row: int
+    image: Path
+    caption: str
+
+    def __str__(self) -> str:
+        return f"line {self.row} repeats line {self.first_row} ({self.image.name}, {self.caption!r})"
+
+
+@dataclass(frozen=True)
 class PairsFile:
     path: Path
     format: str  # "csv" | "tsv" | "jsonl" | "json"
@@ -61,6 +77,22 @@ class PairsFile:
     pairs: tuple[Pair, ...]
     skipped: tuple[SkippedRow, ...]
     sha256: str
+    duplicates: tuple[DuplicateRow, ...] = ()
+
+
+DUPLICATE_EXAMPLES = 3  # how many duplicate rows a warning names
+
+
+def duplicates_message(pairs_file: PairsFile, examples: int = DUPLICATE_EXAMPLES) -> str | None:
+    """One warning line about `pairs_file.duplicates` (count and a few examples), or None when there are none."""
+    duplicates = pairs_file.duplicates
+    if not duplicates:
+        return None
+    shown = "; ".join(str(duplicate) for duplicate in duplicates[:examples])
+    more = f"; and {len(duplicates) - examples} more" if len(duplicates) > examples else ""
+    rows = "row repeats" if len(duplicates) == 1 else "rows repeat"
+    return (f"{pairs_file.path.name}: {len(duplicates)} {rows} an earlier row's image and caption and "
+            f"{'was' if len(duplicates) == 1 else 'were'} left out ({shown}{more})")
 
 
 OnSkip = Callable[[SkippedRow], None]
@@ -103,13 +135,19 @@ def read_pairs(
     folder = path.resolve().parent
     pairs: list[Pair] = []
     skipped: list[SkippedRow] = []
+    duplicates: list[DuplicateRow] = []
+    first_rows: dict[tuple[Path, str], int] = {}
     for row, image, caption, problem in records:
         if problem is None:
             problem, pair = _check_row(row, image, caption, folder)
         else:
             pair = None
         if pair is not None:
-            pairs.append(pair)
+            first = first_rows.setdefault((pair.image, pair.caption), pair.row)
+            if first == pair.row:
+                pairs.append(pair)
+            else:
+                duplicates.append(DuplicateRow(pair.row, first, pair.image, pair.caption))
             continue
         skip = SkippedRow(row, problem)
         skipped.append(skip)
@@ -127,6 +165,7 @@ def read_pairs(
         pairs=tuple(pairs),
         skipped=tuple(skipped),
         sha256=hashlib.sha256(raw).hexdigest(),
+        duplicates=tuple(duplicates),
     )
 
 

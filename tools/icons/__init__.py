@@ -1,0 +1,1 @@
+"""Data makers for fine-tuning benchmarks on icon sets (not installed)."""
