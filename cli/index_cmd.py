@@ -27,6 +27,13 @@ class GpuDecode(str, enum.Enum):
     on = "on"
     off = "off"
 
+
+class OcrMode(str, enum.Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
 @friendly_errors
 def index(
     folders: Annotated[Optional[List[Path]], typer.Argument(help="Folders (or files) to index. None: every folder this index was given before, each with its own settings.", exists=True, show_default=False)] = None,
@@ -47,6 +54,9 @@ def index(
     cpu_assist: Annotated[float, typer.Option("--assist-megapixels", min=0, help="With GPU decoding: while a full batch of JPEGs already waits for the GPU, a decode thread decodes the next JPEG of at least this many megapixels itself, so the CPU and the GPU share big photos (0: the GPU decodes every JPEG).")] = 4.0,
     precision: Annotated[Optional[str], typer.Option(help="CPU image tower: onnx-int8 (fastest; default for a new index), onnx, int8, bf16 or fp32. Recorded in the index; image queries use the same.")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for another indexer on the same index.")] = 0.0,
+    ocr: Annotated[OcrMode, typer.Option("--ocr", help="Read the words in pictures with Tesseract, for `search --ocr`. auto: pictures a quick test finds text in (a note, not an error, without Tesseract); on: every picture (fails without Tesseract); off: none (the default for now: reading costs seconds per picture, so a first run with auto takes several times as long; see docs/BENCHMARKS.md).")] = OcrMode.off,
+    ocr_lang: Annotated[str, typer.Option("--ocr-lang", help="Tesseract languages, e.g. eng or eng+deu (Debian: apt install tesseract-ocr-deu). Pictures read in another language are read again.")] = "eng",
+    ocr_timeout: Annotated[float, typer.Option("--ocr-timeout", min=1, help="Seconds Tesseract may spend on one picture; past it the picture keeps its vector and gets no words.")] = 20.0,
     ray: Annotated[Optional[str], typer.Option("--ray", metavar="ADDRESS", show_default=False, help="Embed on a Ray cluster: HOST:PORT (what `ray start --head` prints), auto, or local (start one here). The folders and the index must be on a filesystem every worker mounts at the same path.")] = None,
     ray_actors: Annotated[Optional[int], typer.Option("--ray-actors", min=1, show_default=False, help="With --ray: model copies (default: one per CPU of the cluster, or per GPU).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON on stdout, with every skipped file and why.")] = False,
@@ -61,6 +71,7 @@ def index(
     from cli.config import load_config
     from cli.progress import RunProgress
     from indexer.media.image import DecodeOptions
+    from indexer.media.ocr import OcrOptions
     from indexer.pipeline.embed import PipelineConfig
     from retrieval.indexing import Callbacks, IndexRequest, index_library
     from retrieval.media import MediaOptions
@@ -77,6 +88,7 @@ def index(
                            gpu_decode=gpu_decode.value, assist_megapixels=cpu_assist or None),
         wait_s=wait, max_index_memory=_parse_budget(max_index_memory),
         ray=RayOptions(ray, actors=ray_actors) if ray else None,
+        ocr=OcrOptions(mode=ocr.value, lang=ocr_lang, timeout_s=ocr_timeout),
     )
     reported = 0
 
@@ -97,6 +109,8 @@ def index(
                                                    on_model=on_model, tqdm_class=rich_tqdm(), on_step=progress.step))
     report = outcome.report
     summary = outcome.as_dict()
+    for note in outcome.notes:
+        err_console.print(f"Note: {note}", markup=False, highlight=False)
     if json_output:
         summary["failures"] = [{"path": path, "reason": reason} for path, reason in report.failures]
         print(json.dumps(summary), flush=True)  # ASCII-escaped: safe for names that are not UTF-8
@@ -116,6 +130,13 @@ def index(
         f"({report.images_per_s:.1f} images/s{setup_note}; image tower {outcome.image_precision})",
         markup=False,
     )
+    words = outcome.words
+    if words is not None and (words.read or words.skipped or words.failed or words.copied):
+        err_console.print(
+            f"words: read {words.read} pictures, skipped {words.skipped} without text, copied {words.copied}, "
+            f"failed {words.failed} in {words.seconds:.1f} s", markup=False)
+        for path, reason in words.failures[:report_limit or None]:
+            err_console.print(f"no words for {path}: {reason}", markup=False, highlight=False)
 
 
 def _parse_budget(text: str | None) -> int | None:

@@ -6,7 +6,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cli.common import err_console, is_terminal
 
 PHASES = {"scan": "scanning", "prepare": "preparing the model", "embed": "embedding", "finish": "saving index",
-          "export": "exporting the text tower"}
+          "export": "exporting the text tower", "words": "reading words (OCR)"}
 
 
 class RunProgress:

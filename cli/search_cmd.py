@@ -23,6 +23,7 @@ def search(
     before: Annotated[Optional[str], typer.Option(help="Only items taken (as --after) before this date.")] = None,
     modality: Annotated[Optional[List[str]], typer.Option("--modality", help="Only these kinds of items: image, video (repeat or comma-separate; all: every kind).")] = None,
     ext: Annotated[Optional[List[str]], typer.Option("--ext", help="Only these extensions: repeat or comma-separate, e.g. --ext jpg,png (jpg also matches .jpeg, tif .tiff).")] = None,
+    ocr: Annotated[Optional[str], typer.Option("--ocr", help='Only pictures whose words (read at index time with Tesseract) match these, e.g. --ocr "invoice 2041"; alone they rank the pictures, with a QUERY the pictures holding them are ranked by it. Each hit shows the line that matched (--json: ocr_snippet).', show_default=False)] = None,
     json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout: an array of {path, score, ...}; with --queries one {query, results} object per line.")] = False,
     db: DbOption = None,
     model: ModelOption = None,
@@ -41,11 +42,15 @@ def search(
       mmsearch search --image ./query.jpg
       mmsearch search "beach + sunset - people"
       mmsearch search --queries queries.txt --json
+      mmsearch search --ocr "invoice 2041"
+      mmsearch search "a receipt" --ocr coffee
     """
     setup_logging(verbose)
     if queries is not None and (query or image):
         fail("--queries takes the queries from the file: give no QUERY or --image with it")
-    if queries is None and not query and not image:
+    if queries is not None and ocr is not None:
+        fail("--ocr searches one query at a time: give it without --queries")
+    if queries is None and not query and not image and ocr is None:
         fail('nothing to search for: give a QUERY, --image PATH or --queries FILE (see mmsearch search --help)')
     from cli.config import load_config
     from retrieval.query.run import QueryRequest, make_filters, read_queries, search_index, search_queries
@@ -66,7 +71,7 @@ def search(
                 _print_hits(hits)
         _print_notes(batch.notes)
         return
-    outcome = search_index(request, query, tuple(str(path) for path in image or ()))
+    outcome = search_index(request, query, tuple(str(path) for path in image or ()), words=ocr)
     if json_output:
         _print_json([hit.as_dict() for hit in outcome.hits])
     else:
@@ -102,6 +107,8 @@ def _print_hits(hits) -> None:
     for hit in hits:
         where = f"{hit.path} @ {_clock(hit.time)}" if hit.time is not None else hit.path
         line = f"{hit.score:.4f}\t{where}\n"
+        if hit.ocr_snippet is not None:  # --ocr: the line of the picture's words that matched
+            line = f"{hit.score:.4f}\t{where}\t{' '.join(hit.ocr_snippet.split())}\n"
         if out is None:
             sys.stdout.write(line)
         else:

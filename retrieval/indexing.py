@@ -13,15 +13,17 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from indexer.errors import MmsearchError
+from indexer.media.ocr import OcrOptions, OcrUnavailableError, tesseract_problem
 from indexer.media.scan import ScanOptions
 from indexer.pipeline.embed import PipelineConfig
 from indexer.pipeline.reindex import ReindexReport, reindex
 from indexer.pipeline.sync import IndexConfig, IndexProgress, IndexReport, index_folders
+from indexer.pipeline.words import WordsReport, read_pictures
 from indexer.status import IMAGE_PRECISION_RAN
 from indexer.store.library import Library
 from indexer.store.records import ModelInfo
@@ -58,6 +60,7 @@ class IndexRequest:
     pipeline: PipelineConfig = PipelineConfig()
     media: MediaOptions = MediaOptions()
     wait_s: float = 0.0
+    ocr: OcrOptions = OcrOptions()  # words in pictures (--ocr, --ocr-lang)
     ray: "RayOptions | None" = None  # embed on a Ray cluster (retrieval.ray_embed) instead of here
     max_index_memory: int | None = None  # bytes the vector index may hold in memory; None keeps the index's own
 
@@ -69,15 +72,19 @@ class IndexOutcome:
     choice: ModelChoice
     image_precision: str  # what the image tower ran at (a GPU runs the plain tower: fp32; see record_precision_ran)
     export_seconds: float = 0.0  # the text tower's ONNX export after the run (counted in `seconds`)
+    words: WordsReport | None = None  # the words pass (None: --ocr off, or no Tesseract)
+    notes: list[str] = field(default_factory=list)  # for the person running it (no Tesseract: words not read)
 
     @property
     def seconds(self) -> float:
-        return self.report.seconds + self.export_seconds
+        return self.report.seconds + self.export_seconds + (self.words.seconds if self.words else 0.0)
 
     def as_dict(self) -> dict:
         out = self.report.as_dict()
         out.update({"seconds": round(self.seconds, 3), "export_seconds": round(self.export_seconds, 3),
                     "model": self.model.name, "image_precision": self.image_precision})
+        if self.words is not None:
+            out["words"] = self.words.as_dict()
         return out
 
 
@@ -99,6 +106,15 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
     if request.index_type:
         check_index_type(request.index_type)
     device, _ = resolve_device(request.device)  # a GPU asked for and missing is an error before any work
+    notes = []
+    ocr = request.ocr
+    if ocr.mode != "off":
+        problem = tesseract_problem(ocr.lang)
+        if problem is not None and ocr.mode == "on":
+            raise OcrUnavailableError(f"--ocr on, but {problem}")
+        if problem is not None:
+            notes.append(f"words in pictures are not read: {problem} (--ocr off hides this note)")
+            ocr = OcrOptions(mode="off")
     with Library(request.db) as library, library.lock(request.wait_s):
         roots = tuple(os.path.abspath(os.path.expanduser(root)) for root in request.roots) or known_roots(library)
         if not roots:
@@ -121,6 +137,10 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
                              embedding=_ray_embedding(request, library, model, device) if request.ray else None)
         report = index_folders(library, media_for(model, request.media), config,
                                on_progress=callbacks.on_progress, on_file_error=callbacks.on_file_error)
+        words = None
+        if ocr.mode != "off":
+            words = read_pictures(library, ocr, workers=request.pipeline.workers,
+                                  on_progress=lambda done, total: callbacks.progress(IndexProgress("words", done, total)))
         export_seconds = 0.0
         # the index holds this model's vectors: make text searches fast (also on an unchanged re-run,
         # which replaces an export written by an older version; a current one is left alone)
@@ -128,7 +148,8 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
             export_seconds = export_text_tower(library, model, callbacks)
         if new_index and choice.reason:
             library.set_info("model_reason", choice.reason)
-        return IndexOutcome(report, model.info, choice, record_precision_ran(library, model), export_seconds)
+        return IndexOutcome(report, model.info, choice, record_precision_ran(library, model), export_seconds, words,
+                            notes)
 
 
 def record_precision_ran(library: Library, model) -> str:

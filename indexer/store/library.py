@@ -57,6 +57,11 @@ def _refuse_an_emptied_database(folder: Path) -> None:
             f"aside (mv {folder} {folder}.broken) and run `mmsearch index FOLDER` again")
 
 
+def _db_rows(db, sql: str, params) -> list[tuple]:
+    with db.reading() as session:
+        return list(session.connection().exec_driver_sql(sql, tuple(params)).fetchall())
+
+
 class Library:
     """The stores of one index, opened together."""
 
@@ -125,6 +130,15 @@ class Library:
         from indexer.store.staging import Staging
 
         return Staging(self.db)
+
+    @cached_property
+    def words(self):
+        """The words read in pictures (indexer.store.words); plain sqlite3 reads on the search path."""
+        from indexer.store.words import WordStore
+
+        if self._snapshot is not None:
+            return WordStore(self._snapshot._rows, lambda: self.db)
+        return WordStore(lambda sql, params: _db_rows(self.db, sql, params), lambda: self.db)
 
     # --- identity -----------------------------------------------------------------------
     @property

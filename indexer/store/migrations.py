@@ -62,6 +62,29 @@ def _v3_vectors_per_item(connection) -> None:
         connection.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS ix_{table}_item_id ON {table} (item_id)")
 
 
+_V4_WORDS = """CREATE TABLE item_words (
+    item_id INTEGER NOT NULL PRIMARY KEY,
+    content_hash VARCHAR,
+    settings VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    text TEXT NOT NULL,
+    error TEXT,
+    seconds FLOAT NOT NULL,
+    read_at FLOAT NOT NULL,
+    FOREIGN KEY(item_id) REFERENCES items (id) ON DELETE CASCADE
+)"""
+
+
+def _v4_words(connection) -> None:
+    """The words read in pictures (OCR) and their FTS5 trigram index. Nothing is read here: the
+    next `mmsearch index` run reads the pictures (--ocr auto|on|off)."""
+    from indexer.store.words import create_fts
+
+    if "item_words" not in _tables(connection):
+        connection.exec_driver_sql(_V4_WORDS)
+    create_fts(connection)
+
+
 def _tables(connection) -> set[str]:
     return {row[0] for row in connection.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
@@ -69,6 +92,7 @@ def _tables(connection) -> set[str]:
 MIGRATIONS: dict[int, Callable] = {
     2: _v2_taken_at,
     3: _v3_vectors_per_item,
+    4: _v4_words,
 }
 
 

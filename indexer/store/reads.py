@@ -129,11 +129,15 @@ class ItemReads:
 
     def filter_ids(self, *, path_like: str | None = None, after: float | None = None, before: float | None = None,
                    extensions: Sequence[str] | None = None, modalities: Sequence[str] | None = None,
-                   encoder: str | None = IMAGE) -> np.ndarray:
+                   encoder: str | None = IMAGE, item_ids: Sequence[int] | None = None) -> np.ndarray:
         """Ids of the vectors (of `encoder`; None: of any) whose items pass the filters: SQL GLOB on
         the path, a time range on the capture time where known (EXIF), else the file's mtime,
-        extensions (jpg and jpeg alike), modalities."""
+        extensions (jpg and jpeg alike), modalities, and (given `item_ids`) only those items."""
         query = select(VectorRow.id).join(Item, Item.id == VectorRow.item_id)
+        if item_ids is not None:
+            if not item_ids:
+                return np.zeros(0, np.int64)
+            query = query.where(VectorRow.item_id.in_([int(item_id) for item_id in item_ids]))
         if encoder is not None:
             query = query.where(VectorRow.encoder == encoder)
         if path_like:

@@ -4,11 +4,12 @@ Schema 3: an item (one file) holds any number of vectors, each made by one encod
 tower, later an audio tower) for one moment of the item (`start_s`; None for a still picture).
 A picture has one vector; a sound has one per window; a video one per sampled frame. The FAISS
 files are derived copies of the `vectors` rows, one per encoder, labelled by vector id.
+Schema 4: the words read in pictures (`item_words`, with its FTS5 index: indexer.store.words).
 Steps between versions: indexer/store/migrations.py.
 """
 from __future__ import annotations
 
-from sqlalchemy import Float, ForeignKey, Integer, LargeBinary, String, Text, cast
+from sqlalchemy import Float, ForeignKey, Integer, LargeBinary, String, Text, cast, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -131,3 +132,27 @@ class Run(Base):
     failed: Mapped[int] = mapped_column(Integer, default=0)
     unchanged: Mapped[int] = mapped_column(Integer, default=0)
     seconds: Mapped[float | None] = mapped_column(Float)
+
+
+class ItemWordsRow(Base):
+    """The words OCR read in one picture (schema 4), with what they depend on: the file's content
+    and the OCR settings. Its full-text index is made with the table (indexer.store.words)."""
+
+    __tablename__ = "item_words"
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    content_hash: Mapped[str | None] = mapped_column(String)
+    settings: Mapped[str] = mapped_column(String)  # e.g. the --ocr-lang it was read with
+    status: Mapped[str] = mapped_column(String)  # read | skipped (the text test saw none) | failed
+    text: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    read_at: Mapped[float] = mapped_column(Float)
+
+
+def _create_words_fts(target, connection, **_) -> None:
+    from indexer.store.words import create_fts
+
+    create_fts(connection)
+
+
+event.listen(ItemWordsRow.__table__, "after_create", _create_words_fts)

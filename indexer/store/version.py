@@ -6,7 +6,7 @@ from pathlib import Path
 
 from indexer.errors import StoreError
 
-SCHEMA_VERSION = 3  # steps between versions: indexer/store/migrations.py
+SCHEMA_VERSION = 4  # steps between versions: indexer/store/migrations.py
 
 
 def parse_generation(value: str | None, path: Path | str = "the index") -> int:

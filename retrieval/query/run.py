@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from indexer.store.library import Library
@@ -68,21 +68,42 @@ def make_filters(path_glob: str | None = None, after: float | None = None, befor
     return filters
 
 
-def search_index(request: QueryRequest, text: str | None, images: tuple[str, ...] = ()) -> SearchOutcome:
-    """The top items for one query (text, image files, or a weighted mix of both)."""
+def search_index(request: QueryRequest, text: str | None, images: tuple[str, ...] = (),
+                 words: str | None = None) -> SearchOutcome:
+    """The top items for one query (text, image files, or a weighted mix of both); with `words`
+    (--ocr), only pictures whose words read at index time match them (retrieval.query.words)."""
     check_filters(request.filters)
+    if words is not None:
+        from retrieval.query.words import search_words
+
+        if not words.strip():
+            raise QueryError("--ocr needs some words to look for in the pictures")
+        if text is None and not images:
+            return SearchOutcome(*search_words(request, words))
     notes: list[str] = []
     device, note = resolve_device(request.device, fallback=True)
     if note:
         notes.append(note)
     terms = build_terms(text, images)
     with Library(request.db, create=False, read_only=True) as library:
+        filters, matches = request.filters, None
+        if words is not None:  # rank by the description among the pictures holding the words
+            from retrieval.query.words import with_words, words_matches
+
+            matches = words_matches(library, words)
+            filters = replace(filters, item_ids=tuple(matches))
         model = search_model(library, request.model, request.configured_model, device=device, one_query=True)
         vector = embed_terms(model, terms)
         notes.extend(_unknown_notes(model, terms))
         _set_search_threads(request.search_threads or 1)
-        hits = rank(library, vector, request.top, request.filters)[0]
-        if not hits:
+        hits = rank(library, vector, request.top, filters)[0]
+        if matches is not None:
+            hits = with_words(hits, matches)
+            if not matches:
+                from retrieval.query.words import why_no_words
+
+                notes.extend(why_no_words(library, words))
+        elif not hits:
             from retrieval.query.explain import why_nothing
 
             notes.extend(why_nothing(library, request.filters))

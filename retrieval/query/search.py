@@ -32,11 +32,12 @@ class Filters:
     before: float | None = None  # unix time, exclusive
     extensions: tuple[str, ...] = ()
     modalities: tuple[str, ...] = ()
+    item_ids: tuple[int, ...] | None = None  # only these items (the pictures whose words matched --ocr)
 
     @property
     def active(self) -> bool:
         return bool(self.path_glob or self.after is not None or self.before is not None or self.extensions
-                    or self.modalities)
+                    or self.modalities or self.item_ids is not None)
 
 
 MAX_MOMENTS = 3  # a sound's or a video's best moments listed with its hit
@@ -55,6 +56,9 @@ class Hit:
     modality: str = IMAGE
     time: float | None = None  # the best moment's start (seconds) in a sound or video
     moments: tuple[tuple[float, float], ...] = ()  # (start seconds, score) of its best moments, best first
+    ocr_score: float | None = None  # how well the picture's words matched --ocr (0..1)
+    ocr_snippet: str | None = None  # the line of its words that matched best
+    ocr_matched: tuple[str, ...] = ()  # its words that matched (for highlighting)
 
     def as_dict(self) -> dict:
         out = {"path": self.path, "score": round(self.score, 6), "id": self.item_id, "width": self.width,
@@ -63,6 +67,9 @@ class Hit:
         if self.time is not None:
             out["time"] = round(self.time, 3)
             out["moments"] = [{"time": round(start, 3), "score": round(score, 6)} for start, score in self.moments]
+        if self.ocr_score is not None:
+            out.update({"ocr_score": round(self.ocr_score, 6), "ocr_snippet": self.ocr_snippet,
+                        "ocr_matched": list(self.ocr_matched)})
         return out
 
 
@@ -183,7 +190,7 @@ def _rank_encoder(library: Library, encoder: str, query_vectors: np.ndarray, top
     if filters.active:
         allowed = library.reads.filter_ids(path_like=filters.path_glob, after=filters.after, before=filters.before,
                                            extensions=filters.extensions, modalities=filters.modalities,
-                                           encoder=encoder)
+                                           encoder=encoder, item_ids=filters.item_ids)
         if len(allowed) == 0:
             return [[] for _ in query_vectors]
     available = index.ntotal if allowed is None else len(allowed)

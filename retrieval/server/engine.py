@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -113,6 +113,7 @@ class SearchRequest:
     filters: Filters = Filters()
     offset: int = 0
     limit: int = 48
+    words: str | None = None  # only pictures whose words (OCR, read at index time) match these
     max_decode_bytes: int | None = None  # per uploaded image; None: the engine's config
 
 
@@ -246,11 +247,25 @@ class SearchEngine:
             raise QueryError(f"limit must be between 1 and {MAX_LIMIT}")
         started = time.perf_counter()
         self._check_index_model()
-        query_vector = self.query_vector(request)
         wanted = request.offset + request.limit
-        hits = rank(self.library, query_vector, wanted + 1, request.filters)[0]
+        if request.words is not None and request.words.strip():
+            hits = self._search_words(request, wanted + 1)
+        else:
+            hits = rank(self.library, self.query_vector(request), wanted + 1, request.filters)[0]
         return SearchPage(hits[request.offset:wanted], request.offset, request.limit, len(hits) > wanted,
                           round((time.perf_counter() - started) * 1000, 2))
+
+    def _search_words(self, request: SearchRequest, top: int) -> list[Hit]:
+        """By the words alone, or (with words, items or images) among the pictures holding the words."""
+        from retrieval.query.words import rank_by_words, with_words, words_matches
+
+        if len(request.words) > 2000:
+            raise QueryError("words: at most 2000 characters")
+        if not ((request.text and request.text.strip()) or request.like_ids or request.images):
+            return rank_by_words(self.library, request.words, top, request.filters)[0]
+        matches = words_matches(self.library, request.words)
+        filters = replace(request.filters, item_ids=tuple(matches))
+        return with_words(rank(self.library, self.query_vector(request), top, filters)[0], matches)
 
     def query_vector(self, request: SearchRequest) -> np.ndarray:
         vectors: list[np.ndarray] = []

@@ -51,6 +51,8 @@ class HitOut(BaseModel):
     size: int
     thumb_url: str
     image_url: str
+    ocr_snippet: str | None = None  # with `words`: the line of the picture's words that matched best
+    ocr_matched: list[str] = []  # ... and its words that matched (to highlight)
 
 
 class SearchOut(BaseModel):
@@ -98,7 +100,7 @@ def _urls(item_id: int, version: float) -> dict:
 def hit_out(hit: Hit) -> HitOut:
     return HitOut(id=hit.item_id, path=hit.path, name=os.path.basename(hit.path), score=round(hit.score, 6),
                   width=hit.width, height=hit.height, format=hit.format, mtime=hit.mtime, size=hit.size,
-                  **_urls(hit.item_id, hit.mtime))
+                  ocr_snippet=hit.ocr_snippet, ocr_matched=list(hit.ocr_matched), **_urls(hit.item_id, hit.mtime))
 
 
 def page_out(page: SearchPage) -> SearchOut:
@@ -180,6 +182,8 @@ def page_params(
 
 QueryText = Annotated[str | None, Query(max_length=2000, description='Words; "beach + sunset - people", "2:red car"')]
 LikeIds = Annotated[list[int], Query(description="Item ids whose stored vectors join the query (more like this)")]
+Words = Annotated[str | None, Query(max_length=2000, description='Words in the picture (read by OCR at index time): '
+                                    'alone they rank; with q, like or an image, only pictures holding them')]
 
 
 # --- search ------------------------------------------------------------------------------
@@ -189,10 +193,12 @@ async def run_search(engine: SearchEngine, search_request: SearchRequest) -> Res
 
 
 @api.get("/search", response_model=SearchOut, responses=ERRORS, summary="Search by words and/or items")
-async def search(engine: Engine, q: QueryText = None, like: LikeIds = [],
+async def search(engine: Engine, q: QueryText = None, like: LikeIds = [], words: Words = None,
                  filters: Filters = Depends(filters_params), page: Page = Depends(page_params)) -> Response:
-    """Rank the index for `q` (combined terms as in the CLI) plus the stored vectors of `like` items."""
-    search_request = SearchRequest(text=q, like_ids=tuple(like), filters=filters, offset=page.offset, limit=page.limit)
+    """Rank the index for `q` (combined terms as in the CLI) plus the stored vectors of `like` items;
+    with `words`, by (or among) the pictures whose words match them."""
+    search_request = SearchRequest(text=q, like_ids=tuple(like), filters=filters, offset=page.offset, limit=page.limit,
+                                   words=words)
     return await run_search(engine, search_request)
 
 
@@ -207,7 +213,8 @@ UPLOAD_BODY = {"requestBody": {"content": {
 @api.post("/search", response_model=SearchOut, responses=ERRORS, openapi_extra=UPLOAD_BODY,
           summary="Search by an uploaded image (plus optional words, items, filters)")
 async def search_by_image(request: Request, engine: Engine, q: QueryText = None, like: LikeIds = [],
-                          filters: Filters = Depends(filters_params), page: Page = Depends(page_params)) -> Response:
+                          words: Words = None, filters: Filters = Depends(filters_params),
+                          page: Page = Depends(page_params)) -> Response:
     """The body is multipart/form-data with field `image`, or the raw image bytes (Content-Type image/*).
 
     At most `upload_slots` uploads are read and decoded at once (503 with Retry-After when all are
@@ -217,7 +224,7 @@ async def search_by_image(request: Request, engine: Engine, q: QueryText = None,
         images = await read_images(request, request.app.state.config.max_upload_bytes)
         search_request = SearchRequest(text=q, like_ids=tuple(like), images=tuple(images), filters=filters,
                                        offset=page.offset, limit=page.limit,
-                                       max_decode_bytes=request.app.state.config.max_decode_bytes)
+                                       max_decode_bytes=request.app.state.config.max_decode_bytes, words=words)
         return page_response(await run_in_threadpool(engine.search, search_request))
 
 
@@ -279,10 +286,11 @@ def item(item_id: int, engine: Engine) -> ItemOut:
 
 
 @api.get("/items/{item_id}/similar", response_model=SearchOut, responses=ERRORS, summary="More like this item")
-async def similar(item_id: int, engine: Engine, filters: Filters = Depends(filters_params),
+async def similar(item_id: int, engine: Engine, words: Words = None, filters: Filters = Depends(filters_params),
                   page: Page = Depends(page_params)) -> Response:
     """Search with the item's stored vector as the query (the item itself comes first, score 1)."""
-    search_request = SearchRequest(like_ids=(item_id,), filters=filters, offset=page.offset, limit=page.limit)
+    search_request = SearchRequest(like_ids=(item_id,), filters=filters, offset=page.offset, limit=page.limit,
+                                   words=words)
     return await run_search(engine, search_request)
 
 

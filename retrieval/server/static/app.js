@@ -21,6 +21,8 @@ function filterParams() {
     const value = String(form.get(name) || "").trim();
     if (value) params.set(name, value);
   }
+  const words = $("words").value.trim();  // words in the picture (OCR): they narrow every kind of query
+  if (words) params.set("words", words);
   return params;
 }
 
@@ -43,7 +45,7 @@ function fetchPage(query, offset) {
   params.set("offset", offset);
   params.set("limit", PAGE_SIZE);
   if (query.kind === "text") {
-    params.set("q", query.q);
+    if (query.q) params.set("q", query.q);
     return api("/api/search?" + params);
   }
   if (query.kind === "like") {
@@ -122,9 +124,27 @@ function appendHits(hits) {
     name.className = "name";
     name.textContent = hit.name;
     card.append(image, score, name);
+    if (hit.ocr_snippet) card.append(highlighted(hit.ocr_snippet, hit.ocr_matched || [], "snippet"));
     fragment.append(card);
   }
   $("results").append(fragment);
+}
+
+// The picture's matched line, its matched words in <mark> (built as nodes: the text is never HTML).
+function highlighted(text, words, className) {
+  const span = document.createElement("span");
+  span.className = className;
+  const wanted = new Set(words.map((word) => word.toLowerCase()));
+  for (const part of text.split(/([\p{L}\p{N}_]+)/u)) {
+    if (wanted.has(part.toLowerCase())) {
+      const mark = document.createElement("mark");
+      mark.textContent = part;
+      span.append(mark);
+    } else if (part) {
+      span.append(document.createTextNode(part));
+    }
+  }
+  return span;
 }
 
 // ---------- the query chip and the URL ------------------------------------------------------
@@ -148,16 +168,19 @@ function showChip(query) {
 
 function rememberInUrl(query) {
   const params = new URLSearchParams();
-  if (query.kind === "text") params.set("q", query.q);
+  if (query.kind === "text" && query.q) params.set("q", query.q);
   if (query.kind === "like") params.set("like", query.id);
+  const words = $("words").value.trim();
+  if (words) params.set("words", words);
   history.replaceState(null, "", params.toString() ? "/?" + params : "/");
 }
 
 function restoreFromUrl() {
   const params = new URLSearchParams(location.search);
-  if (params.get("q")) {
-    $("q").value = params.get("q");
-    startSearch({ kind: "text", q: params.get("q") });
+  if (params.get("words")) $("words").value = params.get("words");
+  if (params.get("q") || params.get("words")) {
+    $("q").value = params.get("q") || "";
+    startSearch({ kind: "text", q: params.get("q") || "" });
   } else if (/^\d+$/.test(params.get("like") || "")) {
     startSearch({ kind: "like", id: Number(params.get("like")) });
   }
@@ -194,6 +217,13 @@ async function openDetail(id) {
       term.textContent = label;
       const description = document.createElement("dd");
       description.textContent = value;
+      list.append(term, description);
+    }
+    if (hit && hit.ocr_snippet) {
+      const term = document.createElement("dt");
+      term.textContent = "Words";
+      const description = document.createElement("dd");
+      description.append(highlighted(hit.ocr_snippet, hit.ocr_matched || [], "snippet-line"));
       list.append(term, description);
     }
   } catch (error) {
@@ -249,7 +279,7 @@ function wire() {
   $("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const q = $("q").value.trim();
-    if (q) startSearch({ kind: "text", q });
+    if (q || $("words").value.trim()) startSearch({ kind: "text", q });
   });
   $("image-button").addEventListener("click", () => $("file-input").click());
   $("file-input").addEventListener("change", (event) => {

@@ -1,0 +1,184 @@
+"""Does a picture hold text? A cheap test (milliseconds) run before OCR (seconds).
+
+Letters are small marks darker (or lighter) than what is around them, of similar height, lined
+up side by side. On a greyscale copy at most `GATE_SIDE` pixels long, each pixel is compared with
+the mean of its neighbourhood (an integral image), the dark and the light marks are labelled
+(scipy.ndimage), marks of a letter's shape are kept, and marks with a neighbour of about the same
+height on about the same line a letter's width away are chained. Chains of at least
+`MIN_CHAIN` marks are candidate lines of text; the test passes when they hold at least
+`min_marks` marks. The lines' boxes come back too: OCR reads a sparse picture (a sign on a photo)
+by its lines, a dense one (a page, a screenshot) whole.
+
+What it costs and how often it is right (docs/BENCHMARKS.md, "Words in pictures"): a few ms per
+picture; on photos without text it skips most, on generated receipts, screenshots, slides and
+signs it passes nearly all. Tests: tests/test_ocr.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+GATE_SIDE = 640  # the long side the test looks at
+MIN_CHAIN = 3  # marks in a row that make a candidate line
+MIN_MARKS = 8  # marks in candidate lines that make a picture "has text"
+CONTRAST = 14.0  # grey levels a mark must differ from its neighbourhood's mean
+
+
+@dataclass(frozen=True)
+class TextScreen:
+    """What the test saw: marks in candidate lines, and the lines' boxes as fractions of the picture
+    (x0, y0, x1, y1), largest first."""
+
+    marks: int
+    lines: tuple[tuple[float, float, float, float], ...] = ()
+    coverage: float = 0.0  # share of the picture's area inside the lines' boxes
+    light: tuple[bool, ...] = ()  # per line: its letters are lighter than the ground (white on a sign)
+
+    def has_text(self, min_marks: int = MIN_MARKS) -> bool:
+        return self.marks >= min_marks
+
+
+def gate_size(width: int, height: int, side: int = GATE_SIDE) -> tuple[int, int]:
+    scale = min(1.0, side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _local_mean(gray: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over a (2r+1)^2 window (borders mirrored)."""
+    from scipy import ndimage
+
+    return ndimage.uniform_filter(gray, size=2 * radius + 1, mode="reflect")
+
+
+def _marks(mask: np.ndarray, max_height: int) -> np.ndarray:
+    """Letter-shaped connected marks of `mask`: rows of (x0, y0, x1, y1), exclusive ends."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return np.zeros((0, 4), np.int32)
+    areas = np.bincount(labels.ravel(), minlength=count + 1)
+    areas[0] = 0
+    sized = np.flatnonzero((areas >= 12) & (areas <= max_height * max_height * 4))  # specks and blobs out first
+    if len(sized) == 0:
+        return np.zeros((0, 4), np.int32)
+    boxes = ndimage.find_objects(labels)
+    out = np.array([(boxes[index - 1][1].start, boxes[index - 1][0].start, boxes[index - 1][1].stop,
+                     boxes[index - 1][0].stop) for index in sized.tolist()], np.int32)
+    areas = areas[sized]
+    widths, heights = out[:, 2] - out[:, 0], out[:, 3] - out[:, 1]
+    fill = areas / np.maximum(1, widths * heights)
+    keep = ((heights >= 4) & (heights <= max_height) & (widths <= 6 * heights) & (widths * 6 >= heights)
+            & (fill >= 0.12) & (fill <= 0.92) & (widths * heights >= 12))
+    return out[keep]
+
+
+def _chains(marks: np.ndarray) -> list[np.ndarray]:
+    """Marks joined to a right-hand neighbour of about the same height on about the same line, a
+    letter's width away; each chain of MIN_CHAIN or more, as indexes into `marks`."""
+    count = len(marks)
+    if count < MIN_CHAIN:
+        return []
+    order = np.argsort(marks[:, 0], kind="stable")
+    marks = marks[order]
+    x0, y0, x1, y1 = (marks[:, index].astype(np.float32) for index in range(4))
+    heights = y1 - y0
+    centres = (y0 + y1) / 2
+    parent = list(range(count))
+
+    def find(node: int) -> int:
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    starts = x0.tolist()
+    # neighbours of mark i start between x1[i] - 0.3h and x1[i] + 1.2h
+    low = np.searchsorted(x0, x1 - 0.3 * heights, side="left")
+    high = np.searchsorted(x0, x1 + 1.2 * heights, side="right")
+    heights_l, centres_l = heights.tolist(), centres.tolist()
+    del starts
+    for i in range(count):
+        hi, ci = heights_l[i], centres_l[i]
+        for j in range(int(low[i]), int(high[i])):
+            if j == i:
+                continue
+            hj = heights_l[j]
+            if hj > 1.6 * hi or hi > 1.6 * hj or abs(centres_l[j] - ci) > 0.35 * max(hi, hj):
+                continue
+            a, b = find(i), find(j)
+            if a != b:
+                parent[a] = b
+    roots = np.array([find(i) for i in range(count)])
+    groups = []
+    for root in np.unique(roots):
+        members = np.flatnonzero(roots == root)
+        if len(members) >= MIN_CHAIN:
+            groups.append(order[members])
+    return groups
+
+
+def _line_residual(x: np.ndarray, y: np.ndarray) -> float:
+    """Spread of y about its least-squares line over x (a line of text may be turned a few degrees)."""
+    if np.ptp(x) == 0:
+        return float(np.std(y))
+    slope, offset = np.polyfit(x, y.astype(np.float64), 1)
+    if abs(slope) > 0.36:  # steeper than 20 degrees: not read as a line
+        return float("inf")
+    return float(np.std(y - (slope * x + offset)))
+
+
+def _looks_like_a_line(gray: np.ndarray, mask: np.ndarray, group: np.ndarray) -> bool:
+    """Letters stand on one baseline (or hang from one cap line), and the ground between them is
+    even: far more even than the step between letter and ground (grass and gravel fail this)."""
+    heights = group[:, 3] - group[:, 1]
+    size = float(np.median(heights))
+    centres = (group[:, 0] + group[:, 2]) / 2.0
+    if min(_line_residual(centres, group[:, 3]), _line_residual(centres, group[:, 1])) > 0.12 * size + 0.5:
+        return False
+    x0, y0, x1, y1 = int(group[:, 0].min()), int(group[:, 1].min()), int(group[:, 2].max()), int(group[:, 3].max())
+    pixels, inked = gray[y0:y1, x0:x1], mask[y0:y1, x0:x1]
+    ground = pixels[~inked]
+    if ground.size < 8 or inked.sum() < 8:
+        return False
+    step = abs(float(pixels[inked].mean()) - float(np.median(ground)))
+    return step >= 2.0 * float(ground.std()) + 4.0
+
+
+def screen_gray(gray: np.ndarray) -> TextScreen:
+    """The test on a greyscale picture (H, W), already at most GATE_SIDE long."""
+    height, width = gray.shape
+    if min(height, width) < 8:
+        return TextScreen(0)
+    gray = gray.astype(np.float32)
+    mean = _local_mean(gray, max(6, max(height, width) // 48))
+    max_height = max(8, height // 3)
+    found = []
+    for light, mask in enumerate((gray < mean - CONTRAST, gray > mean + CONTRAST)):
+        marks = _marks(mask, max_height)
+        for members in _chains(marks):
+            group = marks[members]
+            if _looks_like_a_line(gray, mask, group):
+                found.append((group, bool(light)))
+    if not found:
+        return TextScreen(0)
+    boxes = [(int(group[:, 0].min()), int(group[:, 1].min()), int(group[:, 2].max()), int(group[:, 3].max()), len(group),
+              light) for group, light in found]
+    boxes.sort(key=lambda box: -(box[2] - box[0]) * (box[3] - box[1]))
+    covered = np.zeros((height, width), bool)
+    for x0, y0, x1, y1, _, _ in boxes:
+        covered[y0:y1, x0:x1] = True
+    lines = tuple((x0 / width, y0 / height, x1 / width, y1 / height) for x0, y0, x1, y1, _, _ in boxes)
+    return TextScreen(sum(box[4] for box in boxes), lines, float(covered.mean()), tuple(box[5] for box in boxes))
+
+
+def screen_image(image) -> TextScreen:
+    """The test on a PIL image of any size and mode."""
+    from PIL import Image
+
+    small = image.convert("L")
+    size = gate_size(*small.size)
+    if size != small.size:
+        small = small.resize(size, Image.Resampling.BILINEAR)
+    return screen_gray(np.asarray(small))

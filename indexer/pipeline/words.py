@@ -1,0 +1,115 @@
+"""The words pass of an index run: read the words in the pictures that still need it (OCR).
+
+After the vectors are written, every picture whose words were not read with these settings (new,
+changed, or read with another language) is tested for text and, when it passes, read by Tesseract
+(indexer.media.ocr), on `workers` threads (each Tesseract is a process of its own, one thread
+each). A copy of a picture already read takes its words without reading. What was read is written
+in batches, each one transaction, so a run stopped half-way keeps what it read. A picture whose
+OCR fails or times out is recorded as failed (not retried until it changes, or `--ocr on`): it
+keeps its vector, and the run goes on.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+from indexer.media.files import read_file
+from indexer.media.ocr import FAILED, READ, SKIPPED, OcrOptions, WordsOutcome, read_words
+from indexer.pipeline.workers import usable_cores
+from indexer.store.library import Library
+from indexer.store.words import PendingPicture, WordsRow
+
+log = logging.getLogger(__name__)
+
+WRITE_EVERY = 32  # pictures per transaction
+
+
+@dataclass
+class WordsReport:
+    read: int = 0  # pictures Tesseract read
+    skipped: int = 0  # pictures the text test said hold no text
+    failed: int = 0  # OCR failed or timed out (the picture keeps its vector)
+    copied: int = 0  # copies of pictures read before: their words, not read again
+    seconds: float = 0.0  # the whole pass
+    ocr_seconds: float = 0.0  # Tesseract's share (summed over threads)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"read": self.read, "skipped": self.skipped, "failed": self.failed, "copied": self.copied,
+                "seconds": round(self.seconds, 3), "ocr_seconds": round(self.ocr_seconds, 3)}
+
+
+def _read_one(picture: PendingPicture, options: OcrOptions) -> WordsOutcome:
+    try:
+        data = read_file(picture.path)
+    except Exception as exc:  # noqa: BLE001 - gone or unreadable since its vector was made: no words this time
+        return WordsOutcome(FAILED, error=f"cannot read the file for OCR: {exc}")
+    try:
+        return read_words(data, options)
+    except Exception as exc:  # a bug in a reader costs the words, never the run
+        log.exception("unexpected OCR error on %s", picture.path)
+        return WordsOutcome(FAILED, error=f"unexpected OCR error: {exc!r}")
+
+
+def read_pictures(library: Library, options: OcrOptions, *, workers: int | None = None,
+                  on_progress: Callable[[int, int], None] | None = None,
+                  on_failure: Callable[[str, str], None] | None = None) -> WordsReport:
+    """Read the words of every picture that needs it (see the module docstring)."""
+    started = time.perf_counter()
+    report = WordsReport()
+    pending = library.words.pending(options.key, retry=options.mode == "on")
+    if not pending:
+        report.seconds = time.perf_counter() - started
+        return report
+    known = library.words.known_by_hash(options.key)
+    to_read = []
+    twins: dict[str, list[PendingPicture]] = {}
+    rows: list[WordsRow] = []
+    done = 0
+    for picture in pending:
+        copy = known.get(picture.content_hash) if picture.content_hash else None
+        if copy is not None and (copy[0] == READ or options.mode != "on"):
+            rows.append(WordsRow(picture.item_id, picture.content_hash, options.key, copy[0], copy[1]))
+            report.copied += 1
+            done += 1
+        elif picture.content_hash and picture.content_hash in twins:
+            twins[picture.content_hash].append(picture)  # a copy of one read in this pass: its words then
+        else:
+            to_read.append(picture)
+            if picture.content_hash:
+                twins[picture.content_hash] = []
+    library.words.write(rows)
+    rows = []
+    if on_progress is not None:
+        on_progress(done, len(pending))
+    with ThreadPoolExecutor(max_workers=workers or usable_cores(), thread_name_prefix="ocr") as pool:
+        for picture, outcome in zip(to_read, pool.map(lambda item: _read_one(item, options), to_read)):
+            rows.append(WordsRow(picture.item_id, picture.content_hash, options.key, outcome.status, outcome.text,
+                                 outcome.error, round(outcome.seconds, 4)))
+            report.ocr_seconds += outcome.seconds
+            if outcome.status == READ:
+                report.read += 1
+            elif outcome.status == SKIPPED:
+                report.skipped += 1
+            else:
+                report.failed += 1
+                report.failures.append((picture.path, outcome.error or "OCR failed"))
+                if on_failure is not None:
+                    on_failure(picture.path, outcome.error or "OCR failed")
+            done += 1
+            for twin in twins.get(picture.content_hash, []) if picture.content_hash else []:
+                rows.append(WordsRow(twin.item_id, twin.content_hash, options.key, outcome.status, outcome.text,
+                                     outcome.error))
+                report.copied += 1
+                done += 1
+            if len(rows) >= WRITE_EVERY:
+                library.words.write(rows)
+                rows = []
+            if on_progress is not None:
+                on_progress(done, len(pending))
+    library.words.write(rows)
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,278 @@
+"""Words in pictures (issue 19): the text test, the words store and its FTS5 index, the schema 4
+migration, and (where Tesseract is installed) reading real rendered text at index time and
+searching it with `search --ocr`."""
+import json
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from typer.testing import CliRunner
+
+from cli.app import app
+from conftest import write_image
+from indexer.media.text_gate import screen_image
+from indexer.store.library import Library
+from indexer.store.words import WordsRow, score_text, tokens, word_similarity
+
+runner = CliRunner()
+FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+
+
+def _tesseract_ready() -> bool:
+    try:
+        from indexer.media.ocr import tesseract_problem
+
+        return tesseract_problem("eng") is None
+    except Exception:
+        return False
+
+
+needs_tesseract = pytest.mark.skipif(not _tesseract_ready(), reason="Tesseract (tesseract-ocr, pytesseract) not installed")
+
+
+def _font(size: int):
+    try:
+        return ImageFont.truetype(FONT, size)
+    except OSError:
+        pytest.skip("DejaVu fonts (fonts-dejavu-core) not installed")
+
+
+def text_picture(path, lines, size=(900, 500), background=(250, 250, 250), ink=(20, 20, 20), font_size=34,
+                 angle=0.0, blur=0.0):
+    """A picture with `lines` of text drawn by Pillow (a slide, a receipt, a sign)."""
+    image = Image.new("RGB", size, background)
+    draw = ImageDraw.Draw(image)
+    font = _font(font_size)
+    for index, line in enumerate(lines):
+        draw.text((60, 50 + int(font_size * 1.6) * index), line, fill=ink, font=font)
+    if angle:
+        image = image.rotate(angle, expand=False, fillcolor=background, resample=Image.Resampling.BICUBIC)
+    if blur:
+        image = image.filter(ImageFilter.GaussianBlur(blur))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def smooth_photo(path, seed: int, size=(800, 600)):
+    """A photo-like picture without text: smooth colour fields plus grain."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (5, 7, 3)).astype(np.uint8)
+    image = np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
+    image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path, quality=90)
+    return path
+
+
+# --- the text test --------------------------------------------------------------------------------
+
+def test_text_test_passes_text_and_skips_plain_pictures(tmp_path):
+    page = text_picture(tmp_path / "page.png", ["Invoice 2041", "coffee 3.50", "total 12.00"])
+    turned = text_picture(tmp_path / "turned.png", ["HARBOR CLOSED", "NO ENTRY"], angle=6, blur=0.8, font_size=60)
+    assert screen_image(Image.open(page)).has_text()
+    assert screen_image(Image.open(turned)).has_text()
+    for seed in range(4):
+        assert not screen_image(Image.open(smooth_photo(tmp_path / f"photo{seed}.jpg", seed))).has_text()
+    assert not screen_image(Image.new("RGB", (640, 480), (128, 128, 128))).has_text()
+
+
+# --- scoring ----------------------------------------------------------------------------------------
+
+def test_word_scores_forgive_a_misread_letter_but_not_another_word():
+    assert word_similarity("invoice", "invoice") == 1.0
+    assert word_similarity("invoice", "inv0ice") >= 0.5
+    assert word_similarity("invoice", "harbor") < 0.2
+    score, snippet, matched = score_text(tokens("invoice 2041"), "ACME LTD\nInvoice 2041\ntotal 12.00")
+    assert score == 1.0 and snippet == "Invoice 2041" and matched == ("invoice", "2041")
+    misread, _, _ = score_text(tokens("invoice 2041"), "ACME LTD\nlnvoice 2O41\ntotal")
+    other, _, _ = score_text(tokens("invoice 2041"), "harbor 7781\nmeadow")
+    assert misread > 0.5 > other
+
+
+# --- the store: FTS5, triggers, cascade, migration -------------------------------------------------
+
+def _indexed(tmp_path, tiny_model_config, pics, *extra):
+    db = tmp_path / "db"
+    result = runner.invoke(app, ["index", str(pics), "--db", str(db), "--model", str(tiny_model_config), "--json",
+                                 *extra])
+    assert result.exit_code == 0, result.output
+    return db, json.loads(result.stdout.strip().splitlines()[-1]), result
+
+
+def test_words_store_finds_by_trigrams_and_follows_deleted_items(tmp_path, tiny_model_config):
+    pics = tmp_path / "pics"
+    for index in range(3):
+        write_image(pics / f"img{index}.png", seed=index)
+    db, _, _ = _indexed(tmp_path, tiny_model_config, pics, "--ocr", "off")
+    with Library(db) as library:
+        pending = library.words.pending("eng")
+        assert len(pending) == 3
+        texts = ["CORNER CAFE\ncoffee 3.50\nTOTAL 9.10", "Quarterly review\n- harbor 4821", "nothing here"]
+        library.words.write([WordsRow(p.item_id, p.content_hash, "eng", "read", text)
+                             for p, text in zip(pending, texts)])
+        assert library.words.pending("eng") == []
+        assert len(library.words.pending("deu")) == 3  # another language: read again
+        found = library.words.search("harbr 4821", 5)  # a letter lost by OCR (or by the person typing)
+        assert [match.item_id for match in found] == [pending[1].item_id]
+        assert found[0].snippet == "- harbor 4821"
+        assert library.words.search("coffee", 5)[0].item_id == pending[0].item_id
+        assert library.words.search("zebra", 5) == []
+    (pics / "img0.png").unlink()
+    _indexed(tmp_path, tiny_model_config, pics, "--ocr", "off")
+    with Library(db) as library:
+        assert library.words.search("coffee", 5) == []  # the item went, its words and their index entry too
+        assert library.words.counts() == {"read": 2}
+        fts_rows = library.words._rows("SELECT COUNT(*) FROM item_words_fts WHERE item_words_fts MATCH '\"cof\"'", ())
+        assert fts_rows == [(0,)]
+
+
+def test_schema_3_database_migrates_to_words_table(tmp_path, tiny_model_config):
+    pics = tmp_path / "pics"
+    write_image(pics / "a.png", seed=1)
+    db, _, _ = _indexed(tmp_path, tiny_model_config, pics, "--ocr", "off")
+    with Library(db) as library:
+        path = library.db_path
+    connection = sqlite3.connect(path)
+    connection.executescript("DROP TABLE item_words_fts; DROP TABLE item_words; "
+                             "UPDATE schema_info SET value = '3' WHERE key = 'schema_version';")
+    connection.close()
+    with Library(db) as library:
+        assert library.db.schema_version == 4
+        pending = library.words.pending("eng")
+        library.words.write([WordsRow(pending[0].item_id, pending[0].content_hash, "eng", "read", "granite 5521")])
+        assert library.words.search("granite", 3)[0].item_id == pending[0].item_id
+
+
+# --- end to end with Tesseract ----------------------------------------------------------------------
+
+@pytest.fixture()
+def text_folder(tmp_path):
+    pics = tmp_path / "pics"
+    text_picture(pics / "slide.png", ["Quarterly review", "- harbor 4821", "- next steps"])
+    text_picture(pics / "receipt.png", ["CORNER CAFE", "coffee 3.50", "bread 2.10", "TOTAL 5.60"], size=(700, 600),
+                 background=(246, 244, 236), font_size=30)
+    text_picture(pics / "sign.png", ["MEADOW 7319"], size=(1000, 500), background=(30, 60, 160),
+                 ink=(255, 255, 255), font_size=80, angle=4, blur=0.7)
+    for seed in range(3):
+        smooth_photo(pics / f"photo{seed}.jpg", seed)
+    return pics
+
+
+@needs_tesseract
+def test_index_reads_words_and_search_ranks_by_them(tmp_path, tiny_model_config, text_folder):
+    db, summary, _ = _indexed(tmp_path, tiny_model_config, text_folder, "--ocr", "auto")
+    words = summary["words"]
+    assert words["read"] == 3 and words["skipped"] == 3 and words["failed"] == 0, words
+
+    def search(*args):
+        result = runner.invoke(app, ["search", *args, "--db", str(db), "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    for query, name in (("harbor 4821", "slide.png"), ("coffee", "receipt.png"), ("meadow 7319", "sign.png"),
+                        ("harb0r 4821", "slide.png")):
+        hits = search("--ocr", query)
+        assert hits and hits[0]["path"].endswith(name), (query, hits)
+        assert hits[0]["ocr_snippet"] and hits[0]["ocr_score"] > 0.6
+    assert "4821" in search("--ocr", "harbor 4821")[0]["ocr_snippet"]
+    assert search("--ocr", "zebra crossing") == []
+    combined = search("a picture", "--ocr", "coffee")  # ranked by the description among pictures saying coffee
+    assert [hit["path"].rsplit("/", 1)[1] for hit in combined] == ["receipt.png"]
+    assert "score" in combined[0] and combined[0]["ocr_matched"] == ["coffee"]
+    plain = runner.invoke(app, ["search", "--ocr", "coffee", "--db", str(db)])
+    assert plain.exit_code == 0 and "receipt.png\t" in plain.stdout and "coffee" in plain.stdout.split("\t")[-1]
+
+    # a second run reads nothing again; a changed picture is read again
+    _, again, _ = _indexed(tmp_path, tiny_model_config, text_folder, "--ocr", "auto")
+    assert again["words"] == {**again["words"], "read": 0, "skipped": 0, "failed": 0}
+    text_picture(text_folder / "slide.png", ["Quarterly review", "- granite 9904"])
+    _, changed, _ = _indexed(tmp_path, tiny_model_config, text_folder, "--ocr", "auto")
+    assert changed["words"]["read"] == 1
+    assert search("--ocr", "granite 9904")[0]["path"].endswith("slide.png")
+    assert search("--ocr", "harbor 4821") == [] or not search("--ocr", "harbor 4821")[0]["path"].endswith("slide.png")
+
+
+@needs_tesseract
+def test_ocr_on_reads_what_the_text_test_skipped_and_copies_are_not_read_twice(tmp_path, tiny_model_config,
+                                                                                text_folder):
+    shutil.copy(text_folder / "slide.png", text_folder / "slide-copy.png")
+    _, summary, _ = _indexed(tmp_path, tiny_model_config, text_folder, "--ocr", "on")
+    words = summary["words"]
+    assert words["read"] + words["copied"] == 7 and words["skipped"] == 0
+    assert words["copied"] == 1 and words["read"] == 6
+
+
+@needs_tesseract
+def test_ocr_failure_costs_the_words_never_the_vector(tmp_path, tiny_model_config, text_folder):
+    from indexer.media.ocr import OcrOptions
+    from indexer.pipeline.words import read_pictures
+
+    db, _, _ = _indexed(tmp_path, tiny_model_config, text_folder, "--ocr", "off")
+    with Library(db) as library:
+        report = read_pictures(library, OcrOptions(mode="on", timeout_s=0.001), workers=2)
+        assert report.failed == 6 and report.read == 0
+        assert library.reads.counts()["items"] == 6  # every picture keeps its vector
+        assert library.words.counts() == {"failed": 6}
+    result = runner.invoke(app, ["search", "a picture", "--db", str(db), "--json", "--top", "6"])
+    assert result.exit_code == 0 and len(json.loads(result.stdout)) == 6
+
+
+def test_missing_tesseract_is_one_note_and_on_is_one_error(tmp_path, tiny_model_config, monkeypatch):
+    pytesseract = pytest.importorskip("pytesseract")
+    monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd", str(tmp_path / "no-tesseract-here"))
+    pics = tmp_path / "pics"
+    write_image(pics / "a.png", seed=1)
+    db, summary, result = _indexed(tmp_path, tiny_model_config, pics, "--ocr", "auto")
+    assert "words" not in summary
+    notes = [line for line in result.stderr.splitlines() if "Tesseract" in line]
+    assert len(notes) == 1 and "apt install tesseract-ocr" in notes[0], result.stderr
+    failed = runner.invoke(app, ["index", str(pics), "--db", str(db), "--ocr", "on"])
+    assert failed.exit_code != 0 and "Tesseract is not installed" in failed.stderr
+    assert "Traceback" not in failed.output
+    silent = runner.invoke(app, ["index", str(pics), "--db", str(db), "--ocr", "off"])
+    assert silent.exit_code == 0 and "Tesseract" not in silent.stderr
+    nothing = runner.invoke(app, ["search", "--ocr", "coffee", "--db", str(db)])
+    assert nothing.exit_code == 0 and "no words have been read" in nothing.stderr
+
+
+# --- the HTTP API (words stored through the store: no Tesseract needed) -----------------------------
+
+def test_api_searches_by_words_alone_and_among_a_description(tmp_path, tiny_model):
+    from fastapi.testclient import TestClient
+
+    from indexer.pipeline.sync import IndexConfig, index_folders
+    from retrieval.media import media_for
+    from retrieval.server import ServerConfig, create_app
+    from retrieval.server.engine import SearchEngine, WarmLibrary
+
+    pics = tmp_path / "pics"
+    for index in range(4):
+        write_image(pics / f"img{index}.png", seed=index)
+    db = tmp_path / "db"
+    with Library(db) as library, library.lock():
+        index_folders(library, media_for(tiny_model), IndexConfig(roots=(str(pics),)))
+        pending = library.words.pending("eng")
+        texts = {"img1.png": "GROCERY MART\ncoffee 4.20\nTOTAL 4.20", "img2.png": "Re: invoice 2041 confirmed",
+                 "img3.png": "coffee beans\nroastery"}
+        library.words.write([WordsRow(p.item_id, p.content_hash, "eng", "read", texts.get(p.path.rsplit("/", 1)[1], ""))
+                             for p in pending])
+    config = ServerConfig(db=db)
+    engine = SearchEngine(WarmLibrary(db), tiny_model, config)
+    try:
+        with TestClient(create_app(config, engine=engine), base_url="http://127.0.0.1:8000") as client:
+            results = client.get("/api/search", params={"words": "invoice 2O41"}).json()["results"]
+            assert [hit["name"] for hit in results] == ["img2.png"]
+            assert results[0]["ocr_snippet"] == "Re: invoice 2041 confirmed"
+            assert results[0]["ocr_matched"] == ["invoice", "2041"]
+            among = client.get("/api/search", params={"words": "coffee", "q": "a picture"}).json()["results"]
+            assert sorted(hit["name"] for hit in among) == ["img1.png", "img3.png"]
+            assert all("coffee" in hit["ocr_snippet"] for hit in among)
+            plain = client.get("/api/search", params={"q": "a picture"}).json()["results"]
+            assert len(plain) == 4 and plain[0]["ocr_snippet"] is None
+            page = client.get("/").text
+            assert 'id="words"' in page
+    finally:
+        engine.close()
