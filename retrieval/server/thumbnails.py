@@ -46,11 +46,12 @@ def has_alpha(image: Image.Image) -> bool:
 
 
 def flatten(picture: Image.Image, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
-    """An RGB picture: an RGBA one composited over `background`, any other converted."""
-    if picture.mode != "RGBA":
+    """An RGB picture: one with transparency composited over `background`, any other converted."""
+    if not has_alpha(picture):
         return picture.convert("RGB")
-    flat = Image.new("RGB", picture.size, background)
-    flat.paste(picture, mask=picture.getchannel("A"))
+    rgba = picture.convert("RGBA")
+    flat = Image.new("RGB", rgba.size, background)
+    flat.paste(rgba, mask=rgba.getchannel("A"))
     return flat
 
 
@@ -89,12 +90,10 @@ class ThumbnailCache:
                     image.draft("RGB", (size * 2, size * 2))
                 if getattr(image, "is_animated", False):
                     image.seek(0)
-                # alpha kept through the resize (Pillow resamples RGBA premultiplied), flattened after it
-                picture = ImageOps.exif_transpose(image).convert("RGBA" if has_alpha(image) else "RGB")
-            picture.thumbnail((size, size), Image.Resampling.LANCZOS)
-            picture = flatten(picture)
+                picture = flatten(ImageOps.exif_transpose(image))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise FileUnavailableError(f"cannot make a thumbnail: {exc}") from None
+        picture.thumbnail((size, size), Image.Resampling.LANCZOS)
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         try:
