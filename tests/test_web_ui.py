@@ -222,8 +222,9 @@ def test_a_phone_wide_window_keeps_the_header_and_filters_on_screen(served, brow
     page = context.new_page()
     try:
         page.goto(f"{base}/?token={TOKEN}")
-        page.goto(f"{base}/?q=anything&path=*/img3.png")
-        wait_for_first_card(page, ids["img3.png"])
+        page.goto(f"{base}/?q=anything")
+        page.wait_for_selector("#results .card")
+        page.click("#filters-button")
         assert page.locator("#filters").is_visible()
         overflow = page.evaluate("""() => {
             const width = document.documentElement.clientWidth;
