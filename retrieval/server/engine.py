@@ -10,15 +10,13 @@ model fingerprint matches; without one (or when it cannot be opened) on the torc
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -35,6 +33,7 @@ from retrieval.query.search import Filters, Hit, rank
 from retrieval.server.config import ServerConfig
 from retrieval.server.decode_budget import check_decode_budget
 from retrieval.server.errors import ItemNotFoundError, UploadExpiredError
+from retrieval.server.vector_cache import VectorCache, upload_id
 
 log = logging.getLogger(__name__)
 
@@ -133,36 +132,6 @@ class SearchPage:
     upload_ids: tuple[str, ...] = ()  # one per uploaded image: give them as `upload` to search by it again
 
 
-def upload_id(data: bytes) -> str:
-    """An uploaded image's id: a hash of its bytes (the same picture uploaded twice is embedded once)."""
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-@dataclass
-class _TextCache:
-    """A bounded LRU of a key (a text, an upload id) -> unit vector (paging through one query embeds it once)."""
-
-    size: int
-    entries: OrderedDict = field(default_factory=OrderedDict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def get(self, text: str) -> np.ndarray | None:
-        with self.lock:
-            vector = self.entries.get(text)
-            if vector is not None:
-                self.entries.move_to_end(text)
-            return vector
-
-    def put(self, text: str, vector: np.ndarray) -> None:
-        if self.size <= 0:
-            return
-        with self.lock:
-            self.entries[text] = vector
-            self.entries.move_to_end(text)
-            while len(self.entries) > self.size:
-                self.entries.popitem(last=False)
-
-
 def open_text_encoder(library: Library, model: Model, config: ServerConfig):
     """(encoder, backend name): the index's current ONNX text export when there is one, else the torch tower.
 
@@ -194,8 +163,8 @@ class SearchEngine:
         self.model = model
         self.config = config
         self.text_encoder, self.text_backend = open_text_encoder(library, model, config)
-        self._text_cache = _TextCache(config.text_cache_size)
-        self._upload_cache = _TextCache(config.upload_cache_size)  # upload id -> the uploaded image's vector
+        self._text_cache = VectorCache(config.text_cache_size)
+        self._upload_cache = VectorCache(config.upload_cache_size)  # upload id -> the uploaded image's vector
         self._tower_lock = threading.Lock()  # the image tower is built once, by one thread
         # Forward passes run on a few dedicated threads (enough to keep every core busy), not on
         # whichever of the web server's many threads took the request: torch's per-thread state and
