@@ -278,12 +278,13 @@ class SearchEngine:
 
     def image_vector(self, data: bytes, max_decode_bytes: int | None = None) -> np.ndarray:
         """An uploaded image's vector, kept by its upload id; refused (413) first when decoding it would
-        pass the memory budget."""
+        pass the memory budget (checked on every upload, kept or not: the same rule for every request)."""
+        check_decode_budget(data, self.model.preprocess.image_size, max_decode_bytes or self.config.max_decode_bytes)
         key = upload_id(data)
         known = self._upload_cache.get(key)
         if known is not None:
             return known
-        vector = self._embed_upload(data, max_decode_bytes)
+        vector = self._embed_upload(data)
         self._upload_cache.put(key, vector)
         return vector
 
@@ -297,8 +298,7 @@ class SearchEngine:
                                      f"{self.config.upload_cache_size}, until it restarts): upload it again")
         return vector
 
-    def _embed_upload(self, data: bytes, max_decode_bytes: int | None) -> np.ndarray:
-        check_decode_budget(data, self.model.preprocess.image_size, max_decode_bytes or self.config.max_decode_bytes)
+    def _embed_upload(self, data: bytes) -> np.ndarray:
         try:
             decoded = decode_image(data, self.model.preprocess, DecodeOptions())
         except DecodeError as exc:
