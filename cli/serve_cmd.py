@@ -66,6 +66,7 @@ def serve(
 
     from retrieval.server import ServerConfig, create_app
     from retrieval.server.config import new_token
+    from retrieval.server.listen import bind_listener
 
     if generate_token:
         token = new_token()
@@ -74,10 +75,15 @@ def serve(
                           torch_threads=threads, text_threads=text_threads, allow_hard_links=allow_hard_links,
                           max_decode_bytes=int(max_decode_mb * 1024 * 1024))
     config.check()
+    listener = bind_listener(host, port)  # a busy port fails here, before the model loads or a URL is shown
     if generate_token:  # shown once, here; it is kept nowhere else
         err_console.print(f"token for this run: {token}", markup=False, highlight=False)
     err_console.print(f"loading the index at {config.db} and its model ...")
-    app = create_app(config)
+    try:
+        app = create_app(config)
+    except BaseException:
+        listener.close()
+        raise
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown_host}:{port}/"
     err_console.print(f"serving {url}  (API docs: {url}docs; Ctrl+C stops)", markup=False)
@@ -88,6 +94,13 @@ def serve(
     # keep-alive longer than clients' own pool expiry (httpx: 5 s), so the server is never the side that
     # closes a connection while a client reuses it
     # the peer address names a client (sign-in brake, searches per client); X-Forwarded-For only from --proxy
-    uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning", access_log=verbose,
-                server_header=False, timeout_keep_alive=75, proxy_headers=bool(proxy),
-                forwarded_allow_ips=list(proxy) if proxy else None)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=host, port=port, log_level="info" if verbose else "warning", access_log=verbose,
+        server_header=False, timeout_keep_alive=75, proxy_headers=bool(proxy),
+        forwarded_allow_ips=list(proxy) if proxy else None))
+    try:
+        server.run(sockets=[listener])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.close()

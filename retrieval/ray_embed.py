@@ -18,7 +18,7 @@ import logging
 import pickle
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -154,9 +154,12 @@ class RayEmbedding:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         device = "cuda" if self.gpus_per_actor else "cpu"
+        recipe = self.recipe
+        if recipe.pipeline.workers is None:  # an actor decodes on its own share of a node, not on every core
+            recipe = replace(recipe, pipeline=replace(recipe.pipeline, workers=max(1, int(self.options.cpus_per_actor))))
         dataset = ray.data.from_items([{"path": file.path, "size": file.size, "mtime": file.mtime} for file in files])
         results = dataset.map_batches(
-            _EmbedActor, fn_constructor_args=(self.recipe, dict(known_hashes), device),
+            _EmbedActor, fn_constructor_args=(recipe, dict(known_hashes), device),
             batch_size=self.options.files_per_task, batch_format="numpy", compute=ray.data.ActorPoolStrategy(
                 size=min(self.actors, max(1, len(files) // self.options.files_per_task or 1))),
             num_cpus=self.options.cpus_per_actor, num_gpus=self.gpus_per_actor)

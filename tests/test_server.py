@@ -156,14 +156,23 @@ def test_filters(collection, client):
 
 
 # --- more like this and images ------------------------------------------------------------------
-def test_more_like_this_puts_the_item_first_with_score_one(collection, client):
+def test_more_like_this_leaves_the_item_itself_out(collection, client):
+    """Issue 13: "More like this" listed the item itself first."""
     pics, _, _ = collection
     wanted = item_id(client, pics / "img3.png")
-    for response in (client.get(f"/api/items/{wanted}/similar", params={"limit": 3}),
-                     client.get("/api/search", params={"like": wanted, "limit": 3})):
-        assert response.status_code == 200
-        first = response.json()["results"][0]
-        assert first["id"] == wanted and first["score"] == pytest.approx(1.0, abs=1e-5)
+    ids = lambda response: [hit["id"] for hit in response.json()["results"]]
+    similar = client.get(f"/api/items/{wanted}/similar", params={"limit": 50})
+    assert similar.status_code == 200 and wanted not in ids(similar) and len(ids(similar)) == 6  # 7 with vectors
+    with_self = client.get(f"/api/items/{wanted}/similar", params={"limit": 50, "include_self": True})
+    assert ids(with_self) == [wanted] + ids(similar) and with_self.json()["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+    # paging counts after the exclusion: two pages of 3 are the list of 6, and the second says no more
+    first, second = (client.get(f"/api/items/{wanted}/similar", params={"limit": 3, "offset": offset}) for offset in (0, 3))
+    assert ids(first) + ids(second) == ids(similar)
+    assert first.json()["has_more"] is True and second.json()["has_more"] is False
+    # a combined query keeps the item unless told to leave it out
+    combined = client.get("/api/search", params={"like": wanted, "limit": 3})
+    assert ids(combined)[0] == wanted
+    assert wanted not in ids(client.get("/api/search", params={"like": wanted, "exclude": wanted, "q": "red"}))
 
 
 def test_more_like_this_unknown_item_is_404_and_failed_item_is_400(collection, client):
@@ -198,6 +207,73 @@ def test_uploaded_image_with_words_and_filters(collection, client):
     response = client.post("/api/search", params={"q": "dark", "ext": "jpg"},
                            files={"image": ("q.png", png_bytes(pics / "img1.png"), "image/png")})
     assert response.status_code == 200 and [hit["name"] for hit in response.json()["results"]] == ["photo.jpg"]
+
+
+def test_the_form_field_q_is_combined_with_the_uploaded_image(collection, client):
+    """Issue 13: the upload form's `q` field was ignored."""
+    pics, _, _ = collection
+    upload = {"image": ("q.png", png_bytes(pics / "img1.png"), "image/png")}
+    scores = lambda response: [(hit["id"], hit["score"]) for hit in response.json()["results"]]
+    image_only = client.post("/api/search", params={"limit": 50}, files=upload)
+    in_form = client.post("/api/search", params={"limit": 50}, data={"q": "a dark picture"}, files=upload)
+    as_param = client.post("/api/search", params={"limit": 50, "q": "a dark picture"}, files=upload)
+    assert in_form.status_code == 200, in_form.text
+    assert scores(in_form) == scores(as_param) and scores(in_form) != scores(image_only)
+    both = client.post("/api/search", params={"limit": 50, "q": "a dark picture"}, data={"q": "sunset"}, files=upload)
+    assert scores(both) == scores(client.post("/api/search", params={"limit": 50, "q": "a dark picture + sunset"},
+                                              files=upload))
+    too_long = client.post("/api/search", data={"q": "x" * 2001}, files=upload)
+    assert too_long.status_code == 400 and "2000" in too_long.json()["error"]["message"]
+
+
+def test_an_upload_is_searched_again_by_its_upload_id(collection, client):
+    """The web UI keeps an uploaded query in its URL as ?upload=ID (and pages by it without sending the file)."""
+    pics, _, engine = collection
+    data = png_bytes(pics / "img4.png")
+    posted = client.post("/api/search", params={"q": "red", "limit": 3}, files={"image": ("q.png", data, "image/png")})
+    upload_ids = posted.json()["upload_ids"]
+    assert len(upload_ids) == 1 and len(upload_ids[0]) == 32
+    again = client.get("/api/search", params={"upload": upload_ids[0], "q": "red", "limit": 3})
+    assert again.status_code == 200 and again.json()["results"] == posted.json()["results"]
+    assert again.json()["upload_ids"] == []
+    raw = client.post("/api/search", content=data, headers={"Content-Type": "image/png"})
+    assert raw.json()["upload_ids"] == upload_ids  # named by its bytes: the same picture, the same id
+    forgotten = client.get("/api/search", params={"upload": "0" * 32})
+    assert forgotten.status_code == 410 and forgotten.json()["error"]["code"] == "upload_expired"
+    assert "upload it again" in forgotten.json()["error"]["message"]
+    assert client.get("/api/search", params={"upload": "../x"}).status_code == 400
+
+
+def test_transparent_pictures_get_a_light_thumbnail_background(tmp_path, tiny_model):
+    """Issue 13: transparent PNGs showed on black (the alpha channel was dropped, not composited)."""
+    from retrieval.server.thumbnails import BACKGROUND
+
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    rgba = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    rgba.paste((200, 30, 30, 255), (16, 16, 48, 48))
+    rgba.save(pics / "alpha.png")
+    palette = Image.new("P", (64, 64), 0)
+    palette.putpalette([0, 0, 0, 30, 30, 200] + [0] * 762)
+    palette.paste(1, (16, 16, 48, 48))
+    palette.save(pics / "palette.gif", transparency=0)
+    Image.new("RGB", (64, 64), (10, 120, 10)).save(pics / "opaque.png")
+    build_index(pics, tmp_path / "db", tiny_model)
+    engine = open_engine(tmp_path / "db", tiny_model)
+    try:
+        with client_for(engine) as client:
+            ids = {hit["name"]: hit["id"] for hit in client.get("/api/search", params={"q": "x"}).json()["results"]}
+            for name, centre in (("alpha.png", (200, 30, 30)), ("palette.gif", (30, 30, 200))):
+                response = client.get(f"/api/items/{ids[name]}/thumb", params={"size": 128})
+                assert response.status_code == 200, response.text
+                thumb = Image.open(io.BytesIO(response.content)).convert("RGB")
+                assert max(abs(a - b) for a, b in zip(thumb.getpixel((2, 2)), BACKGROUND)) <= 6, name
+                assert max(abs(a - b) for a, b in zip(thumb.getpixel((32, 32)), centre)) <= 12, name
+            opaque = client.get(f"/api/items/{ids['opaque.png']}/thumb")
+            corner = Image.open(io.BytesIO(opaque.content)).convert("RGB").getpixel((2, 2))
+            assert max(abs(a - b) for a, b in zip(corner, (10, 120, 10))) <= 6  # no background mixed in
+    finally:
+        engine.close()
 
 
 @pytest.mark.parametrize("kwargs, message", [

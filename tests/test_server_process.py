@@ -137,8 +137,8 @@ def test_upload_similar_item_thumb_and_image_over_http(server):
     data = (pics / "img2.png").read_bytes()
     first = client.post("/api/search", files={"image": ("q.png", data, "image/png")}).json()["results"][0]
     assert first["id"] == ids["img2.png"] and first["score"] == pytest.approx(1.0, abs=1e-4)
-    similar = client.get(f"/api/items/{ids['img3.png']}/similar").json()["results"][0]
-    assert similar["id"] == ids["img3.png"] and similar["score"] == pytest.approx(1.0, abs=1e-5)
+    similar = client.get(f"/api/items/{ids['img3.png']}/similar").json()["results"]
+    assert len(similar) == 4 and ids["img3.png"] not in [hit["id"] for hit in similar]  # the item itself left out
     assert client.get(f"/api/items/{ids['img1.png']}").json()["path"] == str(pics / "img1.png")
     thumb = client.get(f"/api/items/{ids['img1.png']}/thumb")
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
@@ -221,3 +221,34 @@ def test_generate_token_shows_one_strong_token_that_works(tmp_path, tiny_model):
         assert httpx.get(base + "/api/status", headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code == 200
     finally:
         stop_server(process)
+
+
+def test_a_busy_port_is_one_error_line_before_anything_is_announced_or_loaded(tmp_path, tiny_model):
+    """Issue 13: `serve` on a busy port printed "serving http://..." after loading, then exited 3."""
+    pics = tmp_path / "pics"
+    write_image(pics / "a.png", seed=1)
+    build_index(pics, tmp_path / "db", tiny_model)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+        env.pop("MMSEARCH_TOKEN", None)
+        done = subprocess.run([*mmsearch_command(), "serve", "--db", str(tmp_path / "db"), "--port", str(port)],
+                              capture_output=True, text=True, env=env, timeout=START_TIMEOUT_S)
+    assert done.returncode == 1, done
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: port ") and "already in use" in lines[0], done.stderr
+    assert "serving" not in done.stderr and "loading" not in done.stderr
+
+
+def test_an_address_of_another_machine_is_one_error_line(tmp_path):
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("MMSEARCH_TOKEN", None)
+    done = subprocess.run([*mmsearch_command(), "serve", "--db", str(tmp_path / "db"), "--host", "192.0.2.1",
+                           "--token", "a-long-enough-token-1234", "--port", str(free_port())],
+                          capture_output=True, text=True, env=env, timeout=START_TIMEOUT_S)
+    assert done.returncode == 1, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "192.0.2.1 is not an address of this machine" in lines[0], done.stderr

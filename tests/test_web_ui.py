@@ -1,5 +1,6 @@
 """End to end in real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright):
-sign in by token link, search by words, by a dropped image and by "more like this".
+sign in by token link, search by words, by a dropped image and by "more like this"; the query and
+filters kept in the address (reload, back, forward); a phone-wide window.
 
 Needs `apt-get install chromium` and `pip install playwright` (never `playwright install`); skips
 with the reason when either is missing.
@@ -10,6 +11,7 @@ import shutil
 import socket
 import threading
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from test_server import build_index, open_engine
@@ -87,10 +89,11 @@ def first_card(page) -> tuple[int, str]:
     return int(card.get_attribute("data-id")), card.locator(".score").inner_text()
 
 
-def wait_for_first_card(page, item_id: int) -> None:
+def wait_for_first_card(page, item_id: int, score: str | None = None) -> None:
     page.wait_for_function(
-        "id => { const c = document.querySelector('#results .card'); return c && c.dataset.id === String(id); }",
-        arg=item_id)
+        """([id, score]) => { const c = document.querySelector('#results .card');
+            return c && c.dataset.id === String(id) && (!score || c.querySelector('.score').textContent === score); }""",
+        arg=[item_id, score])
 
 
 def drop_file(page, path) -> None:
@@ -126,16 +129,40 @@ def test_search_drop_and_more_like_this_in_chromium(served, page, tmp_path):
     assert scores == sorted(scores, reverse=True)
     assert "q=" in page.url
 
-    # drag-and-drop an indexed image: it comes first with score 1.000
+    # drag-and-drop an indexed image with words in the box: the two combine (the form's q field), and
+    # the address names the upload by the id the server gave it
     drop_file(page, pics / "img5.png")
-    wait_for_first_card(page, ids["img5.png"])
+    page.wait_for_function("() => /[?&]upload=[0-9a-f]{32}/.test(location.search)")
+    page.wait_for_selector("#results .card")
+    params = parse_qs(urlsplit(page.url).query)
+    assert params["q"] == ["a colourful picture + bright"] and page.locator("#query-chip").is_visible()
+    assert "a colourful picture + bright" in page.inner_text("#query-chip-text")
+    assert first_card(page)[1] != "1.000"  # not the picture alone
+    # words cleared, the chip's picture alone: it comes first with score 1.000
+    page.fill("#q", "")
+    page.press("#q", "Enter")
+    wait_for_first_card(page, ids["img5.png"], "1.000")
     assert first_card(page) == (ids["img5.png"], "1.000")
-    assert page.locator("#query-chip").is_visible()
+    img5_url = page.url
+    assert "upload=" in img5_url and "q=" not in img5_url
 
     # the file picker does the same
     page.set_input_files("#file-input", str(pics / "img2.png"))
     wait_for_first_card(page, ids["img2.png"])
     assert first_card(page) == (ids["img2.png"], "1.000")
+    page.wait_for_function("url => location.href !== url && location.search.includes('upload=')", arg=img5_url)
+    img2_url = page.url
+
+    # the address holds the upload: reload, back and forward search by it again (no file sent)
+    page.reload()
+    wait_for_first_card(page, ids["img2.png"])
+    assert first_card(page) == (ids["img2.png"], "1.000") and page.url == img2_url
+    assert page.locator("#query-chip").is_visible()
+    page.go_back()
+    wait_for_first_card(page, ids["img5.png"])
+    assert page.url == img5_url and first_card(page) == (ids["img5.png"], "1.000")
+    page.go_forward()
+    wait_for_first_card(page, ids["img2.png"])
 
     # click a result: the full image and its metadata; then "more like this"
     target = page.locator(f'#results .card[data-id="{ids["img6.png"]}"]')
@@ -145,9 +172,14 @@ def test_search_drop_and_more_like_this_in_chromium(served, page, tmp_path):
     page.wait_for_function("() => { const img = document.getElementById('detail-image');"
                            " return img.src.endsWith('/image') && img.complete && img.naturalWidth === 96; }")
     page.screenshot(path=str(tmp_path / "detail.png"))
+    # a transparent picture shows on a light checkerboard there, not on black
+    assert "conic-gradient" in page.eval_on_selector("#detail-image", "img => getComputedStyle(img).backgroundImage")
+    # "more like this" lists the 7 others, never the item itself
     page.click("#more-like-this")
-    wait_for_first_card(page, ids["img6.png"])
-    assert first_card(page) == (ids["img6.png"], "1.000")
+    page.wait_for_function("() => location.search.includes('like=')")
+    page.wait_for_function("() => document.querySelectorAll('#results .card').length === 7")
+    shown = [int(card_id) for card_id in page.locator("#results .card").evaluate_all("cs => cs.map(c => c.dataset.id)")]
+    assert ids["img6.png"] not in shown and len(set(shown)) == 7
     assert f"like={ids['img6.png']}" in page.url and not page.locator("#detail").is_visible()
     page.screenshot(path=str(tmp_path / "more-like-this.png"), full_page=True)
 
@@ -161,10 +193,52 @@ def test_filters_and_errors_show_in_the_page(served, page):
     page.press("#q", "Enter")
     wait_for_first_card(page, ids["img3.png"])
     assert page.locator("#results .card").count() == 1
+    assert parse_qs(urlsplit(page.url).query) == {"q": ["anything"], "path": ["*/img3.png"]}
+    # the filters are in the address: a reload keeps them (and shows them); back brings them back
+    page.reload()
+    wait_for_first_card(page, ids["img3.png"])
+    assert page.locator("#results .card").count() == 1 and page.locator("#filters").is_visible()
+    assert page.input_value("#filters input[name=path]") == "*/img3.png" and page.input_value("#q") == "anything"
+    page.click("#filters-clear")
+    page.wait_for_function("() => document.querySelectorAll('#results .card').length === 8")
+    assert "path=" not in page.url
+    page.go_back()
+    page.wait_for_function("() => document.querySelectorAll('#results .card').length === 1")
+    assert page.input_value("#filters input[name=path]") == "*/img3.png"
+    page.click("#filters-clear")
+    page.wait_for_function("() => document.querySelectorAll('#results .card').length === 8")
     page.fill("#q", "- only negative")
     page.press("#q", "Enter")
     page.wait_for_selector("#error:not([hidden])")
     assert "no positive term" in page.inner_text("#error")
+
+
+def test_a_phone_wide_window_keeps_the_header_and_filters_on_screen(served, browser):
+    """Issue 13: at 390 px wide the header ran off the screen."""
+    base, _, ids = served
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=3, is_mobile=True,
+                                  has_touch=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        page.goto(f"{base}/?token={TOKEN}")
+        page.goto(f"{base}/?q=anything")
+        page.wait_for_selector("#results .card")
+        page.click("#filters-button")
+        assert page.locator("#filters").is_visible()
+        overflow = page.evaluate("""() => {
+            const width = document.documentElement.clientWidth;
+            const outside = Array.from(document.querySelectorAll('.bar, .bar *, #filters, #filters *'))
+                .filter((el) => el.getClientRects().length && el.getBoundingClientRect().right > width + 0.5)
+                .map((el) => el.id || el.name || el.tagName);
+            return { width, scroll: document.documentElement.scrollWidth, outside };
+        }""")
+        assert overflow["width"] == 390 and overflow["outside"] == [] and overflow["scroll"] <= 390, overflow
+        for button in ("#search-button", "#image-button", "#filters-button"):
+            box = page.locator(button).bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 390, button
+    finally:
+        context.close()
 
 
 def test_login_page_in_chromium(served, browser):

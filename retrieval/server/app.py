@@ -24,6 +24,7 @@ from retrieval.server.errors import (
     ServerBusyError,
     TooManyRequestsError,
     UnauthorizedError,
+    UploadExpiredError,
     UploadTooLargeError,
     error_payload,
 )
@@ -43,6 +44,7 @@ ERROR_STATUS: tuple[tuple[type[MmsearchError], int, str], ...] = (
     (ForbiddenFileError, 403, "forbidden_file"),
     (FileUnavailableError, 404, "file_unavailable"),
     (UploadTooLargeError, 413, "too_large"),
+    (UploadExpiredError, 410, "upload_expired"),
     (TooManyRequestsError, 429, "too_many_requests"),
     (ServerBusyError, 503, "busy"),
     (QueryError, 400, "bad_query"),

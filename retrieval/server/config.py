@@ -54,6 +54,7 @@ class ServerConfig:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     preload_image_tower: bool = False
     text_cache_size: int = 512
+    upload_cache_size: int = 256  # uploaded images' vectors kept by upload id (a few kB each), for ?upload=
     torch_threads: int | None = 1  # intra-op threads per forward pass; None leaves torch's default
     # intra-op threads of the ONNX text tower (None: one per core, at most 4): one query's embedding
     # uses every core (a 512-wide text tower on 2 cores: 25.7 -> 19.9 ms p50), without spin-waiting

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -32,7 +32,8 @@ from retrieval.query.parse import combine, parse_query
 from retrieval.query.search import Filters, Hit, rank
 from retrieval.server.config import ServerConfig
 from retrieval.server.decode_budget import check_decode_budget
-from retrieval.server.errors import ItemNotFoundError
+from retrieval.server.errors import ItemNotFoundError, UploadExpiredError
+from retrieval.server.vector_cache import VectorCache, upload_id
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ MAX_OFFSET = 10_000
 MAX_LIMIT = 200
 MAX_LIKE_IDS = 16
 MAX_ITEM_ID = 2**63 - 1  # SQLite's largest integer
+MAX_UPLOAD_IDS = 4
+UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 MIN_MODEL_WORKERS = 2  # so a second client's query never waits for a first client's to finish
 STALE_REBUILD_INTERVAL_S = 30.0  # while a writer runs, rebuild from the database at most this often
 
@@ -105,11 +108,14 @@ class WarmLibrary(Library):
 
 @dataclass(frozen=True)
 class SearchRequest:
-    """One query: weighted text terms, items' stored vectors, uploaded images; filters; a page."""
+    """One query: weighted text terms, items' stored vectors, uploaded images (their bytes, or the ids
+    of images uploaded before); filters; a page. `exclude_ids` never appear in the results."""
 
     text: str | None = None
     like_ids: tuple[int, ...] = ()
     images: tuple[bytes, ...] = ()
+    upload_ids: tuple[str, ...] = ()
+    exclude_ids: tuple[int, ...] = ()
     filters: Filters = Filters()
     offset: int = 0
     limit: int = 48
@@ -124,31 +130,7 @@ class SearchPage:
     limit: int
     has_more: bool
     took_ms: float
-
-
-@dataclass
-class _TextCache:
-    """A bounded LRU of text -> unit vector (paging through one query embeds it once)."""
-
-    size: int
-    entries: OrderedDict = field(default_factory=OrderedDict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def get(self, text: str) -> np.ndarray | None:
-        with self.lock:
-            vector = self.entries.get(text)
-            if vector is not None:
-                self.entries.move_to_end(text)
-            return vector
-
-    def put(self, text: str, vector: np.ndarray) -> None:
-        if self.size <= 0:
-            return
-        with self.lock:
-            self.entries[text] = vector
-            self.entries.move_to_end(text)
-            while len(self.entries) > self.size:
-                self.entries.popitem(last=False)
+    upload_ids: tuple[str, ...] = ()  # one per uploaded image: give them as `upload` to search by it again
 
 
 def open_text_encoder(library: Library, model: Model, config: ServerConfig):
@@ -182,7 +164,8 @@ class SearchEngine:
         self.model = model
         self.config = config
         self.text_encoder, self.text_backend = open_text_encoder(library, model, config)
-        self._text_cache = _TextCache(config.text_cache_size)
+        self._text_cache = VectorCache(config.text_cache_size)
+        self._upload_cache = VectorCache(config.upload_cache_size)  # upload id -> the uploaded image's vector
         self._tower_lock = threading.Lock()  # the image tower is built once, by one thread
         # Forward passes run on a few dedicated threads (enough to keep every core busy), not on
         # whichever of the web server's many threads took the request: torch's per-thread state and
@@ -245,15 +228,20 @@ class SearchEngine:
             raise QueryError(f"offset must be between 0 and {MAX_OFFSET}")
         if not 1 <= request.limit <= MAX_LIMIT:
             raise QueryError(f"limit must be between 1 and {MAX_LIMIT}")
+        if len(request.exclude_ids) > MAX_LIKE_IDS:
+            raise QueryError(f"at most {MAX_LIKE_IDS} items to leave out")
         started = time.perf_counter()
         self._check_index_model()
         wanted = request.offset + request.limit
+        excluded = set(request.exclude_ids)
         if request.words is not None and request.words.strip():
-            hits = self._search_words(request, wanted + 1)
+            hits = self._search_words(request, wanted + 1 + len(excluded))
         else:
-            hits = rank(self.library, self.query_vector(request), wanted + 1, request.filters)[0]
+            hits = rank(self.library, self.query_vector(request), wanted + 1 + len(excluded), request.filters)[0]
+        hits = [hit for hit in hits if hit.item_id not in excluded][:wanted + 1]
         return SearchPage(hits[request.offset:wanted], request.offset, request.limit, len(hits) > wanted,
-                          round((time.perf_counter() - started) * 1000, 2))
+                          round((time.perf_counter() - started) * 1000, 2),
+                          tuple(upload_id(data) for data in request.images))
 
     def _search_words(self, request: SearchRequest, top: int) -> list[Hit]:
         """By the words alone, or (with words, items or images) among the pictures holding the words."""
@@ -272,6 +260,8 @@ class SearchEngine:
         weights: list[float] = []
         if len(request.like_ids) > MAX_LIKE_IDS:
             raise QueryError(f"at most {MAX_LIKE_IDS} items in one query")
+        if len(request.upload_ids) + len(request.images) > MAX_UPLOAD_IDS:
+            raise QueryError(f"at most {MAX_UPLOAD_IDS} uploaded images in one query")
         if request.text is not None and request.text.strip():
             # parse_query, not build_terms: over HTTP a term is always text, never a server path
             terms = parse_query(request.text)
@@ -282,6 +272,9 @@ class SearchEngine:
             weights.append(1.0)
         for data in request.images:
             vectors.append(self.image_vector(data, request.max_decode_bytes))
+            weights.append(1.0)
+        for key in request.upload_ids:
+            vectors.append(self.uploaded_vector(key))
             weights.append(1.0)
         if not vectors:
             raise QueryError("nothing to search for: give q (words), like (an item id) or an image")
@@ -299,8 +292,28 @@ class SearchEngine:
         return [found[text] for text in texts]
 
     def image_vector(self, data: bytes, max_decode_bytes: int | None = None) -> np.ndarray:
-        """An uploaded image's vector; refused (413) first when decoding it would pass the memory budget."""
+        """An uploaded image's vector, kept by its upload id; refused (413) first when decoding it would
+        pass the memory budget (checked on every upload, kept or not: the same rule for every request)."""
         check_decode_budget(data, self.model.preprocess.image_size, max_decode_bytes or self.config.max_decode_bytes)
+        key = upload_id(data)
+        known = self._upload_cache.get(key)
+        if known is not None:
+            return known
+        vector = self._embed_upload(data)
+        self._upload_cache.put(key, vector)
+        return vector
+
+    def uploaded_vector(self, key: str) -> np.ndarray:
+        """The vector of an image uploaded before (`SearchPage.upload_ids`), while this server keeps it."""
+        if not UPLOAD_ID.match(key):
+            raise QueryError("upload: not an upload id (32 hex digits, from an earlier upload's upload_ids)")
+        vector = self._upload_cache.get(key)
+        if vector is None:
+            raise UploadExpiredError("this server no longer has that uploaded image (it keeps the last "
+                                     f"{self.config.upload_cache_size}, until it restarts): upload it again")
+        return vector
+
+    def _embed_upload(self, data: bytes) -> np.ndarray:
         try:
             decoded = decode_image(data, self.model.preprocess, DecodeOptions())
         except DecodeError as exc:

@@ -12,6 +12,10 @@ class ItemNotFoundError(MmsearchError):
     """No indexed item has this id."""
 
 
+class UploadExpiredError(MmsearchError):
+    """A search names an upload id this server does not keep (any more): the image must be sent again."""
+
+
 class FileUnavailableError(MmsearchError):
     """The item exists but its file is gone or cannot be decoded for a thumbnail."""
 

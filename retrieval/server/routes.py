@@ -62,6 +62,7 @@ class SearchOut(BaseModel):
     has_more: bool
     next_offset: int | None
     took_ms: float
+    upload_ids: list[str] = []  # one per image uploaded with this request: `upload=ID` searches by it again
 
 
 class ItemOut(BaseModel):
@@ -89,7 +90,7 @@ class ErrorOut(BaseModel):
     error: ErrorDetail
 
 
-ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 404, 413, 422, 429, 503)}
+ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 404, 410, 413, 422, 429, 503)}
 
 
 def _urls(item_id: int, version: float) -> dict:
@@ -106,7 +107,7 @@ def hit_out(hit: Hit) -> HitOut:
 def page_out(page: SearchPage) -> SearchOut:
     return SearchOut(results=[hit_out(hit) for hit in page.hits], offset=page.offset, limit=page.limit,
                      has_more=page.has_more, next_offset=page.offset + page.limit if page.has_more else None,
-                     took_ms=page.took_ms)
+                     took_ms=page.took_ms, upload_ids=list(page.upload_ids))
 
 
 def page_response(page: SearchPage) -> Response:
@@ -180,10 +181,14 @@ def page_params(
     return Page(offset=offset, limit=limit)
 
 
-QueryText = Annotated[str | None, Query(max_length=2000, description='Words; "beach + sunset - people", "2:red car"')]
+MAX_QUERY_CHARS = 2000
+QueryText = Annotated[str | None, Query(max_length=MAX_QUERY_CHARS, description='Words; "beach + sunset - people", "2:red car"')]
 LikeIds = Annotated[list[int], Query(description="Item ids whose stored vectors join the query (more like this)")]
 Words = Annotated[str | None, Query(max_length=2000, description='Words in the picture (read by OCR at index time): '
                                     'alone they rank; with q, like or an image, only pictures holding them')]
+UploadIds = Annotated[list[str], Query(description="Ids of images uploaded before (a POST's upload_ids) that join "
+                                                   "the query, while the server keeps them (else 410)")]
+ExcludeIds = Annotated[list[int], Query(description="Item ids left out of the results")]
 
 
 # --- search ------------------------------------------------------------------------------
@@ -193,18 +198,20 @@ async def run_search(engine: SearchEngine, search_request: SearchRequest) -> Res
 
 
 @api.get("/search", response_model=SearchOut, responses=ERRORS, summary="Search by words and/or items")
-async def search(engine: Engine, q: QueryText = None, like: LikeIds = [], words: Words = None,
-                 filters: Filters = Depends(filters_params), page: Page = Depends(page_params)) -> Response:
-    """Rank the index for `q` (combined terms as in the CLI) plus the stored vectors of `like` items;
-    with `words`, by (or among) the pictures whose words match them."""
-    search_request = SearchRequest(text=q, like_ids=tuple(like), filters=filters, offset=page.offset, limit=page.limit,
-                                   words=words)
+async def search(engine: Engine, q: QueryText = None, like: LikeIds = [], upload: UploadIds = [],
+                 exclude: ExcludeIds = [], words: Words = None, filters: Filters = Depends(filters_params),
+                 page: Page = Depends(page_params)) -> Response:
+    """Rank the index for `q` (combined terms as in the CLI) plus the stored vectors of `like` items and
+    the images uploaded before as `upload`; with `words`, by (or among) the pictures whose words match them."""
+    search_request = SearchRequest(text=q, like_ids=tuple(like), upload_ids=tuple(upload), exclude_ids=tuple(exclude),
+                                   filters=filters, offset=page.offset, limit=page.limit, words=words)
     return await run_search(engine, search_request)
 
 
 UPLOAD_BODY = {"requestBody": {"content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {
-        "image": {"type": "string", "format": "binary", "description": "The query image (repeatable)"}},
+        "image": {"type": "string", "format": "binary", "description": "The query image (repeatable)"},
+        "q": {"type": "string", "description": "Words combined with the image (as the q parameter)"}},
         "required": ["image"]}},
     "image/*": {"schema": {"type": "string", "format": "binary"}},
 }, "required": True}}
@@ -213,17 +220,20 @@ UPLOAD_BODY = {"requestBody": {"content": {
 @api.post("/search", response_model=SearchOut, responses=ERRORS, openapi_extra=UPLOAD_BODY,
           summary="Search by an uploaded image (plus optional words, items, filters)")
 async def search_by_image(request: Request, engine: Engine, q: QueryText = None, like: LikeIds = [],
-                          words: Words = None, filters: Filters = Depends(filters_params),
+                          exclude: ExcludeIds = [], words: Words = None, filters: Filters = Depends(filters_params),
                           page: Page = Depends(page_params)) -> Response:
-    """The body is multipart/form-data with field `image`, or the raw image bytes (Content-Type image/*).
+    """The body is multipart/form-data with field `image` (and optional words in field `q`, combined with
+    the image and with the `q` parameter), or the raw image bytes (Content-Type image/*). The answer's
+    `upload_ids` name the images: `GET /api/search?upload=ID` searches by one again without sending it.
 
     At most `upload_slots` uploads are read and decoded at once (503 with Retry-After when all are
     taken for `upload_wait_s`), each within the decode memory budget (413 beyond it)."""
     uploads: UploadSlots = request.app.state.uploads
     async with uploads.slot():
-        images = await read_images(request, request.app.state.config.max_upload_bytes)
-        search_request = SearchRequest(text=q, like_ids=tuple(like), images=tuple(images), filters=filters,
-                                       offset=page.offset, limit=page.limit,
+        images, form_text = await read_images(request, request.app.state.config.max_upload_bytes)
+        text = " + ".join(part for part in (q, form_text) if part and part.strip()) or None
+        search_request = SearchRequest(text=text, like_ids=tuple(like), images=tuple(images),
+                                       exclude_ids=tuple(exclude), filters=filters, offset=page.offset, limit=page.limit,
                                        max_decode_bytes=request.app.state.config.max_decode_bytes, words=words)
         return page_response(await run_in_threadpool(engine.search, search_request))
 
@@ -245,7 +255,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_images(request: Request, max_bytes: int) -> list[bytes]:
+async def read_images(request: Request, max_bytes: int) -> tuple[list[bytes], str | None]:
+    """The uploaded images, and the words of a multipart form's `q` field (None without one)."""
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith("multipart/form-data"):
         body = await read_body(request, max_bytes * MAX_UPLOAD_FILES + MULTIPART_SLACK_BYTES)
@@ -256,19 +267,23 @@ async def read_images(request: Request, max_bytes: int) -> list[bytes]:
         form = await Request(request.scope, replay).form(max_files=MAX_UPLOAD_FILES, max_fields=20)
         try:
             images = [await part.read() for part in form.getlist("image") if isinstance(part, UploadFile)]
+            words = [part for part in form.getlist("q") if isinstance(part, str) and part.strip()]
         finally:
             await form.close()
+        form_text = " + ".join(words) or None
+        if form_text is not None and len(form_text) > MAX_QUERY_CHARS:
+            raise QueryError(f"q: at most {MAX_QUERY_CHARS} characters")
         if not images:
             raise QueryError("the form has no file in field 'image'")
         for data in images:
             if len(data) > max_bytes:
                 raise UploadTooLargeError(f"an uploaded image is {len(data)} bytes; the limit is {max_bytes}")
-        return images
+        return images, form_text
     if content_type.startswith(("image/", "application/octet-stream")):
         data = await read_body(request, max_bytes)
         if not data:
             raise QueryError("the request body is empty: send the image")
-        return [data]
+        return [data], None
     raise QueryError("send the image as multipart/form-data (field 'image') or as a raw image/* body")
 
 
@@ -287,10 +302,12 @@ def item(item_id: int, engine: Engine) -> ItemOut:
 
 @api.get("/items/{item_id}/similar", response_model=SearchOut, responses=ERRORS, summary="More like this item")
 async def similar(item_id: int, engine: Engine, words: Words = None, filters: Filters = Depends(filters_params),
-                  page: Page = Depends(page_params)) -> Response:
-    """Search with the item's stored vector as the query (the item itself comes first, score 1)."""
-    search_request = SearchRequest(like_ids=(item_id,), filters=filters, offset=page.offset, limit=page.limit,
-                                   words=words)
+                  page: Page = Depends(page_params),
+                  include_self: Annotated[bool, Query(description="Also list the item itself (first, score 1)")] = False,
+                  ) -> Response:
+    """Search with the item's stored vector as the query; the item itself is left out unless `include_self`."""
+    search_request = SearchRequest(like_ids=(item_id,), exclude_ids=() if include_self else (item_id,),
+                                   filters=filters, offset=page.offset, limit=page.limit, words=words)
     return await run_search(engine, search_request)
 
 

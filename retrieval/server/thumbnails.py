@@ -6,6 +6,8 @@ finds a cached thumbnail only after its own check of the file passed, and only t
 the file it checked. A replaced or edited file gets a fresh one (the old one is removed), and so
 does an item re-indexed after its thumbnail was written. Writes go to a temp file and `os.replace`,
 so concurrent requests for one thumbnail never see half a JPEG; at most `makers` are made at once.
+A picture with transparency is composited over a light neutral background (a JPEG has no alpha, and
+dropping it showed transparent PNGs on black); THUMB_FORMAT in the file key retires older thumbnails.
 """
 from __future__ import annotations
 
@@ -29,10 +31,28 @@ THUMB_SIZES = (128, 256, 512)
 DEFAULT_THUMB_SIZE = 256
 JPEG_QUALITY = 82
 DEFAULT_MAKERS = 2  # thumbnails decoded at once: each can hold a whole decoded picture
+THUMB_FORMAT = 2  # bump when thumbnails are made differently: 2 = transparency over BACKGROUND, not black
+BACKGROUND = (242, 242, 240)  # what transparent pixels show in a thumbnail: light and neutral
 
 
 def file_key(opened: OpenedFile) -> str:
-    return hashlib.blake2b(repr(opened.identity).encode(), digest_size=8).hexdigest()
+    return hashlib.blake2b(repr((THUMB_FORMAT, opened.identity)).encode(), digest_size=8).hexdigest()
+
+
+def has_alpha(image: Image.Image) -> bool:
+    """An alpha channel, or a transparent colour (tRNS, GIF) in a mode that converts to RGBA."""
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or \
+        (image.mode in ("1", "L", "P", "RGB") and "transparency" in image.info)
+
+
+def flatten(picture: Image.Image, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
+    """An RGB picture: one with transparency composited over `background`, any other converted."""
+    if not has_alpha(picture):
+        return picture.convert("RGB")
+    rgba = picture.convert("RGBA")
+    flat = Image.new("RGB", rgba.size, background)
+    flat.paste(rgba, mask=rgba.getchannel("A"))
+    return flat
 
 
 class ThumbnailCache:
@@ -70,7 +90,7 @@ class ThumbnailCache:
                     image.draft("RGB", (size * 2, size * 2))
                 if getattr(image, "is_animated", False):
                     image.seek(0)
-                picture = ImageOps.exif_transpose(image).convert("RGB")
+                picture = flatten(ImageOps.exif_transpose(image))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise FileUnavailableError(f"cannot make a thumbnail: {exc}") from None
         picture.thumbnail((size, size), Image.Resampling.LANCZOS)

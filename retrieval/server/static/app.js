@@ -5,7 +5,9 @@ const PAGE_SIZE = 48;
 const $ = (id) => document.getElementById(id);
 
 const state = {
-  query: null,      // {kind: "text", q} | {kind: "like", id, label} | {kind: "image", file}
+  // {q: words, like: item id | null, upload: upload id | null, file: File | null, label}: words, an item
+  // ("more like this") and an uploaded picture combine; a file is sent once, then named by its upload id
+  query: null,
   offset: 0,
   hasMore: false,
   loading: false,
@@ -40,24 +42,36 @@ async function api(url, options = {}) {
   return body;
 }
 
-function fetchPage(query, offset) {
+async function fetchPage(query, offset) {
   const params = filterParams();
   params.set("offset", offset);
   params.set("limit", PAGE_SIZE);
-  if (query.kind === "text") {
-    if (query.q) params.set("q", query.q);
-    return api("/api/search?" + params);
+  if (query.like) params.set("like", query.like);
+  if (query.like) params.set("exclude", query.like);  // "more like this" never lists the item itself
+  if (query.file && !query.upload) {
+    const body = new FormData();
+    body.append("image", query.file, query.file.name || "query-image");
+    if (query.q) body.append("q", query.q);  // the words typed beside the picture join it
+    const page = await api("/api/search?" + params, { method: "POST", body });
+    if (page.upload_ids && page.upload_ids[0]) uploaded(query, page.upload_ids[0]);
+    return page;
   }
-  if (query.kind === "like") {
-    return api(`/api/items/${query.id}/similar?` + params);
-  }
-  const body = new FormData();
-  body.append("image", query.file, query.file.name || "query-image");
-  return api("/api/search?" + params, { method: "POST", body });
+  if (query.q) params.set("q", query.q);
+  if (query.upload) params.set("upload", query.upload);
+  return api("/api/search?" + params);
+}
+
+// the server keeps an upload's vector by its id: later pages, reloads and "back" name it in the URL
+function uploaded(query, uploadId) {
+  query.upload = uploadId;
+  try {
+    sessionStorage.setItem("upload-name:" + uploadId, query.file.name || "");
+  } catch (error) { /* storage full or off: the chip then shows no name */ }
+  if (state.query === query) rememberInUrl(query);
 }
 
 // ---------- searching ---------------------------------------------------------------------
-function startSearch(query) {
+function startSearch(query, { fromUrl = false } = {}) {
   state.query = query;
   state.offset = 0;
   state.hasMore = false;
@@ -66,7 +80,8 @@ function startSearch(query) {
   $("results").replaceChildren();
   $("empty").hidden = true;
   showChip(query);
-  rememberInUrl(query);
+  // a picture not sent yet enters the history once the server has named it (`uploaded`)
+  if (!fromUrl && !(query.file && !query.upload)) rememberInUrl(query);
   loadMore();
 }
 
@@ -148,42 +163,92 @@ function highlighted(text, words, className) {
 }
 
 // ---------- the query chip and the URL ------------------------------------------------------
+// The address holds the whole query: q, like (an item id), upload (an uploaded picture's id on the
+// server) and the filters (path, after, before, ext). Each new search is a history entry: reload and
+// back/forward run it again. An upload id lasts while the server keeps the picture (the last 256,
+// until it restarts); after that the page asks for the picture again.
 function showChip(query) {
   const chip = $("query-chip");
   const image = $("query-chip-image");
-  if (query.kind === "text") {
+  if (!query.like && !query.upload && !query.file) {
     chip.hidden = true;
     return;
   }
   chip.hidden = false;
   if (image.src.startsWith("blob:")) URL.revokeObjectURL(image.src);
-  if (query.kind === "like") {
-    image.src = `/api/items/${query.id}/thumb?size=128`;
-    $("query-chip-text").textContent = `More like ${query.label || "#" + query.id}`;
+  const words = query.q ? ` + “${query.q}”` : "";
+  if (query.like) {
+    image.hidden = false;
+    image.src = `/api/items/${query.like}/thumb?size=128`;
+    $("query-chip-text").textContent = `More like ${query.label || "#" + query.like}${words}`;
   } else {
-    image.src = URL.createObjectURL(query.file);
-    $("query-chip-text").textContent = `Like the image ${query.file.name || ""}`;
+    image.hidden = !query.file;
+    if (query.file) image.src = URL.createObjectURL(query.file);
+    $("query-chip-text").textContent = `Like the image ${query.label || ""}${words}`;
   }
 }
 
-function rememberInUrl(query) {
+function queryParams(query) {
   const params = new URLSearchParams();
-  if (query.kind === "text" && query.q) params.set("q", query.q);
-  if (query.kind === "like") params.set("like", query.id);
-  const words = $("words").value.trim();
-  if (words) params.set("words", words);
-  history.replaceState(null, "", params.toString() ? "/?" + params : "/");
+  if (query && query.q) params.set("q", query.q);
+  if (query && query.like) params.set("like", query.like);
+  if (query && query.upload) params.set("upload", query.upload);
+  for (const [name, value] of filterParams()) params.set(name, value);
+  return params;
+}
+
+function rememberInUrl(query, { replace = false } = {}) {
+  const params = queryParams(query);
+  const url = params.toString() ? "/?" + params : "/";
+  if (url === location.pathname + location.search) return;
+  if (replace) history.replaceState(null, "", url);
+  else history.pushState(null, "", url);
 }
 
 function restoreFromUrl() {
   const params = new URLSearchParams(location.search);
-  if (params.get("words")) $("words").value = params.get("words");
-  if (params.get("q") || params.get("words")) {
-    $("q").value = params.get("q") || "";
-    startSearch({ kind: "text", q: params.get("q") || "" });
-  } else if (/^\d+$/.test(params.get("like") || "")) {
-    startSearch({ kind: "like", id: Number(params.get("like")) });
+  const filters = $("filters");
+  for (const name of ["path", "after", "before", "ext"]) filters.elements[name].value = params.get(name) || "";
+  $("words").value = params.get("words") || "";  // words in the picture (OCR)
+  const words = $("words").value.trim();
+  const filtered = ["path", "after", "before", "ext"].some((name) => params.get(name));
+  if (filtered) showFilters(true);
+  const q = (params.get("q") || "").trim();
+  const like = /^\d+$/.test(params.get("like") || "") ? Number(params.get("like")) : null;
+  const upload = /^[0-9a-f]{32}$/.test(params.get("upload") || "") ? params.get("upload") : null;
+  $("q").value = q;
+  if (!q && !like && !upload && !words) {
+    clearResults();
+    return;
   }
+  let label;
+  try {
+    if (upload) label = sessionStorage.getItem("upload-name:" + upload) || undefined;
+  } catch (error) { /* no storage */ }
+  startSearch({ q, like, upload, file: null, label }, { fromUrl: true });
+  if (like) {
+    api(`/api/items/${like}`).then((item) => {
+      if (state.query && state.query.like === like) {
+        state.query.label = item.name;
+        showChip(state.query);
+      }
+    }).catch(() => {});
+  }
+}
+
+function showFilters(open) {
+  $("filters").hidden = !open;
+  $("filters-button").setAttribute("aria-expanded", String(open));
+}
+
+function clearResults() {
+  state.query = null;
+  state.generation += 1;
+  $("results").replaceChildren();
+  $("query-chip").hidden = true;
+  $("load-more").hidden = true;
+  $("empty").textContent = "Type words, pick an image, or drop one on the page.";
+  $("empty").hidden = false;
 }
 
 // ---------- detail view ------------------------------------------------------------------
@@ -270,8 +335,8 @@ function searchByFile(file) {
     showError(`${file.name} is not an image`);
     return;
   }
-  $("q").value = "";
-  startSearch({ kind: "image", file });
+  // the words in the box join the picture (an image search with words, as the API combines them)
+  startSearch({ q: $("q").value.trim(), like: null, upload: null, file, label: file.name });
 }
 
 // ---------- wiring ------------------------------------------------------------------------
@@ -279,33 +344,32 @@ function wire() {
   $("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const q = $("q").value.trim();
-    if (q || $("words").value.trim()) startSearch({ kind: "text", q });
+    const current = state.query;
+    // words typed while a picture or an item is the query (its chip shows) join it; × on the chip drops it
+    if (current && (current.like || current.upload || current.file)) startSearch({ ...current, q });
+    else if (q || $("words").value.trim()) startSearch({ q, like: null, upload: null, file: null });
   });
   $("image-button").addEventListener("click", () => $("file-input").click());
   $("file-input").addEventListener("change", (event) => {
     searchByFile(event.target.files[0]);
     event.target.value = "";
   });
-  $("filters-button").addEventListener("click", () => {
-    const filters = $("filters");
-    filters.hidden = !filters.hidden;
-    $("filters-button").setAttribute("aria-expanded", String(!filters.hidden));
-  });
+  $("filters-button").addEventListener("click", () => showFilters($("filters").hidden));
   $("filters").addEventListener("submit", (event) => {
     event.preventDefault();
     if (state.query) startSearch(state.query);
   });
   $("filters").addEventListener("reset", () => setTimeout(() => state.query && startSearch(state.query)));
   $("query-chip-clear").addEventListener("click", () => {
-    state.query = null;
-    state.generation += 1;
-    $("results").replaceChildren();
-    $("query-chip").hidden = true;
-    $("load-more").hidden = true;
-    $("empty").textContent = "Type words, pick an image, or drop one on the page.";
-    $("empty").hidden = false;
-    history.replaceState(null, "", "/");
+    const q = state.query ? state.query.q : "";
+    if (q) {
+      startSearch({ q, like: null, upload: null, file: null });  // the words stay, the picture goes
+      return;
+    }
+    clearResults();
+    rememberInUrl(null);
   });
+  window.addEventListener("popstate", restoreFromUrl);  // back and forward run that search again
   $("results").addEventListener("click", (event) => {
     const card = event.target.closest(".card");
     if (card) openDetail(Number(card.dataset.id));
@@ -322,7 +386,7 @@ function wire() {
     const hit = state.shown.get(id);
     $("detail").close();
     $("q").value = "";
-    startSearch({ kind: "like", id, label: hit ? hit.name : undefined });
+    startSearch({ q: "", like: id, upload: null, file: null, label: hit ? hit.name : undefined });
     window.scrollTo({ top: 0 });
   });
   $("detail-close").addEventListener("click", () => $("detail").close());
