@@ -235,3 +235,32 @@ def test_the_frame_at_a_moment_is_the_frame_that_was_embedded(tmp_path):
 
     with pytest.raises(DecodeError):
         frame_at(str(tmp_path / "missing.mp4"), 0.0, 64)
+
+
+def test_search_json_carries_a_video_hits_time_and_frame(clips, tmp_path, tiny_model_config):
+    import base64
+    import io
+
+    db = tmp_path / "db"
+    assert run("index", clips, "--db", db, "--model", tiny_model_config).exit_code == 0
+    query = still(tmp_path / "still12.png", 12)
+    hits = json.loads(run("search", "--image", query, "--db", db, "--json", "--modality", "video").stdout)
+    first = hits[0]
+    assert first["path"].endswith("holiday.mp4") and abs(first["time"] - 6.0) <= 1.0
+    prefix = "data:image/jpeg;base64,"
+    assert first["thumbnail"].startswith(prefix)
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(first["thumbnail"][len(prefix):]))).convert("RGB"),
+                         np.float32)
+    assert max(picture.shape[:2]) == 128
+    reference = np.asarray(Image.fromarray(shot(12, round((first["time"] - 6.0) * 10))).resize(
+        (picture.shape[1], picture.shape[0])), np.float32)
+    others = [np.asarray(Image.fromarray(shot(number)).resize((picture.shape[1], picture.shape[0])), np.float32)
+              for number in (10, 11, 13)]
+    assert np.abs(picture - reference).mean() < min(np.abs(picture - other).mean() for other in others)
+    photos = json.loads(run("search", "--image", query, "--db", db, "--json", "--modality", "image").stdout)
+    assert photos and all("thumbnail" not in hit for hit in photos)
+    plain = json.loads(run("search", "--image", query, "--db", db, "--json", "--no-thumbnails").stdout)
+    assert all("thumbnail" not in hit for hit in plain)
+    os.remove(clips / "holiday.mp4")  # gone since indexed: the hit stays, without a frame
+    gone = json.loads(run("search", "--image", query, "--db", db, "--json", "--modality", "video").stdout)
+    assert gone[0]["path"].endswith("holiday.mp4") and gone[0]["thumbnail"] is None

@@ -122,6 +122,7 @@ function appendHits(hits) {
     name.className = "name";
     name.textContent = hit.name;
     card.append(image, score, name);
+    markVideoCard(card, hit);  // video.js
     fragment.append(card);
   }
   $("results").append(fragment);
@@ -171,6 +172,7 @@ async function openDetail(id) {
   $("detail-title").textContent = hit ? hit.name : `#${id}`;
   $("detail-meta").replaceChildren();
   dialog.dataset.id = id;
+  let moment = showMedia(hit, hit);  // video.js: a video plays from the hit's moment
   if (!dialog.open) dialog.showModal();
   try {
     const item = await api(`/api/items/${id}`);
@@ -179,6 +181,7 @@ async function openDetail(id) {
     $("detail-link").href = item.image_url;
     $("detail-open").href = item.image_url;
     $("detail-title").textContent = item.name;
+    if (!hit && item.video_url) moment = showMedia(item, null);
     const rows = [
       ["Path", item.path],
       ["Score", hit ? hit.score.toFixed(4) : "—"],
@@ -188,6 +191,7 @@ async function openDetail(id) {
       ["Modified", new Date(item.mtime * 1000).toLocaleString()],
       ["Item id", String(item.id)],
     ];
+    if (moment) rows.splice(2, 0, ["Moment", moment]);
     const list = $("detail-meta");
     for (const [label, value] of rows) {
       const term = document.createElement("dt");
@@ -296,6 +300,7 @@ function wire() {
     window.scrollTo({ top: 0 });
   });
   $("detail-close").addEventListener("click", () => $("detail").close());
+  $("detail").addEventListener("close", stopVideo);  // video.js
   $("detail").addEventListener("click", (event) => {
     if (event.target === $("detail")) $("detail").close();  // a click on the backdrop
   });
