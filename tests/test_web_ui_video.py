@@ -93,7 +93,8 @@ def test_a_video_result_shows_its_frame_and_plays_from_its_moment(served, page, 
 
     # closing stops it; a picture's detail shows the picture again
     page.click("#detail-close")
-    assert page.evaluate("() => { const v = document.getElementById('detail-video'); return v.paused && !v.getAttribute('src'); }")
+    assert page.evaluate("() => { const v = document.getElementById('detail-video');"
+                         " return v.paused && !v.getAttribute('src'); }")
     page.locator("#results .card:not(.video)").first.click()
     page.wait_for_selector("#detail[open]")
     page.wait_for_function("() => document.getElementById('detail-image').src.endsWith('/image')")
