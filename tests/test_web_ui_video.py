@@ -89,7 +89,10 @@ def test_a_video_result_shows_its_frame_and_plays_from_its_moment(served, page, 
     page.wait_for_function("() => document.getElementById('detail-meta').textContent.includes('Moment')")
     assert f"00:{int(moment):02d}" in page.inner_text("#detail-meta")
     page.screenshot(path=str(tmp_path / "video-detail.png"))
-    assert video_responses and set(video_responses) <= {200, 206}
+    assert 206 in video_responses and set(video_responses) <= {200, 206}  # the player asks for ranges
+    assert not page.evaluate("() => document.getElementById('detail-image').src.endsWith('/image')")  # not fetched
+    assert page.evaluate("() => { const v = document.getElementById('detail-video');"
+                         " return v.src.includes('/video#t=') && document.getElementById('detail-open').href === v.src; }")
 
     # closing stops it; a picture's detail shows the picture again
     page.click("#detail-close")

@@ -15,14 +15,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from indexer.media.video_reader import VIDEO
-from indexer.store.records import IMAGE, ItemRecord
+from indexer.store.records import ItemRecord
 from retrieval.errors import QueryError
-from retrieval.query.search import Filters, Hit
-from retrieval.server.engine import MAX_LIMIT, MAX_OFFSET, SearchEngine, SearchPage, SearchRequest
+from retrieval.query.search import Filters
+from retrieval.server.engine import MAX_LIMIT, MAX_OFFSET, SearchEngine, SearchRequest
 from retrieval.server.errors import ItemNotFoundError, TooManyRequestsError, UnauthorizedError, UploadTooLargeError
 from retrieval.server.file_response import OpenFileResponse
 from retrieval.server.files import FileGuard, OpenedFile
 from retrieval.server.gates import UploadSlots, client_key
+from retrieval.server.responses import ERRORS, ItemOut, SearchOut, item_out, page_response
 from retrieval.server.security import COOKIE_NAME, safe_next, session_cookie_header, token_matches
 from retrieval.server.sessions import SessionStore, SignInThrottle
 from retrieval.server.thumbnails import DEFAULT_THUMB_SIZE, THUMB_SIZES, ThumbnailCache
@@ -38,106 +39,6 @@ FIRST_DATE, LAST_DATE = datetime(2, 1, 1), datetime(9998, 12, 31, 23, 59, 59)  #
 
 api = APIRouter(prefix="/api")
 pages = APIRouter(include_in_schema=False)
-
-
-# --- response models (they document /docs) ---------------------------------------------------
-class MomentOut(BaseModel):
-    time: float  # seconds into the video
-    score: float
-
-
-class HitOut(BaseModel):
-    id: int
-    path: str
-    name: str
-    score: float
-    width: int | None
-    height: int | None
-    format: str | None
-    mtime: float
-    size: int
-    thumb_url: str  # a video's: the frame at `time`
-    image_url: str
-    modality: str = IMAGE
-    time: float | None = None  # a video's best moment (seconds)
-    moments: list[MomentOut] = []  # its best moments, best first
-    video_url: str | None = None  # a video's file (HTTP Range: seekable); play it from `time`
-
-
-class SearchOut(BaseModel):
-    results: list[HitOut]
-    offset: int
-    limit: int
-    has_more: bool
-    next_offset: int | None
-    took_ms: float
-
-
-class ItemOut(BaseModel):
-    id: int
-    path: str
-    name: str
-    size: int
-    mtime: float
-    width: int | None
-    height: int | None
-    format: str | None
-    modality: str
-    indexed_at: float
-    thumb_url: str
-    image_url: str
-    similar_url: str
-    video_url: str | None = None
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorOut(BaseModel):
-    error: ErrorDetail
-
-
-ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 404, 413, 422, 429, 503)}
-
-
-def _urls(item_id: int, version: float, modality: str = IMAGE, at: float | None = None) -> dict:
-    moment = f"&t={at:.3f}" if modality == VIDEO and at is not None else ""
-    urls = {"thumb_url": f"/api/items/{item_id}/thumb?size={DEFAULT_THUMB_SIZE}{moment}&v={int(version)}",
-            "image_url": f"/api/items/{item_id}/image"}
-    if modality == VIDEO:
-        urls["video_url"] = f"/api/items/{item_id}/video"
-    return urls
-
-
-def hit_out(hit: Hit) -> HitOut:
-    moments = [MomentOut(time=round(start, 3), score=round(score, 6)) for start, score in hit.moments]
-    return HitOut(id=hit.item_id, path=hit.path, name=os.path.basename(hit.path), score=round(hit.score, 6),
-                  width=hit.width, height=hit.height, format=hit.format, mtime=hit.mtime, size=hit.size,
-                  modality=hit.modality, time=None if hit.time is None else round(hit.time, 3), moments=moments,
-                  **_urls(hit.item_id, hit.mtime, hit.modality, hit.time))
-
-
-def page_out(page: SearchPage) -> SearchOut:
-    return SearchOut(results=[hit_out(hit) for hit in page.hits], offset=page.offset, limit=page.limit,
-                     has_more=page.has_more, next_offset=page.offset + page.limit if page.has_more else None,
-                     took_ms=page.took_ms)
-
-
-def page_response(page: SearchPage) -> Response:
-    """The page as JSON, serialised once by pydantic: returned as a Response, FastAPI does not
-    validate and encode it a second time against `response_model` (which stays for /docs). That
-    second pass cost ~3 ms of a 48-result page."""
-    return Response(page_out(page).model_dump_json(), media_type="application/json")
-
-
-def item_out(record: ItemRecord) -> ItemOut:
-    return ItemOut(id=record.id, path=record.path, name=os.path.basename(record.path), size=record.size,
-                   mtime=record.mtime, width=record.width, height=record.height, format=record.format,
-                   modality=record.modality, indexed_at=record.indexed_at,
-                   similar_url=f"/api/items/{record.id}/similar",
-                   **_urls(record.id, record.mtime, record.modality, 0.0))
 
 
 # --- dependencies ------------------------------------------------------------------------

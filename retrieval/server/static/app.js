@@ -177,9 +177,11 @@ async function openDetail(id) {
   try {
     const item = await api(`/api/items/${id}`);
     if (dialog.dataset.id !== String(id)) return;
-    $("detail-image").src = item.image_url;
+    if (!item.video_url) {  // a video plays in #detail-video instead (video.js)
+      $("detail-image").src = item.image_url;
+      $("detail-open").href = item.image_url;
+    }
     $("detail-link").href = item.image_url;
-    $("detail-open").href = item.image_url;
     $("detail-title").textContent = item.name;
     if (!hit && item.video_url) moment = showMedia(item, null);
     const rows = [
