@@ -24,7 +24,8 @@ def search(
     modality: Annotated[Optional[List[str]], typer.Option("--modality", help="Only these kinds of items: image, video (repeat or comma-separate; all: every kind).")] = None,
     ext: Annotated[Optional[List[str]], typer.Option("--ext", help="Only these extensions: repeat or comma-separate, e.g. --ext jpg,png (jpg also matches .jpeg, tif .tiff).")] = None,
     ocr: Annotated[Optional[str], typer.Option("--ocr", help='Only pictures whose words (read at index time with Tesseract) match these, e.g. --ocr "invoice 2041"; alone they rank the pictures, with a QUERY the pictures holding them are ranked by it. Each hit shows the line that matched (--json: ocr_snippet).', show_default=False)] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout: an array of {path, score, ...}; with --queries one {query, results} object per line.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout: an array of {path, score, ...}; with --queries one {query, results} object per line. A video hit has time (seconds), moments and thumbnail (its frame then, a small JPEG data: URI).")] = False,
+    thumbnails: Annotated[bool, typer.Option("--thumbnails/--no-thumbnails", help="With --json: decode each video hit's frame for its thumbnail (--no-thumbnails: faster, no thumbnail).")] = True,
     db: DbOption = None,
     model: ModelOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ... for the query towers; with --queries on a CUDA "
@@ -54,6 +55,7 @@ def search(
         fail('nothing to search for: give a QUERY, --image PATH or --queries FILE (see mmsearch search --help)')
     from cli.config import load_config
     from retrieval.query.run import QueryRequest, make_filters, read_queries, search_index, search_queries
+    from retrieval.query.thumbnails import hit_json
 
     request = QueryRequest(
         db=db_dir(db), top=top, model=model, configured_model=load_config().get("model"), device=device,
@@ -65,7 +67,7 @@ def search(
         batch = search_queries(request, read_queries(queries))
         for line, hits in batch.results:
             if json_output:
-                _print_json({"query": line, "results": [hit.as_dict() for hit in hits]})
+                _print_json({"query": line, "results": [hit_json(hit, thumbnails) for hit in hits]})
             else:
                 console(stderr=False).print(f"# {line}", markup=False)
                 _print_hits(hits)
@@ -73,7 +75,7 @@ def search(
         return
     outcome = search_index(request, query, tuple(str(path) for path in image or ()), words=ocr)
     if json_output:
-        _print_json([hit.as_dict() for hit in outcome.hits])
+        _print_json([hit_json(hit, thumbnails) for hit in outcome.hits])
     else:
         _print_hits(outcome.hits)
     _print_notes(outcome.notes)

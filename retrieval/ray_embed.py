@@ -157,11 +157,13 @@ class RayEmbedding:
         recipe = self.recipe
         if recipe.pipeline.workers is None:  # an actor decodes on its own share of a node, not on every core
             recipe = replace(recipe, pipeline=replace(recipe.pipeline, workers=max(1, int(self.options.cpus_per_actor))))
-        dataset = ray.data.from_items([{"path": file.path, "size": file.size, "mtime": file.mtime} for file in files])
+        tasks = max(1, -(-len(files) // self.options.files_per_task))
+        dataset = ray.data.from_items([{"path": file.path, "size": file.size, "mtime": file.mtime} for file in files],
+                                      override_num_blocks=tasks)  # one block per task, not one per file
         results = dataset.map_batches(
             _EmbedActor, fn_constructor_args=(recipe, dict(known_hashes), device),
             batch_size=self.options.files_per_task, batch_format="numpy", compute=ray.data.ActorPoolStrategy(
-                size=min(self.actors, max(1, len(files) // self.options.files_per_task or 1))),
+                size=min(self.actors, tasks)),
             num_cpus=self.options.cpus_per_actor, num_gpus=self.gpus_per_actor)
         self.started = time.perf_counter()
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):

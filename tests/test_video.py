@@ -168,3 +168,99 @@ def test_a_long_video_has_a_bounded_number_of_moments(tmp_path, tiny_model):
     assert len(decoded.segments) <= 8
     starts = [segment.start_s for segment in decoded.segments]
     assert starts[-1] - starts[0] >= 10  # spread over the video, not its first seconds
+
+
+def rotate_mp4(path, matrix=(0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)):
+    """Write a display matrix into the mp4's track header, as a phone does for a portrait video (the
+    default: shown turned 90 degrees clockwise). PyAV's muxer has no option for it."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    box = data.find(b"tkhd")
+    assert box > 0 and data[box + 4] == 0, "a version-0 track header"
+    data[box + 44:box + 80] = struct.pack(">9i", *matrix)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def half_white_clip(path):
+    """160x96 frames, the left half white and the right half black."""
+    out = av.open(str(path), "w")
+    stream = out.add_stream("libx264", rate=10)
+    stream.width, stream.height, stream.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
+    pixels = np.zeros((SIZE[1], SIZE[0], 3), np.uint8)
+    pixels[:, : SIZE[0] // 2] = 255
+    for _ in range(20):
+        for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    return path
+
+
+def test_rotation_metadata_turns_the_frames_as_they_are_shown(tmp_path, tiny_model):
+    from indexer.media.video_frames import frame_at
+    from indexer.media.video_reader import VideoReader
+
+    plain = half_white_clip(tmp_path / "plain.mp4")
+    portrait = rotate_mp4(half_white_clip(tmp_path / "portrait.mp4"))
+    reader = VideoReader(tiny_model.preprocess)
+    flat, turned = (reader.read_path(str(path), lambda: False) for path in (plain, portrait))
+    assert (flat.width, flat.height) == SIZE and (turned.width, turned.height) == (SIZE[1], SIZE[0])
+    as_stored = flat.segments[0].payload.astype(np.float32).mean(axis=0)  # (S, S), the centre crop
+    shown = turned.segments[0].payload.astype(np.float32).mean(axis=0)
+    half = as_stored.shape[0] // 2
+    assert as_stored[:, :half - 2].mean() > 200 and as_stored[:, half + 2:].mean() < 50  # white on the left
+    # turned clockwise, the left half is on top, for the image tower and for the thumbnail alike
+    assert shown[:half - 2].mean() > 200 and shown[half + 2:].mean() < 50
+    picture = np.asarray(frame_at(str(portrait), 0.0, 128).convert("L"), np.float32)
+    assert picture.shape[1] < picture.shape[0]  # portrait
+    assert picture[: picture.shape[0] // 2 - 2].mean() > 200 and picture[picture.shape[0] // 2 + 2:].mean() < 50
+
+
+def test_the_frame_at_a_moment_is_the_frame_that_was_embedded(tmp_path):
+    from indexer.media.video_frames import frame_at
+
+    path = make_clip(tmp_path / "far.mp4", [90, 91, 92])  # keyframes 25 s apart: decoded forward from 0
+    for number, start in ((90, 0.0), (91, 3.0), (92, 6.0), (92, 8.9)):
+        step = round((start - 3.0 * (number - 90)) * 10)
+        picture = np.asarray(frame_at(str(path), start, 256).convert("RGB"), np.float32)
+        assert picture.shape[:2] == (SIZE[1], SIZE[0])  # never scaled up
+        errors = {other: np.abs(picture - shot(other, step)).mean() for other in (90, 91, 92)}
+        assert min(errors, key=errors.get) == number and errors[number] < 12, errors
+    with open(path, "rb") as handle:  # a file object (the server's open descriptor) works the same
+        assert frame_at(handle, 3.0, 64).size == (64, 38)
+    from indexer.errors import DecodeError
+
+    with pytest.raises(DecodeError):
+        frame_at(str(tmp_path / "missing.mp4"), 0.0, 64)
+
+
+def test_search_json_carries_a_video_hits_time_and_frame(clips, tmp_path, tiny_model_config):
+    import base64
+    import io
+
+    db = tmp_path / "db"
+    assert run("index", clips, "--db", db, "--model", tiny_model_config).exit_code == 0
+    query = still(tmp_path / "still12.png", 12)
+    hits = json.loads(run("search", "--image", query, "--db", db, "--json", "--modality", "video").stdout)
+    first = hits[0]
+    assert first["path"].endswith("holiday.mp4") and abs(first["time"] - 6.0) <= 1.0
+    prefix = "data:image/jpeg;base64,"
+    assert first["thumbnail"].startswith(prefix)
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(first["thumbnail"][len(prefix):]))).convert("RGB"),
+                         np.float32)
+    assert max(picture.shape[:2]) == 128
+    reference = np.asarray(Image.fromarray(shot(12, round((first["time"] - 6.0) * 10))).resize(
+        (picture.shape[1], picture.shape[0])), np.float32)
+    others = [np.asarray(Image.fromarray(shot(number)).resize((picture.shape[1], picture.shape[0])), np.float32)
+              for number in (10, 11, 13)]
+    assert np.abs(picture - reference).mean() < min(np.abs(picture - other).mean() for other in others)
+    photos = json.loads(run("search", "--image", query, "--db", db, "--json", "--modality", "image").stdout)
+    assert photos and all("thumbnail" not in hit for hit in photos)
+    plain = json.loads(run("search", "--image", query, "--db", db, "--json", "--no-thumbnails").stdout)
+    assert all("thumbnail" not in hit for hit in plain)
+    os.remove(clips / "holiday.mp4")  # gone since indexed: the hit stays, without a frame
+    gone = json.loads(run("search", "--image", query, "--db", db, "--json", "--modality", "video").stdout)
+    assert gone[0]["path"].endswith("holiday.mp4") and gone[0]["thumbnail"] is None

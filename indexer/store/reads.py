@@ -99,6 +99,14 @@ class ItemReads:
                                    .order_by(VectorRow.id)).all()
         return _unpack(rows, dim)[1]
 
+    def moment_starts(self, item_id: int) -> list[float]:
+        """Where in the item its vectors start (seconds), ascending; empty for a still picture."""
+        with self.db.reading() as session:
+            rows = session.execute(select(VectorRow.start_s).distinct()
+                                   .where(VectorRow.item_id == item_id, VectorRow.start_s.is_not(None))
+                                   .order_by(VectorRow.start_s)).all()
+        return [float(row[0]) for row in rows]
+
     def items(self, item_ids: Sequence[int]) -> dict[int, ItemRecord]:
         out = {}
         with self.db.reading() as session:

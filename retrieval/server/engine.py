@@ -359,6 +359,12 @@ class SearchEngine:
             raise ItemNotFoundError(f"no item with id {item_id}")
         return record
 
+    def nearest_moment(self, item_id: int, seconds: float) -> float:
+        """The item's stored moment closest to `seconds` (0.0 when it has none): a video's thumbnails
+        are made only at moments the index holds, so a client cannot have one made per millisecond."""
+        starts = self.library.reads.moment_starts(item_id)
+        return min(starts, key=lambda start: abs(start - seconds)) if starts else 0.0
+
     # --- status -------------------------------------------------------------------------
     def status(self) -> dict:
         """The index summary (cached per generation) plus what this server has loaded.

@@ -14,14 +14,16 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from indexer.media.video_reader import VIDEO
 from indexer.store.records import ItemRecord
 from retrieval.errors import QueryError
-from retrieval.query.search import Filters, Hit
-from retrieval.server.engine import MAX_LIMIT, MAX_OFFSET, SearchEngine, SearchPage, SearchRequest
-from retrieval.server.errors import TooManyRequestsError, UnauthorizedError, UploadTooLargeError
+from retrieval.query.search import Filters
+from retrieval.server.engine import MAX_LIMIT, MAX_OFFSET, SearchEngine, SearchRequest
+from retrieval.server.errors import ItemNotFoundError, TooManyRequestsError, UnauthorizedError, UploadTooLargeError
 from retrieval.server.file_response import OpenFileResponse
 from retrieval.server.files import FileGuard, OpenedFile
 from retrieval.server.gates import UploadSlots, client_key
+from retrieval.server.responses import ERRORS, ItemOut, SearchOut, item_out, page_response
 from retrieval.server.security import COOKIE_NAME, safe_next, session_cookie_header, token_matches
 from retrieval.server.sessions import SessionStore, SignInThrottle
 from retrieval.server.thumbnails import DEFAULT_THUMB_SIZE, THUMB_SIZES, ThumbnailCache
@@ -31,97 +33,12 @@ MULTIPART_SLACK_BYTES = 64 * 1024  # room for multipart headers around an image 
 MAX_UPLOAD_FILES = 4
 LOGIN_BODY_LIMIT = 4096
 MAX_EXTENSIONS = 32
+MAX_MOMENT_S = 1e7  # 115 days: further into a video than any moment
 _EXTENSION = re.compile(r"^[a-z0-9]{1,10}$")
 FIRST_DATE, LAST_DATE = datetime(2, 1, 1), datetime(9998, 12, 31, 23, 59, 59)  # converting to UTC never overflows
 
 api = APIRouter(prefix="/api")
 pages = APIRouter(include_in_schema=False)
-
-
-# --- response models (they document /docs) ---------------------------------------------------
-class HitOut(BaseModel):
-    id: int
-    path: str
-    name: str
-    score: float
-    width: int | None
-    height: int | None
-    format: str | None
-    mtime: float
-    size: int
-    thumb_url: str
-    image_url: str
-    ocr_snippet: str | None = None  # with `words`: the line of the picture's words that matched best
-    ocr_matched: list[str] = []  # ... and its words that matched (to highlight)
-
-
-class SearchOut(BaseModel):
-    results: list[HitOut]
-    offset: int
-    limit: int
-    has_more: bool
-    next_offset: int | None
-    took_ms: float
-    upload_ids: list[str] = []  # one per image uploaded with this request: `upload=ID` searches by it again
-
-
-class ItemOut(BaseModel):
-    id: int
-    path: str
-    name: str
-    size: int
-    mtime: float
-    width: int | None
-    height: int | None
-    format: str | None
-    modality: str
-    indexed_at: float
-    thumb_url: str
-    image_url: str
-    similar_url: str
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorOut(BaseModel):
-    error: ErrorDetail
-
-
-ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 404, 410, 413, 422, 429, 503)}
-
-
-def _urls(item_id: int, version: float) -> dict:
-    return {"thumb_url": f"/api/items/{item_id}/thumb?size={DEFAULT_THUMB_SIZE}&v={int(version)}",
-            "image_url": f"/api/items/{item_id}/image"}
-
-
-def hit_out(hit: Hit) -> HitOut:
-    return HitOut(id=hit.item_id, path=hit.path, name=os.path.basename(hit.path), score=round(hit.score, 6),
-                  width=hit.width, height=hit.height, format=hit.format, mtime=hit.mtime, size=hit.size,
-                  ocr_snippet=hit.ocr_snippet, ocr_matched=list(hit.ocr_matched), **_urls(hit.item_id, hit.mtime))
-
-
-def page_out(page: SearchPage) -> SearchOut:
-    return SearchOut(results=[hit_out(hit) for hit in page.hits], offset=page.offset, limit=page.limit,
-                     has_more=page.has_more, next_offset=page.offset + page.limit if page.has_more else None,
-                     took_ms=page.took_ms, upload_ids=list(page.upload_ids))
-
-
-def page_response(page: SearchPage) -> Response:
-    """The page as JSON, serialised once by pydantic: returned as a Response, FastAPI does not
-    validate and encode it a second time against `response_model` (which stays for /docs). That
-    second pass cost ~3 ms of a 48-result page."""
-    return Response(page_out(page).model_dump_json(), media_type="application/json")
-
-
-def item_out(record: ItemRecord) -> ItemOut:
-    return ItemOut(id=record.id, path=record.path, name=os.path.basename(record.path), size=record.size,
-                   mtime=record.mtime, width=record.width, height=record.height, format=record.format,
-                   modality=record.modality, indexed_at=record.indexed_at,
-                   similar_url=f"/api/items/{record.id}/similar", **_urls(record.id, record.mtime))
 
 
 # --- dependencies ------------------------------------------------------------------------
@@ -315,15 +232,22 @@ async def similar(item_id: int, engine: Engine, words: Words = None, filters: Fi
          response_class=Response, summary="A JPEG thumbnail (made once, cached on disk)")
 def thumbnail(item_id: int, request: Request, engine: Engine,
               size: Annotated[int, Query(description=f"Longest side: one of {THUMB_SIZES}")] = DEFAULT_THUMB_SIZE,
+              t: Annotated[float | None, Query(ge=0, le=MAX_MOMENT_S, allow_inf_nan=False,
+                                               description="A video's moment (seconds): its frame then")] = None,
               v: Annotated[str | None, Query(description="Cache buster; ignored")] = None) -> Response:
     if size not in THUMB_SIZES:
         raise QueryError(f"size must be one of {', '.join(map(str, THUMB_SIZES))}")
     record, opened = item_file(request, engine, item_id)
     thumbs: ThumbnailCache = request.app.state.thumbnails
     with opened:  # checked and open: the thumbnail is made from (or cached for) this very file
-        path = thumbs.get(record, opened, size)
+        if record.modality == VIDEO:  # its frame at the stored moment nearest t (the first without t)
+            t = engine.nearest_moment(item_id, t or 0.0)
+        elif t is not None:
+            raise QueryError(f"item {item_id} is not a video: t applies to videos only")
+        path = thumbs.get(record, opened, size, t)
     stat = path.stat()
-    etag = f'"t{item_id}-{size}-{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+    moment = "" if t is None else f"-{round(t * 1000):x}"
+    etag = f'"t{item_id}-{size}{moment}-{stat.st_mtime_ns:x}-{stat.st_size:x}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
     if etag in (part.strip() for part in request.headers.get("if-none-match", "").split(",")):
         return Response(status_code=304, headers=headers)
@@ -334,6 +258,18 @@ def thumbnail(item_id: int, request: Request, engine: Engine,
          response_class=FileResponse, summary="The full image file")
 def image(item_id: int, request: Request, engine: Engine) -> FileResponse:
     record, opened = item_file(request, engine, item_id)  # the response sends this open file, then closes it
+    return OpenFileResponse(opened, filename=os.path.basename(record.path),
+                            headers={"Cache-Control": "private, max-age=3600"})
+
+
+@api.get("/items/{item_id}/video", responses={**ERRORS, 200: {"content": {"video/*": {}}},
+                                             206: {"description": "The byte range asked for (Range: bytes=...)"}},
+         response_class=FileResponse, summary="A video's file (HTTP Range requests: the player seeks)")
+def video(item_id: int, request: Request, engine: Engine) -> FileResponse:
+    """The same checked, open file as /image, for an item indexed as a video (404 for other items)."""
+    if engine.item(item_id).modality != VIDEO:
+        raise ItemNotFoundError(f"item {item_id} is not a video")
+    record, opened = item_file(request, engine, item_id)
     return OpenFileResponse(opened, filename=os.path.basename(record.path),
                             headers={"Cache-Control": "private, max-age=3600"})
 

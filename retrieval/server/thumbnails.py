@@ -8,6 +8,8 @@ does an item re-indexed after its thumbnail was written. Writes go to a temp fil
 so concurrent requests for one thumbnail never see half a JPEG; at most `makers` are made at once.
 A picture with transparency is composited over a light neutral background (a JPEG has no alpha, and
 dropping it showed transparent PNGs on black); THUMB_FORMAT in the file key retires older thumbnails.
+A video's thumbnail is the frame at one of its moments (`get(..., at=seconds)`), decoded with PyAV
+(`indexer.media.video_frames`) and named <id>-<size>-<file key>-t<milliseconds>.jpg.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from indexer.errors import DecodeError
 from indexer.media.image import DEFAULT_MAX_MEGAPIXELS
 from indexer.store.records import ItemRecord
 from retrieval.server.errors import FileUnavailableError
@@ -62,26 +65,40 @@ class ThumbnailCache:
         self.made = 0
         self._makers = threading.BoundedSemaphore(makers)
 
-    def path_for(self, item_id: int, size: int, opened: OpenedFile) -> Path:
-        return self.folder / f"{item_id}-{size}-{file_key(opened)}.jpg"
+    def path_for(self, item_id: int, size: int, opened: OpenedFile, at: float | None = None) -> Path:
+        moment = "" if at is None else f"-t{round(at * 1000)}"
+        return self.folder / f"{item_id}-{size}-{file_key(opened)}{moment}.jpg"
 
-    def get(self, record: ItemRecord, opened: OpenedFile, size: int) -> Path:
-        """The thumbnail of `record`'s checked, open file `opened`, made now if missing or stale."""
+    def get(self, record: ItemRecord, opened: OpenedFile, size: int, at: float | None = None) -> Path:
+        """The thumbnail of `record`'s checked, open file `opened` (for a video: its frame at `at`
+        seconds), made now if missing or stale."""
         if size not in self.sizes:
             raise ValueError(f"thumbnail size {size} is not one of {self.sizes}")
-        target = self.path_for(record.id, size, opened)
+        target = self.path_for(record.id, size, opened, at)
         try:
             if target.stat().st_mtime >= record.indexed_at:
                 return target
         except FileNotFoundError:
             pass
         with self._makers:
-            self._make(opened, target, size)
+            if at is None:
+                self._save(self._picture(opened, size), target)
+            else:
+                self._save(self._frame(opened, size, at), target)
         self.made += 1
         self._remove_others(record.id, size, keep=target)
         return target
 
-    def _make(self, opened: OpenedFile, target: Path, size: int) -> None:
+    def _frame(self, opened: OpenedFile, size: int, at: float) -> Image.Image:
+        from indexer.media.video_frames import frame_at
+
+        try:
+            with opened.reader() as handle:
+                return frame_at(handle, at, size)
+        except (DecodeError, OSError) as exc:
+            raise FileUnavailableError(f"cannot make a thumbnail: {exc}") from None
+
+    def _picture(self, opened: OpenedFile, size: int) -> Image.Image:
         try:
             with opened.reader() as handle, Image.open(handle) as image:
                 if image.width * image.height > DEFAULT_MAX_MEGAPIXELS * 1e6:
@@ -94,6 +111,9 @@ class ThumbnailCache:
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise FileUnavailableError(f"cannot make a thumbnail: {exc}") from None
         picture.thumbnail((size, size), Image.Resampling.LANCZOS)
+        return picture
+
+    def _save(self, picture: Image.Image, target: Path) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         try:
@@ -104,7 +124,9 @@ class ThumbnailCache:
         log.debug("thumbnail %s made", target)
 
     def _remove_others(self, item_id: int, size: int, keep: Path) -> None:
-        """Thumbnails of the item's earlier files (and of the older <id>-<size>.jpg naming)."""
+        """Thumbnails of the item's earlier files (and of the older <id>-<size>.jpg naming); a video's
+        other moments of the same file stay."""
+        same_file = keep.name.split("-t")[0] + "-t" if "-t" in keep.name else None
         for path in [self.folder / f"{item_id}-{size}.jpg", *self.folder.glob(f"{item_id}-{size}-*.jpg")]:
-            if path != keep:
+            if path != keep and not (same_file and path.name.startswith(same_file)):
                 path.unlink(missing_ok=True)

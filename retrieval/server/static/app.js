@@ -140,6 +140,7 @@ function appendHits(hits) {
     name.textContent = hit.name;
     card.append(image, score, name);
     if (hit.ocr_snippet) card.append(highlighted(hit.ocr_snippet, hit.ocr_matched || [], "snippet"));
+    markVideoCard(card, hit);  // video.js
     fragment.append(card);
   }
   $("results").append(fragment);
@@ -259,14 +260,18 @@ async function openDetail(id) {
   $("detail-title").textContent = hit ? hit.name : `#${id}`;
   $("detail-meta").replaceChildren();
   dialog.dataset.id = id;
+  let moment = showMedia(hit, hit);  // video.js: a video plays from the hit's moment
   if (!dialog.open) dialog.showModal();
   try {
     const item = await api(`/api/items/${id}`);
     if (dialog.dataset.id !== String(id)) return;
-    $("detail-image").src = item.image_url;
+    if (!item.video_url) {  // a video plays in #detail-video instead (video.js)
+      $("detail-image").src = item.image_url;
+      $("detail-open").href = item.image_url;
+    }
     $("detail-link").href = item.image_url;
-    $("detail-open").href = item.image_url;
     $("detail-title").textContent = item.name;
+    if (!hit && item.video_url) moment = showMedia(item, null);
     const rows = [
       ["Path", item.path],
       ["Score", hit ? hit.score.toFixed(4) : "—"],
@@ -276,6 +281,7 @@ async function openDetail(id) {
       ["Modified", new Date(item.mtime * 1000).toLocaleString()],
       ["Item id", String(item.id)],
     ];
+    if (moment) rows.splice(2, 0, ["Moment", moment]);
     const list = $("detail-meta");
     for (const [label, value] of rows) {
       const term = document.createElement("dt");
@@ -390,6 +396,7 @@ function wire() {
     window.scrollTo({ top: 0 });
   });
   $("detail-close").addEventListener("click", () => $("detail").close());
+  $("detail").addEventListener("close", stopVideo);  // video.js
   $("detail").addEventListener("click", (event) => {
     if (event.target === $("detail")) $("detail").close();  // a click on the backdrop
   });
