@@ -29,6 +29,7 @@ COMMANDS = {
     "finetune": "cli.finetune_cmd:finetune",
     "eval": "cli.eval_cmd:evaluate",
     "classify": "cli.classify_cmd:classify",
+    "duplicates": "cli.duplicates_cmd:duplicates",
     "models": "cli.models_cmd:app",
 }
 

@@ -23,7 +23,11 @@ def search(
     before: Annotated[Optional[str], typer.Option(help="Only items taken (as --after) before this date.")] = None,
     modality: Annotated[Optional[List[str]], typer.Option("--modality", help="Only these kinds of items: image, video (repeat or comma-separate; all: every kind).")] = None,
     ext: Annotated[Optional[List[str]], typer.Option("--ext", help="Only these extensions: repeat or comma-separate, e.g. --ext jpg,png (jpg also matches .jpeg, tif .tiff).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout: an array of {path, score, ...}; with --queries one {query, results} object per line.")] = False,
+    min_relevance: Annotated[float, typer.Option(
+        "--min-relevance", min=0.0, max=1.0, envvar="MMSEARCH_MIN_RELEVANCE",
+        help="Drop results whose relevance (estimated probability of being what was asked for, 0-1) is below "
+             "this, e.g. 0.5; a query for something the collection lacks then comes back empty.")] = 0.0,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout: an array of {path, score, relevance, ...}; with --queries one {query, results} object per line.")] = False,
     db: DbOption = None,
     model: ModelOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ... for the query towers; with --queries on a CUDA "
@@ -40,6 +44,7 @@ def search(
       mmsearch search "a dog on a beach" --top 20
       mmsearch search --image ./query.jpg
       mmsearch search "beach + sunset - people"
+      mmsearch search "a red bicycle" --min-relevance 0.5
       mmsearch search --queries queries.txt --json
     """
     setup_logging(verbose)
@@ -52,7 +57,7 @@ def search(
 
     request = QueryRequest(
         db=db_dir(db), top=top, model=model, configured_model=load_config().get("model"), device=device,
-        search_threads=search_threads,
+        search_threads=search_threads, min_relevance=min_relevance,
         filters=make_filters(path, parse_date(after, "--after"), parse_date(before, "--before"), ext or (),
                              modality or ()),
     )
@@ -96,12 +101,13 @@ def _clock(seconds: float) -> str:
 
 
 def _print_hits(hits) -> None:
-    """`score<TAB>path` lines (`path @ 01:23` for a moment in a sound or video); paths are written as
+    """`score<TAB>relevance<TAB>path` lines (`path @ 01:23` for a moment in a sound or video); paths are written as
     their exact bytes, as ls and find do."""
     out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
     for hit in hits:
         where = f"{hit.path} @ {_clock(hit.time)}" if hit.time is not None else hit.path
-        line = f"{hit.score:.4f}\t{where}\n"
+        relevance = f"{hit.relevance:.2f}" if hit.relevance is not None else "-"
+        line = f"{hit.score:.4f}\t{relevance}\t{where}\n"
         if out is None:
             sys.stdout.write(line)
         else:

@@ -55,11 +55,14 @@ class Hit:
     modality: str = IMAGE
     time: float | None = None  # the best moment's start (seconds) in a sound or video
     moments: tuple[tuple[float, float], ...] = ()  # (start seconds, score) of its best moments, best first
+    relevance: float | None = None  # estimated P(it is what was asked for): retrieval.query.relevance
 
     def as_dict(self) -> dict:
         out = {"path": self.path, "score": round(self.score, 6), "id": self.item_id, "width": self.width,
                "height": self.height, "format": self.format, "mtime": self.mtime, "size": self.size,
                "modality": self.modality}
+        if self.relevance is not None:
+            out["relevance"] = round(self.relevance, 4)
         if self.time is not None:
             out["time"] = round(self.time, 3)
             out["moments"] = [{"time": round(start, 3), "score": round(score, 6)} for start, score in self.moments]

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from indexer.errors import DecodeError, MmsearchError, ModelMismatchError, StoreError
 from retrieval.errors import QueryError
+from retrieval.server import duplicates_routes
 from retrieval.server.config import ServerConfig
 from retrieval.server.engine import SearchEngine
 from retrieval.server.errors import (
@@ -90,6 +91,8 @@ def create_app(config: ServerConfig, engine: SearchEngine | None = None) -> Fast
     app.state.uploads = UploadSlots(config.upload_slots, config.upload_wait_s)
     app.include_router(api)
     app.include_router(pages)
+    app.include_router(duplicates_routes.api)
+    app.include_router(duplicates_routes.pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, follow_symlink=False), name="static")
     _add_docs(app)
     _add_error_handlers(app)

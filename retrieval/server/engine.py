@@ -29,6 +29,7 @@ from retrieval.errors import QueryError
 from retrieval.index_model import choose_model, open_model
 from retrieval.models.encoders import Model
 from retrieval.query.parse import combine, parse_query
+from retrieval.query.relevance import IMAGE_QUERY, TEXT, above, add_relevance
 from retrieval.query.search import Filters, Hit, rank
 from retrieval.server.config import ServerConfig
 from retrieval.server.decode_budget import check_decode_budget
@@ -114,6 +115,7 @@ class SearchRequest:
     offset: int = 0
     limit: int = 48
     max_decode_bytes: int | None = None  # per uploaded image; None: the engine's config
+    min_relevance: float = 0.0  # hits below this relevance are left out (counted in SearchPage.weaker_hidden)
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ class SearchPage:
     limit: int
     has_more: bool
     took_ms: float
+    weaker_hidden: int = 0  # hits ranked within the page's reach but below min_relevance
 
 
 @dataclass
@@ -249,8 +252,11 @@ class SearchEngine:
         query_vector = self.query_vector(request)
         wanted = request.offset + request.limit
         hits = rank(self.library, query_vector, wanted + 1, request.filters)[0]
-        return SearchPage(hits[request.offset:wanted], request.offset, request.limit, len(hits) > wanted,
-                          round((time.perf_counter() - started) * 1000, 2))
+        kind = IMAGE_QUERY if (request.images or request.like_ids) else TEXT
+        hits = add_relevance(self.library, [hits], query_vector, [kind])[0]
+        shown = above(hits, request.min_relevance)
+        return SearchPage(shown[request.offset:wanted], request.offset, request.limit, len(shown) > wanted,
+                          round((time.perf_counter() - started) * 1000, 2), weaker_hidden=len(hits) - len(shown))
 
     def query_vector(self, request: SearchRequest) -> np.ndarray:
         vectors: list[np.ndarray] = []

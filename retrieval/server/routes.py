@@ -44,6 +44,7 @@ class HitOut(BaseModel):
     path: str
     name: str
     score: float
+    relevance: float | None = None  # estimated probability that it is what was asked for (0-1)
     width: int | None
     height: int | None
     format: str | None
@@ -60,6 +61,7 @@ class SearchOut(BaseModel):
     has_more: bool
     next_offset: int | None
     took_ms: float
+    weaker_hidden: int = 0  # results below min_relevance left out of this page's reach
 
 
 class ItemOut(BaseModel):
@@ -97,6 +99,7 @@ def _urls(item_id: int, version: float) -> dict:
 
 def hit_out(hit: Hit) -> HitOut:
     return HitOut(id=hit.item_id, path=hit.path, name=os.path.basename(hit.path), score=round(hit.score, 6),
+                  relevance=None if hit.relevance is None else round(hit.relevance, 4),
                   width=hit.width, height=hit.height, format=hit.format, mtime=hit.mtime, size=hit.size,
                   **_urls(hit.item_id, hit.mtime))
 
@@ -104,7 +107,7 @@ def hit_out(hit: Hit) -> HitOut:
 def page_out(page: SearchPage) -> SearchOut:
     return SearchOut(results=[hit_out(hit) for hit in page.hits], offset=page.offset, limit=page.limit,
                      has_more=page.has_more, next_offset=page.offset + page.limit if page.has_more else None,
-                     took_ms=page.took_ms)
+                     took_ms=page.took_ms, weaker_hidden=page.weaker_hidden)
 
 
 def page_response(page: SearchPage) -> Response:
@@ -169,13 +172,16 @@ def filters_params(path: PathGlob = None, after: After = None, before: Before = 
 class Page(BaseModel):
     offset: int
     limit: int
+    min_relevance: float = 0.0
 
 
 def page_params(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Skip this many results")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Results per page")] = 48,
+    min_relevance: Annotated[float, Query(ge=0.0, le=1.0, description="Leave out results whose relevance "
+                                          "(estimated probability of a match) is below this")] = 0.0,
 ) -> Page:
-    return Page(offset=offset, limit=limit)
+    return Page(offset=offset, limit=limit, min_relevance=min_relevance)
 
 
 QueryText = Annotated[str | None, Query(max_length=2000, description='Words; "beach + sunset - people", "2:red car"')]
@@ -192,7 +198,8 @@ async def run_search(engine: SearchEngine, search_request: SearchRequest) -> Res
 async def search(engine: Engine, q: QueryText = None, like: LikeIds = [],
                  filters: Filters = Depends(filters_params), page: Page = Depends(page_params)) -> Response:
     """Rank the index for `q` (combined terms as in the CLI) plus the stored vectors of `like` items."""
-    search_request = SearchRequest(text=q, like_ids=tuple(like), filters=filters, offset=page.offset, limit=page.limit)
+    search_request = SearchRequest(text=q, like_ids=tuple(like), filters=filters, offset=page.offset, limit=page.limit,
+                                   min_relevance=page.min_relevance)
     return await run_search(engine, search_request)
 
 
@@ -217,7 +224,8 @@ async def search_by_image(request: Request, engine: Engine, q: QueryText = None,
         images = await read_images(request, request.app.state.config.max_upload_bytes)
         search_request = SearchRequest(text=q, like_ids=tuple(like), images=tuple(images), filters=filters,
                                        offset=page.offset, limit=page.limit,
-                                       max_decode_bytes=request.app.state.config.max_decode_bytes)
+                                       max_decode_bytes=request.app.state.config.max_decode_bytes,
+                                       min_relevance=page.min_relevance)
         return page_response(await run_in_threadpool(engine.search, search_request))
 
 
@@ -282,7 +290,8 @@ def item(item_id: int, engine: Engine) -> ItemOut:
 async def similar(item_id: int, engine: Engine, filters: Filters = Depends(filters_params),
                   page: Page = Depends(page_params)) -> Response:
     """Search with the item's stored vector as the query (the item itself comes first, score 1)."""
-    search_request = SearchRequest(like_ids=(item_id,), filters=filters, offset=page.offset, limit=page.limit)
+    search_request = SearchRequest(like_ids=(item_id,), filters=filters, offset=page.offset, limit=page.limit,
+                                   min_relevance=page.min_relevance)
     return await run_search(engine, search_request)
 
 

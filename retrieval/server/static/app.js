@@ -2,6 +2,8 @@
 "use strict";
 
 const PAGE_SIZE = 48;
+// results below this relevance (estimated probability of a match) wait behind "show weaker matches"
+const MIN_RELEVANCE = 0.3;
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -42,6 +44,7 @@ function fetchPage(query, offset) {
   const params = filterParams();
   params.set("offset", offset);
   params.set("limit", PAGE_SIZE);
+  if (!$("show-weaker").checked) params.set("min_relevance", MIN_RELEVANCE);
   if (query.kind === "text") {
     params.set("q", query.q);
     return api("/api/search?" + params);
@@ -82,7 +85,9 @@ async function loadMore() {
     state.hasMore = page.has_more;
     $("load-more").hidden = !state.hasMore;
     if (state.offset === 0) {
-      $("empty").textContent = "Nothing found.";
+      $("empty").textContent = page.weaker_hidden
+        ? `No strong match. ${page.weaker_hidden} weaker match${page.weaker_hidden === 1 ? "" : "es"} hidden: tick "show weaker matches".`
+        : "Nothing found.";
       $("empty").hidden = false;
     }
     setStatusNote(`${state.offset} shown · ${page.took_ms} ms`);
@@ -118,6 +123,10 @@ function appendHits(hits) {
     const score = document.createElement("span");
     score.className = "score";
     score.textContent = hit.score.toFixed(3);
+    if (hit.relevance !== null && hit.relevance !== undefined) {
+      score.title = `relevance ${Math.round(hit.relevance * 100)}%`;
+      if (hit.relevance < MIN_RELEVANCE) card.classList.add("weak");
+    }
     const name = document.createElement("span");
     name.className = "name";
     name.textContent = hit.name;
@@ -182,6 +191,7 @@ async function openDetail(id) {
     const rows = [
       ["Path", item.path],
       ["Score", hit ? hit.score.toFixed(4) : "—"],
+      ["Relevance", hit && hit.relevance != null ? `${Math.round(hit.relevance * 100)}%` : "—"],
       ["Size", item.width && item.height ? `${item.width} × ${item.height}` : "—"],
       ["Format", item.format || "—"],
       ["File", formatBytes(item.size)],
@@ -300,6 +310,7 @@ function wire() {
     if (event.target === $("detail")) $("detail").close();  // a click on the backdrop
   });
   $("load-more").addEventListener("click", loadMore);
+  $("show-weaker").addEventListener("change", () => state.query && startSearch(state.query));
 
   new IntersectionObserver((entries) => {
     if (entries.some((entry) => entry.isIntersecting) && state.hasMore) loadMore();
