@@ -6,8 +6,8 @@ probes only `nprobe` lists, enough for copies, which land in the same list as th
 no all-pairs scan. A pair can then be confirmed by a perceptual hash of both files
 (indexer.media.perceptual_hash), which keeps two different pictures of the same thing apart when
 the model finds them alike; docs/BENCHMARKS.md "Near-duplicates" measures what each costs and gives.
-Pairs join into groups (union-find); each group suggests one file to keep: the most pixels, then
-the most bytes, then the oldest.
+Pairs join into groups (union-find); each group suggests one file to keep: the largest (pixels),
+then the oldest, then the heaviest.
 
 Nothing here deletes. `move_duplicates` moves the other files of each group into a folder, never
 over an existing file, and writes a log line per move; the next index run sees them gone.
@@ -152,8 +152,9 @@ def group_pairs(pairs: Iterable[tuple[int, int, float]]) -> list[tuple[list[int]
 
 
 def suggest_keep(items: Iterable[DuplicateItem]) -> DuplicateItem:
-    """The likely original: the most pixels, then the most bytes, then the oldest, then the shortest path."""
-    return min(items, key=lambda item: (-(item.width or 0) * (item.height or 0), -item.size, item.mtime,
+    """The likely original: the largest (most pixels), then the oldest, then the most bytes, then the
+    shortest path. Age before bytes: a PNG re-encode of a JPEG is heavier but newer than its original."""
+    return min(items, key=lambda item: (-(item.width or 0) * (item.height or 0), item.mtime, -item.size,
                                         len(item.path), item.path))
 
 

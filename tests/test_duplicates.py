@@ -60,13 +60,15 @@ def test_groups_are_connected_components_with_their_weakest_link():
     assert groups == [([1, 2, 3], 0.95), ([7, 8], 0.97)]
 
 
-def test_keep_is_the_largest_then_the_heaviest_then_the_oldest():
-    small = DuplicateItem(1, "/a/small.jpg", 100, 100, 9_000, 10.0)
+def test_keep_is_the_largest_then_the_oldest_then_the_heaviest():
+    small_old = DuplicateItem(1, "/a/small.jpg", 100, 100, 9_000, 10.0)
     big_new = DuplicateItem(2, "/a/big_new.jpg", 200, 200, 5_000, 30.0)
     big_old = DuplicateItem(3, "/a/big_old.jpg", 200, 200, 5_000, 20.0)
-    big_heavy = DuplicateItem(4, "/a/big_heavy.png", 200, 200, 50_000, 40.0)
-    assert suggest_keep([small, big_new, big_old]).id == 3
-    assert suggest_keep([small, big_new, big_old, big_heavy]).id == 4
+    big_heavy_newer = DuplicateItem(4, "/a/big_heavy.png", 200, 200, 50_000, 40.0)
+    big_heavy_as_old = DuplicateItem(5, "/a/big_old.png", 200, 200, 60_000, 20.0)
+    assert suggest_keep([small_old, big_new, big_old]).id == 3  # pixels first: the older small one loses
+    assert suggest_keep([small_old, big_new, big_old, big_heavy_newer]).id == 3  # a heavier re-encode is newer
+    assert suggest_keep([big_old, big_heavy_as_old, big_new]).id == 5  # same age: the heavier
 
 
 def scene(seed: int, size=(320, 240)) -> Image.Image:
@@ -100,7 +102,8 @@ def collection(tmp_path, tiny_model_config):
     pics = tmp_path / "pics"
     (pics / "copies").mkdir(parents=True)
     scene(1).save(pics / "one.jpg", quality=95)
-    Image.open(pics / "one.jpg").save(pics / "copies" / "one.png")
+    Image.open(pics / "one.jpg").save(pics / "copies" / "one.png")  # heavier, same pixels, a day newer
+    os.utime(pics / "copies" / "one.png", (os.stat(pics / "one.jpg").st_mtime + 86400,) * 2)
     scene(2).save(pics / "two.png")
     (pics / "copies" / "two-copy.png").write_bytes((pics / "two.png").read_bytes())
     ImageEnhance.Brightness(scene(2)).enhance(1.2).save(pics / "copies" / "two-bright.png")
@@ -130,10 +133,11 @@ def test_find_duplicates_groups_the_copies_and_suggests_the_original(collection)
         sorted(expected, key=sorted)
     assert report.pictures == 11 and report.candidate_pairs == 55  # all pairs: 11 * 10 / 2
     keeps = {os.path.basename(next(item.path for item in group.items if item.id == group.keep)) for group in report.groups}
-    # one.png and one.jpg have the same pixels: the heavier file; two.png and its byte copy: the older
-    # (or, written within the clock's resolution, the shorter path); three.png has more pixels than its copy
-    heavier = max(["one.jpg", "copies/one.png"], key=lambda name: os.stat(pics / name).st_size)
-    assert keeps == {os.path.basename(heavier), "three.png", "two.png"}
+    # one.png and one.jpg have the same pixels: the older (the heavier PNG re-encode is a day newer);
+    # two.png and its byte copy: the older (or, written within the clock's resolution, the shorter path);
+    # three.png has more pixels than its copy
+    assert os.stat(pics / "copies" / "one.png").st_size > os.stat(pics / "one.jpg").st_size
+    assert keeps == {"one.jpg", "three.png", "two.png"}
     assert all(group.items[0].id == group.keep for group in report.groups)
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,3 +182,97 @@ def test_batch_queries_carry_relevance(indexed, tmp_path):
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["query"] for line in lines] == ["a dog", "a cat"]
     assert all("relevance" in hit for line in lines for hit in line["results"])
+
+
+def test_an_open_clip_models_calibration_is_found_by_its_name_and_fingerprint(tmp_path, monkeypatch):
+    from indexer.store.records import ModelInfo
+    from retrieval.models.registry import resolve_model
+    from retrieval.query import relevance
+
+    monkeypatch.setattr(relevance, "CALIBRATIONS_DIR", tmp_path)
+    spec = resolve_model("ViT-B-32-256:datacomp_s34b_b86k")  # parsing the name imports no open_clip
+    assert relevance.calibration_path(spec) == tmp_path / "ViT-B-32-256_datacomp_s34b_b86k.json"
+    fitted = Calibration(text=LogisticMap(8.0, 0.5, -5.0), image=LogisticMap(6.0, 0.4, -7.0), source="test")
+    (tmp_path / "ViT-B-32-256_datacomp_s34b_b86k.json").write_text(
+        json.dumps({**fitted.to_dict(), "fingerprint": "clip-fp"}))
+    info = ModelInfo("ViT-B-32-256:datacomp_s34b_b86k", "open_clip:datacomp_s34b_b86k", 512, "clip-fp")
+    assert model_calibration(info) == fitted
+    assert model_calibration(ModelInfo(info.name, info.weights, 512, "other weights")) is None
+    checkpoint = tmp_path / "mine.pt"
+    checkpoint.write_bytes(b"")
+    assert relevance.calibration_path(resolve_model(f"ViT-B-32:{checkpoint}")) is None  # a user's checkpoint
+
+
+def test_the_web_api_carries_relevance_and_hides_weaker_matches_until_asked(indexed, tiny_model):
+    from fastapi.testclient import TestClient
+
+    from retrieval.server import ServerConfig, create_app
+    from retrieval.server.engine import SearchEngine, WarmLibrary
+
+    _, db = indexed
+    engine = SearchEngine(WarmLibrary(db), tiny_model, ServerConfig(db=db))
+    try:
+        with TestClient(create_app(ServerConfig(db=db), engine=engine), base_url="http://127.0.0.1:8000") as client:
+            every = client.get("/api/search", params={"q": "a colourful picture", "limit": 12}).json()
+            values = [hit["relevance"] for hit in every["results"]]
+            assert len(values) == 12 and every["weaker_hidden"] == 0
+            assert all(0 <= value <= 1 for value in values) and values[3] > values[4]
+            cut = (values[3] + values[4]) / 2
+            strong = client.get("/api/search", params={"q": "a colourful picture", "limit": 12,
+                                                       "min_relevance": cut}).json()
+            assert [hit["id"] for hit in strong["results"]] == [hit["id"] for hit in every["results"][:4]]
+            assert strong["weaker_hidden"] == 8 and not strong["has_more"]  # all 12 pictures ranked, 4 shown
+            assert client.get("/api/search", params={"q": "x", "min_relevance": 1.5}).status_code == 422
+            page = client.get("/").text
+            assert 'id="show-weaker"' in page
+    finally:
+        engine.close()
+
+
+# --- the bundled model on the sample pictures (real weights: fixed, so the figures are too) ---------
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+
+
+@pytest.fixture(scope="module")
+def sample_index(tmp_path_factory):
+    if not (SAMPLE / "captions.csv").is_file():
+        pytest.skip("data/sample is not there (python -m tools.bundled.make_pairs --sample)")
+    root = tmp_path_factory.mktemp("sample")
+    pics = root / "pics"
+    shutil.copytree(SAMPLE, pics)
+    db = root / "db"
+    result = runner.invoke(app, ["index", str(pics), "--db", str(db), "--model", "bundled"])
+    assert result.exit_code == 0, result.output
+    return pics, db
+
+
+def test_calibrate_fits_the_index_on_its_own_pairs_and_search_then_uses_it(sample_index):
+    pics, db = sample_index
+    result = runner.invoke(app, ["calibrate", "--pairs", str(pics / "captions.csv"), "--db", str(db), "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures["captions"] == 154 and figures["pairs_not_indexed"] == 0
+    assert figures["text"]["z_weight"] > 0
+    assert figures["ece_cross_validated"] < 0.05 < figures["ece_label_free"]
+    with Library(db, create=False, read_only=True) as library:
+        stored = calibration_for(library, library.model())
+    assert stored.source.startswith("fitted on 154 captions") and stored.fitted_for("text")
+    searched = runner.invoke(app, ["search", "rocket", "--db", str(db), "--json", "--top", "5"])
+    assert searched.exit_code == 0 and "label-free" not in searched.stderr
+    relevance = [hit["relevance"] for hit in json.loads(searched.stdout)]
+    assert np.allclose(relevance, sorted(relevance, reverse=True))
+    assert runner.invoke(app, ["calibrate", "--clear", "--db", str(db)]).exit_code == 0
+    with Library(db, create=False, read_only=True) as library:
+        assert not calibration_for(library, library.model()).source.startswith("fitted on 154")
+
+
+def test_calibrate_refuses_pairs_whose_pictures_are_not_indexed(sample_index, tmp_path):
+    _, db = sample_index
+    pairs = tmp_path / "pairs.csv"
+    lines = ["image,caption"]
+    for i in range(30):
+        write_image(tmp_path / f"elsewhere{i}.png", seed=i)
+        lines.append(f"elsewhere{i}.png,picture {i}")
+    pairs.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["calibrate", "--pairs", str(pairs), "--db", str(db)])
+    assert result.exit_code != 0 and "0 distinct captions have their picture in the index" in result.output

@@ -107,6 +107,15 @@ class ItemReads:
                     rows.extend(session.execute(query.where(VectorRow.id.in_(chunk))))
         return unpack_sample(rows, dim, count)
 
+    def item_ids_by_path(self, paths: Sequence[str]) -> dict[str, int]:
+        """path -> item id, for the paths the index holds."""
+        out: dict[str, int] = {}
+        with self.db.reading() as session:
+            for chunk in in_chunks(list(dict.fromkeys(paths))):
+                out.update({path: item_id for item_id, path in session.execute(
+                    select(Item.id, Item.path).where(Item.path.in_(chunk)))})
+        return out
+
     def item_vectors(self, item_id: int, dim: int, encoder: str = IMAGE) -> np.ndarray:
         """Every `dim`-d vector of one item made by `encoder`, in vector id order ([n, dim], n may be 0)."""
         with self.db.reading() as session:

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 SAMPLE_SIZE = 1000  # vectors drawn from the collection to place a query's scores (mean and std: ~3% error)
 CALIBRATION_FILE = "calibration.json"  # in a model folder (the bundled model ships one)
-INDEX_CALIBRATION_KEY = "relevance_calibration"  # an index's own, from `mmsearch calibrate`
+CALIBRATIONS_DIR = Path(__file__).resolve().parents[1] / "models" / "calibrations"  # open_clip models' (ARCH_TAG.json)
+INDEX_CALIBRATION_KEY = "relevance_calibration"  # an index's own (library info), which wins over the model's
 TEXT, IMAGE_QUERY = "text", "image"
 MIN_STD = 1e-4
 
@@ -130,9 +131,21 @@ class Calibration:
 LABEL_FREE = Calibration()
 
 
+def calibration_path(spec) -> Path | None:
+    """Where a model's shipped calibration lives: `calibration.json` in a model folder (the bundled
+    model's), `retrieval/models/calibrations/ARCH_TAG.json` for an open_clip name; None for the rest."""
+    if spec.source == "open_clip":
+        if not spec.pretrained or "/" in spec.pretrained or "\\" in spec.pretrained:
+            return None  # a checkpoint file of the user's: nothing shipped can be for it
+        return CALIBRATIONS_DIR / f"{spec.arch}_{spec.pretrained}.json"
+    if spec.path is not None and spec.path.is_dir():
+        return spec.path / CALIBRATION_FILE
+    return None
+
+
 def model_calibration(info: ModelInfo) -> Calibration | None:
-    """The calibration a model ships: `calibration.json` in its folder (the bundled model's), else None.
-    Reads no weights and imports no torch."""
+    """The calibration a model ships (`calibration_path`), else None. Reads no weights, imports no torch;
+    a file fitted for another fingerprint is ignored."""
     from retrieval.errors import ModelNotFoundError
     from retrieval.models.registry import resolve_model
 
@@ -140,9 +153,8 @@ def model_calibration(info: ModelInfo) -> Calibration | None:
         spec = resolve_model(info.name)
     except ModelNotFoundError:
         return None
-    if spec.path is None or not spec.path.is_dir():
-        return None
-    return read_calibration(spec.path / CALIBRATION_FILE, info.fingerprint)
+    path = calibration_path(spec)
+    return read_calibration(path, info.fingerprint) if path is not None else None
 
 
 def read_calibration(path: Path, fingerprint: str | None = None) -> Calibration | None:

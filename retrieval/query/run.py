@@ -148,9 +148,9 @@ def _with_relevance(library, results, vectors, kinds, min_relevance: float, note
     if hidden:
         best = max(hit.relevance for hits in results for hit in hits)
         emptied = sum(1 for hits, shown in zip(results, kept) if hits and not shown)
+        left_empty = f"; {emptied} quer{'ies' if emptied != 1 else 'y'} left empty" if len(results) > 1 and emptied else ""
         notes.append(f"{hidden} result{'s' if hidden != 1 else ''} below relevance {min_relevance:g} hidden "
-                     f"(best {best:.2f}){f'; {emptied} quer' + ('ies' if emptied != 1 else 'y') + ' left empty' if len(results) > 1 and emptied else ''}"
-                     f"; --min-relevance 0 shows them")
+                     f"(best {best:.2f}){left_empty}; --min-relevance 0 shows them")
     if not any(calibration.fitted_for(kind) for kind in set(kinds)):
         notes.append(f"relevance for {info.name if info else 'this model'} is a label-free estimate (no calibration "
                      f"fitted for it): fit one on your own pairs with `mmsearch calibrate --pairs FILE` (docs/RELEVANCE.md)")

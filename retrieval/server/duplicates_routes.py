@@ -50,10 +50,11 @@ def engine_of(request: Request) -> SearchEngine:
 @api.get("/duplicates", response_model=DuplicatesOut, summary="Groups of near-duplicate pictures (read-only)")
 def duplicates(engine: Annotated[SearchEngine, Depends(engine_of)],
                threshold: Annotated[float, Query(gt=0.0, le=1.0, description="Cosine for a candidate pair")] = DEFAULT_THRESHOLD,
-               hash_distance: Annotated[int, Query(ge=0, le=64, description="Perceptual hash bits that may differ")] = DEFAULT_HASH_DISTANCE,
+               hash_distance: Annotated[int, Query(ge=0, le=64, description="Perceptual hash bits that may differ")]
+               = DEFAULT_HASH_DISTANCE,
                limit: Annotated[int, Query(ge=1, le=MAX_GROUPS, description="Groups returned, largest first")] = 100,
                ) -> DuplicatesOut:
-    """Each group lists the suggested original (`keep`: the most pixels, then bytes, then the oldest) first."""
+    """Each group lists the suggested original (`keep`: the most pixels, then the oldest, then the most bytes) first."""
     report = find_duplicates(engine.library, DuplicateOptions(threshold=threshold, hash_distance=hash_distance))
     groups = [DuplicateGroupOut(keep=group.keep, score=round(group.score, 4), items=[
         DuplicateItemOut(id=item.id, path=item.path, name=os.path.basename(item.path), width=item.width,

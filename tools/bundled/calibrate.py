@@ -1,14 +1,20 @@
-"""Fit the bundled model's relevance calibration, and measure it on a drawing style and concepts it never saw.
+"""Fit a model's relevance calibration, and measure it on a drawing style and concepts it never saw.
 
     python -m tools.bundled.calibrate --work /tmp/calibration-work            # fit, measure, write the figures
     python -m tools.bundled.calibrate --work /tmp/calibration-work --install  # and ship calibration.json
+    python -m tools.bundled.calibrate --model ViT-B-32-256:datacomp_s34b_b86k --work /tmp/cal-clip --install
 
-The data (all from the concepts the bundled model was *not* trained on: make_pairs' held-out split,
-seed 0) is split twice, so that the measurement shares neither style nor concepts with the fit:
-- fit:     held-out concepts of half A drawn in OpenMoji, among OpenMoji distractors (train concepts);
-- measure: held-out concepts of half B drawn in Noto Color Emoji, among Noto distractors.
-Each gallery is indexed with `mmsearch index`'s own code and the bundled model (its default CPU
-precision). Text queries are the plain names of *every* held-out concept, so half of them ask for
+The bundled model's goes to retrieval/models/bundled/calibration.json, an open_clip model's to
+retrieval/models/calibrations/ARCH_TAG.json (retrieval.query.relevance.calibration_path); the
+open_clip one needs its weights on the machine (the default CLIP's are not on the build machine).
+
+The query concepts are every concept of make_pairs' held-out split (seed 0: the bundled model never
+saw them) plus SEEN_QUERIES of its training concepts (what a user of that model mostly asks for),
+split in two halves, so that the measurement shares neither style nor concepts with the fit:
+- fit:     the concepts of half A drawn in OpenMoji, among OpenMoji distractors (other train concepts);
+- measure: the concepts of half B drawn in Noto Color Emoji, among Noto distractors.
+Each gallery is indexed with `mmsearch index`'s own code and the model (its default CPU precision).
+Text queries are the plain names of *every* held-out concept, so half of them ask for
 something the gallery does not hold (A's names against B's gallery): those should come back empty.
 Image queries are the query concepts drawn in the other style. For each query, its top TOP_K hits
 are what the calibration sees and is measured on: a hit "matches" when it shows the query's concept.
@@ -29,37 +35,44 @@ from pathlib import Path
 import numpy as np
 
 from tools.bundled import emoji_data
-from tools.bundled.make_pairs import heldout_jobs, image_name, run_jobs
+from tools.bundled.make_pairs import heldout_jobs, run_jobs
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
-BUNDLED_DIR = REPO / "retrieval" / "models" / "bundled"
 TOP_K = 20
 SIZE = 128
 DISTRACTORS = 800  # train concepts in the fit gallery
 MEASURE_DISTRACTORS = 800  # and in the measuring one
 THRESHOLDS = (0.1, 0.2, 0.3, 0.5, 0.7)
+SEEN_QUERIES = 220  # training concepts among the query concepts (about as many as the held-out ones)
 
 
 @dataclass(frozen=True)
 class Split:
-    half_a: list  # held-out concepts in the fit gallery
-    half_b: list  # held-out concepts in the measuring gallery
+    half_a: list  # query concepts in the fit gallery
+    half_b: list  # query concepts in the measuring gallery
     distract_fit: list
     distract_eval: list
+    seen: frozenset  # codepoints (upper case) of the query concepts the bundled model was trained on
 
 
 def split(seed: int = 0) -> Split:
     concepts = emoji_data.list_concepts()
     train, held = emoji_data.split_concepts(concepts, 0.1, seed)  # the bundled recipe's split
     font = emoji_data.find_noto_font()
-    noto = [concept for concept in held if font is not None and emoji_data.noto_renderable(concept, font)]
-    half = [emoji_data.stable_fraction(concept.codepoints, seed, "calibration") < 0.5 for concept in noto]
-    ranked = sorted(train, key=lambda concept: emoji_data.stable_fraction(concept.codepoints, seed, "distractor"))
-    drawable = [concept for concept in ranked[:4 * DISTRACTORS] if emoji_data.noto_renderable(concept, font)]
-    return Split([c for c, a in zip(noto, half) if a], [c for c, a in zip(noto, half) if not a],
-                 drawable[:DISTRACTORS], drawable[DISTRACTORS:DISTRACTORS + MEASURE_DISTRACTORS])
+
+    def drawable(concept) -> bool:
+        return font is not None and emoji_data.noto_renderable(concept, font)
+
+    ranked = [concept for concept in sorted(train, key=lambda c: emoji_data.stable_fraction(c.codepoints, seed, "distractor"))
+              [:4 * (DISTRACTORS + MEASURE_DISTRACTORS + SEEN_QUERIES)] if drawable(concept)]
+    seen, rest = ranked[:SEEN_QUERIES], ranked[SEEN_QUERIES:]
+    queries = [concept for concept in held if drawable(concept)] + seen
+    half = [emoji_data.stable_fraction(concept.codepoints, seed, "calibration") < 0.5 for concept in queries]
+    return Split([c for c, a in zip(queries, half) if a], [c for c, a in zip(queries, half) if not a],
+                 rest[:DISTRACTORS], rest[DISTRACTORS:DISTRACTORS + MEASURE_DISTRACTORS],
+                 frozenset(concept.codepoints.upper() for concept in seen))
 
 
 def render(work: Path, parts: Split, seed: int, workers: int) -> None:
@@ -79,11 +92,11 @@ def concept_of(path: str) -> str:
     return Path(path).name.split("_", 1)[0].upper()
 
 
-def index_gallery(work: Path, name: str) -> Path:
+def index_gallery(work: Path, name: str, model: str, device: str) -> Path:
     from retrieval.indexing import IndexRequest, index_library
 
     db = work / f"index_{name}"
-    index_library(IndexRequest(db=db, roots=(str(work / name / "images"),), model="bundled", device="cpu"))
+    index_library(IndexRequest(db=db, roots=(str(work / name / "images"),), model=model, device=device))
     return db
 
 
@@ -95,9 +108,10 @@ class Collected:
     query: np.ndarray  # which query each row belongs to
     present: np.ndarray  # per query: does the gallery hold its concept
     count: int
+    seen: np.ndarray | None = None  # per query: was its concept among the model's training concepts
 
 
-def collect(db: Path, queries: list[tuple[str, np.ndarray]], top: int = TOP_K) -> Collected:
+def collect(db: Path, queries: list[tuple[str, np.ndarray]], seen: frozenset = frozenset(), top: int = TOP_K) -> Collected:
     """Features and labels of each query's top hits in the gallery at `db` (exact scores)."""
     from indexer.store.library import Library
     from retrieval.query.relevance import collection_sample, collection_size, query_stats, z_scores
@@ -121,7 +135,8 @@ def collect(db: Path, queries: list[tuple[str, np.ndarray]], top: int = TOP_K) -
         rows["labels"].append(concepts[best] == concept)
         rows["query"].append(np.full(len(best), row))
     return Collected(*(np.concatenate(rows[key]) for key in ("scores", "z", "labels", "query")),
-                     present=np.array([concept in held for concept, _ in queries]), count=stats.count)
+                     present=np.array([concept in held for concept, _ in queries]), count=stats.count,
+                     seen=np.array([concept in seen for concept, _ in queries]))
 
 
 def text_queries(model, concepts) -> list[tuple[str, np.ndarray]]:
@@ -137,19 +152,28 @@ def image_queries(model, folder: Path) -> list[tuple[str, np.ndarray]]:
 
 def empty_answers(relevance: np.ndarray, data: Collected, threshold: float) -> dict:
     """At `threshold`: the share of absent-concept queries with no hit left, of present-concept queries
-    whose match is still shown, and the share of shown hits that match."""
+    whose match is still shown (all, and those of concepts the model was / was not trained on), and
+    the share of shown hits that match."""
     kept = relevance >= threshold
     queries = np.unique(data.query)
     absent = [q for q in queries if not data.present[q]]
     present = [q for q in queries if data.present[q]]
-    empty = np.mean([not kept[data.query == q].any() for q in absent]) if absent else float("nan")
-    found = np.mean([(kept & data.labels)[data.query == q].any() for q in present]) if present else float("nan")
+
+    def share(chosen, hits) -> float | None:
+        return round(float(np.mean([hits[data.query == q].any() for q in chosen])), 3) if chosen else None
+
     shown = kept.sum()
-    return {"threshold": threshold, "absent_queries_empty": round(float(empty), 3),
-            "present_queries_match_shown": round(float(found), 3),
-            "present_queries_match_in_top": round(float(np.mean([data.labels[data.query == q].any() for q in present])), 3),
-            "shown_hits_matching": round(float((kept & data.labels).sum() / shown), 3) if shown else None,
-            "shown_hits": int(shown)}
+    out = {"threshold": threshold,
+           "absent_queries_empty": round(float(np.mean([not kept[data.query == q].any() for q in absent])), 3)
+           if absent else None,
+           "present_queries_match_shown": share(present, kept & data.labels),
+           "present_queries_match_in_top": share(present, data.labels),
+           "shown_hits_matching": round(float((kept & data.labels).sum() / shown), 3) if shown else None,
+           "shown_hits": int(shown)}
+    if data.seen is not None:
+        out["seen_concepts_match_shown"] = share([q for q in present if data.seen[q]], kept & data.labels)
+        out["unseen_concepts_match_shown"] = share([q for q in present if not data.seen[q]], kept & data.labels)
+    return out
 
 
 def measure(fitted, data: Collected, kind: str) -> dict:
@@ -184,28 +208,30 @@ def ablations(fit: Collected, held: Collected) -> dict:
                                                        held.labels), 4)}
 
 
-def run(work: Path, seed: int = 0, workers: int = 2) -> dict:
-    from retrieval.index_model import open_model
+def run(work: Path, seed: int = 0, workers: int = 2, model_name: str = "bundled", device: str = "cpu") -> dict:
     from indexer.store.library import Library
+    from retrieval.index_model import open_model
     from retrieval.query.relevance import Calibration, fit_logistic
 
     started = time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
     parts = split(seed)
     render(work, parts, seed, workers)
-    dbs = {name: (work / f"index_{name}") if (work / f"index_{name}" / "mmsearch.db").exists() else index_gallery(work, name)
-           for name in ("fit", "measure")}
+    dbs = {name: (work / f"index_{name}") if (work / f"index_{name}" / "mmsearch.db").exists()
+           else index_gallery(work, name, model_name, device) for name in ("fit", "measure")}
     with Library(dbs["fit"], create=False) as library:
-        model = open_model(library, "bundled", device="cpu")
+        model = open_model(library, model_name, device=device)
     every = parts.half_a + parts.half_b
     text = text_queries(model, every)
-    data = {("text", "fit"): collect(dbs["fit"], text), ("text", "measure"): collect(dbs["measure"], text),
-            ("image", "fit"): collect(dbs["fit"], image_queries(model, work / "queries_fit")),
-            ("image", "measure"): collect(dbs["measure"], image_queries(model, work / "queries_measure"))}
+    data = {("text", "fit"): collect(dbs["fit"], text, parts.seen),
+            ("text", "measure"): collect(dbs["measure"], text, parts.seen),
+            ("image", "fit"): collect(dbs["fit"], image_queries(model, work / "queries_fit"), parts.seen),
+            ("image", "measure"): collect(dbs["measure"], image_queries(model, work / "queries_measure"), parts.seen)}
     maps = {kind: fit_logistic(data[(kind, "fit")].scores, data[(kind, "fit")].z, data[(kind, "fit")].labels)
             for kind in ("text", "image")}
-    report = {"seed": seed, "top_k": TOP_K, "image_size": SIZE,
+    report = {"model": model.info.name, "seed": seed, "top_k": TOP_K, "image_size": SIZE,
               "split": {"fit_concepts": len(parts.half_a), "measure_concepts": len(parts.half_b),
+                        "seen_query_concepts": len(parts.seen),
                         "distractors": {"fit": DISTRACTORS, "measure": MEASURE_DISTRACTORS}},
               "coefficients": {kind: vars(fitted) for kind, fitted in maps.items()},
               "fit": {kind: measure(maps[kind], data[(kind, "fit")], kind) for kind in maps},
@@ -231,7 +257,7 @@ def draw_reliability(report: dict, path: Path) -> None:
     image = Image.new("RGB", (width * len(panels), height + 40), "white")
     draw = ImageDraw.Draw(image)
     for column, (kind, name) in enumerate(panels):
-        result = report["held_out"][kind][name]
+        result = {**report["held_out"][kind][name], "hits": report["held_out"][kind]["hits"]}
         left, top = column * width + margin, 40
         side = width - 2 * margin + 10
         draw.rectangle((left, top, left + side, top + side), outline="black")
@@ -255,7 +281,8 @@ def draw_reliability(report: dict, path: Path) -> None:
             share = row["count"] / total
             draw.text((x0 + 3, top + side - 14), f"{share:.0%}" if share >= 0.02 else "", fill="white")
         draw.text((left, 4), f"{kind} queries, {name}", fill="black")
-        draw.text((left, 20), f"held-out style (Noto), ECE {result['ece']:.3f}, {result['hits']} hits", fill="black")
+        draw.text((left, 20), f"{report.get('model', 'bundled')}: held-out style (Noto), ECE {result['ece']:.3f}, "
+                              f"{result['hits']} hits", fill="black")
         draw.text((left + side / 2 - 50, top + side + 22), "predicted relevance", fill="black")
     draw.text((8, height + 22), "bars: share of hits that matched, per bin (bin's share of hits inside); red dot: "
               "mean predicted; grey line: perfect calibration", fill="black")
@@ -263,10 +290,14 @@ def draw_reliability(report: dict, path: Path) -> None:
     image.save(path)
 
 
-def install(report: dict, target: Path = BUNDLED_DIR) -> Path:
-    from retrieval.query.relevance import CALIBRATION_FILE
+def install(report: dict, model_name: str = "bundled") -> Path:
+    from retrieval.models.registry import resolve_model
+    from retrieval.query.relevance import calibration_path
 
-    path = target / CALIBRATION_FILE
+    path = calibration_path(resolve_model(model_name))
+    if path is None:
+        raise SystemExit(f"{model_name}: no place to ship a calibration for it (a checkpoint file or a config)")
+    path.parent.mkdir(parents=True, exist_ok=True)
     staged = path.with_name(path.name + ".tmp")
     staged.write_text(json.dumps(report["calibration"], indent=1) + "\n")
     staged.replace(path)
@@ -274,6 +305,9 @@ def install(report: dict, target: Path = BUNDLED_DIR) -> Path:
 
 
 def summary_lines(report: dict) -> list[str]:
+    def num(value) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
     lines = []
     for kind in ("text", "image"):
         for name, result in report["held_out"][kind].items():
@@ -282,10 +316,12 @@ def summary_lines(report: dict) -> list[str]:
             lines.append(f"{kind:5} {name:32} held-out ECE {result['ece']:.4f}  log loss {result['log_loss']:.4f}  "
                          f"(fit ECE {report['fit'][kind][name]['ece']:.4f})")
             for row in result["empty_answers"]:
-                lines.append(f"      P>={row['threshold']:.1f}: absent queries empty {row['absent_queries_empty']:.2f}, "
-                             f"present queries with their match shown {row['present_queries_match_shown']:.2f} "
-                             f"(in top {TOP_K}: {row['present_queries_match_in_top']:.2f}), shown hits matching "
-                             f"{row['shown_hits_matching']}")
+                lines.append(f"      P>={row['threshold']:.1f}: absent queries empty {num(row['absent_queries_empty'])}, "
+                             f"present queries with their match shown {num(row['present_queries_match_shown'])} "
+                             f"(seen concepts {num(row.get('seen_concepts_match_shown'))}, unseen "
+                             f"{num(row.get('unseen_concepts_match_shown'))}; in top {TOP_K}: "
+                             f"{num(row['present_queries_match_in_top'])}), shown hits matching "
+                             f"{num(row['shown_hits_matching'])}")
         lines.append(f"      ablations (held-out ECE): {report['ablations_held_out'][kind]}")
     return lines
 
@@ -296,16 +332,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--figure", type=Path, default=None, help="write the reliability diagram here (PNG)")
-    parser.add_argument("--install", action="store_true", help=f"write calibration.json into {BUNDLED_DIR}")
+    parser.add_argument("--model", default="bundled", help="bundled, or an open_clip ARCH:TAG whose weights are here")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--install", action="store_true",
+                        help="ship it: the model folder's calibration.json, or retrieval/models/calibrations/ARCH_TAG.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    report = run(args.work, args.seed, args.workers)
+    report = run(args.work, args.seed, args.workers, args.model, args.device)
     print("\n".join(summary_lines(report)))
     if args.figure:
         draw_reliability(report, args.figure)
         print(f"wrote {args.figure}")
     if args.install:
-        print(f"wrote {install(report)}")
+        print(f"wrote {install(report, args.model)}")
     return 0
 
 
