@@ -31,7 +31,7 @@ def calibrate(
     Example:  mmsearch calibrate --pairs captions.csv
     """
     setup_logging(verbose)
-    from retrieval.query.calibrate import CalibrateRequest, calibrate_index, clear_index_calibration
+    from retrieval.calibration import CalibrateRequest, calibrate_index, clear_index_calibration
 
     if clear:
         had = clear_index_calibration(db_dir(db))
