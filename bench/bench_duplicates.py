@@ -243,13 +243,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="bundled")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.92, 0.94, 0.96, 0.98])
-    parser.add_argument("--default-threshold", type=float, default=0.92)
+    parser.add_argument("--default-threshold", type=float, default=0.90)
     parser.add_argument("--hash-distance", type=int, default=22)
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/mms-dups-1m"))
     parser.add_argument("--build-only", action="store_true")
     parser.add_argument("--nprobe", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--threshold", type=float, default=0.92)
+    parser.add_argument("--threshold", type=float, default=0.90)
     args = parser.parse_args(argv)
     out = {"machine": benchlib.machine_line(), "date": benchlib.today(), "commit": benchlib.code_version(
         ("retrieval/duplicates.py", "indexer/media/perceptual_hash.py"))}

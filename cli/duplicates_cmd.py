@@ -16,7 +16,7 @@ def duplicates(
                                                              'size, mtime}, ...], "keep": ID, "score": lowest cosine}].')] = False,
     threshold: Annotated[Optional[float], typer.Option(
         "--threshold", "-t", min=0.0, max=1.0, show_default=False,
-        help="Cosine at or above which two pictures are candidates (default 0.92). Lower finds more, "
+        help="Cosine at or above which two pictures are candidates (default 0.90). Lower finds more, "
              "with more false pairs.")] = None,
     hash_distance: Annotated[int, typer.Option(
         "--hash-distance", min=0, max=64,

@@ -276,3 +276,28 @@ def test_calibrate_refuses_pairs_whose_pictures_are_not_indexed(sample_index, tm
     pairs.write_text("\n".join(lines) + "\n")
     result = runner.invoke(app, ["calibrate", "--pairs", str(pairs), "--db", str(db)])
     assert result.exit_code != 0 and "0 distinct captions have their picture in the index" in result.output
+
+
+ABSENT = ("octopus", "violin", "tractor", "pineapple", "snail", "kangaroo", "saxophone", "helicopter", "tent",
+          "lipstick", "broccoli", "peacock", "scissors", "anchor", "bathtub", "crab", "flamingo", "hedgehog",
+          "microscope", "skateboard")
+
+
+def top_relevance(db, queries, tmp_path) -> list[float]:
+    listed = tmp_path / "queries.txt"
+    listed.write_text("\n".join(queries) + "\n")
+    result = runner.invoke(app, ["search", "--queries", str(listed), "--db", str(db), "--json", "--top", "1"])
+    assert result.exit_code == 0, result.output
+    return [line["results"][0]["relevance"] for line in map(json.loads, result.stdout.splitlines())]
+
+
+def test_the_bundled_calibration_rates_what_the_collection_holds_above_what_it_lacks(sample_index, tmp_path):
+    pics, db = sample_index
+    captions = sorted({row.split(",", 1)[1] for row in (pics / "captions.csv").read_text().splitlines()[1:]})
+    assert not set(ABSENT) & set(captions)
+    with Library(db, create=False, read_only=True) as library:
+        assert calibration_for(library, library.model()).source.startswith("fitted on held-out")  # the shipped one
+    present, absent = top_relevance(db, captions, tmp_path), top_relevance(db, ABSENT, tmp_path)
+    assert np.median(present) > 1.5 * np.median(absent)
+    # the cut the web UI uses hides the best hit of most queries for things the collection lacks
+    assert np.mean(np.array(absent) < 0.3) >= 0.8

@@ -176,6 +176,22 @@ def empty_answers(relevance: np.ndarray, data: Collected, threshold: float) -> d
     return out
 
 
+def auc(predicted: np.ndarray, labels: np.ndarray) -> float:
+    """The chance that a matching hit gets a higher relevance than a missing one (ties count half):
+    what ECE does not say, how well relevance tells them apart."""
+    labels = np.asarray(labels, bool)
+    if labels.all() or not labels.any():
+        return float("nan")
+    order = np.argsort(predicted, kind="stable")
+    ranks = np.empty(len(predicted))
+    sorted_values = np.asarray(predicted)[order]
+    _, starts, counts = np.unique(sorted_values, return_index=True, return_counts=True)
+    for start, count in zip(starts, counts):
+        ranks[order[start:start + count]] = start + (count + 1) / 2
+    positives = labels.sum()
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * (len(labels) - positives)))
+
+
 def measure(fitted, data: Collected, kind: str) -> dict:
     from retrieval.query.relevance import expected_calibration_error, label_free_relevance, reliability_table
 
@@ -184,6 +200,7 @@ def measure(fitted, data: Collected, kind: str) -> dict:
                   "label-free (z, collection size)": label_free_relevance(data.z, data.count)}
     for name, predicted in candidates.items():
         out[name] = {"ece": round(expected_calibration_error(predicted, data.labels), 4),
+                     "auc": round(auc(predicted, data.labels), 4),
                      "log_loss": round(float(-np.mean(np.where(data.labels, np.log(predicted + 1e-12),
                                                                 np.log(1 - predicted + 1e-12)))), 4),
                      "reliability": reliability_table(predicted, data.labels),
@@ -313,7 +330,8 @@ def summary_lines(report: dict) -> list[str]:
         for name, result in report["held_out"][kind].items():
             if not isinstance(result, dict):
                 continue
-            lines.append(f"{kind:5} {name:32} held-out ECE {result['ece']:.4f}  log loss {result['log_loss']:.4f}  "
+            lines.append(f"{kind:5} {name:32} held-out ECE {result['ece']:.4f}  AUC {result['auc']:.3f}  "
+                         f"log loss {result['log_loss']:.4f}  "
                          f"(fit ECE {report['fit'][kind][name]['ece']:.4f})")
             for row in result["empty_answers"]:
                 lines.append(f"      P>={row['threshold']:.1f}: absent queries empty {num(row['absent_queries_empty'])}, "
