@@ -296,7 +296,7 @@ def test_the_bundled_calibration_rates_what_the_collection_holds_above_what_it_l
     captions = sorted({row.split(",", 1)[1] for row in (pics / "captions.csv").read_text().splitlines()[1:]})
     assert not set(ABSENT) & set(captions)
     with Library(db, create=False, read_only=True) as library:
-        assert calibration_for(library, library.model()).source.startswith("fitted on held-out")  # the shipped one
+        assert calibration_for(library, library.model()).source.startswith("fitted on emoji concepts")  # the shipped one
     present, absent = top_relevance(db, captions, tmp_path), top_relevance(db, ABSENT, tmp_path)
     assert np.median(present) > 1.5 * np.median(absent)
     # the cut the web UI uses hides the best hit of most queries for things the collection lacks

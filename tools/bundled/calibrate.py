@@ -256,7 +256,8 @@ def run(work: Path, seed: int = 0, workers: int = 2, model_name: str = "bundled"
               "ablations_held_out": {kind: ablations(data[(kind, "fit")], data[(kind, "measure")]) for kind in maps},
               "seconds": round(time.perf_counter() - started, 1)}
     calibration = Calibration(text=maps["text"], image=maps["image"],
-                              source="fitted on held-out emoji concepts in OpenMoji (tools/bundled/calibrate.py)",
+                              source="fitted on emoji concepts (held-out and trained on) drawn in OpenMoji "
+                                     "(tools/bundled/calibrate.py)",
                               fitted_on={kind: {"ece_fit": report["fit"][kind]["fitted (cosine + z)"]["ece"],
                                                 "ece_held_out_style": report["held_out"][kind]["fitted (cosine + z)"]["ece"],
                                                 "hits": report["fit"][kind]["hits"]} for kind in maps})
