@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.bundled import emoji_data
-from tools.bundled.make_pairs import heldout_jobs, run_jobs
+from tools.bundled import emoji_data, styles
+from tools.bundled.make_pairs import eval_jobs, run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +77,16 @@ def split(seed: int = 0) -> Split:
 
 def render(work: Path, parts: Split, seed: int, workers: int) -> None:
     """Galleries fit/ (OpenMoji) and measure/ (Noto); the other-style renders of their concepts in queries/."""
-    font = emoji_data.find_noto_font()
-    plans = [("fit", "openmoji", parts.half_a + parts.distract_fit), ("measure", "noto", parts.half_b + parts.distract_eval),
-             ("queries_fit", "noto", parts.half_a), ("queries_measure", "openmoji", parts.half_b)]
+    every = parts.half_a + parts.half_b + parts.distract_fit + parts.distract_eval
+    found, drawable = styles.find_styles([styles.OPENMOJI, styles.NOTO], every)
+    by_name = {style.name: style for style in found}
+    plans = [("fit", styles.OPENMOJI, parts.half_a + parts.distract_fit),
+             ("measure", styles.NOTO, parts.half_b + parts.distract_eval),
+             ("queries_fit", styles.NOTO, parts.half_a), ("queries_measure", styles.OPENMOJI, parts.half_b)]
     for folder, style, concepts in plans:
         if (work / folder / "done").exists():
             continue
-        jobs = heldout_jobs(concepts, style, seed, SIZE, font)
+        jobs = eval_jobs(concepts, by_name[style], drawable[style], seed, SIZE, "heldout")
         run_jobs(jobs, work / folder, workers)
         (work / folder / "done").write_text("1")
 
