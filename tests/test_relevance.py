@@ -156,7 +156,7 @@ def test_plain_output_shows_score_relevance_and_path(indexed):
     pics, db = indexed
     result = runner.invoke(app, ["search", "--image", str(pics / "img03.png"), "--db", str(db), "--top", "2"])
     first = result.stdout.splitlines()[0].split("\t")
-    assert first[0] == "1.0000" and 0 <= float(first[1]) <= 1 and first[2] == str(pics / "img03.png")
+    assert float(first[0]) > 0.999 and 0 <= float(first[1]) <= 1 and first[2] == str(pics / "img03.png")
 
 
 def test_an_index_calibration_wins_over_the_models(indexed):
