@@ -29,6 +29,8 @@ COMMANDS = {
     "finetune": "cli.finetune_cmd:finetune",
     "eval": "cli.eval_cmd:evaluate",
     "classify": "cli.classify_cmd:classify",
+    "duplicates": "cli.duplicates_cmd:duplicates",
+    "calibrate": "cli.calibrate_cmd:calibrate",
     "models": "cli.models_cmd:app",
 }
 

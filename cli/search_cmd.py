@@ -26,6 +26,10 @@ def search(
     ocr: Annotated[Optional[str], typer.Option("--ocr", help='Only pictures whose words (read at index time with Tesseract) match these, e.g. --ocr "invoice 2041"; alone they rank the pictures, with a QUERY the pictures holding them are ranked by it. Each hit shows the line that matched (--json: ocr_snippet).', show_default=False)] = None,
     json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout: an array of {path, score, ...}; with --queries one {query, results} object per line. A video hit has time (seconds), moments and thumbnail (its frame then, a small JPEG data: URI).")] = False,
     thumbnails: Annotated[bool, typer.Option("--thumbnails/--no-thumbnails", help="With --json: decode each video hit's frame for its thumbnail (--no-thumbnails: faster, no thumbnail).")] = True,
+    min_relevance: Annotated[float, typer.Option(
+        "--min-relevance", min=0.0, max=1.0, envvar="MMSEARCH_MIN_RELEVANCE",
+        help="Drop results whose relevance (estimated probability of being what was asked for, 0-1) is below "
+             "this, e.g. 0.5; a query for something the collection lacks then comes back empty.")] = 0.0,
     db: DbOption = None,
     model: ModelOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ... for the query towers; with --queries on a CUDA "
@@ -42,6 +46,7 @@ def search(
       mmsearch search "a dog on a beach" --top 20
       mmsearch search --image ./query.jpg
       mmsearch search "beach + sunset - people"
+      mmsearch search "a red bicycle" --min-relevance 0.5
       mmsearch search --queries queries.txt --json
       mmsearch search --ocr "invoice 2041"
       mmsearch search "a receipt" --ocr coffee
@@ -59,7 +64,7 @@ def search(
 
     request = QueryRequest(
         db=db_dir(db), top=top, model=model, configured_model=load_config().get("model"), device=device,
-        search_threads=search_threads,
+        search_threads=search_threads, min_relevance=min_relevance,
         filters=make_filters(path, parse_date(after, "--after"), parse_date(before, "--before"), ext or (),
                              modality or ()),
     )
@@ -103,14 +108,15 @@ def _clock(seconds: float) -> str:
 
 
 def _print_hits(hits) -> None:
-    """`score<TAB>path` lines (`path @ 01:23` for a moment in a sound or video); paths are written as
+    """`score<TAB>relevance<TAB>path` lines (`path @ 01:23` for a moment in a sound or video); paths are written as
     their exact bytes, as ls and find do."""
     out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
     for hit in hits:
         where = f"{hit.path} @ {_clock(hit.time)}" if hit.time is not None else hit.path
-        line = f"{hit.score:.4f}\t{where}\n"
+        relevance = f"{hit.relevance:.2f}" if hit.relevance is not None else "-"
+        line = f"{hit.score:.4f}\t{relevance}\t{where}\n"
         if hit.ocr_snippet is not None:  # --ocr: the line of the picture's words that matched
-            line = f"{hit.score:.4f}\t{where}\t{' '.join(hit.ocr_snippet.split())}\n"
+            line = f"{hit.score:.4f}\t{relevance}\t{where}\t{' '.join(hit.ocr_snippet.split())}\n"
         if out is None:
             sys.stdout.write(line)
         else:

@@ -118,7 +118,9 @@ def test_search_drop_and_more_like_this_in_chromium(served, page, tmp_path):
     assert page.url == f"{base}/"
     page.wait_for_function("() => document.getElementById('status').textContent.includes('8 items')")
 
-    # words: a grid of thumbnails with scores, every thumbnail loaded
+    # words: a grid of thumbnails with scores, every thumbnail loaded (weaker matches too: a random model's
+    # relevance hides some by default)
+    page.check("#show-weaker")
     page.fill("#q", "a colourful picture + bright")
     page.press("#q", "Enter")
     page.wait_for_selector("#results .card img")
@@ -187,6 +189,7 @@ def test_search_drop_and_more_like_this_in_chromium(served, page, tmp_path):
 def test_filters_and_errors_show_in_the_page(served, page):
     base, _, ids = served
     page.goto(f"{base}/")
+    page.check("#show-weaker")  # one filtered result of a random model: likely a weak match
     page.click("#filters-button")
     page.fill("#filters input[name=path]", "*/img3.png")
     page.fill("#q", "anything")

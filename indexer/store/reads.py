@@ -9,6 +9,7 @@ from sqlalchemy import func, or_, select
 
 from indexer.store.database import Database, in_chunks
 from indexer.store.records import IMAGE, ItemRecord, VectorHit
+from indexer.store.sampling import sample_candidates, unpack_sample
 from indexer.store.schema import Item, VectorRow
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,30 @@ class ItemReads:
                 rows.extend(session.execute(query))
         rows.sort(key=lambda row: row[0])
         return _unpack(rows, dim)
+
+    def sample_vectors(self, dim: int, count: int, seed: int, encoders: Sequence[str] = (IMAGE,)) -> np.ndarray:
+        """About `count` vectors of `encoders` drawn at random (seeded): every one when there are not many
+        more. Candidate ids are drawn below the largest vector id, so no table scan (see `sample_candidates`)."""
+        with self.db.reading() as session:
+            top = session.scalar(select(func.max(VectorRow.id))) or 0
+            candidates = sample_candidates(top, count, seed)
+            query = select(VectorRow.id, VectorRow.vector).where(VectorRow.encoder.in_(list(encoders)))
+            rows = []
+            if candidates is None:
+                rows = session.execute(query).all()
+            else:
+                for chunk in in_chunks(candidates.tolist()):
+                    rows.extend(session.execute(query.where(VectorRow.id.in_(chunk))))
+        return unpack_sample(rows, dim, count)
+
+    def item_ids_by_path(self, paths: Sequence[str]) -> dict[str, int]:
+        """path -> item id, for the paths the index holds."""
+        out: dict[str, int] = {}
+        with self.db.reading() as session:
+            for chunk in in_chunks(list(dict.fromkeys(paths))):
+                out.update({path: item_id for item_id, path in session.execute(
+                    select(Item.id, Item.path).where(Item.path.in_(chunk)))})
+        return out
 
     def item_vectors(self, item_id: int, dim: int, encoder: str = IMAGE) -> np.ndarray:
         """Every `dim`-d vector of one item made by `encoder`, in vector id order ([n, dim], n may be 0)."""

@@ -14,8 +14,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
 from indexer.errors import StoreError
 from indexer.store.records import IMAGE, ItemRecord, ModelInfo, VectorHit
+from indexer.store.sampling import sample_candidates, unpack_sample
 from indexer.store.version import SCHEMA_VERSION, parse_generation
 
 ITEM_SQL = "i.id, i.path, i.size, i.mtime, i.width, i.height, i.format, i.modality, i.indexed_at, i.taken_at, i.duration_s"
@@ -81,6 +84,23 @@ class Snapshot:
                 out[row[0]] = VectorHit(ItemRecord(*row[2:]), row[1])
         return out
 
+    def sample_vectors(self, dim: int, count: int, seed: int, encoders: Sequence[str] = (IMAGE,)) -> np.ndarray:
+        """As `ItemReads.sample_vectors`, with sqlite3."""
+        top = self._rows("SELECT max(id) FROM vectors")[0][0] or 0
+        candidates = sample_candidates(top, count, seed)
+        kinds = list(encoders)
+        where = f"encoder IN ({','.join('?' * len(kinds))})"
+        if candidates is None:
+            rows = self._rows(f"SELECT id, vector FROM vectors WHERE {where}", kinds)
+        else:
+            rows = []
+            ids = candidates.tolist()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                rows.extend(self._rows(f"SELECT id, vector FROM vectors WHERE {where} AND id IN "
+                                       f"({','.join('?' * len(chunk))})", kinds + chunk))
+        return unpack_sample(rows, dim, count)
+
     def close(self) -> None:
         self.connection.close()
 
@@ -109,3 +129,6 @@ class SnapshotReads:
 
     def hits(self, vector_ids: Sequence[int]) -> dict[int, VectorHit]:
         return self.snapshot.hits(vector_ids)
+
+    def sample_vectors(self, dim: int, count: int, seed: int, encoders: Sequence[str] = (IMAGE,)):
+        return self.snapshot.sample_vectors(dim, count, seed, encoders)

@@ -31,6 +31,7 @@ class QueryRequest:
     configured_model: str | None = None  # the config file's
     device: str = "cpu"  # for the query towers; with many queries on CUDA the ranking goes there too
     search_threads: int | None = None  # FAISS threads; None: 1 for one query, FAISS's default for many
+    min_relevance: float = 0.0  # drop hits whose relevance (retrieval.query.relevance) is below this
 
 
 @dataclass
@@ -107,6 +108,7 @@ def search_index(request: QueryRequest, text: str | None, images: tuple[str, ...
             from retrieval.query.explain import why_nothing
 
             notes.extend(why_nothing(library, request.filters))
+        hits = _with_relevance(library, [hits], vector, [query_kind(terms)], request.min_relevance, notes)[0]
     return SearchOutcome(hits, _what_terms_became(terms) + notes)
 
 
@@ -141,7 +143,39 @@ def search_queries(request: QueryRequest, queries: list[str]) -> BatchOutcome:
             from retrieval.query.explain import why_nothing
 
             notes.extend(why_nothing(library, request.filters))
+        kinds = [query_kind(build_terms(query)) for query in queries]
+        results = _with_relevance(library, results, vectors, kinds, request.min_relevance, notes)
     return BatchOutcome(list(zip(queries, results)), notes)
+
+
+def query_kind(terms) -> str:
+    """Which calibration a query's scores take: a query with a picture in it scores like one."""
+    from retrieval.query.relevance import IMAGE_QUERY, TEXT
+
+    return IMAGE_QUERY if any(term.is_image for term in terms) else TEXT
+
+
+def _with_relevance(library, results, vectors, kinds, min_relevance: float, notes: list[str]):
+    """Every hit's relevance; hits below `min_relevance` dropped, with a note saying how many and what was best."""
+    from retrieval.query.relevance import above, add_relevance, calibration_for
+
+    info = library.model()
+    calibration = calibration_for(library, info)
+    results = add_relevance(library, results, vectors, kinds, calibration)
+    if min_relevance <= 0:
+        return results
+    kept = [above(hits, min_relevance) for hits in results]
+    hidden = sum(len(hits) - len(shown) for hits, shown in zip(results, kept))
+    if hidden:
+        best = max(hit.relevance for hits in results for hit in hits)
+        emptied = sum(1 for hits, shown in zip(results, kept) if hits and not shown)
+        left_empty = f"; {emptied} quer{'ies' if emptied != 1 else 'y'} left empty" if len(results) > 1 and emptied else ""
+        notes.append(f"{hidden} result{'s' if hidden != 1 else ''} below relevance {min_relevance:g} hidden "
+                     f"(best {best:.2f}){left_empty}; --min-relevance 0 shows them")
+    if not any(calibration.fitted_for(kind) for kind in set(kinds)):
+        notes.append(f"relevance for {info.name if info else 'this model'} is a label-free estimate (no calibration "
+                     f"fitted for it): fit one on your own pairs with `mmsearch calibrate --pairs FILE` (docs/RELEVANCE.md)")
+    return kept
 
 
 def _what_terms_became(terms) -> list[str]:

@@ -59,11 +59,14 @@ class Hit:
     ocr_score: float | None = None  # how well the picture's words matched --ocr (0..1)
     ocr_snippet: str | None = None  # the line of its words that matched best
     ocr_matched: tuple[str, ...] = ()  # its words that matched (for highlighting)
+    relevance: float | None = None  # estimated P(it is what was asked for): retrieval.query.relevance
 
     def as_dict(self) -> dict:
         out = {"path": self.path, "score": round(self.score, 6), "id": self.item_id, "width": self.width,
                "height": self.height, "format": self.format, "mtime": self.mtime, "size": self.size,
                "modality": self.modality}
+        if self.relevance is not None:
+            out["relevance"] = round(self.relevance, 4)
         if self.time is not None:
             out["time"] = round(self.time, 3)
             out["moments"] = [{"time": round(start, 3), "score": round(score, 6)} for start, score in self.moments]

@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from indexer.errors import DecodeError, MmsearchError, ModelMismatchError, StoreError
 from retrieval.errors import QueryError
 from retrieval.server.config import ServerConfig
+from retrieval.server.duplicates_routes import api as duplicates_api
+from retrieval.server.duplicates_routes import pages as duplicates_pages
 from retrieval.server.engine import SearchEngine
 from retrieval.server.errors import (
     FileUnavailableError,
@@ -92,6 +94,8 @@ def create_app(config: ServerConfig, engine: SearchEngine | None = None) -> Fast
     app.state.uploads = UploadSlots(config.upload_slots, config.upload_wait_s)
     app.include_router(api)
     app.include_router(pages)
+    app.include_router(duplicates_api)
+    app.include_router(duplicates_pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, follow_symlink=False), name="static")
     _add_docs(app)
     _add_error_handlers(app)

@@ -7,6 +7,10 @@ index stays in memory (`WarmLibrary`) and is reloaded only when the database gen
 Text queries run on the ONNX export of the text tower that `mmsearch index` writes beside the index
 (`retrieval.models.onnx_text`, one intra-op thread per call, trimmed to the query's real tokens) when its
 model fingerprint matches; without one (or when it cannot be opened) on the torch tower.
+
+It is one module (about 420 lines) because one request's path runs through all of it: check the
+index's model, embed the query's parts, rank, leave out, add relevance, page; the caches and the
+response models already live apart (vector_cache, responses).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from retrieval.errors import QueryError
 from retrieval.index_model import choose_model, open_model
 from retrieval.models.encoders import Model
 from retrieval.query.parse import combine, parse_query
+from retrieval.query.relevance import IMAGE_QUERY, TEXT, above, add_relevance
 from retrieval.query.search import Filters, Hit, rank
 from retrieval.server.config import ServerConfig
 from retrieval.server.decode_budget import check_decode_budget
@@ -121,6 +126,7 @@ class SearchRequest:
     limit: int = 48
     words: str | None = None  # only pictures whose words (OCR, read at index time) match these
     max_decode_bytes: int | None = None  # per uploaded image; None: the engine's config
+    min_relevance: float = 0.0  # hits below this relevance are left out (counted in SearchPage.weaker_hidden)
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,7 @@ class SearchPage:
     has_more: bool
     took_ms: float
     upload_ids: tuple[str, ...] = ()  # one per uploaded image: give them as `upload` to search by it again
+    weaker_hidden: int = 0  # hits ranked within the page's reach but below min_relevance
 
 
 def open_text_encoder(library: Library, model: Model, config: ServerConfig):
@@ -234,14 +241,20 @@ class SearchEngine:
         self._check_index_model()
         wanted = request.offset + request.limit
         excluded = set(request.exclude_ids)
+        query_vector = None
         if request.words is not None and request.words.strip():
             hits = self._search_words(request, wanted + 1 + len(excluded))
         else:
-            hits = rank(self.library, self.query_vector(request), wanted + 1 + len(excluded), request.filters)[0]
+            query_vector = self.query_vector(request)
+            hits = rank(self.library, query_vector, wanted + 1 + len(excluded), request.filters)[0]
         hits = [hit for hit in hits if hit.item_id not in excluded][:wanted + 1]
-        return SearchPage(hits[request.offset:wanted], request.offset, request.limit, len(hits) > wanted,
+        if query_vector is not None:  # by the words alone there is no vector to calibrate
+            kind = IMAGE_QUERY if (request.images or request.like_ids or request.upload_ids) else TEXT
+            hits = add_relevance(self.library, [hits], query_vector, [kind])[0]
+        shown = above(hits, request.min_relevance) if query_vector is not None else hits
+        return SearchPage(shown[request.offset:wanted], request.offset, request.limit, len(shown) > wanted,
                           round((time.perf_counter() - started) * 1000, 2),
-                          tuple(upload_id(data) for data in request.images))
+                          tuple(upload_id(data) for data in request.images), weaker_hidden=len(hits) - len(shown))
 
     def _search_words(self, request: SearchRequest, top: int) -> list[Hit]:
         """By the words alone, or (with words, items or images) among the pictures holding the words."""

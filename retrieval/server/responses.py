@@ -23,6 +23,7 @@ class HitOut(BaseModel):
     path: str
     name: str
     score: float
+    relevance: float | None = None  # estimated probability that it is what was asked for (0-1)
     width: int | None
     height: int | None
     format: str | None
@@ -46,6 +47,7 @@ class SearchOut(BaseModel):
     next_offset: int | None
     took_ms: float
     upload_ids: list[str] = []  # one per image uploaded with this request: `upload=ID` searches by it again
+    weaker_hidden: int = 0  # results below min_relevance left out of this page's reach
 
 
 class ItemOut(BaseModel):
@@ -89,6 +91,7 @@ def _urls(item_id: int, version: float, modality: str = IMAGE, at: float | None 
 def hit_out(hit: Hit) -> HitOut:
     moments = [MomentOut(time=round(start, 3), score=round(score, 6)) for start, score in hit.moments]
     return HitOut(id=hit.item_id, path=hit.path, name=os.path.basename(hit.path), score=round(hit.score, 6),
+                  relevance=None if hit.relevance is None else round(hit.relevance, 4),
                   width=hit.width, height=hit.height, format=hit.format, mtime=hit.mtime, size=hit.size,
                   modality=hit.modality, time=None if hit.time is None else round(hit.time, 3), moments=moments,
                   ocr_snippet=hit.ocr_snippet, ocr_matched=list(hit.ocr_matched),
@@ -98,7 +101,8 @@ def hit_out(hit: Hit) -> HitOut:
 def page_out(page: SearchPage) -> SearchOut:
     return SearchOut(results=[hit_out(hit) for hit in page.hits], offset=page.offset, limit=page.limit,
                      has_more=page.has_more, next_offset=page.offset + page.limit if page.has_more else None,
-                     took_ms=page.took_ms, upload_ids=list(page.upload_ids))
+                     took_ms=page.took_ms, upload_ids=list(page.upload_ids),
+                     weaker_hidden=page.weaker_hidden)
 
 
 def page_response(page: SearchPage) -> Response:

@@ -89,13 +89,16 @@ def filters_params(path: PathGlob = None, after: After = None, before: Before = 
 class Page(BaseModel):
     offset: int
     limit: int
+    min_relevance: float = 0.0
 
 
 def page_params(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Skip this many results")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Results per page")] = 48,
+    min_relevance: Annotated[float, Query(ge=0.0, le=1.0, description="Leave out results whose relevance "
+                                          "(estimated probability of a match) is below this")] = 0.0,
 ) -> Page:
-    return Page(offset=offset, limit=limit)
+    return Page(offset=offset, limit=limit, min_relevance=min_relevance)
 
 
 MAX_QUERY_CHARS = 2000
@@ -121,7 +124,8 @@ async def search(engine: Engine, q: QueryText = None, like: LikeIds = [], upload
     """Rank the index for `q` (combined terms as in the CLI) plus the stored vectors of `like` items and
     the images uploaded before as `upload`; with `words`, by (or among) the pictures whose words match them."""
     search_request = SearchRequest(text=q, like_ids=tuple(like), upload_ids=tuple(upload), exclude_ids=tuple(exclude),
-                                   filters=filters, offset=page.offset, limit=page.limit, words=words)
+                                   filters=filters, offset=page.offset, limit=page.limit, words=words,
+                                   min_relevance=page.min_relevance)
     return await run_search(engine, search_request)
 
 
@@ -151,7 +155,8 @@ async def search_by_image(request: Request, engine: Engine, q: QueryText = None,
         text = " + ".join(part for part in (q, form_text) if part and part.strip()) or None
         search_request = SearchRequest(text=text, like_ids=tuple(like), images=tuple(images),
                                        exclude_ids=tuple(exclude), filters=filters, offset=page.offset, limit=page.limit,
-                                       max_decode_bytes=request.app.state.config.max_decode_bytes, words=words)
+                                       max_decode_bytes=request.app.state.config.max_decode_bytes, words=words,
+                                       min_relevance=page.min_relevance)
         return page_response(await run_in_threadpool(engine.search, search_request))
 
 
@@ -224,7 +229,8 @@ async def similar(item_id: int, engine: Engine, words: Words = None, filters: Fi
                   ) -> Response:
     """Search with the item's stored vector as the query; the item itself is left out unless `include_self`."""
     search_request = SearchRequest(like_ids=(item_id,), exclude_ids=() if include_self else (item_id,),
-                                   filters=filters, offset=page.offset, limit=page.limit, words=words)
+                                   filters=filters, offset=page.offset, limit=page.limit, words=words,
+                                   min_relevance=page.min_relevance)
     return await run_search(engine, search_request)
 
 

@@ -2,6 +2,8 @@
 "use strict";
 
 const PAGE_SIZE = 48;
+// results below this relevance (estimated probability of a match) wait behind "show weaker matches"
+const MIN_RELEVANCE = 0.3;
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -46,6 +48,7 @@ async function fetchPage(query, offset) {
   const params = filterParams();
   params.set("offset", offset);
   params.set("limit", PAGE_SIZE);
+  if (!$("show-weaker").checked) params.set("min_relevance", MIN_RELEVANCE);
   if (query.like) params.set("like", query.like);
   if (query.like) params.set("exclude", query.like);  // "more like this" never lists the item itself
   if (query.file && !query.upload) {
@@ -99,7 +102,9 @@ async function loadMore() {
     state.hasMore = page.has_more;
     $("load-more").hidden = !state.hasMore;
     if (state.offset === 0) {
-      $("empty").textContent = "Nothing found.";
+      $("empty").textContent = page.weaker_hidden
+        ? `No strong match. ${page.weaker_hidden} weaker match${page.weaker_hidden === 1 ? "" : "es"} hidden: tick "show weaker matches".`
+        : "Nothing found.";
       $("empty").hidden = false;
     }
     setStatusNote(`${state.offset} shown · ${page.took_ms} ms`);
@@ -135,6 +140,10 @@ function appendHits(hits) {
     const score = document.createElement("span");
     score.className = "score";
     score.textContent = hit.score.toFixed(3);
+    if (hit.relevance !== null && hit.relevance !== undefined) {
+      score.title = `relevance ${Math.round(hit.relevance * 100)}%`;
+      if (hit.relevance < MIN_RELEVANCE) card.classList.add("weak");
+    }
     const name = document.createElement("span");
     name.className = "name";
     name.textContent = hit.name;
@@ -275,6 +284,7 @@ async function openDetail(id) {
     const rows = [
       ["Path", item.path],
       ["Score", hit ? hit.score.toFixed(4) : "—"],
+      ["Relevance", hit && hit.relevance != null ? `${Math.round(hit.relevance * 100)}%` : "—"],
       ["Size", item.width && item.height ? `${item.width} × ${item.height}` : "—"],
       ["Format", item.format || "—"],
       ["File", formatBytes(item.size)],
@@ -401,6 +411,16 @@ function wire() {
     if (event.target === $("detail")) $("detail").close();  // a click on the backdrop
   });
   $("load-more").addEventListener("click", loadMore);
+  // a viewing preference, not part of the query: kept across reloads and searches in this browser
+  try {
+    $("show-weaker").checked = localStorage.getItem("show-weaker") === "1";
+  } catch (error) { /* no storage */ }
+  $("show-weaker").addEventListener("change", () => {
+    try {
+      localStorage.setItem("show-weaker", $("show-weaker").checked ? "1" : "0");
+    } catch (error) { /* no storage */ }
+    if (state.query) startSearch(state.query);
+  });
 
   new IntersectionObserver((entries) => {
     if (entries.some((entry) => entry.isIntersecting) && state.hasMore) loadMore();
