@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from indexer.errors import MmsearchError
+from indexer.media.audio_reader import AUDIO, AudioEncoder, AudioReader
 from indexer.media.image import DecodeOptions
 from indexer.media.image_reader import ImageReader, ImageReadOptions, PixelEncoder
-from indexer.media.audio_reader import AUDIO, AudioEncoder, AudioReader
 from indexer.media.kinds import Media
 from indexer.media.video_reader import VideoReadOptions
 from indexer.store.records import IMAGE

@@ -197,8 +197,8 @@ class ClapAudioModel:
 
     @property
     def windowing(self) -> AudioWindowing:
-        return AudioWindowing(self.extractor.sampling_rate, self.extractor.nb_max_samples / self.extractor.sampling_rate,
-                              5.0)
+        window = self.extractor.nb_max_samples / self.extractor.sampling_rate
+        return AudioWindowing(self.extractor.sampling_rate, window, window / 2)  # half-overlapping windows
 
     @cached_property
     def extractor(self):

@@ -64,7 +64,7 @@ def open_spaces(library: Library, main_model, device: str = "cpu", encoders: dic
             raise QueryError(f"the {name} vectors of this index were made by {info.name} ({info.weights}); that model "
                              f"now loads with other weights, so queries would miss: index again with "
                              f"--audio-model {info.name} after `mmsearch forget` of the sounds, or keep the old version")
-        calibration = Calibration(**getattr(audio, "card", {}).get("calibration", {})) if hasattr(audio, "card") else Calibration()
+        calibration = Calibration(**getattr(audio, "card", {}).get("calibration", {}))
         same = getattr(audio, "text_fingerprint", None) == main_model.info.fingerprint
         spaces.append(Space([name], info, audio.text if not same else None, same, calibration))
     return spaces

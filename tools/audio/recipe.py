@@ -211,7 +211,8 @@ def train(args) -> dict:
     raw = compute_features(work, clips, config.mel)
     train_rows = [i for i, clip in enumerate(clips) if clip["split"] == TRAIN]
     held_rows = [i for i, clip in enumerate(clips) if clip["split"] == HELD_OUT]
-    sample = np.concatenate([raw["mels"][:, raw["offsets"][i]:raw["offsets"][i + 1]:7] for i in train_rows], axis=1).astype(np.float32)
+    sample = np.concatenate([raw["mels"][:, raw["offsets"][i]:raw["offsets"][i + 1]:7] for i in train_rows],
+                            axis=1).astype(np.float32)
     mel = MelConfig(**{**config.mel.to_dict(), "mean": round(float(sample.mean()), 4), "std": round(float(sample.std()), 4)})
     config = AudioTowerConfig(mel=mel)
     mels = ((raw["mels"].astype(np.float32) - mel.mean) / mel.std).astype(np.float16)
@@ -236,7 +237,8 @@ def train(args) -> dict:
     steps_per_epoch = max(1, len(train_rows) // args.batch_size)
     total = steps_per_epoch * args.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: min(1.0, (step + 1) / max(1, total // 20)) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total))))
+        optimiser,
+        lambda step: min(1.0, (step + 1) / max(1, total // 20)) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total))))
     checkpoint = work / "checkpoint.pt"
     history, epoch0 = [], 0
     if checkpoint.exists():
@@ -267,7 +269,8 @@ def train(args) -> dict:
             schedule.step()
             losses.append(float(loss))
         figures = evaluate(tower, mels, offsets, clips, held_rows, mel, concept_ids, caption_index, projected)
-        history.append({"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 4), "seconds": round(time.time() - epoch_started, 1),
+        history.append({"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 4),
+                        "seconds": round(time.time() - epoch_started, 1),
                         "held_out": figures})
         log.info("epoch %d loss %.3f %s (%.0f s)", epoch + 1, np.mean(losses), figures, time.time() - epoch_started)
         torch.save({"tower": tower.state_dict(), "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
@@ -276,7 +279,8 @@ def train(args) -> dict:
     report = {"history": history, "held_out": history[-1]["held_out"] if history else None, "config": config.to_dict(),
               "train_recordings": len(train_rows), "held_out_recordings": len(held_rows), "concepts": len(concept_ids),
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "wall_seconds_this_run": round(time.time() - started, 1)}
+              "machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
+              "wall_seconds_this_run": round(time.time() - started, 1)}
     (work / "report.json").write_text(json.dumps(report, indent=1))
     if args.install:
         install(tower, config, report)
