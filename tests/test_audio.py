@@ -163,6 +163,12 @@ def test_sounds_are_indexed_beside_pictures_and_found_by_words_and_by_sound(medi
     assert all("time" in hit for hit in sounds)
     pictures = json.loads(run("search", "a dog barking", "--db", db, "--json", "--modality", "image").stdout)
     assert {hit["modality"] for hit in pictures} == {"image"} and len(pictures) == 2
+    queries = tmp_path / "queries.txt"
+    queries.write_text("a dog barking\nmusic\n")
+    batch = [json.loads(line) for line in run("search", "--queries", queries, "--db", db, "--json").stdout.splitlines()]
+    assert [entry["query"] for entry in batch] == ["a dog barking", "music"]
+    assert all({hit["modality"] for hit in entry["results"]} == {"image", "audio"} for entry in batch)
+    assert [hit["path"] for hit in batch[0]["results"]] == [hit["path"] for hit in both]  # one query, one ranking
 
     excerpt = write_wav(tmp_path / "excerpt.wav", varied(40, seed=1)[20 * RATE:30 * RATE])  # long.wav's window at 20 s
     hits = json.loads(run("search", "--audio", excerpt, "--db", db, "--json").stdout)
@@ -290,6 +296,10 @@ def test_a_clap_model_indexes_sounds_in_its_own_space(tmp_path, tiny_model_confi
     assert status["vectors"] == 1 + 7 + 1  # 2 s windows every second (the tower's own window) and a 1 s beep
     both = json.loads(run("search", "a dog barking", "--db", db, "--json").stdout)
     assert {hit["modality"] for hit in both} == {"image", "audio"}
+    queries = tmp_path / "queries.txt"
+    queries.write_text("a dog barking\n")
+    batch = [json.loads(line) for line in run("search", "--queries", queries, "--db", db, "--json").stdout.splitlines()]
+    assert [hit["path"] for hit in batch[0]["results"]] == [hit["path"] for hit in both]
     excerpt = write_wav(tmp_path / "excerpt.wav", varied(8, seed=4)[3 * RATE:5 * RATE])
     hits = json.loads(run("search", "--audio", excerpt, "--db", db, "--json").stdout)
     assert hits[0]["path"].endswith("long.wav") and hits[0]["time"] == 3.0 and hits[0]["score"] > 0.999
