@@ -131,6 +131,10 @@ def rank_spaces(library: Library, model, queries: list[list], main_vectors: np.n
         for row, hits in enumerate(rank(library, main_vectors, top, filters, encoders=main_encoders)):
             per_query[row].append(hits)
     foreign = {name: info for name, info in foreign_encoders(library, model.info).items() if wanted([name], filters)}
+    if sounds and not foreign:
+        raise QueryError("--audio finds sounds, and this index has none" + (
+            " of the kinds --modality names" if filters.modalities else
+            ": index a folder with sound files (wav, mp3, flac ...) first"))
     if foreign:
         for space in open_spaces(library, model, device, foreign):
             vectors = []
