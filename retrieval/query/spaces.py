@@ -124,8 +124,9 @@ def rank_spaces(library: Library, model, queries: list[list], main_vectors: np.n
     `sounds`: query sound files (one query): they and the words rank the sounds' space only."""
     from retrieval.query.search import _merge, rank
 
-    main_encoders = [name for name in library.encoders_sharing(model.info) if wanted([name], filters)] \
-        if model.info is not None else []
+    # the index model's encoders hold several modalities (pictures and video frames): --modality is
+    # applied to their items by rank(); an audio model's encoder holds sounds only
+    main_encoders = library.encoders_sharing(model.info) if model.info is not None else []
     per_query: list[list[list]] = [[] for _ in queries]
     if main_vectors is not None and main_encoders and not sounds:
         for row, hits in enumerate(rank(library, main_vectors, top, filters, encoders=main_encoders)):
