@@ -13,7 +13,7 @@ import tomllib
 
 from indexer.errors import MmsearchError
 
-KNOWN_KEYS = {"model", "db", "exclude", "hidden"}  # exclude and hidden: defaults for folders indexed the first time
+KNOWN_KEYS = {"model", "audio_model", "db", "exclude", "hidden"}  # exclude and hidden: defaults for folders indexed the first time
 
 
 def config_path() -> Path:

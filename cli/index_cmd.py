@@ -53,6 +53,7 @@ def index(
     gpu_decode: Annotated[GpuDecode, typer.Option("--gpu-decode", help="JPEGs decoded on the GPU (nvJPEG) when the image tower runs on CUDA. auto: whenever possible; on: fail without it.")] = GpuDecode.auto,
     cpu_assist: Annotated[float, typer.Option("--assist-megapixels", min=0, help="With GPU decoding: while a full batch of JPEGs already waits for the GPU, a decode thread decodes the next JPEG of at least this many megapixels itself, so the CPU and the GPU share big photos (0: the GPU decodes every JPEG).")] = 4.0,
     precision: Annotated[Optional[str], typer.Option(help="CPU image tower: onnx-int8 (fastest; default for a new index), onnx, int8, bf16 or fp32. Recorded in the index; image queries use the same.")] = None,
+    audio_model: Annotated[Optional[str], typer.Option("--audio-model", envvar="MMSEARCH_AUDIO_MODEL", show_default=False, help="Sounds (wav, flac, mp3, ogg, opus, m4a ...): none (the default: sounds are left out), bundled (offline; a smoke-test tower today: finds a sound by a sound, not yet by words), clap (LAION-CLAP, downloaded on first use), or clap:HUB_ID_OR_FOLDER. Recorded in the index.")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for another indexer on the same index.")] = 0.0,
     ocr: Annotated[OcrMode, typer.Option("--ocr", help="Read the words in pictures with Tesseract, for `search --ocr`. auto: pictures a quick test finds text in (a note, not an error, without Tesseract); on: every picture (fails without Tesseract); off: none (the default for now: reading costs seconds per picture, so a first run with auto takes several times as long; see docs/BENCHMARKS.md).")] = OcrMode.off,
     ocr_lang: Annotated[str, typer.Option("--ocr-lang", help="Tesseract languages, e.g. eng or eng+deu (Debian: apt install tesseract-ocr-deu). Pictures read in another language are read again.")] = "eng",
@@ -63,7 +64,7 @@ def index(
     report_limit: Annotated[int, typer.Option(min=0, help="Name at most this many skipped files on stderr, then only count them (0: name all).")] = 100,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Index images under FOLDERS; run again to pick up changes (only new or changed files are embedded).
+    """Index images and sounds under FOLDERS; run again to pick up changes (only new or changed files are embedded).
 
     Example:  mmsearch index ~/Pictures --exclude '*/thumbnails/*'
     """
@@ -89,6 +90,7 @@ def index(
         wait_s=wait, max_index_memory=_parse_budget(max_index_memory),
         ray=RayOptions(ray, actors=ray_actors) if ray else None,
         ocr=OcrOptions(mode=ocr.value, lang=ocr_lang, timeout_s=ocr_timeout),
+        audio_model=audio_model, configured_audio_model=config.get("audio_model"),
     )
     reported = 0
 

@@ -1,4 +1,4 @@
-"""`mmsearch search`: find images by words, by example image, or by a weighted mix."""
+"""`mmsearch search`: find images and sounds by words, by example image or sound, or by a weighted mix."""
 from __future__ import annotations
 
 import json
@@ -16,12 +16,13 @@ def search(
     query: Annotated[Optional[str], typer.Argument(help='Words; combine with " + " and " - ", weight with "2:words". '
                                                         'An existing image path counts as an image.', show_default=False)] = None,
     image: Annotated[Optional[List[Path]], typer.Option("--image", "-i", exists=True, dir_okay=False, help="Search by this image (repeatable; adds to the query).")] = None,
+    audio: Annotated[Optional[List[Path]], typer.Option("--audio", "-a", exists=True, dir_okay=False, help="Find sounds like this sound file (repeatable; words given too are added).")] = None,
     queries: Annotated[Optional[Path], typer.Option("--queries", exists=True, dir_okay=False, help="A file with one query per line: batch search.")] = None,
     top: Annotated[int, typer.Option("--top", "-n", min=1, help="How many results.")] = 10,
     path: Annotated[Optional[str], typer.Option("--path", help="Only paths matching this glob, e.g. '*/2023/*'; a relative glob is taken from the current folder.")] = None,
     after: Annotated[Optional[str], typer.Option(help="Only items taken (EXIF capture time; else the file's modified time) on or after this date, YYYY-MM-DD or YYYY-MM-DDTHH:MM.")] = None,
     before: Annotated[Optional[str], typer.Option(help="Only items taken (as --after) before this date.")] = None,
-    modality: Annotated[Optional[List[str]], typer.Option("--modality", help="Only these kinds of items: image, video (repeat or comma-separate; all: every kind).")] = None,
+    modality: Annotated[Optional[List[str]], typer.Option("--modality", help="Only these kinds of items: image, video, audio (repeat or comma-separate; all: every kind).")] = None,
     ext: Annotated[Optional[List[str]], typer.Option("--ext", help="Only these extensions: repeat or comma-separate, e.g. --ext jpg,png (jpg also matches .jpeg, tif .tiff).")] = None,
     ocr: Annotated[Optional[str], typer.Option("--ocr", help='Only pictures whose words (read at index time with Tesseract) match these, e.g. --ocr "invoice 2041"; alone they rank the pictures, with a QUERY the pictures holding them are ranked by it. Each hit shows the line that matched (--json: ocr_snippet).', show_default=False)] = None,
     json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout: an array of {path, score, ...}; with --queries one {query, results} object per line. A video hit has time (seconds), moments and thumbnail (its frame then, a small JPEG data: URI).")] = False,
@@ -40,11 +41,13 @@ def search(
              "other, 5-10x slower on a busy machine), FAISS's default (all cores) for --queries.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Search the index by text, by image, or both.
+    """Search the index by text, by image or sound, or a mix.
 
     Examples:
       mmsearch search "a dog on a beach" --top 20
       mmsearch search --image ./query.jpg
+      mmsearch search "a dog barking" --modality audio
+      mmsearch search --audio ./clip.wav
       mmsearch search "beach + sunset - people"
       mmsearch search "a red bicycle" --min-relevance 0.5
       mmsearch search --queries queries.txt --json
@@ -52,12 +55,14 @@ def search(
       mmsearch search "a receipt" --ocr coffee
     """
     setup_logging(verbose)
-    if queries is not None and (query or image):
-        fail("--queries takes the queries from the file: give no QUERY or --image with it")
+    if queries is not None and (query or image or audio):
+        fail("--queries takes the queries from the file: give no QUERY, --image or --audio with it")
     if queries is not None and ocr is not None:
         fail("--ocr searches one query at a time: give it without --queries")
-    if queries is None and not query and not image and ocr is None:
-        fail('nothing to search for: give a QUERY, --image PATH or --queries FILE (see mmsearch search --help)')
+    if queries is None and not query and not image and not audio and ocr is None:
+        fail('nothing to search for: give a QUERY, --image PATH, --audio PATH or --queries FILE (see mmsearch search --help)')
+    if audio and image:
+        fail("--audio ranks sounds and --image pictures: give one of them")
     from cli.config import load_config
     from retrieval.query.run import QueryRequest, make_filters, read_queries, search_index, search_queries
     from retrieval.query.thumbnails import hit_json
@@ -78,7 +83,8 @@ def search(
                 _print_hits(hits)
         _print_notes(batch.notes)
         return
-    outcome = search_index(request, query, tuple(str(path) for path in image or ()), words=ocr)
+    outcome = search_index(request, query, tuple(str(path) for path in image or ()),
+                           tuple(str(path) for path in audio or ()), words=ocr)
     if json_output:
         _print_json([hit_json(hit, thumbnails) for hit in outcome.hits])
     else:

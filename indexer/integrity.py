@@ -28,7 +28,7 @@ from indexer.errors import MmsearchError, StoreError
 from indexer.media.files import content_hash as content_hash_of
 from indexer.media.files import read_file_checked, sample_file_checked
 from indexer.store.inspect import DatabaseFacts, inspect_database, iter_item_paths
-from indexer.store.library import DB_NAME, VECTORS_NAME, Library
+from indexer.store.library import DB_NAME, Library, vector_file_name
 from indexer.store.records import IMAGE
 from indexer.store.vectors import file_digest, sidecar_path
 from indexer.store.version import SCHEMA_VERSION
@@ -132,7 +132,8 @@ def check_index(folder: Path, *, files: bool = True, model: bool = True, quick: 
         report.notes.append(f"schema version {facts.schema_version}: the next mmsearch command that opens the index "
                             f"(index, search, status, repair) migrates it to {SCHEMA_VERSION}, in one transaction")
     _check_rows(report, facts)
-    _check_vector_file(report, facts, folder)
+    for encoder in [IMAGE] + sorted(name for name in facts.models if name != IMAGE):
+        _check_vector_file(report, facts, folder, encoder)
     if files:
         _check_files(report, db_path)
     if model:
@@ -167,15 +168,22 @@ def _check_rows(report: CheckReport, facts: DatabaseFacts) -> None:
         report.problems.append(Problem("model_missing", f"{facts.vectors} vectors but no model recorded"))
 
 
-def _check_vector_file(report: CheckReport, facts: DatabaseFacts, folder: Path) -> None:
+def _check_vector_file(report: CheckReport, facts: DatabaseFacts, folder: Path, encoder: str = IMAGE) -> None:
+    """One encoder's vector index against the database (the image encoder's facts are `vector_index`,
+    the others' `vector_indexes[encoder]`)."""
     from indexer.store import index_choice
 
-    files = index_choice.VectorFiles.of(folder / VECTORS_NAME)
+    files = index_choice.VectorFiles.of(folder / vector_file_name(encoder))
     path = files.ondisk if (files.ondisk / "manifest.json").exists() else files.memory
-    good = np.setdiff1d(facts.vector_ids, np.asarray(facts.orphan_vectors + [i for i, _ in facts.bad_vectors], np.int64))
+    ids_in_db = facts.encoder_vector_ids.get(encoder, facts.vector_ids if encoder == IMAGE else np.zeros(0, np.int64))
+    good = np.setdiff1d(ids_in_db, np.asarray(facts.orphan_vectors + [i for i, _ in facts.bad_vectors], np.int64))
     live = len(good)
+    model = facts.models.get(encoder, facts.model if encoder == IMAGE else None)
     info: dict = {"path": str(path), "exists": path.exists()}
-    report.facts["vector_index"] = info
+    if encoder == IMAGE:
+        report.facts["vector_index"] = info
+    else:
+        report.facts.setdefault("vector_indexes", {})[encoder] = info
     if not path.exists():
         if live:
             report.problems.append(Problem("vector_index_missing", f"{path} is missing ({live} vectors in the database); "
@@ -209,9 +217,9 @@ def _check_vector_file(report: CheckReport, facts: DatabaseFacts, folder: Path) 
                                   f"{facts.generation} (a run is in progress or was interrupted; searches rebuild it in "
                                   f"memory meanwhile; the next run or `mmsearch repair` rewrites it)"))
         return  # counts and ids of an older generation are expected to differ
-    if facts.model is not None and saved.dim != facts.model.dim:
+    if model is not None and saved.dim != model.dim:
         report.problems.append(Problem("vector_index_dim", f"{path} holds {saved.dim}-d vectors, the model "
-                                                           f"makes {facts.model.dim}-d"))
+                                                           f"makes {model.dim}-d"))
     if saved.ntotal != live:
         report.problems.append(Problem("vector_index_count", f"{path} holds {saved.ntotal} vectors, the database "
                                                              f"{live}"))
@@ -367,15 +375,16 @@ def repair_index(library: Library, *, drop_missing: bool = False) -> RepairRepor
             report.removed_files.append(str(leftover))
         except FileNotFoundError:
             pass
-    saved = library.update_vector_file(IMAGE, base_generation=base_generation, rebuild=True)
-    if saved is None:  # no model: nothing can be indexed, so no vector file should claim otherwise
-        for path in (library.vectors_path(IMAGE), sidecar_path(library.vectors_path(IMAGE))):
-            if path.exists():
-                path.unlink()
-                report.removed_files.append(str(path))
-        ondisk_folder = library.vector_files(IMAGE).ondisk
-        if ondisk_folder.exists():
-            shutil.rmtree(ondisk_folder, ignore_errors=True)
-            report.removed_files.append(str(ondisk_folder))
-    report.vectors_in_index = saved.ntotal if saved is not None else 0
+    for encoder in [IMAGE] + sorted(name for name in facts.models if name != IMAGE):  # every encoder's index
+        saved = library.update_vector_file(encoder, base_generation=base_generation, rebuild=True)
+        if saved is None:  # no model: nothing can be indexed, so no vector file should claim otherwise
+            for path in (library.vectors_path(encoder), sidecar_path(library.vectors_path(encoder))):
+                if path.exists():
+                    path.unlink()
+                    report.removed_files.append(str(path))
+            ondisk_folder = library.vector_files(encoder).ondisk
+            if ondisk_folder.exists():
+                shutil.rmtree(ondisk_folder, ignore_errors=True)
+                report.removed_files.append(str(ondisk_folder))
+        report.vectors_in_index += saved.ntotal if saved is not None else 0
     return report

@@ -30,7 +30,7 @@ from indexer.store.records import ModelInfo
 from indexer.store.roots import RootSettings, is_under
 from indexer.store.vectors import check_index_type
 from retrieval.index_model import ModelChoice, choose_model, open_model
-from retrieval.media import MediaOptions, media_for
+from retrieval.media import MediaOptions, choose_audio_model, media_for, open_audio_model
 from retrieval.models.encoders import resolve_device
 
 if TYPE_CHECKING:
@@ -63,6 +63,8 @@ class IndexRequest:
     ocr: OcrOptions = OcrOptions()  # words in pictures (--ocr, --ocr-lang)
     ray: "RayOptions | None" = None  # embed on a Ray cluster (retrieval.ray_embed) instead of here
     max_index_memory: int | None = None  # bytes the vector index may hold in memory; None keeps the index's own
+    audio_model: str | None = None  # --audio-model / MMSEARCH_AUDIO_MODEL ("none": no sounds)
+    configured_audio_model: str | None = None  # the config file's
 
 
 @dataclass
@@ -135,7 +137,9 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
         config = IndexConfig(roots=roots, pipeline=request.pipeline, index_type=request.index_type,
                              scans={root: scan_options(remember_root(library, root, request)) for root in roots},
                              embedding=_ray_embedding(request, library, model, device) if request.ray else None)
-        report = index_folders(library, media_for(model, request.media), config,
+        audio = open_audio_model(choose_audio_model(library, request.audio_model, request.configured_audio_model),
+                                 model, device=device)
+        report = index_folders(library, media_for(model, request.media, audio), config,
                                on_progress=callbacks.on_progress, on_file_error=callbacks.on_file_error)
         words = None
         if ocr.mode != "off":

@@ -2,7 +2,8 @@
 
 One function per modality turns a loaded model into its reader and encoder; `media_for` joins the
 ones the model has towers for. A new modality adds a function here and a reader module in
-indexer.media; the pipeline stays as it is.
+indexer.media; the pipeline stays as it is. Sounds come from an audio model of their own
+(retrieval.models.audio), chosen per index by `choose_audio_model`.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from indexer.errors import MmsearchError
+from indexer.media.audio_reader import AUDIO, AudioEncoder, AudioReader
 from indexer.media.image import DecodeOptions
 from indexer.media.image_reader import ImageReader, ImageReadOptions, PixelEncoder
 from indexer.media.kinds import Media
@@ -85,11 +87,50 @@ def video_reader(model, options: MediaOptions):
     return video_reader.VideoReader(model.preprocess, options.video_options)
 
 
-def media_for(model, options: MediaOptions = MediaOptions()) -> Media:
-    """The readers and encoders of `model`'s towers: pictures, and video frames through the image tower."""
+def audio_media(audio_model) -> tuple[AudioReader, AudioEncoder]:
+    """Sound files cut into the audio model's windows, each embedded by its audio tower."""
+    reader = AudioReader(audio_model.windowing, audio_model.features)
+    encoder = AudioEncoder(audio_model.info, audio_model.embed_windows, warm=lambda: audio_model.embed_windows)
+    return reader, encoder
+
+
+NO_AUDIO = ("none", "off", "no")
+
+
+def choose_audio_model(library, explicit: str | None = None, configured: str | None = None) -> str | None:
+    """The audio model of an index run: --audio-model (or MMSEARCH_AUDIO_MODEL), else the one the
+    index records, else the config file's, else none: sounds are left out until asked for ("none": no
+    sounds). The bundled tower ships as a smoke-test model (its held-out recall is at chance, issue 15),
+    so it is not chosen for anyone who did not ask for it."""
+    recorded = library.model(AUDIO) if library is not None else None
+    for name in (explicit, recorded.name if recorded else None, configured):
+        if name:
+            return None if name.lower() in NO_AUDIO else name
+    return None
+
+
+def open_audio_model(name: str | None, model=None, device: str = "cpu"):
+    """The audio model called `name` (None: none); the bundled one borrows `model`'s text tower when
+    `model` is the bundled model."""
+    if name is None:
+        return None
+    from retrieval.models.audio import load_audio_model
+    from retrieval.models.registry import BUNDLED_NAME
+
+    lend = model if model is not None and getattr(model, "info", None) is not None and model.info.name == BUNDLED_NAME else None
+    return load_audio_model(name, device=device, text_model=lend)
+
+
+def media_for(model, options: MediaOptions = MediaOptions(), audio=None) -> Media:
+    """The readers and encoders of `model`'s towers (pictures, and video frames through the image
+    tower), and of `audio` (an audio model) when given."""
     reader, encoder = image_media(model, options)
-    readers = [reader]
+    readers, encoders = [reader], {IMAGE: encoder}
     videos = video_reader(model, options)
     if videos is not None:
         readers.append(videos)
-    return Media(readers=tuple(readers), encoders={IMAGE: encoder})
+    if audio is not None:
+        audio_reader, audio_encoder = audio_media(audio)
+        readers.append(audio_reader)
+        encoders[AUDIO] = audio_encoder
+    return Media(readers=tuple(readers), encoders=encoders)

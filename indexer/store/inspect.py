@@ -32,6 +32,7 @@ class DatabaseFacts:
     failed: int = 0
     staged: int = 0
     vector_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # of the image encoder
+    encoder_vector_ids: dict[str, np.ndarray] = field(default_factory=dict)  # of every encoder with a model
     orphan_vectors: list[int] = field(default_factory=list)
     orphan_staged: list[int] = field(default_factory=list)
     rows_without_vector: list[tuple[int, str]] = field(default_factory=list)
@@ -81,6 +82,10 @@ def inspect_database(path: Path, *, quick: bool = False) -> DatabaseFacts:
             facts.vectors = connection.execute("SELECT count(*) FROM vectors").fetchone()[0]
             facts.vector_ids = np.fromiter((row[0] for row in connection.execute(
                 "SELECT id FROM vectors WHERE encoder = ? ORDER BY id", (IMAGE,))), dtype=np.int64)
+            for encoder in facts.models:
+                facts.encoder_vector_ids[encoder] = facts.vector_ids if encoder == IMAGE else np.fromiter(
+                    (row[0] for row in connection.execute("SELECT id FROM vectors WHERE encoder = ? ORDER BY id",
+                                                          (encoder,))), dtype=np.int64)
             facts.orphan_vectors = [row[0] for row in connection.execute(
                 "SELECT id FROM vectors WHERE item_id NOT IN (SELECT id FROM items)")]
             facts.rows_without_vector = [tuple(row) for row in connection.execute(

@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "mmsearch.db"
 VECTORS_NAME = "vectors.faiss"
+
+
+def vector_file_name(encoder: str = IMAGE) -> str:
+    """The vector file of `encoder` in an index folder (the image encoder's is VECTORS_NAME)."""
+    return VECTORS_NAME if encoder == IMAGE else f"vectors-{encoder}.faiss"
 LOCK_NAME = "write.lock"
 TEXT_EXPORT_NAME = "text_encoder"
 IMAGE_EXPORT_NAME = "image_encoder"
@@ -160,7 +165,7 @@ class Library:
 
     # --- files of the index -------------------------------------------------------------------
     def vectors_path(self, encoder: str = IMAGE) -> Path:
-        return self.folder / (VECTORS_NAME if encoder == IMAGE else f"vectors-{encoder}.faiss")
+        return self.folder / vector_file_name(encoder)
 
     @property
     def text_export_path(self) -> Path:

@@ -17,6 +17,7 @@ from retrieval.errors import QueryError
 from retrieval.index_model import search_model
 from retrieval.models.encoders import resolve_device
 from retrieval.query.search import Filters, Hit, build_terms, embed_queries, embed_terms, rank
+from retrieval.query.spaces import foreign_encoders, rank_spaces
 from retrieval.query.text import unknown_note
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,10 @@ def make_filters(path_glob: str | None = None, after: float | None = None, befor
 
 
 def search_index(request: QueryRequest, text: str | None, images: tuple[str, ...] = (),
-                 words: str | None = None) -> SearchOutcome:
-    """The top items for one query (text, image files, or a weighted mix of both); with `words`
-    (--ocr), only pictures whose words read at index time match them (retrieval.query.words)."""
+                 sounds: tuple[str, ...] = (), words: str | None = None) -> SearchOutcome:
+    """The top items for one query (text, image files, or a weighted mix of both; or sound files,
+    with words or without, which rank the sounds); with `words` (--ocr), only pictures whose words
+    read at index time match them (retrieval.query.words)."""
     check_filters(request.filters)
     if words is not None:
         from retrieval.query.words import search_words
@@ -85,7 +87,7 @@ def search_index(request: QueryRequest, text: str | None, images: tuple[str, ...
     device, note = resolve_device(request.device, fallback=True)
     if note:
         notes.append(note)
-    terms = build_terms(text, images)
+    terms = build_terms(text, images) if (text and text.strip()) or images or not sounds else []
     with Library(request.db, create=False, read_only=True) as library:
         filters, matches = request.filters, None
         if words is not None:  # rank by the description among the pictures holding the words
@@ -94,10 +96,15 @@ def search_index(request: QueryRequest, text: str | None, images: tuple[str, ...
             matches = words_matches(library, words)
             filters = replace(filters, item_ids=tuple(matches))
         model = search_model(library, request.model, request.configured_model, device=device, one_query=True)
-        vector = embed_terms(model, terms)
-        notes.extend(_unknown_notes(model, terms))
         _set_search_threads(request.search_threads or 1)
-        hits = rank(library, vector, request.top, filters)[0]
+        if sounds or foreign_encoders(library, model.info):
+            vector = embed_terms(model, terms) if terms else None
+            hits = rank_spaces(library, model, [terms], None if vector is None else vector[None], request.top,
+                               filters, device=device, sounds=sounds)[0]
+        else:
+            vector = embed_terms(model, terms)
+            hits = rank(library, vector, request.top, filters)[0]
+        notes.extend(_unknown_notes(model, terms))
         if matches is not None:
             hits = with_words(hits, matches)
             if not matches:
@@ -108,7 +115,10 @@ def search_index(request: QueryRequest, text: str | None, images: tuple[str, ...
             from retrieval.query.explain import why_nothing
 
             notes.extend(why_nothing(library, request.filters))
-        hits = _with_relevance(library, [hits], vector, [query_kind(terms)], request.min_relevance, notes)[0]
+        if vector is not None:
+            hits = _with_relevance(library, [hits], vector, [query_kind(terms)], request.min_relevance, notes)[0]
+        elif request.min_relevance > 0:  # a sound alone: no calibration describes the audio tower's scores
+            notes.append("--min-relevance: a query by sound has no calibrated relevance yet; every result is kept")
     return SearchOutcome(hits, _what_terms_became(terms) + notes)
 
 
@@ -138,7 +148,11 @@ def search_queries(request: QueryRequest, queries: list[str]) -> BatchOutcome:
         model = search_model(library, request.model, request.configured_model, device=device)
         vectors = embed_queries(model, queries)
         _set_search_threads(request.search_threads)
-        results = rank(library, vectors, request.top, request.filters, device=device)
+        if foreign_encoders(library, model.info):
+            results = rank_spaces(library, model, [build_terms(query) for query in queries], vectors, request.top,
+                                  request.filters, device=device)
+        else:
+            results = rank(library, vectors, request.top, request.filters, device=device)
         if not any(results):
             from retrieval.query.explain import why_nothing
 

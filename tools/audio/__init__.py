@@ -1,0 +1,1 @@
+"""Training data and the recipe of the bundled audio tower (not installed)."""
