@@ -191,7 +191,7 @@ def test_a_v1_database_is_migrated_in_one_transaction(tmp_path, tiny_model):
     pics, db = tmp_path / "pics", tmp_path / "db"
     _v1_database(db, pics, tiny_model)
     with Library(db) as library:
-        assert library.db.schema_version == SCHEMA_VERSION == 3
+        assert library.db.schema_version == SCHEMA_VERSION
         assert library.reads.counts() == {"rows": 4, "items": 3, "vectors": 3, "failed": 1}  # every row kept
         assert library.generation == 2
         report = index_folders(library, media_for(tiny_model),
@@ -226,7 +226,7 @@ def test_a_failed_migration_leaves_the_v1_database_untouched(tmp_path, tiny_mode
         assert "taken_at" not in {row[1] for row in connection.execute("PRAGMA table_info(items)")}
         assert connection.execute("SELECT count(*) FROM items").fetchone() == (4,)
     monkeypatch.undo()
-    assert Database(db / "mmsearch.db").schema_version == 3  # the real migrations then succeed
+    assert Database(db / "mmsearch.db").schema_version == SCHEMA_VERSION  # the real migrations then succeed
 
 
 def test_the_write_lock_in_an_unwritable_place_is_a_clear_error(tmp_path):

@@ -66,6 +66,7 @@ def test_a_video_result_shows_its_frame_and_plays_from_its_moment(served, page, 
     page.goto(f"{base}/?token={TOKEN}")
     page.wait_for_function("() => document.getElementById('status').textContent.includes('2 items')")
 
+    page.check("#show-weaker")  # a random model's relevance would hide the picture's card by default
     drop_file(page, still(tmp_path / "still12.png", 12))
     page.wait_for_selector("#results .card.video")
     card = page.locator("#results .card.video").first
@@ -95,9 +96,9 @@ def test_a_video_result_shows_its_frame_and_plays_from_its_moment(served, page, 
                          " return v.src.includes('/video#t=') && document.getElementById('detail-open').href === v.src; }")
 
     # closing stops it; a picture's detail shows the picture again
-    page.click("#detail-close")
-    assert page.evaluate("() => { const v = document.getElementById('detail-video');"
-                         " return v.paused && !v.getAttribute('src'); }")
+    page.click("#detail-close")  # the dialog's close event comes as a task of its own: wait for it
+    page.wait_for_function("() => { const v = document.getElementById('detail-video');"
+                           " return v.paused && !v.getAttribute('src'); }")
     page.locator("#results .card:not(.video)").first.click()
     page.wait_for_selector("#detail[open]")
     page.wait_for_function("() => document.getElementById('detail-image').src.endsWith('/image')")
