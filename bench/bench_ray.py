@@ -43,6 +43,32 @@ def index_once(folder: Path, db: Path, model: str, ray: str | None) -> dict:
             "prepare_s": round(report.prepare_seconds, 2), "embedding": report.embedding}
 
 
+def in_process(jpegs: Path, work: Path, model: str, files_per_task: int = 64, tasks: int = 2) -> dict:
+    """Ray's actor class called here, without Ray: its set-up, then `tasks` tasks of `files_per_task`
+    files (what a Ray task does, without Ray's scheduling and processes)."""
+    import numpy as np
+
+    from indexer.pipeline.embed import PipelineConfig
+    from retrieval.ray_embed import ModelRecipe, _EmbedActor
+
+    db = Path(tempfile.mkdtemp(dir=work, prefix="inproc-"))
+    index_once(jpegs, db, model, None)  # the index's model export, as a Ray run finds it
+    files = sorted(jpegs.iterdir())[:files_per_task * tasks]
+    started = time.perf_counter()
+    actor = _EmbedActor(ModelRecipe(model, "onnx-int8", str(db / "image_encoder"), pipeline=PipelineConfig(workers=1)),
+                        {}, "cpu")
+    out = {"setup_s": round(time.perf_counter() - started, 3), "task_s": []}
+    for number in range(tasks):
+        chunk = files[number * files_per_task:(number + 1) * files_per_task]
+        stats = [path.stat() for path in chunk]
+        batch = {"path": np.array([str(path) for path in chunk]), "size": np.array([st.st_size for st in stats]),
+                 "mtime": np.array([st.st_mtime for st in stats])}
+        started = time.perf_counter()
+        actor(batch)
+        out["task_s"].append(round(time.perf_counter() - started, 3))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=300)
@@ -50,10 +76,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model", default="bundled")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mms-bench-ray")
+    parser.add_argument("--in-process", action="store_true",
+                        help="time the actor class called here (no Ray): set-up and two tasks of 64 files")
     args = parser.parse_args()
 
     jpegs = args.work / f"jpegs-{args.n}-{args.megapixels}"
     make_jpegs(jpegs, args.n, megapixels=args.megapixels)
+    if args.in_process:
+        print(json.dumps(in_process(jpegs, args.work, args.model)))
+        return
     rows: dict[str, list[dict]] = {"plain": [], "ray": []}
     index_once(jpegs, Path(tempfile.mkdtemp(dir=args.work)), args.model, None)  # warm the page cache and export
     for round_ in range(args.rounds):

@@ -25,16 +25,8 @@ def read_file_checked(path: str) -> tuple[bytes, os.stat_result]:
 
     Opened non-blocking, so a FIFO or device named like an image is refused instead of hanging.
     """
+    fd = _open_regular(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise FileGoneError("file vanished before it could be read") from None
-    except OSError as exc:
-        raise DecodeError(f"cannot read file: {exc.strerror or exc}") from None
-    try:
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            raise DecodeError(f"not a regular file ({_file_kind(before.st_mode)})")
         chunks = []
         while True:
             chunk = os.read(fd, 1 << 20)
@@ -67,16 +59,9 @@ def sample_file_checked(path: str) -> tuple[str, os.stat_result]:
     copies: edits that keep a media file's size to the byte are that rare. Refuses what
     read_file_checked refuses (FIFOs, devices, vanished and empty files).
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise FileGoneError("file vanished before it could be read") from None
-    except OSError as exc:
-        raise DecodeError(f"cannot read file: {exc.strerror or exc}") from None
+    fd = _open_regular(path)
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise DecodeError(f"not a regular file ({_file_kind(info.st_mode)})")
         if info.st_size == 0:
             raise DecodeError("empty file (0 bytes)")
         digest = hashlib.blake2b(digest_size=16)
@@ -95,6 +80,26 @@ def sample_file_checked(path: str) -> tuple[str, os.stat_result]:
         os.close(fd)
     return digest.hexdigest(), info
 
+
+
+def _open_regular(path: str) -> int:
+    """A descriptor of the regular file at `path`, opened non-blocking (a FIFO or a device named like
+    a media file is refused instead of hanging); FileGoneError when it vanished, DecodeError else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise FileGoneError("file vanished before it could be read") from None
+    except OSError as exc:
+        raise DecodeError(f"cannot read file: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        os.close(fd)
+        raise DecodeError(f"cannot read file: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise DecodeError(f"not a regular file ({_file_kind(mode)})")
+    return fd
 
 def _file_kind(mode: int) -> str:
     for test, name in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),

@@ -14,12 +14,12 @@ from typing import BinaryIO
 from PIL import Image
 
 from indexer.errors import DecodeError
-from indexer.media.video_reader import _pyav, _reason, _seconds
+from indexer.media.video_reader import VideoReadOptions, _pyav, _reason, _seconds, open_container
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_FRAMES = 600  # frames decoded after the keyframe, at most (20 s at 30 fps)
-MAX_MEGAPIXELS = 40.0  # as VideoReadOptions.max_megapixels
+MAX_MEGAPIXELS = VideoReadOptions().max_megapixels  # what the reader embeds, a thumbnail shows
 TIME_SLACK_S = 0.002  # moments are stored rounded to the millisecond
 
 
@@ -30,10 +30,7 @@ def frame_at(source: str | BinaryIO, seconds: float, box: int, *, max_frames: in
     av = _pyav()
     if not seconds >= 0:  # also refuses NaN
         raise DecodeError(f"no moment at {seconds} s")
-    try:
-        container = av.open(source, metadata_errors="ignore")
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise DecodeError(f"not a video FFmpeg can read ({_reason(exc)})") from None
+    container = open_container(source)
     try:
         if not container.streams.video:
             raise DecodeError("no video stream")

@@ -48,6 +48,15 @@ class VideoReadOptions:
     max_megapixels: float = 40.0  # frames larger than this (8K is 33 MP) are refused
 
 
+def open_container(source):
+    """PyAV's container for a path or a binary file object; DecodeError when FFmpeg cannot read it."""
+    av = _pyav()
+    try:
+        return av.open(source, metadata_errors="ignore")
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise DecodeError(f"not a video FFmpeg can read ({_reason(exc)})") from None
+
+
 def _pyav():
     try:
         import av
@@ -79,10 +88,7 @@ class VideoReader:
 
     def read_path(self, path: str, busy: Callable[[], bool]) -> DecodedItem:
         av = _pyav()
-        try:
-            container = av.open(path, metadata_errors="ignore")
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            raise DecodeError(f"not a video FFmpeg can read ({_reason(exc)})") from None
+        container = open_container(path)
         try:
             if not container.streams.video:
                 raise DecodeError("no video stream (a sound file named like a video?)")
