@@ -272,12 +272,20 @@ def left_out_summary(results: dict, left_out: tuple[str, ...]) -> dict:
 
 
 def install(model_dir: Path, target: Path, extra: dict) -> Path:
-    """Copy the model folder to `target` (swapped in whole), adding `extra` to its manifest."""
+    """Copy the model folder to `target` (swapped in whole), adding `extra` to its manifest.
+
+    Files of `target` the model folder does not hold stay: the bundled audio tower (audio.*) and the
+    relevance calibration, which is ignored while its fingerprint names other weights (refit it with
+    tools.bundled.calibrate --install)."""
     from retrieval.models.registry import MANIFEST_NAME
 
     staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns(".resume"))
+    if target.is_dir():
+        for kept in sorted(target.iterdir()):
+            if kept.is_file() and not (staging / kept.name).exists():
+                shutil.copy2(kept, staging / kept.name)
     manifest_path = staging / MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text())
     manifest.update(extra)
