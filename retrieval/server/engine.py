@@ -3,12 +3,14 @@
 `SearchEngine.open(config)` loads the index's model (text tower at once, image tower on first
 image query unless preloaded) and the FAISS index; queries then only embed and rank. The FAISS
 index stays in memory (`WarmLibrary`) and is reloaded only when the database generation changes.
+Sounds embedded by an audio model of their own are ranked in their space beside the pictures
+(retrieval.server.spaces).
 
 Text queries run on the ONNX export of the text tower that `mmsearch index` writes beside the index
 (`retrieval.models.onnx_text`, one intra-op thread per call, trimmed to the query's real tokens) when its
 model fingerprint matches; without one (or when it cannot be opened) on the torch tower.
 
-It is one module (about 420 lines) because one request's path runs through all of it: check the
+It is one module (about 400 lines) because one request's path runs through all of it: check the
 index's model, embed the query's parts, rank, leave out, add relevance, page; the caches and the
 response models already live apart (vector_cache, responses).
 """
@@ -27,18 +29,21 @@ import numpy as np
 from indexer.errors import DecodeError, ModelMismatchError
 from indexer.media.image import DecodeOptions, decode_image
 from indexer.store.library import Library
-from indexer.store.records import IMAGE, ItemRecord
-from indexer.store.vectors import VectorIndex, choose_index_spec
+from indexer.store.records import ItemRecord
+from indexer.store.vectors import choose_index_spec
 from retrieval.errors import QueryError
 from retrieval.index_model import choose_model, open_model
 from retrieval.models.encoders import Model
 from retrieval.query.parse import combine, parse_query
 from retrieval.query.relevance import IMAGE_QUERY, TEXT, above, add_relevance
 from retrieval.query.search import Filters, Hit, rank
+from retrieval.query.spaces import foreign_encoders
 from retrieval.server.config import ServerConfig
 from retrieval.server.decode_budget import check_decode_budget
 from retrieval.server.errors import ItemNotFoundError, UploadExpiredError
+from retrieval.server.spaces import QueryParts, ServerSpaces, rank_parts
 from retrieval.server.vector_cache import VectorCache, upload_id
+from retrieval.server.warm_library import STALE_REBUILD_INTERVAL_S, WarmLibrary  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -49,66 +54,6 @@ MAX_ITEM_ID = 2**63 - 1  # SQLite's largest integer
 MAX_UPLOAD_IDS = 4
 UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 MIN_MODEL_WORKERS = 2  # so a second client's query never waits for a first client's to finish
-STALE_REBUILD_INTERVAL_S = 30.0  # while a writer runs, rebuild from the database at most this often
-
-
-class WarmLibrary(Library):
-    """A Library whose FAISS index stays in memory until the database generation changes.
-
-    When the generation moves and the FAISS file on disk already matches it, the file is loaded.
-    When the file lags (an `mmsearch index` run is still writing batches), the index is rebuilt
-    from the database at most every `stale_rebuild_s` seconds; in between the previous index keeps
-    answering (hits of since-deleted items are dropped by `rank`). One thread reloads while the
-    others go on with the previous index.
-    """
-
-    def __init__(self, folder, *, stale_rebuild_s: float = STALE_REBUILD_INTERVAL_S):
-        super().__init__(folder, create=False)
-        self.stale_rebuild_s = stale_rebuild_s
-        self.reloads = 0
-        self._index: VectorIndex | None = None
-        self._index_generation: int | None = None
-        self._last_rebuild = float("-inf")
-        self._reload_lock = threading.Lock()
-
-    @property
-    def cached_index(self) -> VectorIndex | None:
-        return self._index
-
-    def vectors_for_search(self, encoder: str = IMAGE) -> VectorIndex | None:
-        generation = self.generation
-        if self._index_generation == generation:
-            return self._index
-        loaded = self._index_generation is not None
-        if not self._reload_lock.acquire(blocking=not loaded):
-            return self._index  # another thread is reloading; answer with the previous index
-        try:
-            if self._index_generation == generation:
-                return self._index
-            if loaded and not self._file_matches(generation) \
-                    and time.monotonic() - self._last_rebuild < self.stale_rebuild_s:
-                return self._index
-            started = time.perf_counter()
-            index = super().vectors_for_search(encoder)
-            if not self._file_matches(generation):
-                self._last_rebuild = time.monotonic()
-            self._index, self._index_generation = index, generation
-            self.reloads += 1
-            log.info("vector index for generation %d ready in %.2f s (%s vectors)", generation,
-                     time.perf_counter() - started, index.ntotal if index is not None else 0)
-            return index
-        finally:
-            self._reload_lock.release()
-
-    def saved_index_info(self) -> dict | None:
-        """What the committed vector index records (kind, spec, generation, ntotal, dim), or None."""
-        from indexer.store.index_choice import saved_info
-
-        return saved_info(self.vector_files(IMAGE))
-
-    def _file_matches(self, generation: int) -> bool:
-        saved = self.saved_index_info()
-        return saved is not None and saved.get("generation") == generation
 
 
 @dataclass(frozen=True)
@@ -180,6 +125,7 @@ class SearchEngine:
         self._model_workers = max(MIN_MODEL_WORKERS, (os.cpu_count() or 1) // (config.torch_threads or 1))
         self._model_pool = ThreadPoolExecutor(max_workers=self._model_workers, thread_name_prefix="mmsearch-model")
         self._status_cache: tuple[int, dict] | None = None
+        self.spaces = ServerSpaces(library, model, config.device, config.text_cache_size)  # sounds' spaces
         self._model_checked_generation: int | None = None
 
     @classmethod
@@ -245,10 +191,9 @@ class SearchEngine:
         if request.words is not None and request.words.strip():
             hits = self._search_words(request, wanted + 1 + len(excluded))
         else:
-            query_vector = self.query_vector(request)
-            hits = rank(self.library, query_vector, wanted + 1 + len(excluded), request.filters)[0]
+            query_vector, hits = self._rank(request, wanted + 1 + len(excluded))
         hits = [hit for hit in hits if hit.item_id not in excluded][:wanted + 1]
-        if query_vector is not None:  # by the words alone there is no vector to calibrate
+        if query_vector is not None:  # by the words alone (or a sound alone) there is no vector to calibrate
             kind = IMAGE_QUERY if (request.images or request.like_ids or request.upload_ids) else TEXT
             hits = add_relevance(self.library, [hits], query_vector, [kind])[0]
         shown = above(hits, request.min_relevance) if query_vector is not None else hits
@@ -268,30 +213,42 @@ class SearchEngine:
         filters = replace(request.filters, item_ids=tuple(matches))
         return with_words(rank(self.library, self.query_vector(request), top, filters)[0], matches)
 
+    def _rank(self, request: SearchRequest, top: int) -> tuple[np.ndarray | None, list[Hit]]:
+        """(the query's vector in the index model's space, or None where only sounds were ranked; the hits)."""
+        spaces = self.spaces.current()
+        if not spaces:
+            vector = self.query_vector(request)
+            return vector, rank(self.library, vector, top, request.filters)[0]
+        return rank_parts(self.library, spaces, self.query_parts(request, sounds=True), top, request.filters,
+                          lambda space, texts: self.spaces.text_vectors(space, texts, self._forward))
+
     def query_vector(self, request: SearchRequest) -> np.ndarray:
-        vectors: list[np.ndarray] = []
-        weights: list[float] = []
+        """The query in the index model's space (words, pictures' items, uploads)."""
+        return self.query_parts(request).main_vector()
+
+    def query_parts(self, request: SearchRequest, sounds: bool = False) -> QueryParts:
+        """The request's parts; with `sounds`, items whose vectors are in another space (sounds) go apart."""
         if len(request.like_ids) > MAX_LIKE_IDS:
             raise QueryError(f"at most {MAX_LIKE_IDS} items in one query")
         if len(request.upload_ids) + len(request.images) > MAX_UPLOAD_IDS:
             raise QueryError(f"at most {MAX_UPLOAD_IDS} uploaded images in one query")
+        texts: list[str] = []
+        weights: list[float] = []
         if request.text is not None and request.text.strip():
             # parse_query, not build_terms: over HTTP a term is always text, never a server path
             terms = parse_query(request.text)
-            vectors.extend(self.text_vectors([term.value for term in terms]))
-            weights.extend(term.weight for term in terms)
+            texts = [term.value for term in terms]
+            weights = [term.weight for term in terms]
+        pictures, stored_sounds = [], []
         for item_id in request.like_ids:
-            vectors.append(self.stored_vector(item_id))
-            weights.append(1.0)
-        for data in request.images:
-            vectors.append(self.image_vector(data, request.max_decode_bytes))
-            weights.append(1.0)
-        for key in request.upload_ids:
-            vectors.append(self.uploaded_vector(key))
-            weights.append(1.0)
-        if not vectors:
+            encoder, vector = self.stored_vector_of(item_id, sounds)
+            (pictures if encoder is None else stored_sounds).append(vector if encoder is None else (encoder, vector))
+        pictures.extend(self.image_vector(data, request.max_decode_bytes) for data in request.images)
+        pictures.extend(self.uploaded_vector(key) for key in request.upload_ids)
+        if not (texts or pictures or stored_sounds):
             raise QueryError("nothing to search for: give q (words), like (an item id) or an image")
-        return combine(np.stack(vectors), weights)
+        return QueryParts(tuple(texts), tuple(weights), tuple(self.text_vectors(texts)) if texts else (),
+                          tuple(pictures), tuple(stored_sounds))
 
     def text_vectors(self, texts: list[str]) -> list[np.ndarray]:
         """One vector per text: from the cache, the rest embedded in one batch."""
@@ -341,14 +298,26 @@ class SearchEngine:
         return self.model.image
 
     def stored_vector(self, item_id: int) -> np.ndarray:
-        """The vector the index holds for an item ("more like this")."""
+        """The vector the index holds for an item ("more like this") in the index model's space."""
+        return self.stored_vector_of(item_id)[1]
+
+    def stored_vector_of(self, item_id: int, other_spaces: bool = False) -> tuple[str | None, np.ndarray]:
+        """(None, its vector) for an item in the index model's space; with `other_spaces`, (encoder,
+        vector) for one whose vectors another model made (a sound)."""
         if not 1 <= item_id <= MAX_ITEM_ID:
             raise ItemNotFoundError(f"no item with id {item_id}")
         vectors = self.library.reads.item_vectors(item_id, self.model.info.dim)
-        if len(vectors) == 0:
-            self.item(item_id)  # raises ItemNotFoundError when there is no such item
-            raise QueryError(f"item {item_id} has no vector (it failed to index)")
-        return combine(vectors, [1.0] * len(vectors))  # a sound or a video: the mean of its moments
+        if len(vectors):
+            return None, combine(vectors, [1.0] * len(vectors))  # a video: the mean of its moments
+        for encoder, info in foreign_encoders(self.library, self.model.info).items():
+            found = self.library.reads.item_vectors(item_id, info.dim, encoder)
+            if len(found):
+                if not other_spaces:
+                    raise QueryError(f"item {item_id} is a sound: more like it ranks sounds, not with --modality "
+                                     "that leaves sounds out")
+                return encoder, combine(found, [1.0] * len(found))  # a sound: the mean of its windows
+        self.item(item_id)  # raises ItemNotFoundError when there is no such item
+        raise QueryError(f"item {item_id} has no vector (it failed to index)")
 
     def _check_index_model(self) -> None:
         """Refuse to rank when the index switched models (`mmsearch reindex`) under a running server."""

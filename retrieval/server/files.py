@@ -4,7 +4,7 @@ The rule (README, "Guarantees"): an item's file is served only while
 - the item is in the index (files are addressed by item id only);
 - its real path, every symlink resolved, lies under a folder whose latest `index` or `forget`
   was an `index` (`ServedFolders`: the indexed roots minus what was forgotten since);
-- it is a regular file with an image or video extension;
+- it is a regular file with an image, video or sound extension;
 - it has one hard link, unless the server was started with `--allow-hard-links` (a hard link gives
   an outside file a name inside the folders, and nothing on disk tells which name is the original).
 
@@ -24,6 +24,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
+from indexer.media.audio import AUDIO_EXTENSIONS
 from indexer.media.scan import image_extensions
 from indexer.media.video_reader import VIDEO_EXTENSIONS
 from indexer.store.library import Library
@@ -210,9 +211,10 @@ class FileGuard:
             log.warning("refused item %d: %s resolves to %s, outside the indexed folders", record.id, record.path, real)
             raise ForbiddenFileError(f"the file of item {record.id} now resolves outside the indexed folders")
         extension = os.path.splitext(real)[1].lower()
-        if extension not in image_extensions() and extension not in VIDEO_EXTENSIONS:
-            log.warning("refused item %d: %s resolves to %s, not an image or video file", record.id, record.path, real)
-            raise ForbiddenFileError(f"the file of item {record.id} no longer resolves to an image or video file")
+        if extension not in image_extensions() and extension not in VIDEO_EXTENSIONS and extension not in AUDIO_EXTENSIONS:
+            log.warning("refused item %d: %s resolves to %s, not an image, video or sound file", record.id, record.path,
+                        real)
+            raise ForbiddenFileError(f"the file of item {record.id} no longer resolves to an image, video or sound file")
         if opened.stat.st_nlink > 1 and not self.allow_hard_links:
             log.warning("refused item %d: %s has %d hard links", record.id, real, opened.stat.st_nlink)
             raise ForbiddenFileError(f"the file of item {record.id} has {opened.stat.st_nlink} hard links; "

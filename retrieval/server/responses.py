@@ -6,6 +6,7 @@ import os
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from indexer.media.audio_reader import AUDIO
 from indexer.media.video_reader import VIDEO
 from indexer.store.records import IMAGE, ItemRecord
 from retrieval.query.search import Hit
@@ -29,12 +30,13 @@ class HitOut(BaseModel):
     format: str | None
     mtime: float
     size: int
-    thumb_url: str  # a video's: the frame at `time`
+    thumb_url: str  # a video's: the frame at `time`; a sound's: its waveform
     image_url: str
     modality: str = IMAGE
-    time: float | None = None  # a video's best moment (seconds)
+    time: float | None = None  # a video's or a sound's best moment (seconds)
     moments: list[MomentOut] = []  # its best moments, best first
     video_url: str | None = None  # a video's file (HTTP Range: seekable); play it from `time`
+    audio_url: str | None = None  # a sound's file (HTTP Range: seekable); play it from `time`
     ocr_snippet: str | None = None  # with `words`: the line of the picture's words that matched best
     ocr_matched: list[str] = []  # ... and its words that matched (to highlight)
 
@@ -65,6 +67,7 @@ class ItemOut(BaseModel):
     image_url: str
     similar_url: str
     video_url: str | None = None
+    audio_url: str | None = None
 
 
 class ErrorDetail(BaseModel):
@@ -85,6 +88,8 @@ def _urls(item_id: int, version: float, modality: str = IMAGE, at: float | None 
             "image_url": f"/api/items/{item_id}/image"}
     if modality == VIDEO:
         urls["video_url"] = f"/api/items/{item_id}/video"
+    if modality == AUDIO:
+        urls["audio_url"] = f"/api/items/{item_id}/audio"
     return urls
 
 

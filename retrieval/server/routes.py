@@ -14,8 +14,9 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from indexer.media.audio_reader import AUDIO
 from indexer.media.video_reader import VIDEO
-from indexer.store.records import ItemRecord
+from indexer.store.records import IMAGE, ItemRecord
 from retrieval.errors import QueryError
 from retrieval.query.search import Filters
 from retrieval.server.engine import MAX_LIMIT, MAX_OFFSET, SearchEngine, SearchRequest
@@ -34,6 +35,7 @@ MAX_UPLOAD_FILES = 4
 LOGIN_BODY_LIMIT = 4096
 MAX_EXTENSIONS = 32
 MAX_MOMENT_S = 1e7  # 115 days: further into a video than any moment
+MODALITIES = (IMAGE, VIDEO, AUDIO)
 _EXTENSION = re.compile(r"^[a-z0-9]{1,10}$")
 FIRST_DATE, LAST_DATE = datetime(2, 1, 1), datetime(9998, 12, 31, 23, 59, 59)  # converting to UTC never overflows
 
@@ -81,9 +83,27 @@ Before = Annotated[datetime | None, Query(description="Modified before: 2024-07-
 Extensions = Annotated[list[str], Query(description="Extensions (repeat, or comma-separated): jpg, png ...")]
 
 
-def filters_params(path: PathGlob = None, after: After = None, before: Before = None, ext: Extensions = []) -> Filters:
+Modalities = Annotated[list[str], Query(description="Only these kinds (repeat, or comma-separated): image, video, "
+                                                   "audio; all (the default) for every kind")]
+
+
+def _modalities(values: list[str]) -> tuple[str, ...]:
+    found: dict[str, None] = {}
+    for value in values:
+        for part in value.split(","):
+            part = part.strip().lower()
+            if not part or part == "all":
+                continue
+            if part not in MODALITIES:
+                raise QueryError(f"modality: {part[:20]!r} is not one of {', '.join(MODALITIES)} (or all)")
+            found[part] = None
+    return tuple(found)
+
+
+def filters_params(path: PathGlob = None, after: After = None, before: Before = None, ext: Extensions = [],
+                   modality: Modalities = []) -> Filters:
     return Filters(path_glob=path or None, after=_timestamp("after", after), before=_timestamp("before", before),
-                   extensions=_extensions(ext))
+                   extensions=_extensions(ext), modalities=_modalities(modality))
 
 
 class Page(BaseModel):
@@ -248,8 +268,10 @@ def thumbnail(item_id: int, request: Request, engine: Engine,
     with opened:  # checked and open: the thumbnail is made from (or cached for) this very file
         if record.modality == VIDEO:  # its frame at the stored moment nearest t (the first without t)
             t = engine.nearest_moment(item_id, t or 0.0)
-        elif t is not None:
+        elif t is not None and record.modality != AUDIO:  # a sound's picture is its whole waveform: t is ignored
             raise QueryError(f"item {item_id} is not a video: t applies to videos only")
+        else:
+            t = None
         path = thumbs.get(record, opened, size, t)
     stat = path.stat()
     moment = "" if t is None else f"-{round(t * 1000):x}"
@@ -275,6 +297,18 @@ def video(item_id: int, request: Request, engine: Engine) -> FileResponse:
     """The same checked, open file as /image, for an item indexed as a video (404 for other items)."""
     if engine.item(item_id).modality != VIDEO:
         raise ItemNotFoundError(f"item {item_id} is not a video")
+    record, opened = item_file(request, engine, item_id)
+    return OpenFileResponse(opened, filename=os.path.basename(record.path),
+                            headers={"Cache-Control": "private, max-age=3600"})
+
+
+@api.get("/items/{item_id}/audio", responses={**ERRORS, 200: {"content": {"audio/*": {}}},
+                                             206: {"description": "The byte range asked for (Range: bytes=...)"}},
+         response_class=FileResponse, summary="A sound's file (HTTP Range requests: the player seeks)")
+def audio(item_id: int, request: Request, engine: Engine) -> FileResponse:
+    """The same checked, open file as /image, for an item indexed as a sound (404 for other items)."""
+    if engine.item(item_id).modality != AUDIO:
+        raise ItemNotFoundError(f"item {item_id} is not a sound")
     record, opened = item_file(request, engine, item_id)
     return OpenFileResponse(opened, filename=os.path.basename(record.path),
                             headers={"Cache-Control": "private, max-age=3600"})

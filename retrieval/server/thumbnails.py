@@ -9,7 +9,8 @@ so concurrent requests for one thumbnail never see half a JPEG; at most `makers`
 A picture with transparency is composited over a light neutral background (a JPEG has no alpha, and
 dropping it showed transparent PNGs on black); THUMB_FORMAT in the file key retires older thumbnails.
 A video's thumbnail is the frame at one of its moments (`get(..., at=seconds)`), decoded with PyAV
-(`indexer.media.video_frames`) and named <id>-<size>-<file key>-t<milliseconds>.jpg.
+(`indexer.media.video_frames`) and named <id>-<size>-<file key>-t<milliseconds>.jpg. A sound's is
+its waveform (retrieval.server.waveform), one per file.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from indexer.errors import DecodeError
+from indexer.media.audio_reader import AUDIO
 from indexer.media.image import DEFAULT_MAX_MEGAPIXELS
 from indexer.store.records import ItemRecord
 from retrieval.server.errors import FileUnavailableError
@@ -81,7 +83,9 @@ class ThumbnailCache:
         except FileNotFoundError:
             pass
         with self._makers:
-            if at is None:
+            if record.modality == AUDIO:
+                self._save(self._waveform(opened, size), target)
+            elif at is None:
                 self._save(self._picture(opened, size), target)
             else:
                 self._save(self._frame(opened, size, at), target)
@@ -95,6 +99,15 @@ class ThumbnailCache:
         try:
             with opened.reader() as handle:
                 return frame_at(handle, at, size)
+        except (DecodeError, OSError) as exc:
+            raise FileUnavailableError(f"cannot make a thumbnail: {exc}") from None
+
+    def _waveform(self, opened: OpenedFile, size: int) -> Image.Image:
+        from retrieval.server.waveform import waveform_of
+
+        try:
+            with opened.reader() as handle:
+                return waveform_of(handle, size)
         except (DecodeError, OSError) as exc:
             raise FileUnavailableError(f"cannot make a thumbnail: {exc}") from None
 

@@ -21,7 +21,7 @@ const state = {
 function filterParams() {
   const form = new FormData($("filters"));
   const params = new URLSearchParams();
-  for (const name of ["path", "after", "before", "ext"]) {
+  for (const name of ["path", "after", "before", "ext", "modality"]) {
     const value = String(form.get(name) || "").trim();
     if (value) params.set(name, value);
   }
@@ -150,6 +150,7 @@ function appendHits(hits) {
     card.append(image, score, name);
     if (hit.ocr_snippet) card.append(highlighted(hit.ocr_snippet, hit.ocr_matched || [], "snippet"));
     markVideoCard(card, hit);  // video.js
+    markAudioCard(card, hit);  // audio.js
     fragment.append(card);
   }
   $("results").append(fragment);
@@ -174,7 +175,7 @@ function highlighted(text, words, className) {
 
 // ---------- the query chip and the URL ------------------------------------------------------
 // The address holds the whole query: q, like (an item id), upload (an uploaded picture's id on the
-// server) and the filters (path, after, before, ext). Each new search is a history entry: reload and
+// server) and the filters (path, after, before, ext, modality). Each new search is a history entry: reload and
 // back/forward run it again. An upload id lasts while the server keeps the picture (the last 256,
 // until it restarts); after that the page asks for the picture again.
 function showChip(query) {
@@ -218,10 +219,10 @@ function rememberInUrl(query, { replace = false } = {}) {
 function restoreFromUrl() {
   const params = new URLSearchParams(location.search);
   const filters = $("filters");
-  for (const name of ["path", "after", "before", "ext"]) filters.elements[name].value = params.get(name) || "";
+  for (const name of ["path", "after", "before", "ext", "modality"]) filters.elements[name].value = params.get(name) || "";
   $("words").value = params.get("words") || "";  // words in the picture (OCR)
   const words = $("words").value.trim();
-  const filtered = ["path", "after", "before", "ext"].some((name) => params.get(name));
+  const filtered = ["path", "after", "before", "ext", "modality"].some((name) => params.get(name));
   if (filtered) showFilters(true);
   const q = (params.get("q") || "").trim();
   const like = /^\d+$/.test(params.get("like") || "") ? Number(params.get("like")) : null;
@@ -274,13 +275,13 @@ async function openDetail(id) {
   try {
     const item = await api(`/api/items/${id}`);
     if (dialog.dataset.id !== String(id)) return;
-    if (!item.video_url) {  // a video plays in #detail-video instead (video.js)
+    if (!item.video_url && !item.audio_url) {  // a video plays in #detail-video, a sound in #detail-audio
       $("detail-image").src = item.image_url;
       $("detail-open").href = item.image_url;
     }
     $("detail-link").href = item.image_url;
     $("detail-title").textContent = item.name;
-    if (!hit && item.video_url) moment = showMedia(item, null);
+    if (!hit && (item.video_url || item.audio_url)) moment = showMedia(item, null);
     const rows = [
       ["Path", item.path],
       ["Score", hit ? hit.score.toFixed(4) : "—"],
@@ -407,6 +408,7 @@ function wire() {
   });
   $("detail-close").addEventListener("click", () => $("detail").close());
   $("detail").addEventListener("close", stopVideo);  // video.js
+  $("detail").addEventListener("close", stopAudio);  // audio.js
   $("detail").addEventListener("click", (event) => {
     if (event.target === $("detail")) $("detail").close();  // a click on the backdrop
   });

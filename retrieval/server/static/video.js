@@ -1,5 +1,6 @@
 // mmsearch web UI, videos: a video result's card shows its moment's frame and time; the detail view
-// plays the video from that moment. app.js calls markVideoCard() per card and showMedia() per detail.
+// plays the video from that moment. app.js calls markVideoCard() per card and showMedia() per detail
+// (a sound's goes to audio.js's showAudio).
 "use strict";
 
 function formatClock(seconds) {
@@ -28,6 +29,13 @@ function showMedia(item, hit) {
   const player = document.getElementById("detail-video");
   const picture = document.getElementById("detail-link");
   const open = document.getElementById("detail-open");
+  if (item && item.audio_url) {  // a sound: its waveform, and the player under it (audio.js)
+    stopVideo();
+    player.hidden = true;
+    picture.hidden = false;
+    return showAudio(item, hit);
+  }
+  stopAudio();
   if (!item || !item.video_url) {
     stopVideo();
     player.hidden = true;
