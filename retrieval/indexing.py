@@ -26,7 +26,7 @@ from indexer.pipeline.sync import IndexConfig, IndexProgress, IndexReport, index
 from indexer.pipeline.words import WordsReport, read_pictures
 from indexer.status import IMAGE_PRECISION_RAN
 from indexer.store.library import Library
-from indexer.store.records import ModelInfo
+from indexer.store.records import IMAGE, ModelInfo
 from indexer.store.roots import RootSettings, is_under
 from indexer.store.vectors import check_index_type
 from retrieval.index_model import ModelChoice, choose_model, open_model
@@ -257,8 +257,9 @@ def reindex_library(request: ReindexRequest, callbacks: Callbacks = Callbacks())
         staged = library.staging.model()
         if staged is not None and staged.fingerprint != model.info.fingerprint:
             if not request.restart:
+                again = "--audio-model" if library.staging.staged_encoder() not in (None, IMAGE) else "--model"
                 raise ReindexConflictError(
-                    f"a reindex to {staged.name} is half done; run `mmsearch reindex --model {staged.name}` to finish "
+                    f"a reindex to {staged.name} is half done; run `mmsearch reindex {again} {staged.name}` to finish "
                     f"it, or add --restart to discard it and switch to {model.info.name}")
             library.staging.abandon()
         run_id = library.runs.start("reindex", [])

@@ -19,6 +19,7 @@ from indexer.pipeline.embed import PipelineConfig, embed_batches, prepare_files
 from indexer.pipeline.sync import IndexProgress, warm_encoders
 from indexer.store.library import Library
 from indexer.store.records import IMAGE
+from indexer.store.staging import Staging
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,14 @@ class ReindexReport:
 
 def reindex(library: Library, media: Media, pipeline: PipelineConfig = PipelineConfig(),
             on_progress: Callable[[IndexProgress], None] | None = None,
-            on_file_error: Callable[[str, str], None] | None = None) -> ReindexReport:
-    """Switch `library`'s image encoder to `media`'s. Call with the library's write lock held."""
+            on_file_error: Callable[[str, str], None] | None = None, encoder: str = IMAGE) -> ReindexReport:
+    """Switch `library`'s `encoder` (the pictures', or the sounds') to `media`'s. Call with the library's
+    write lock held."""
     started = time.perf_counter()
     report = ReindexReport()
     progress = on_progress or (lambda _: None)
-    staging = library.staging
-    info = media.encoders[IMAGE].info
+    staging = library.staging if encoder == IMAGE else Staging(library.db, encoder)
+    info = media.encoders[encoder].info
     if staging.model() is None and staging.swap_unfinished(info):
         # killed after its swap committed: the vectors are in; only the vector file is left to write
         library.update_vectors(base_generation=library.generation, rebuild=True)

@@ -1,6 +1,7 @@
 """Switching an index to another model (`reindex`): new vectors staged beside the live ones.
 
-Searches keep using the live vectors; when every item has staged vectors, `swap_in` makes the
+One encoder's vectors are staged at a time (the pictures', or the sounds' with `reindex
+--audio-model`). Searches keep using the live vectors; when every item has staged vectors, `swap_in` makes the
 staged model the index's model and its vectors the live ones in one transaction. The swap is
 recorded (`reindex_swapped`), so a reindex killed after it committed but before its vector file
 was written resumes by writing that file, not by re-embedding everything.
@@ -36,17 +37,23 @@ class Staging:
         self.encoder = encoder
 
     def model(self) -> ModelInfo | None:
-        """The model being switched to, or None."""
+        """The model being switched to (for whichever encoder: one reindex is staged at a time), or None."""
         return model_from_json(self.db.get_info(STAGED_KEY))
+
+    def staged_encoder(self) -> str | None:
+        """The encoder whose vectors are being staged (pictures unless a sounds' reindex), or None."""
+        raw = self.db.get_info(STAGED_KEY)
+        return json.loads(raw).get("encoder", IMAGE) if raw else None
 
     def begin(self, info: ModelInfo) -> None:
         """Start (or keep) staging vectors for `info`; staged vectors of another model are dropped."""
         with self.db.transaction() as session:
             current = session.get(SchemaInfo, STAGED_KEY)
-            if current is not None and json.loads(current.value).get("fingerprint") == info.fingerprint:
+            if current is not None and json.loads(current.value).get("fingerprint") == info.fingerprint \
+                    and json.loads(current.value).get("encoder", IMAGE) == self.encoder:
                 return
             session.execute(delete(StagedVectorRow))
-            session.merge(SchemaInfo(key=STAGED_KEY, value=json.dumps(asdict(info))))
+            session.merge(SchemaInfo(key=STAGED_KEY, value=json.dumps({**asdict(info), "encoder": self.encoder})))
 
     def abandon(self) -> None:
         with self.db.transaction() as session:
