@@ -53,11 +53,15 @@ class ServerSpaces:
         self.model = model
         self.device = device
         self._key: tuple | None = None
+        self._generation: int | None = None
         self._spaces: list[Space] = []
         self._lock = threading.Lock()
         self._text_cache = VectorCache(cache_size)
 
     def current(self) -> list[Space]:
+        generation = self.library.generation
+        if generation == self._generation:  # what the index records changes only with its generation
+            return self._spaces
         foreign = foreign_encoders(self.library, self.model.info)
         key = tuple(sorted((name, info.fingerprint) for name, info in foreign.items()))
         if key != self._key:
@@ -66,6 +70,7 @@ class ServerSpaces:
                     self._spaces = open_spaces(self.library, self.model, self.device, foreign) if foreign else []
                     self._key = key
                     log.info("query spaces: %s", [space.encoders for space in self._spaces])
+        self._generation = generation
         return self._spaces
 
     def text_vectors(self, space: Space, texts: list[str], forward) -> np.ndarray:
