@@ -28,9 +28,13 @@ def evaluate(
     caption_column: Annotated[Optional[str], typer.Option(help="Caption column / JSON key (default: caption, text, title, ...).", show_default=False)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     workers: Annotated[int, typer.Option(min=1, help="Image decoding threads.")] = 2,
+    audio_model: Annotated[Optional[str], typer.Option("--audio-model", envvar="MMSEARCH_AUDIO_MODEL", show_default=False,
+                                                       help="For sound/caption pairs: the audio model (default: the "
+                                                            "--db index's, else bundled).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Text->image and image->text recall (R@1/5/10, mean rank) of a model on image/caption pairs.
+    """Text->image and image->text recall (R@1/5/10, mean rank) of a model on image/caption pairs; on
+    sound/caption pairs (every file a sound) text->audio and audio->text recall of the audio model.
 
     Each distinct caption queries all distinct images and the other way round; with several right answers (shared images or captions) the best-ranked one counts. Rows with a missing or unreadable image are skipped and reported on stderr; rows repeating an earlier one are left out with a warning.
 
@@ -49,6 +53,12 @@ def evaluate(
     pairs_file = read_pairs(pairs, image_column=image_column, caption_column=caption_column, on_skip=on_skip)
     if duplicates_message(pairs_file):
         err_console.print(f"warning: {duplicates_message(pairs_file)}", markup=False, highlight=False)
+    from retrieval.finetune.sounds import sound_pairs
+
+    if sound_pairs(pairs_file.pairs):
+        _evaluate_sounds(pairs_file, db, audio_model or load_config().get("audio_model"), device, json_output,
+                         on_skip, started)
+        return
     loaded = model_outside_an_index(db, model, load_config().get("model"), device=device)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err_console, disable=not is_terminal(), transient=True)
@@ -74,6 +84,34 @@ def evaluate(
     for column in ("direction", "R@1", "R@5", "R@10", "mean rank"):
         table.add_column(column, justify="left" if column == "direction" else "right")
     for label, direction in (("text->image", metrics.text_to_image), ("image->text", metrics.image_to_text)):
+        table.add_row(label, f"{direction.r1:.3f}", f"{direction.r5:.3f}", f"{direction.r10:.3f}",
+                      f"{direction.mean_rank:.1f}")
+    out_console.print(table)
+    if skipped_rows:
+        err_console.print(f"{skipped_rows} rows skipped", markup=False)
+    err_console.print(f"evaluated in {seconds:.1f} s", markup=False)
+
+
+def _evaluate_sounds(pairs_file, db, audio_model, device: str, json_output: bool, on_skip, started: float) -> None:
+    from retrieval.finetune.sounds import evaluate_sounds, sound_metrics_dict
+    from retrieval.media import index_audio_model, open_audio_model
+    from retrieval.models.encoders import resolve_device
+
+    name = audio_model or index_audio_model(db) or "bundled"
+    audio = open_audio_model(name, None, device=resolve_device(device)[0])
+    metrics, skipped = evaluate_sounds(audio, pairs_file.pairs, on_skip=on_skip)
+    seconds = time.perf_counter() - started
+    skipped_rows = len(pairs_file.skipped) + len(skipped)
+    if json_output:
+        print(json.dumps({**sound_metrics_dict(metrics), "modality": "audio", "skipped": skipped_rows,
+                          "audio_model": audio.info.name, "pairs": str(pairs_file.path), "seconds": round(seconds, 2)},
+                         ensure_ascii=False))
+        return
+    table = Table(caption=f"{metrics.n} pairs ({metrics.captions} captions, {metrics.images} sounds), "
+                          f"audio model {audio.info.name}")
+    for column in ("direction", "R@1", "R@5", "R@10", "mean rank"):
+        table.add_column(column, justify="left" if column == "direction" else "right")
+    for label, direction in (("text->audio", metrics.text_to_image), ("audio->text", metrics.image_to_text)):
         table.add_row(label, f"{direction.r1:.3f}", f"{direction.r5:.3f}", f"{direction.r10:.3f}",
                       f"{direction.mean_rank:.1f}")
     out_console.print(table)

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cli.common import err_console, friendly_errors, is_terminal, out_console, setup_logging
+from cli.common import err_console, fail, friendly_errors, is_terminal, out_console, setup_logging
 
 
 @friendly_errors
@@ -45,9 +45,13 @@ def finetune(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     workers: Annotated[int, typer.Option(min=1, help="Image decoding threads.")] = 2,
     json_output: Annotated[bool, typer.Option("--json", help="Print the training record as JSON on stdout.")] = False,
+    audio_model: Annotated[str, typer.Option("--audio-model", help="For sound/caption pairs: the audio tower to "
+                                             "fine-tune (bundled, or a folder fine-tuned from it).")] = "bundled",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Fine-tune a model on image/caption pairs; run the same command again to resume an interrupted run.
+
+    On sound/caption pairs (every file a sound) the audio tower is trained against the frozen text tower instead; the result is an audio model folder (--audio-model OUT).
 
     Rows with a missing or unreadable image are skipped and reported; rows repeating an earlier one are left out with a warning. Settings left at auto suit the base (see --lr). The starting model is scored first: when no epoch beats it, the model folder keeps its weights and says so. The result is a model folder: use it anywhere a model name goes (--model OUT).
 
@@ -57,6 +61,17 @@ def finetune(
           --out models/mydomain
     """
     setup_logging(verbose)
+    from retrieval.finetune.pairs import read_pairs
+    from retrieval.finetune.sounds import sound_pairs
+
+    if sound_pairs(read_pairs(pairs, image_column=image_column, caption_column=caption_column).pairs):
+        from retrieval.finetune.sounds import SoundTrainConfig
+
+        _finetune_sounds(SoundTrainConfig(pairs=pairs, out=out, audio_model=audio_model, val_pairs=val,
+                                          val_fraction=val_fraction or 0.0, epochs=epochs or 5, batch_size=batch_size,
+                                          lr=lr or 3e-4, weight_decay=1e-4, seed=seed, image_column=image_column,
+                                          caption_column=caption_column, restart=restart), json_output)
+        return
     from retrieval.finetune.loop import TrainConfig
     from retrieval.finetune.loop import finetune as run_finetune
 
@@ -162,3 +177,50 @@ class _Renderer:
             self.say(event.message)
         elif kind == "save":
             self.say(event.message)
+
+
+def _finetune_sounds(config, json_output: bool) -> None:
+    from retrieval.finetune.pairs import duplicates_message, read_pairs
+    from retrieval.finetune.sounds import finetune_sounds, sound_pairs
+
+    def on_skip(row) -> None:
+        err_console.print(f"skipping {row}", markup=False, highlight=False)
+
+    def on_event(kind: str, data: dict) -> None:
+        if kind == "epoch":
+            val = data["val"]["text_to_audio"]
+            err_console.print(f"epoch {data['epoch']}: loss {data['loss']}, text->audio R@1 {val['r1']:.3f} "
+                              f"R@10 {val['r10']:.3f}", markup=False)
+        elif kind == "skip":
+            err_console.print(f"skipping {data['row']}", markup=False, highlight=False)
+
+    pairs_file = read_pairs(config.pairs, image_column=config.image_column, caption_column=config.caption_column,
+                            on_skip=on_skip)
+    if duplicates_message(pairs_file):
+        err_console.print(f"warning: {duplicates_message(pairs_file)}", markup=False, highlight=False)
+    val = None
+    if config.val_pairs is not None:
+        val_file = read_pairs(config.val_pairs, image_column=config.image_column, caption_column=config.caption_column,
+                              on_skip=on_skip)
+        if not sound_pairs(val_file.pairs):
+            fail(f"{config.val_pairs} holds no sounds, but {config.pairs} does: give sound pairs for validation too")
+        val = val_file.pairs
+    result = finetune_sounds(config, pairs_file.pairs, val, on_event)
+    if json_output:
+        print(json.dumps(result.record(), ensure_ascii=False))
+        return
+    table = Table(caption=f"{result.eval_on}: {result.after.n} pairs")
+    for column in ("text->audio", "R@1", "R@5", "R@10", "mean rank"):
+        table.add_column(column, justify="left" if column == "text->audio" else "right")
+    for label, metrics in (("before", result.before),
+                           ("kept: starting tower" if result.kept_base else f"after (epoch {result.best_epoch})",
+                            result.after)):
+        direction = metrics.text_to_image
+        table.add_row(label, f"{direction.r1:.3f}", f"{direction.r5:.3f}", f"{direction.r10:.3f}",
+                      f"{direction.mean_rank:.1f}")
+    out_console.print(table)
+    if result.kept_base:
+        err_console.print(f"No epoch beat the starting audio tower on the {result.eval_on}, so {result.out} holds its "
+                          f"weights unchanged: this fine-tune did not help ({result.seconds:.0f} s).", markup=False)
+    else:
+        err_console.print(f"{result.out}: {result.seconds:.0f} s; use it with --audio-model {result.out}", markup=False)

@@ -134,3 +134,15 @@ def media_for(model, options: MediaOptions = MediaOptions(), audio=None) -> Medi
         readers.append(audio_reader)
         encoders[AUDIO] = audio_encoder
     return Media(readers=tuple(readers), encoders=encoders)
+
+
+def index_audio_model(db) -> str | None:
+    """The audio model recorded by the index at `db` (None without `db` or without sounds): for
+    commands that embed sounds outside an index run (eval)."""
+    if db is None:
+        return None
+    from indexer.store.library import Library
+
+    with Library(db, create=False, read_only=True) as library:
+        info = library.model(AUDIO)
+    return info.name if info is not None else None

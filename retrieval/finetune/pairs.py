@@ -30,7 +30,8 @@ from retrieval.finetune.errors import PairsError
 
 log = logging.getLogger(__name__)
 
-IMAGE_COLUMNS = ("image", "filepath", "path", "image_path", "file", "filename", "img")
+IMAGE_COLUMNS = ("image", "filepath", "path", "image_path", "file", "filename", "img",
+                 "audio", "sound", "audio_path")  # sounds: retrieval.finetune.sounds
 CAPTION_COLUMNS = ("caption", "text", "title", "description", "label")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 

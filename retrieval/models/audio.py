@@ -6,6 +6,8 @@ Names a user can give (`--audio-model`, `MMSEARCH_AUDIO_MODEL`, the config file'
                      ranks sounds and pictures;
 - ``clap``           LAION-CLAP through transformers, ``laion/clap-htsat-unfused`` (weights from the
                      model hub on first use); ``clap:ID_OR_FOLDER`` another CLAP checkpoint;
+- ``FOLDER``         an audio tower fine-tuned from the bundled one (`mmsearch finetune` on sound
+                     pairs: audio.json + audio.safetensors), in the same text space;
 - ``PATH.json``      a transformers ClapConfig with random weights (seeded by its ``seed`` field):
                      for tests and speed measurements only.
 
@@ -57,11 +59,14 @@ def resolve_audio_model(name: str) -> AudioModelSpec:
             location = str(path.resolve())
         return AudioModelSpec(f"{CLAP_PREFIX}{location}", "clap", location)
     path = Path(name).expanduser()
+    if path.is_dir() and (path / AUDIO_CARD).is_file():
+        return AudioModelSpec(str(path.resolve()), "tower", str(path.resolve()))
     if path.suffix == ".json":
         if not path.is_file():
             raise ModelNotFoundError(f"audio model config {path} does not exist")
         return AudioModelSpec(str(path.resolve()), "clap-config", str(path.resolve()))
-    raise ModelNotFoundError(f"unknown audio model {name!r}: give bundled, clap, clap:HUB_ID_OR_FOLDER or a ClapConfig .json")
+    raise ModelNotFoundError(f"unknown audio model {name!r}: give bundled, clap, clap:HUB_ID_OR_FOLDER, a fine-tuned "
+                             "audio tower's folder (`mmsearch finetune` on sound pairs) or a ClapConfig .json")
 
 
 def load_audio_model(name: str, device: str = "cpu", text_model=None):
@@ -70,6 +75,8 @@ def load_audio_model(name: str, device: str = "cpu", text_model=None):
     spec = resolve_audio_model(name)
     if spec.source == "bundled":
         return BundledAudioModel(device, text_model)
+    if spec.source == "tower":
+        return BundledAudioModel(device, text_model, folder=Path(spec.location), name=spec.name)
     return ClapAudioModel(spec, device)
 
 
@@ -84,8 +91,10 @@ def _sha256(path: Path) -> str:
 class BundledAudioModel:
     """The bundled audio tower (retrieval.models.audio_tower) in the bundled model's text space."""
 
-    def __init__(self, device: str = "cpu", text_model=None):
-        card_path = BUNDLED_DIR / AUDIO_CARD
+    def __init__(self, device: str = "cpu", text_model=None, folder: Path = BUNDLED_DIR, name: str = BUNDLED_NAME):
+        self.folder = Path(folder)
+        self.name = name  # what the index records: "bundled", or a fine-tuned tower's folder
+        card_path = self.folder / AUDIO_CARD
         if not card_path.is_file():
             raise ModelNotFoundError(f"the bundled audio tower is not installed in this copy of mmsearch (no {card_path}); "
                                      f"build it with `python -m tools.audio.recipe --install`, or use --audio-model clap")
@@ -106,7 +115,8 @@ class BundledAudioModel:
     def info(self) -> ModelInfo:
         weights = self.card["weights_sha256"]
         fingerprint = hashlib.sha256(f"bundled-audio|{weights}|{self.text_card.fingerprint}".encode()).hexdigest()
-        return ModelInfo(BUNDLED_NAME, f"bundled audio tower sha256:{weights[:12]}", self.config.embed_dim, fingerprint)
+        kind = "bundled audio tower" if self.name == BUNDLED_NAME else "fine-tuned audio tower"
+        return ModelInfo(self.name, f"{kind} sha256:{weights[:12]}", self.config.embed_dim, fingerprint)
 
     @property
     def text_fingerprint(self) -> str:
@@ -130,9 +140,9 @@ class BundledAudioModel:
 
         from retrieval.models.audio_tower import build_audio_tower
 
-        weights = BUNDLED_DIR / self.card["weights"]
+        weights = self.folder / self.card["weights"]
         if not weights.is_file():
-            raise ModelNotFoundError(f"the bundled audio tower's weights {weights} are missing")
+            raise ModelNotFoundError(f"the audio tower's weights {weights} are missing")
         projection = load_file(str(BUNDLED_DIR / self.text_card.manifest["weights"]["text"]))["proj.weight"]
         tower = build_audio_tower(self.config, projection)
         state = {key: value.float() if value.is_floating_point() else value for key, value in load_file(str(weights)).items()}
