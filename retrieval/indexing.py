@@ -134,11 +134,11 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
             callbacks.on_model(choice, model.info)
         if library.image_precision != model.settings.image_precision:
             library.set_info("image_precision", model.settings.image_precision)
-        config = IndexConfig(roots=roots, pipeline=request.pipeline, index_type=request.index_type,
-                             scans={root: scan_options(remember_root(library, root, request)) for root in roots},
-                             embedding=_ray_embedding(request, library, model, device) if request.ray else None)
         audio = open_audio_model(choose_audio_model(library, request.audio_model, request.configured_audio_model),
                                  model, device=device)
+        config = IndexConfig(roots=roots, pipeline=request.pipeline, index_type=request.index_type,
+                             scans={root: scan_options(remember_root(library, root, request)) for root in roots},
+                             embedding=_ray_embedding(request, library, model, device, audio) if request.ray else None)
         report = index_folders(library, media_for(model, request.media, audio), config,
                                on_progress=callbacks.on_progress, on_file_error=callbacks.on_file_error)
         words = None
@@ -168,11 +168,12 @@ def record_precision_ran(library: Library, model) -> str:
     return library.get_info(IMAGE_PRECISION_RAN) or model.image_precision
 
 
-def _ray_embedding(request: IndexRequest, library: Library, model, device: str):
+def _ray_embedding(request: IndexRequest, library: Library, model, device: str, audio=None):
     from retrieval.ray_embed import ModelRecipe, RayEmbedding
 
     recipe = ModelRecipe(model.info.name, model.settings.image_precision, str(library.image_export_path),
-                         request.media, request.pipeline)
+                         request.media, request.pipeline, audio_model=audio.info.name if audio is not None else None,
+                         audio_fingerprint=audio.info.fingerprint if audio is not None else None)
     return RayEmbedding(request.ray, recipe, device)
 
 

@@ -8,6 +8,9 @@ batches in flight. Ray Data takes the files to embed; one actor per worker loads
 decode threads with their time budget, the model's readers and encoders. A lost worker's batch is
 retried by Ray.
 
+Sounds are embedded on the actors too, by the run's audio model (each actor loads it once beside
+the image model, and checks it is the driver's: same weights, same fingerprint).
+
 Workers read files by path: the folders must be on a filesystem every worker mounts at the same
 path (NFS, a cluster filesystem), and so must the index folder (the model's ONNX export is read
 from it). Only vectors travel back to the driver, never pixels.
@@ -54,6 +57,8 @@ class ModelRecipe:
     image_export_dir: str | None
     media: MediaOptions = MediaOptions()
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    audio_model: str | None = None  # sounds: the index run's audio model (retrieval.media.choose_audio_model)
+    audio_fingerprint: str | None = None  # ... as the driver loads it: an actor's must match
 
 
 def _ray():
@@ -100,12 +105,16 @@ class _EmbedActor:
     """One per worker: the model, loaded once, and this machine's pipeline over each task's files."""
 
     def __init__(self, recipe: ModelRecipe, known_hashes: dict[str, int], device: str):
-        from retrieval.media import media_for
+        from retrieval.media import media_for, open_audio_model
         from retrieval.models.encoders import load_model
 
         self.model = load_model(recipe.name, device=device, image_precision=recipe.image_precision,
                                 image_export_dir=recipe.image_export_dir)
-        self.media = media_for(self.model, recipe.media)
+        audio = open_audio_model(recipe.audio_model, self.model, device=device)  # None: no sounds
+        if audio is not None and audio.info.fingerprint != recipe.audio_fingerprint:
+            raise RayError(f"the audio model {recipe.audio_model} loads with other weights on "
+                           f"{socket.gethostname()} than on the driver: install the same mmsearch everywhere")
+        self.media = media_for(self.model, recipe.media, audio)
         self.pipeline = recipe.pipeline
         self.known_hashes = known_hashes
         for encoder in self.media.encoders.values():

@@ -113,6 +113,37 @@ def test_an_index_embedded_on_a_ray_cluster_is_the_local_one(ray_head, tmp_path,
     assert check["healthy"], check["problems"]
 
 
+def test_sounds_are_embedded_on_the_ray_actors_as_here(ray_head, tmp_path, tiny_model_config):
+    pytest.importorskip("av")
+    from test_audio import RATE, tone, varied, write_wav
+
+    media = tmp_path / "media"
+    media.mkdir()
+    write_wav(media / "long.wav", varied(25, seed=5))  # windows at 0, 5, 10, 15 s
+    write_wav(media / "beep.wav", tone(660, 1.0))
+    (media / "broken.wav").write_bytes(b"RIFF but nothing else")
+    write_image(media / "photo.png", 4)
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    args = ["--model", str(tiny_model_config), "--audio-model", "bundled", "--json"]
+    assert runner.invoke(app, ["index", str(media), "--db", str(local), *args]).exit_code == 0
+    result = runner.invoke(app, ["index", str(media), "--db", str(remote), *args, "--ray", ray_head])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["embedded"], summary["failed"]) == (3, 1) and summary["embedding"]["where"] == "ray"
+    with Library(local, create=False) as here, Library(remote, create=False) as there:
+        assert here.reads.counts_by_modality() == there.reads.counts_by_modality() == {"image": 1, "audio": 2}
+        assert there.model("audio").fingerprint == here.model("audio").fingerprint
+        for name in ("long.wav", "beep.wav"):
+            ids = [next(record.id for record in library.reads.items(range(1, 20)).values()
+                        if record.path.endswith(name)) for library in (here, there)]
+            mine, theirs = (library.reads.item_vectors(item_id, 256, "audio") for library, item_id in zip((here, there), ids))
+            assert mine.shape == theirs.shape and len(mine) == (4 if name == "long.wav" else 1)
+            assert np.allclose(mine, theirs, atol=1e-4), name  # the same tower on the same windows
+    excerpt = write_wav(tmp_path / "excerpt.wav", varied(25, seed=5)[10 * RATE:20 * RATE])
+    hits = json.loads(runner.invoke(app, ["search", "--audio", str(excerpt), "--db", str(remote), "--json"]).stdout)
+    assert hits[0]["path"].endswith("long.wav") and hits[0]["time"] == 10.0
+
+
 @pytest.mark.slow
 def test_a_killed_driver_resumes_and_redoes_at_most_the_batches_in_flight(ray_head, tmp_path, tiny_model_config):
     from test_reliability_support import CliProcess, assert_database_consistent, committed_rows, count, write_tiny_pngs
