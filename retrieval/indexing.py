@@ -30,7 +30,7 @@ from indexer.store.records import IMAGE, ModelInfo
 from indexer.store.roots import RootSettings, is_under
 from indexer.store.vectors import check_index_type
 from retrieval.index_model import ModelChoice, choose_model, open_model
-from retrieval.media import MediaOptions, choose_audio_model, media_for, open_audio_model
+from retrieval.media import MediaOptions, choose_audio_model, media_for, open_audio_model, remember_audio_choice
 from retrieval.models.encoders import resolve_device
 
 if TYPE_CHECKING:
@@ -136,6 +136,7 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
             library.set_info("image_precision", model.settings.image_precision)
         audio = open_audio_model(choose_audio_model(library, request.audio_model, request.configured_audio_model),
                                  model, device=device)
+        remember_audio_choice(library, request.audio_model)
         config = IndexConfig(roots=roots, pipeline=request.pipeline, index_type=request.index_type,
                              scans={root: scan_options(remember_root(library, root, request)) for root in roots},
                              embedding=_ray_embedding(request, library, model, device, audio) if request.ray else None)

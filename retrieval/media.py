@@ -95,18 +95,27 @@ def audio_media(audio_model) -> tuple[AudioReader, AudioEncoder]:
 
 
 NO_AUDIO = ("none", "off", "no")
+DEFAULT_AUDIO_MODEL = "bundled"  # offline, aligned to the bundled text space (held-out R@10 0.664, docs/BENCHMARKS.md)
+AUDIO_CHOICE_KEY = "audio_model_choice"  # an index's remembered "none": sounds stay out of it
 
 
 def choose_audio_model(library, explicit: str | None = None, configured: str | None = None) -> str | None:
     """The audio model of an index run: --audio-model (or MMSEARCH_AUDIO_MODEL), else the one the
-    index records, else the config file's, else none: sounds are left out until asked for ("none": no
-    sounds). The bundled tower ships as a smoke-test model (its held-out recall is at chance, issue 15),
-    so it is not chosen for anyone who did not ask for it."""
+    index records (or its remembered "none"), else the config file's, else the bundled tower. None:
+    sounds are left out ("none", "off", "no"). An explicit choice is remembered by the index
+    (`remember_audio_choice`), so `--audio-model none` once keeps sounds out of later runs too."""
     recorded = library.model(AUDIO) if library is not None else None
-    for name in (explicit, recorded.name if recorded else None, configured):
+    remembered = library.get_info(AUDIO_CHOICE_KEY) if library is not None else None
+    for name in (explicit, recorded.name if recorded else None, remembered, configured, DEFAULT_AUDIO_MODEL):
         if name:
             return None if name.lower() in NO_AUDIO else name
     return None
+
+
+def remember_audio_choice(library, explicit: str | None) -> None:
+    """Keep an explicit --audio-model of this run ("none" included) for the index's later runs."""
+    if explicit and library.get_info(AUDIO_CHOICE_KEY) != explicit.lower():
+        library.set_info(AUDIO_CHOICE_KEY, explicit.lower() if explicit.lower() in NO_AUDIO else explicit)
 
 
 def open_audio_model(name: str | None, model=None, device: str = "cpu"):

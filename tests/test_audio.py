@@ -191,6 +191,17 @@ def test_audio_model_none_leaves_sounds_out(media, tmp_path, tiny_model_config):
     assert json.loads(run("status", "--db", db, "--json").stdout)["modalities"] == {"image": 2}
     result = run("search", "--audio", media / "sounds" / "beep.wav", "--db", db)
     assert result.exit_code != 0 and "this index has none" in result.output and "Traceback" not in result.output
+    (media / "sounds" / "new.wav").write_bytes((media / "sounds" / "beep.wav").read_bytes())
+    again = json.loads(run("index", media, "--db", db, "--json").stdout)  # no --audio-model: the index remembers none
+    assert (again["embedded"], again["failed"]) == (0, 0)
+    assert json.loads(run("status", "--db", db, "--json").stdout)["modalities"] == {"image": 2}
+
+
+def test_sounds_are_indexed_by_default_with_the_bundled_tower(media, tmp_path, tiny_model_config):
+    db = tmp_path / "db"
+    summary = json.loads(run("index", media, "--db", db, "--model", tiny_model_config, "--json").stdout)
+    assert (summary["embedded"], summary["failed"]) == (6, 0)
+    assert json.loads(run("status", "--db", db, "--json").stdout)["modalities"] == {"image": 2, "audio": 4}
 
 
 def test_an_audio_index_is_incremental_and_forget_check_repair_reindex_work(media, tmp_path, tiny_model_config,
@@ -340,3 +351,13 @@ def test_an_audio_index_killed_mid_run_loses_nothing_committed(tmp_path, tiny_mo
     assert all(rows[path] == row for path, row in committed.items())
     check = json.loads(run("check", "--db", db, "--json", "--no-model").stdout)
     assert check["healthy"], check["problems"]
+
+
+def test_a_short_sounds_vector_does_not_depend_on_its_batch_mates():
+    from retrieval.models.audio import load_audio_model
+
+    model = load_audio_model("bundled", device="cpu")
+    short, full = model.features(varied(2, seed=5)), model.features(varied(10, seed=6))
+    alone = model.embed_windows([short])[0]
+    beside_a_full_window = model.embed_windows([full, short])[1]
+    assert np.allclose(alone, beside_a_full_window, atol=1e-6)

@@ -186,7 +186,7 @@ def finetune_sounds(config: SoundTrainConfig, pairs: Sequence[Pair], val: Sequen
 
     from retrieval.media import open_audio_model
     from retrieval.models.audio import BundledAudioModel
-    from retrieval.models.audio_tower import batch_windows
+    from retrieval.models.audio_tower import batch_windows, window_frames
 
     started = time.perf_counter()
     say = on_event or (lambda kind, data: None)
@@ -226,7 +226,7 @@ def finetune_sounds(config: SoundTrainConfig, pairs: Sequence[Pair], val: Sequen
 
     def embed_windows(parts):
         tower.eval()
-        batch, frames = batch_windows(list(parts), mel.n_mels)
+        batch, frames = batch_windows(list(parts), mel.n_mels, window_frames(mel, audio.windowing.window_s))
         with torch.inference_mode():
             return tower(batch, frames).numpy()
 

@@ -155,9 +155,11 @@ class BundledAudioModel:
     def embed_windows(self, payloads: Sequence[np.ndarray]) -> np.ndarray:
         import torch
 
-        from retrieval.models.audio_tower import batch_windows
+        from retrieval.models.audio_tower import batch_windows, window_frames
 
-        batch, frames = batch_windows(list(payloads), self.config.mel.n_mels)
+        # padded to a full window: a short sound's vector does not depend on its batch-mates
+        batch, frames = batch_windows(list(payloads), self.config.mel.n_mels,
+                                      window_frames(self.config.mel, self.windowing.window_s))
         with torch.inference_mode():
             return self.tower(batch.to(self.device), frames.to(self.device)).float().cpu().numpy()
 

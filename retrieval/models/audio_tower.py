@@ -92,13 +92,21 @@ def build_audio_tower(config: AudioTowerConfig, projection: torch.Tensor | None 
     return tower
 
 
+def window_frames(mel, window_s: float) -> int:
+    """The log-mel frames of one full window of `window_s` seconds."""
+    return mel.frames(int(round(window_s * mel.sample_rate)))
+
+
 MIN_FRAMES = 32  # a batch is at least this long: the trunk's pools need 16 frames (shorter sounds are padded)
 
 
-def batch_windows(windows: list, n_mels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-mel windows of different lengths -> a zero-padded (B, n_mels, T) batch and their lengths."""
+def batch_windows(windows: list, n_mels: int, min_frames: int = MIN_FRAMES) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-mel windows of different lengths -> a zero-padded (B, n_mels, T) batch and their lengths.
+
+    The padding reaches into the convolutions at a short window's end, so to embed a window the same
+    way whatever else is in its batch, pass `min_frames` = a full window's frames (`window_frames`)."""
     frames = [int(window.shape[1]) for window in windows]
-    batch = torch.zeros((len(windows), n_mels, max(MIN_FRAMES, *frames)), dtype=torch.float32)
+    batch = torch.zeros((len(windows), n_mels, max(MIN_FRAMES, min_frames, *frames)), dtype=torch.float32)
     for row, window in enumerate(windows):
         batch[row, :, :frames[row]] = torch.from_numpy(window.astype("float32", copy=False))
     return batch, torch.tensor(frames)
