@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -139,11 +139,12 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
                              embedding=_ray_embedding(request, library, model, device) if request.ray else None)
         audio = open_audio_model(choose_audio_model(library, request.audio_model, request.configured_audio_model),
                                  model, device=device)
-        report = index_folders(library, media_for(model, request.media, audio), config,
+        media = replace(request.media, screen_text=ocr.mode != "off")  # tested where decoded
+        report = index_folders(library, media_for(model, media, audio), config,
                                on_progress=callbacks.on_progress, on_file_error=callbacks.on_file_error)
         words = None
         if ocr.mode != "off":
-            words = read_pictures(library, ocr, workers=request.pipeline.workers,
+            words = read_pictures(library, ocr, workers=request.pipeline.workers, screens=report.text_screens,
                                   on_progress=lambda done, total: callbacks.progress(IndexProgress("words", done, total)))
         export_seconds = 0.0
         # the index holds this model's vectors: make text searches fast (also on an unchanged re-run,

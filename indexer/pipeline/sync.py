@@ -50,6 +50,8 @@ class IndexReport:
     prepare_seconds: float = 0.0  # of `seconds`: the encoders' set-up (weights, a one-time export)
     failures: list[tuple[str, str]] = field(default_factory=list)
     embedding: dict = field(default_factory=dict)  # where the files were embedded (Embedding.describe)
+    # item id -> the text test's answer from the decode threads (--ocr: for the words pass; not in as_dict)
+    text_screens: dict[int, object] = field(default_factory=dict)
 
     @property
     def images_per_s(self) -> float:
@@ -139,6 +141,7 @@ def index_folders(library: Library, media: Media, config: IndexConfig,
                     report.embedded += 1
                 else:
                     report.reused += 1
+            _keep_screens(rows, written.hashes, report.text_screens)
             # hashes embedded now serve later duplicates in this same run
             known_hashes.update((content_hash, item_id) for item_id, content_hash in written.hashes.items() if content_hash)
             done += len(rows)
@@ -155,6 +158,13 @@ def index_folders(library: Library, media: Media, config: IndexConfig,
     library.runs.finish(run_id, **{k: v for k, v in report.as_dict().items() if k in
                                    ("embedded", "reused", "removed", "failed", "unchanged", "seconds")})
     return report
+
+
+def _keep_screens(rows: list[NewItem], hashes: Mapping[int, str | None], screens: dict[int, object]) -> None:
+    """The text test's answers of a written batch, by the item ids the write gave its pictures."""
+    by_hash = {row.content_hash: row.text_screen for row in rows if row.text_screen is not None and row.content_hash}
+    if by_hash:
+        screens.update((item_id, by_hash[digest]) for item_id, digest in hashes.items() if digest in by_hash)
 
 
 class Embedding(Protocol):
