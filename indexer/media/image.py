@@ -202,7 +202,7 @@ def decode_image(data: bytes, preprocess: PreprocessConfig, options: DecodeOptio
         if screen_text:
             try:
                 screen = screen_image(image)
-            except Exception:  # noqa: BLE001 - the words pass tests the picture itself; never the vector
+            except Exception:  # the words pass tests the picture itself; never the vector
                 log.exception("the text test failed on a picture")
         pixels = to_model_input(image, preprocess)
     except (OSError, ValueError) as exc:
