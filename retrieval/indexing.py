@@ -23,7 +23,7 @@ from indexer.media.scan import ScanOptions
 from indexer.pipeline.embed import PipelineConfig
 from indexer.pipeline.reindex import ReindexReport, reindex
 from indexer.pipeline.sync import IndexConfig, IndexProgress, IndexReport, index_folders
-from indexer.pipeline.words import WordsReport, read_pictures
+from indexer.pipeline.words import WordsAhead, WordsReport, read_pictures
 from indexer.status import IMAGE_PRECISION_RAN
 from indexer.store.library import Library
 from indexer.store.records import ModelInfo
@@ -140,12 +140,19 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
         audio = open_audio_model(choose_audio_model(library, request.audio_model, request.configured_audio_model),
                                  model, device=device)
         media = replace(request.media, screen_text=ocr.mode != "off")  # tested where decoded
-        report = index_folders(library, media_for(model, media, audio), config,
-                               on_progress=callbacks.on_progress, on_file_error=callbacks.on_file_error)
-        words = None
-        if ocr.mode != "off":
-            words = read_pictures(library, ocr, workers=request.pipeline.workers, screens=report.text_screens,
-                                  on_progress=lambda done, total: callbacks.progress(IndexProgress("words", done, total)))
+        ahead = WordsAhead(ocr) if ocr.mode != "off" else None  # Tesseract beside the embedding
+        try:
+            report = index_folders(library, media_for(model, media, audio), config,
+                                   on_progress=callbacks.on_progress, on_file_error=callbacks.on_file_error,
+                                   on_written=ahead.written if ahead is not None else None)
+            words = None
+            if ahead is not None:
+                words = read_pictures(library, ocr, workers=request.pipeline.workers, ahead=ahead,
+                                      on_progress=lambda done, total: callbacks.progress(
+                                          IndexProgress("words", done, total)))
+        finally:
+            if ahead is not None:
+                ahead.close()
         export_seconds = 0.0
         # the index holds this model's vectors: make text searches fast (also on an unchanged re-run,
         # which replaces an export written by an older version; a current one is left alone)

@@ -16,7 +16,7 @@ from indexer.media.kinds import Media
 from indexer.media.scan import FoundFile, ScanOptions, walk
 from indexer.pipeline.embed import PipelineConfig, embed_batches, prepare_files, write_behind
 from indexer.store.library import Library
-from indexer.store.records import NewItem
+from indexer.store.records import NewItem, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,6 @@ class IndexReport:
     prepare_seconds: float = 0.0  # of `seconds`: the encoders' set-up (weights, a one-time export)
     failures: list[tuple[str, str]] = field(default_factory=list)
     embedding: dict = field(default_factory=dict)  # where the files were embedded (Embedding.describe)
-    # item id -> the text test's answer from the decode threads (--ocr: for the words pass; not in as_dict)
-    text_screens: dict[int, object] = field(default_factory=dict)
 
     @property
     def images_per_s(self) -> float:
@@ -82,9 +80,10 @@ def _split_changed(root: str, library: Library, options: ScanOptions,
 
 def index_folders(library: Library, media: Media, config: IndexConfig,
                   on_progress: Callable[[IndexProgress], None] | None = None,
-                  on_file_error: Callable[[str, str], None] | None = None) -> IndexReport:
+                  on_file_error: Callable[[str, str], None] | None = None,
+                  on_written: Callable[[list[NewItem], WriteResult], None] | None = None) -> IndexReport:
     """Bring the index up to date with config.roots (files of `media`'s extensions). Call with the
-    library's write lock held."""
+    library's write lock held. `on_written` sees each batch once it is committed."""
     started = time.perf_counter()
     report = IndexReport()
     progress = on_progress or (lambda _: None)
@@ -141,7 +140,8 @@ def index_folders(library: Library, media: Media, config: IndexConfig,
                     report.embedded += 1
                 else:
                     report.reused += 1
-            _keep_screens(rows, written.hashes, report.text_screens)
+            if on_written is not None:  # the words pass starts reading these pictures (--ocr)
+                on_written(rows, written)
             # hashes embedded now serve later duplicates in this same run
             known_hashes.update((content_hash, item_id) for item_id, content_hash in written.hashes.items() if content_hash)
             done += len(rows)
@@ -158,13 +158,6 @@ def index_folders(library: Library, media: Media, config: IndexConfig,
     library.runs.finish(run_id, **{k: v for k, v in report.as_dict().items() if k in
                                    ("embedded", "reused", "removed", "failed", "unchanged", "seconds")})
     return report
-
-
-def _keep_screens(rows: list[NewItem], hashes: Mapping[int, str | None], screens: dict[int, object]) -> None:
-    """The text test's answers of a written batch, by the item ids the write gave its pictures."""
-    by_hash = {row.content_hash: row.text_screen for row in rows if row.text_screen is not None and row.content_hash}
-    if by_hash:
-        screens.update((item_id, by_hash[digest]) for item_id, digest in hashes.items() if digest in by_hash)
 
 
 class Embedding(Protocol):
