@@ -202,5 +202,5 @@ def screen_image(image) -> TextScreen:
     small = image.convert("L")
     size = gate_size(*small.size)
     if size != small.size:
-        small = small.resize(size, Image.Resampling.BILINEAR)
+        small = small.resize(size, Image.Resampling.LANCZOS)  # what the test was tuned on (BILINEAR loses receipts)
     return screen_gray(np.asarray(small))
