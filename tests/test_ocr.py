@@ -264,6 +264,27 @@ def test_auto_skips_pictures_tested_where_decoded_without_reading_them_again(tmp
 
 
 @needs_tesseract
+def test_tesseract_starts_as_soon_as_a_picture_the_test_passed_is_written(tmp_path):
+    from indexer.media.ocr import READ, OcrOptions
+    from indexer.media.text_gate import NO_TEXT
+    from indexer.pipeline.words import WordsAhead
+    from indexer.store.records import NewItem, WriteResult
+
+    slide = text_picture(tmp_path / "slide.png", ["Quarterly review", "- harbor 4821"])
+    rows = [NewItem(str(slide), 1, 0.0, "h1", text_screen=screen_image(Image.open(slide))),
+            NewItem(str(tmp_path / "photo.jpg"), 1, 0.0, "h2", text_screen=NO_TEXT),
+            NewItem(str(tmp_path / "untested.jpg"), 1, 0.0, "h3")]  # not tested where decoded (Ray, a GPU JPEG)
+    ahead = WordsAhead(OcrOptions(mode="auto"), workers=1)
+    try:
+        ahead.written(rows, WriteResult(hashes={7: "h1", 8: "h2", 9: "h3"}))
+        assert set(ahead.reading) == {7} and set(ahead.screens) == {7, 8}
+        outcome = ahead.reading[7].result(timeout=120)
+    finally:
+        ahead.close()
+    assert outcome.status == READ and "4821" in outcome.text
+
+
+@needs_tesseract
 def test_ocr_on_reads_what_the_text_test_skipped_and_copies_are_not_read_twice(tmp_path, tiny_model_config,
                                                                                 text_folder):
     shutil.copy(text_folder / "slide.png", text_folder / "slide-copy.png")
