@@ -46,6 +46,10 @@ def status(
     table.add_row("vector index", f"{info['index_choice']}{'' if info['max_index_memory_setting'] else ' (default budget)'}")
     if info.get("search_tuning"):
         table.add_row("search tuning", info["search_tuning"])
+    words = info.get("words") or {}
+    if words.get("read") or words.get("skipped") or words.get("failed"):
+        table.add_row("words in pictures", f"{words['with_words']} pictures with words (read {words['read']}, "
+                                           f"no text found {words['skipped']}, failed {words['failed']})")
     table.add_row("size on disk", f"{info['size_bytes'] / 1e6:.1f} MB")
     run = info["last_run"]
     if run:

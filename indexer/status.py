@@ -44,4 +44,7 @@ def read_status(library: Library, failures: int = 5) -> dict:
         "last_run": library.runs.last(),
         "roots": [root.as_dict() for root in library.roots.all()],
         "failures": [{"path": path, "error": error} for path, error in library.reads.failures(failures)],
+        # words in pictures (--ocr): pictures with words, and what became of each picture tested or read
+        "words": {"with_words": library.words.with_words(), "read": 0, "skipped": 0, "failed": 0,
+                  **library.words.counts()},
     }

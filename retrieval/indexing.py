@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -23,7 +23,7 @@ from indexer.media.scan import ScanOptions
 from indexer.pipeline.embed import PipelineConfig
 from indexer.pipeline.reindex import ReindexReport, reindex
 from indexer.pipeline.sync import IndexConfig, IndexProgress, IndexReport, index_folders
-from indexer.pipeline.words import WordsReport, read_pictures
+from indexer.pipeline.words import WordsAhead, WordsReport, read_pictures
 from indexer.status import IMAGE_PRECISION_RAN
 from indexer.store.library import Library
 from indexer.store.records import IMAGE, ModelInfo
@@ -140,12 +140,20 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
         config = IndexConfig(roots=roots, pipeline=request.pipeline, index_type=request.index_type,
                              scans={root: scan_options(remember_root(library, root, request)) for root in roots},
                              embedding=_ray_embedding(request, library, model, device, audio) if request.ray else None)
-        report = index_folders(library, media_for(model, request.media, audio), config,
-                               on_progress=callbacks.on_progress, on_file_error=callbacks.on_file_error)
-        words = None
-        if ocr.mode != "off":
-            words = read_pictures(library, ocr, workers=request.pipeline.workers,
-                                  on_progress=lambda done, total: callbacks.progress(IndexProgress("words", done, total)))
+        media = replace(request.media, screen_text=ocr.mode != "off")  # tested where decoded
+        ahead = WordsAhead(ocr) if ocr.mode != "off" else None  # Tesseract beside the embedding
+        try:
+            report = index_folders(library, media_for(model, media, audio), config,
+                                   on_progress=callbacks.on_progress, on_file_error=callbacks.on_file_error,
+                                   on_written=ahead.written if ahead is not None else None)
+            words = None
+            if ahead is not None:
+                words = read_pictures(library, ocr, workers=request.pipeline.workers, ahead=ahead,
+                                      on_progress=lambda done, total: callbacks.progress(
+                                          IndexProgress("words", done, total)))
+        finally:
+            if ahead is not None:
+                ahead.close()
         export_seconds = 0.0
         # the index holds this model's vectors: make text searches fast (also on an unchanged re-run,
         # which replaces an export written by an older version; a current one is left alone)

@@ -33,6 +33,7 @@ class MediaOptions:
     assist_megapixels: float | None = 4.0  # with GPU decoding: see ImageReadOptions
     video: bool = True  # index videos too (their frames; needs PyAV: the `video` extra)
     video_options: VideoReadOptions = field(default_factory=VideoReadOptions)
+    screen_text: bool = False  # the text test on each decoded picture (the run reads words: --ocr auto|on)
 
 
 def check_gpu_decode(mode: str) -> str:
@@ -62,7 +63,8 @@ def _gpu_jpegs(model, options: MediaOptions) -> bool:
 def image_media(model, options: MediaOptions) -> tuple[ImageReader, PixelEncoder]:
     gpu = _gpu_jpegs(model, options)
     reader = ImageReader(model.preprocess, ImageReadOptions(decode=options.decode, defer_jpeg=gpu,
-                                                            assist_megapixels=options.assist_megapixels))
+                                                            assist_megapixels=options.assist_megapixels,
+                                                            screen_text=options.screen_text))
     embed_jpegs = None
     if gpu:
         from indexer.media.gpu_jpeg import GpuJpegEmbedder

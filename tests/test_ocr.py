@@ -79,6 +79,42 @@ def test_text_test_passes_text_and_skips_plain_pictures(tmp_path):
     assert not screen_image(Image.new("RGB", (640, 480), (128, 128, 128))).has_text()
 
 
+def test_the_text_test_asks_for_one_line_of_eight_marks(tmp_path):
+    # textured photos passed on many short chains; now one line must hold 8 marks (spaces bridged)
+    short = text_picture(tmp_path / "short.png", ["TAX", "", "FIG", "", "OWL"], font_size=40)
+    assert not screen_image(Image.open(short)).has_text()  # 9 marks in lines of 3: passed before
+    line = screen_image(Image.open(text_picture(tmp_path / "line.png", ["TAX FIG OWL"], font_size=40)))
+    assert line.has_text() and line.longest >= 8 and line.lines
+
+
+def test_decoding_for_the_vector_also_tests_for_text_at_the_tests_size(tmp_path):
+    from indexer.media.image import decode_image
+    from indexer.media.preprocess import PreprocessConfig
+
+    big = text_picture(tmp_path / "big.jpg", ["Invoice 2041 coffee 3.50"], size=(2400, 1600), font_size=44)
+    data = big.read_bytes()
+    small_model = PreprocessConfig(image_size=32)  # alone it would draft-decode this JPEG at 1/8 (300 px)
+    decoded = decode_image(data, small_model, screen_text=True)
+    assert decoded.pixels.shape == (3, 32, 32) and decoded.text_screen.has_text()
+    assert decode_image(data, small_model).text_screen is None  # --ocr off: no test
+    photo = decode_image(smooth_photo(tmp_path / "photo.jpg", 1).read_bytes(), small_model, screen_text=True)
+    assert not photo.text_screen.has_text()
+
+
+def test_a_failing_text_test_costs_only_its_answer(tmp_path, monkeypatch):
+    import indexer.media.text_gate as gate
+    from indexer.media.image import decode_image
+    from indexer.media.preprocess import PreprocessConfig
+
+    def broken(image):
+        raise ValueError("a bug in the text test")
+
+    monkeypatch.setattr(gate, "screen_image", broken)
+    page = text_picture(tmp_path / "page.png", ["Invoice 2041", "coffee 3.50"])
+    decoded = decode_image(page.read_bytes(), PreprocessConfig(image_size=32), screen_text=True)
+    assert decoded.text_screen is None and decoded.pixels.shape == (3, 32, 32)
+
+
 # --- scoring ----------------------------------------------------------------------------------------
 
 def test_word_scores_forgive_a_misread_letter_but_not_another_word():
@@ -193,6 +229,59 @@ def test_index_reads_words_and_search_ranks_by_them(tmp_path, tiny_model_config,
     assert changed["words"]["read"] == 1
     assert search("--ocr", "granite 9904")[0]["path"].endswith("slide.png")
     assert search("--ocr", "harbor 4821") == [] or not search("--ocr", "harbor 4821")[0]["path"].endswith("slide.png")
+
+
+@needs_tesseract
+def test_auto_skips_pictures_tested_where_decoded_without_reading_them_again(tmp_path, tiny_model_config,
+                                                                              text_folder, monkeypatch):
+    import indexer.pipeline.words as words_pass
+    from indexer.media.ocr import OcrOptions
+    from indexer.media.text_gate import NO_TEXT
+
+    opened = []
+    read_file = words_pass.read_file
+    monkeypatch.setattr(words_pass, "read_file", lambda path: opened.append(path.rsplit("/", 1)[1]) or read_file(path))
+    db, summary, _ = _indexed(tmp_path, tiny_model_config, text_folder, "--ocr", "auto")
+    assert summary["words"]["read"] == 3 and summary["words"]["skipped"] == 3, summary["words"]
+    assert sorted(opened) == ["receipt.png", "sign.png", "slide.png"]  # the photos were not read again
+    status = runner.invoke(app, ["status", "--db", str(db), "--json"])
+    assert json.loads(status.stdout)["words"] == {"with_words": 3, "read": 3, "skipped": 3, "failed": 0}
+    status = runner.invoke(app, ["status", "--db", str(db)])
+    assert "3 pictures with words (read 3, no text found 3, failed 0)" in " ".join(status.stdout.split())
+    # pictures the decode threads did not test (an --ocr off run before) are read and tested here
+    opened.clear()
+    db, _, _ = _indexed(tmp_path / "off", tiny_model_config, text_folder, "--ocr", "off")
+    with Library(db) as library:
+        pending = library.words.pending("eng")
+        slide = next(picture for picture in pending if picture.path.endswith("slide.png"))
+        ahead = words_pass.WordsAhead(OcrOptions(mode="auto"), workers=1)
+        ahead.screens[slide.item_id] = NO_TEXT  # told: no text in the slide
+        report = words_pass.read_pictures(library, OcrOptions(mode="auto"), workers=1, ahead=ahead)
+        ahead.close()
+        assert report.read == 2 and report.skipped == 4
+        assert len(opened) == 5 and "slide.png" not in opened
+        assert library.words.search("harbor", 3) == []
+
+
+@needs_tesseract
+def test_tesseract_starts_as_soon_as_a_picture_the_test_passed_is_written(tmp_path):
+    from indexer.media.ocr import READ, OcrOptions
+    from indexer.media.text_gate import NO_TEXT
+    from indexer.pipeline.words import WordsAhead
+    from indexer.store.records import NewItem, WriteResult
+
+    slide = text_picture(tmp_path / "slide.png", ["Quarterly review", "- harbor 4821"])
+    rows = [NewItem(str(slide), 1, 0.0, "h1", text_screen=screen_image(Image.open(slide))),
+            NewItem(str(tmp_path / "photo.jpg"), 1, 0.0, "h2", text_screen=NO_TEXT),
+            NewItem(str(tmp_path / "untested.jpg"), 1, 0.0, "h3")]  # not tested where decoded (Ray, a GPU JPEG)
+    ahead = WordsAhead(OcrOptions(mode="auto"), workers=1)
+    try:
+        ahead.written(rows, WriteResult(hashes={7: "h1", 8: "h2", 9: "h3"}))
+        assert set(ahead.reading) == {7} and set(ahead.screens) == {7, 8}
+        outcome = ahead.reading[7].result(timeout=120)
+    finally:
+        ahead.close()
+    assert outcome.status == READ and "4821" in outcome.text
 
 
 @needs_tesseract

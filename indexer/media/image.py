@@ -64,6 +64,7 @@ class Decoded:
     height: int
     format: str | None
     taken_at: float | None = None  # EXIF DateTimeOriginal as unix seconds (local time unless tagged)
+    text_screen: object | None = None  # with screen_text: indexer.media.text_gate.TextScreen (None: it failed)
 
 
 def _register_heif() -> None:
@@ -107,7 +108,9 @@ def open_header(data: bytes, options: DecodeOptions):
     return image
 
 
-def _open_oriented(data: bytes, options: DecodeOptions, target_size: int):
+def _open_oriented(data: bytes, options: DecodeOptions, target_size: int, long_side: int = 0):
+    """... decoded at least `target_size` * DRAFT_OVERSAMPLE on its short side and, with
+    `long_side`, at least that long (the text test's size) on its long side."""
     Image = _pil()
     from PIL import ImageOps
 
@@ -119,6 +122,8 @@ def _open_oriented(data: bytes, options: DecodeOptions, target_size: int):
             image.seek(0)
         if options.draft and image_format == "JPEG":
             scale = min(width, height) / (target_size * DRAFT_OVERSAMPLE)
+            if long_side:
+                scale = min(scale, max(width, height) / long_side)
             if scale >= 2:
                 image.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
         image.load()
@@ -180,11 +185,27 @@ def to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode="L")
 
 
-def decode_image(data: bytes, preprocess: PreprocessConfig, options: DecodeOptions = DecodeOptions()) -> Decoded:
-    """Bytes of an image file -> model-ready pixels plus its displayed size, format and capture time."""
-    image, image_format, (width, height), taken_at = _open_oriented(data, options, preprocess.image_size)
+def decode_image(data: bytes, preprocess: PreprocessConfig, options: DecodeOptions = DecodeOptions(), *,
+                 screen_text: bool = False) -> Decoded:
+    """Bytes of an image file -> model-ready pixels plus its displayed size, format and capture time.
+
+    With `screen_text`, the text test (indexer.media.text_gate) also looks at the decoded pixels
+    (a JPEG is then decoded at least GATE_SIDE long): the words pass needs no second read and
+    decode, and skips the pictures it finds no text in. The test failing costs only its answer."""
+    from indexer.media.text_gate import GATE_SIDE, screen_image
+
+    image, image_format, (width, height), taken_at = _open_oriented(data, options, preprocess.image_size,
+                                                                    GATE_SIDE if screen_text else 0)
+    screen = None
     try:
-        pixels = to_model_input(to_8bit(image), preprocess)
+        image = to_8bit(image)
+        if screen_text:
+            try:
+                screen = screen_image(image)
+            except Exception:  # the words pass tests the picture itself; never the vector
+                log.exception("the text test failed on a picture")
+        pixels = to_model_input(image, preprocess)
     except (OSError, ValueError) as exc:
         raise DecodeError(f"cannot convert image: {exc}") from None
-    return Decoded(pixels=pixels, width=width, height=height, format=image_format, taken_at=taken_at)
+    return Decoded(pixels=pixels, width=width, height=height, format=image_format, taken_at=taken_at,
+                   text_screen=screen)

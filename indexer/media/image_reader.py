@@ -29,6 +29,7 @@ class ImageReadOptions:
     # full batch waiting; None: the GPU decodes every JPEG (nvJPEG caps 12-MP photos at ~570/s on an
     # H200 while its 16 cores sit idle: docs/BENCHMARKS.md)
     assist_megapixels: float | None = 4.0
+    screen_text: bool = False  # run the text test on the decoded pixels (the run reads words)
 
 
 class ImageReader:
@@ -52,9 +53,9 @@ class ImageReader:
                                            and header.width * header.height >= self._assist_pixels and busy()):
                 return DecodedItem([Segment(IMAGE, None, header)], header.width, header.height, header.format,
                                    header.taken_at, deferred=True)
-        decoded = decode_image(data, self.preprocess, options.decode)
+        decoded = decode_image(data, self.preprocess, options.decode, screen_text=options.screen_text)
         return DecodedItem([Segment(IMAGE, None, decoded.pixels)], decoded.width, decoded.height, decoded.format,
-                           decoded.taken_at)
+                           decoded.taken_at, text_screen=decoded.text_screen)
 
 
 class PixelEncoder:

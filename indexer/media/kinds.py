@@ -35,6 +35,9 @@ class DecodedItem:
     taken_at: float | None = None
     duration_s: float | None = None
     deferred: bool = False  # its payloads wait for a device to decode them (the GPU's share of the work)
+    # what the text test saw on the pixels decoded for the vector (indexer.media.text_gate.TextScreen),
+    # when the run reads words (--ocr auto|on); None: not tested here (the words pass tests it)
+    text_screen: object | None = None
 
 
 class Reader(Protocol):

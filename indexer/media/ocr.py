@@ -177,14 +177,16 @@ def clean_text(text: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def read_words(data: bytes, options: OcrOptions) -> WordsOutcome:
-    """The words of one picture's bytes (see the module docstring). Never raises for a bad picture."""
+def read_words(data: bytes, options: OcrOptions, screen=None) -> WordsOutcome:
+    """The words of one picture's bytes (see the module docstring). Never raises for a bad picture.
+    `screen`: the text test's answer when the decode threads already gave it (not tested again)."""
     import time
 
     from indexer.media.text_gate import GATE_SIDE, screen_image
 
     try:
-        screen = screen_image(_small(data, GATE_SIDE))  # a JPEG decoded at 1/2-1/8 scale: milliseconds
+        if screen is None:
+            screen = screen_image(_small(data, GATE_SIDE))  # a JPEG decoded at 1/2-1/8 scale: milliseconds
         if options.mode == "auto" and not screen.has_text():
             return WordsOutcome(SKIPPED)
         image = _small(data, options.side)

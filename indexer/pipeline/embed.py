@@ -256,6 +256,7 @@ def _as_row(prepared: Prepared, vectors: list[Embedded] | None = None, error: st
     if decoded is not None:
         row.width, row.height, row.format = decoded.width, decoded.height, decoded.format
         row.taken_at, row.duration_s = decoded.taken_at, decoded.duration_s
+        row.text_screen = decoded.text_screen
     return row
 
 

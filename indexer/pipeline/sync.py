@@ -16,7 +16,7 @@ from indexer.media.kinds import Media
 from indexer.media.scan import FoundFile, ScanOptions, walk
 from indexer.pipeline.embed import PipelineConfig, embed_batches, prepare_files, write_behind
 from indexer.store.library import Library
-from indexer.store.records import NewItem
+from indexer.store.records import NewItem, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,10 @@ def _split_changed(root: str, library: Library, options: ScanOptions,
 
 def index_folders(library: Library, media: Media, config: IndexConfig,
                   on_progress: Callable[[IndexProgress], None] | None = None,
-                  on_file_error: Callable[[str, str], None] | None = None) -> IndexReport:
+                  on_file_error: Callable[[str, str], None] | None = None,
+                  on_written: Callable[[list[NewItem], WriteResult], None] | None = None) -> IndexReport:
     """Bring the index up to date with config.roots (files of `media`'s extensions). Call with the
-    library's write lock held."""
+    library's write lock held. `on_written` sees each batch once it is committed."""
     started = time.perf_counter()
     report = IndexReport()
     progress = on_progress or (lambda _: None)
@@ -139,6 +140,8 @@ def index_folders(library: Library, media: Media, config: IndexConfig,
                     report.embedded += 1
                 else:
                     report.reused += 1
+            if on_written is not None:  # the words pass starts reading these pictures (--ocr)
+                on_written(rows, written)
             # hashes embedded now serve later duplicates in this same run
             known_hashes.update((content_hash, item_id) for item_id, content_hash in written.hashes.items() if content_hash)
             done += len(rows)

@@ -94,6 +94,7 @@ class NewItem:
     modality: str = IMAGE
     taken_at: float | None = None
     duration_s: float | None = None
+    text_screen: object | None = None  # the text test's answer from the decode (not stored: for the words pass)
 
 
 @dataclass(slots=True)

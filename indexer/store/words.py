@@ -167,6 +167,10 @@ class WordStore:
         return {status: count for status, count in
                 self._rows("SELECT status, COUNT(*) FROM item_words GROUP BY status", ())}
 
+    def with_words(self) -> int:
+        """Pictures whose read found words."""
+        return self._rows("SELECT COUNT(*) FROM item_words WHERE status = 'read' AND text != ''", ())[0][0]
+
     def text_of(self, item_id: int) -> str | None:
         rows = self._rows("SELECT text FROM item_words WHERE item_id = ?", (item_id,))
         return rows[0][0] if rows else None
