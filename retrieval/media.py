@@ -33,6 +33,9 @@ class MediaOptions:
     assist_megapixels: float | None = 4.0  # with GPU decoding: see ImageReadOptions
     video: bool = True  # index videos too (their frames; needs PyAV: the `video` extra)
     video_options: VideoReadOptions = field(default_factory=VideoReadOptions)
+    # (folder, keyframes | dense): the video frames each indexed folder asked for (--video-frames,
+    # remembered per folder); a video under none of them is read with video_options.frames
+    video_frames_by_root: tuple[tuple[str, str], ...] = ()
 
 
 def check_gpu_decode(mode: str) -> str:
@@ -84,7 +87,7 @@ def video_reader(model, options: MediaOptions):
 
     if not options.video or not video_reader.available():
         return None
-    return video_reader.VideoReader(model.preprocess, options.video_options)
+    return video_reader.VideoReader(model.preprocess, options.video_options, options.video_frames_by_root)
 
 
 def audio_media(audio_model) -> tuple[AudioReader, AudioEncoder]:
