@@ -119,7 +119,8 @@ def bench_speed(args) -> dict:
                          "decode_only_x_realtime": round(args.seconds / decode_s, 1),
                          "index_s_median": round(index_s, 2), "moments": values["moments"],
                          "runs_index_s": [round(value, 2) for value in values["index_s"]],
-                         "image_precision": values["summary"]["image_precision"], "runs_decode_s": [round(value, 2) for value in values["decode_s"]]}
+                         "image_precision": values["summary"]["image_precision"],
+                         "runs_decode_s": [round(value, 2) for value in values["decode_s"]]}
         out["load_at_end"] = open("/proc/loadavg").read().split()[:3]
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from test_video import make_clip, run
 
 av = pytest.importorskip("av")
