@@ -1,6 +1,6 @@
 """Video figures (issue 16): indexing speed in times real time, and finding the right moment.
 
-    python bench/bench_video.py speed   [--seconds 60] [--rounds 3] [--frames keyframes,dense]
+    python bench/bench_video.py speed   [--seconds 60] [--rounds 3] [--frames keyframes,dense] [--clips-dir DIR]
     python bench/bench_video.py moments [--clips 12] [--per-clip 8]
 
 `speed`: 1080p H.264 clips made here with PyAV (libx264 veryfast, a shot every 4 s: moving
@@ -96,7 +96,15 @@ def bench_speed(args) -> dict:
         for name, keyint in (("keyframe_every_1s", 30), ("x264_default_gop", None)):
             folder = work / name
             folder.mkdir()
-            clips[name] = camera_like_clip(folder / f"{name}.mp4", args.seconds, keyint)
+            made = Path(args.clips_dir) / f"{name}-{args.seconds}s.mp4" if args.clips_dir else None
+            if made is not None and not made.exists():
+                made.parent.mkdir(parents=True, exist_ok=True)
+                camera_like_clip(made.with_suffix(".part.mp4"), args.seconds, keyint).rename(made)
+            clips[name] = folder / f"{name}.mp4"
+            if made is not None:
+                shutil.copy(made, clips[name])
+            else:
+                camera_like_clip(clips[name], args.seconds, keyint)
         warm = work / "warm"
         warm.mkdir()
         shutil.copy(clips["keyframe_every_1s"], warm / "w.mp4")
@@ -217,6 +225,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clips", type=int, default=12)
     parser.add_argument("--per-clip", type=int, default=8)
+    parser.add_argument("--clips-dir", help="speed: keep the generated clips here and reuse them (making them takes minutes)")
     parser.add_argument("--frames", default="keyframes,dense", help="speed: the --video-frames modes timed, comma-separated")
     args = parser.parse_args()
     result = bench_speed(args) if args.what == "speed" else bench_moments(args)
