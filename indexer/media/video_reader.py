@@ -2,12 +2,12 @@
 
 One pass over the file's packets, decoding only what is needed (PyAV, FFmpeg inside its wheel).
 What is decoded is `VideoReadOptions.frames`:
-- "keyframes" (the default): intra frames only. Keyframe packets are decoded as they come (cheap:
-  no reference frames needed); the other packets go to the decoder too, which skips all but intra
-  pictures (`skip_frame="NONINTRA"` where the codec honours it: H.264's I-frames that x264 puts at
-  scene cuts closer than its minimum keyframe gap carry no keyframe flag). Encoders place keyframes
-  at scene cuts (x264, phones) or every second or so (phones, cameras): a shot that starts without
-  one is found only from its next keyframe, or not at all when it ends first.
+- "keyframes" (the default): keyframe packets only are decoded (cheap: no reference frames
+  needed), the others are never handed to the decoder. Encoders place keyframes at scene cuts
+  (x264) or every second or two (phones, cameras): a shot that starts without one is found only
+  from its next keyframe, or not at all when it ends first. (Handing the decoder every packet with
+  `skip_frame="NONINTRA"` would also catch x264's non-IDR I-frames at cuts less than keyint_min
+  after a keyframe, but halved the decode speed of 1080p H.264 here: docs/BENCHMARKS.md.)
 - "dense": as keyframes while they come at least every `max_gap_s`; where the gap grows longer, the
   packets since the last keyframe, kept compressed, are decoded after all (B-frames skipped), and a
   frame is taken where the picture changes (a scene cut, measured on 32x18 grey thumbnails) or
@@ -157,12 +157,11 @@ class VideoReader:
                            duration_s=duration)
 
     def _intra_frames(self, container, stream, picker: "_MomentPicker") -> None:
-        """Keyframes and other intra pictures only: the decoder skips everything else."""
-        context = stream.codec_context
-        context.skip_frame = "NONINTRA" if context.name in _SKIPS_NONINTRA else "NONKEY"
-        whole = context.name in _SKIPS_NONINTRA  # other decoders are given keyframe packets only
+        """Keyframes only: their packets alone go to the decoder (one that still meets another frame
+        skips it: skip_frame="NONKEY")."""
+        stream.codec_context.skip_frame = "NONKEY"
         for packet in container.demux(stream):
-            if packet.pts is None and packet.dts is None or packet.is_keyframe or whole:
+            if packet.is_keyframe or packet.pts is None and packet.dts is None:
                 for frame in _decode(stream, packet):
                     self._consider(picker, frame, stream)
             if picker.full:
@@ -282,7 +281,6 @@ class _MomentPicker:
         self.last_time, self.last_thumb = seconds, thumb
 
 
-_SKIPS_NONINTRA = frozenset({"h264", "hevc"})  # decoders that honour skip_frame="NONINTRA"
 _BILINEAR = 2  # PIL.Image.Resampling.BILINEAR (PIL is imported by PyAV's to_image)
 
 
