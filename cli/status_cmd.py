@@ -61,6 +61,7 @@ def status(
         settings = [f"exclude {', '.join(root['exclude'])}" if root["exclude"] else "",
                     "hidden files too" if root["hidden"] else "",
                     "links outside followed" if root.get("follow_outside") else "",
+                    f"video frames: {root['video_frames']}" if root.get("video_frames") else "",
                     f"forgotten: {', '.join(root['forgotten'])}" if root["forgotten"] else ""]
         details = "; ".join(part for part in settings if part)
         table.add_row("folder", root["path"] + (f" ({details})" if details else ""))

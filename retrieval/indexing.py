@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable
 from indexer.errors import MmsearchError
 from indexer.media.ocr import OcrOptions, OcrUnavailableError, tesseract_problem
 from indexer.media.scan import ScanOptions
+from indexer.media.video_reader import check_frames
 from indexer.pipeline.embed import PipelineConfig
 from indexer.pipeline.reindex import ReindexReport, reindex
 from indexer.pipeline.sync import IndexConfig, IndexProgress, IndexReport, index_folders
@@ -55,6 +56,7 @@ class IndexRequest:
     exclude: tuple[str, ...] | None = None
     hidden: bool | None = None
     follow_outside: bool | None = None  # follow symbolic links that lead outside the root
+    video_frames: str | None = None  # keyframes | dense (indexer.media.video_reader); remembered per root
     default_exclude: tuple[str, ...] = ()
     default_hidden: bool = False
     pipeline: PipelineConfig = PipelineConfig()
@@ -137,8 +139,10 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
         audio = open_audio_model(choose_audio_model(library, request.audio_model, request.configured_audio_model),
                                  model, device=device)
         remember_audio_choice(library, request.audio_model)
+        settings = {root: remember_root(library, root, request) for root in roots}
+        request = replace(request, media=with_video_frames(request.media, settings.values()))
         config = IndexConfig(roots=roots, pipeline=request.pipeline, index_type=request.index_type,
-                             scans={root: scan_options(remember_root(library, root, request)) for root in roots},
+                             scans={root: scan_options(root_settings) for root, root_settings in settings.items()},
                              embedding=_ray_embedding(request, library, model, device, audio) if request.ray else None)
         media = replace(request.media, screen_text=ocr.mode != "off")  # tested where decoded
         ahead = WordsAhead(ocr) if ocr.mode != "off" else None  # Tesseract beside the embedding
@@ -204,8 +208,16 @@ def remember_root(library: Library, root: str, request: IndexRequest) -> RootSet
         follow_outside=request.follow_outside if request.follow_outside is not None else
         above.follow_outside if above else False,
         forgotten=forgotten,
+        video_frames=check_frames(request.video_frames) if request.video_frames is not None else
+        above.video_frames if above else None,
     )
     return library.roots.remember(settings)
+
+
+def with_video_frames(media: MediaOptions, roots) -> MediaOptions:
+    """`media` with the video frames each root asked for (RootSettings.video_frames)."""
+    chosen = tuple((root.path, root.video_frames) for root in roots if root.video_frames)
+    return replace(media, video_frames_by_root=chosen) if chosen else media
 
 
 def scan_options(settings: RootSettings) -> ScanOptions:
@@ -273,7 +285,8 @@ def reindex_library(request: ReindexRequest, callbacks: Callbacks = Callbacks())
                     f"it, or add --restart to discard it and switch to {model.info.name}")
             library.staging.abandon()
         run_id = library.runs.start("reindex", [])
-        report = reindex(library, media_for(model, request.media), request.pipeline,
+        media = with_video_frames(request.media, library.roots.all())  # each folder's --video-frames
+        report = reindex(library, media_for(model, media), request.pipeline,
                          on_progress=callbacks.on_progress, on_file_error=callbacks.on_file_error)
         _promote_export(next_export, library.image_export_path)
         export_seconds = export_text_tower(library, model, callbacks)

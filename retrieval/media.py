@@ -34,6 +34,9 @@ class MediaOptions:
     video: bool = True  # index videos too (their frames; needs PyAV: the `video` extra)
     video_options: VideoReadOptions = field(default_factory=VideoReadOptions)
     screen_text: bool = False  # the text test on each decoded picture (the run reads words: --ocr auto|on)
+    # (folder, keyframes | dense): the video frames each indexed folder asked for (--video-frames,
+    # remembered per folder); a video under none of them is read with video_options.frames
+    video_frames_by_root: tuple[tuple[str, str], ...] = ()
 
 
 def check_gpu_decode(mode: str) -> str:
@@ -86,7 +89,7 @@ def video_reader(model, options: MediaOptions):
 
     if not options.video or not video_reader.available():
         return None
-    return video_reader.VideoReader(model.preprocess, options.video_options)
+    return video_reader.VideoReader(model.preprocess, options.video_options, options.video_frames_by_root)
 
 
 def audio_media(audio_model) -> tuple[AudioReader, AudioEncoder]:

@@ -30,8 +30,12 @@ def shot(number: int, step: int = 0) -> np.ndarray:
     return pattern
 
 
-def make_clip(path, shots, *, codec="libx264", seconds=3.0, fps=10, gop=250, audio=False, times=None):
-    """A clip of `shots` (shot numbers) lasting `seconds` each; `times`: explicit frame times (VFR)."""
+def make_clip(path, shots, *, codec="libx264", seconds=3.0, fps=10, gop=250, audio=False, times=None,
+              cut_keyframes=True):
+    """A clip of `shots` (shot numbers) lasting `seconds` each; `times`: explicit frame times (VFR).
+    Keyframes every `gop` frames, and at each shot's first frame when `cut_keyframes` (what encoders
+    with scene-cut detection write; x264's own detection is switched off to keep the clip exact):
+    True for all, False for none, or the set of shots whose start gets one."""
     out = av.open(str(path), "w")
     stream = out.add_stream(codec, rate=fps)
     stream.width, stream.height, stream.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
@@ -43,6 +47,8 @@ def make_clip(path, shots, *, codec="libx264", seconds=3.0, fps=10, gop=250, aud
     for index, (number, step) in enumerate(frames):
         frame = av.VideoFrame.from_ndarray(shot(number, step), format="rgb24")
         frame.pts = index if times is None else int(times[index] * fps)
+        if step == 0 and (cut_keyframes is True or cut_keyframes and number in cut_keyframes):
+            frame.pict_type = av.video.frame.PictureType.I  # a keyframe at the cut
         for packet in stream.encode(frame):
             out.mux(packet)
     for packet in stream.encode():
@@ -72,7 +78,7 @@ def run(*args):
 def clips(tmp_path):
     media = tmp_path / "media"
     media.mkdir()
-    make_clip(media / "holiday.mp4", [10, 11, 12, 13])  # H.264, keyframes 25 s apart
+    make_clip(media / "holiday.mp4", [10, 11, 12, 13])  # H.264, keyframes at the cuts and 25 s apart
     make_clip(media / "party.webm", [20, 21], codec="libvpx-vp9", gop=100)
     make_clip(media / "old.mkv", [30, 31, 32], codec="mpeg4", gop=12)
     make_clip(media / "talk.mov", [40, 41], audio=True)
@@ -222,7 +228,7 @@ def test_rotation_metadata_turns_the_frames_as_they_are_shown(tmp_path, tiny_mod
 def test_the_frame_at_a_moment_is_the_frame_that_was_embedded(tmp_path):
     from indexer.media.video_frames import frame_at
 
-    path = make_clip(tmp_path / "far.mp4", [90, 91, 92])  # keyframes 25 s apart: decoded forward from 0
+    path = make_clip(tmp_path / "far.mp4", [90, 91, 92], cut_keyframes=False)  # one keyframe: decoded forward from 0
     for number, start in ((90, 0.0), (91, 3.0), (92, 6.0), (92, 8.9)):
         step = round((start - 3.0 * (number - 90)) * 10)
         picture = np.asarray(frame_at(str(path), start, 256).convert("RGB"), np.float32)

@@ -1,32 +1,38 @@
 """Videos as the pipeline sees them: the moments worth a vector, each frame embedded by the image tower.
 
-One pass over the file's packets, decoding only what is needed (PyAV, FFmpeg inside its wheel):
-- keyframes are decoded as they come (cheap: no reference frames needed), and the frames between
-  them are skipped undecoded, as long as keyframes come at least every `max_gap_s` (phones write
-  one a second);
-- where the gap grows longer (encoders that put keyframes far apart), the packets since the last
-  keyframe, kept compressed, are decoded after all (B-frames skipped), and a frame is taken where
-  the picture changes (a scene cut, measured on 32x18 grey thumbnails) or `max_gap_s` passed;
-- a frame hardly different from the last one taken is dropped unless `still_gap_s` passed, so a
-  static shot costs a vector every 10 s, not every second.
+One pass over the file's packets, decoding only what is needed (PyAV, FFmpeg inside its wheel).
+What is decoded is `VideoReadOptions.frames`:
+- "keyframes" (the default): keyframe packets only are decoded (cheap: no reference frames
+  needed), the others are never handed to the decoder. Encoders place keyframes at scene cuts
+  (x264) or every second or two (phones, cameras): a shot that starts without one is found only
+  from its next keyframe, or not at all when it ends first. (Handing the decoder every packet with
+  `skip_frame="NONINTRA"` would also catch x264's non-IDR I-frames at cuts less than keyint_min
+  after a keyframe, but halved the decode speed of 1080p H.264 here: docs/BENCHMARKS.md.)
+- "dense": as keyframes while they come at least every `max_gap_s`; where the gap grows longer, the
+  packets since the last keyframe, kept compressed, are decoded after all (B-frames skipped), and a
+  frame is taken where the picture changes (a scene cut, measured on 32x18 grey thumbnails) or
+  `max_gap_s` passed. Every shot is found, at the cost of decoding most of a long-GOP video
+  (1080p H.264 with x264's 250-frame GOPs: ~10x slower; docs/BENCHMARKS.md).
+In both, a frame hardly different from the last one taken is dropped unless `still_gap_s` passed,
+so a static shot costs a vector every 10 s, not every second.
 A moment is a frame's time (the stream's own timestamps: variable frame rates are fine), its
-pixels cropped for the image tower as uint8 (a quarter of float32's memory; normalised by the
-encoder). A video never holds more than `max_moments` of them, spread over its length: moments
-(scene cuts too) are at least duration / max_moments apart, so a 4K hour costs the same bounded
-memory as a clip. Rotation metadata is applied. The soundtrack
+pixels scaled in FFmpeg straight to the image tower's input size and cropped, as uint8 (a quarter
+of float32's memory; normalised by the encoder). A video never holds more than `max_moments` of
+them, spread over its length: moments (scene cuts too) are at least duration / max_moments apart,
+so a 4K hour costs the same bounded memory as a clip. Rotation metadata is applied. The soundtrack
 is left to an audio reader.
 """
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Callable
 
 import numpy as np
 
-from indexer.errors import DecodeError
+from indexer.errors import DecodeError, MmsearchError
 from indexer.media.kinds import DecodedItem, Segment
 from indexer.media.preprocess import PreprocessConfig, resize_for_model
 from indexer.store.records import IMAGE
@@ -36,6 +42,7 @@ log = logging.getLogger(__name__)
 VIDEO = "video"
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"})
 THUMB = (32, 18)
+FRAME_MODES = ("keyframes", "dense")
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,20 @@ class VideoReadOptions:
     same_picture: float = 2.0  # below this a frame repeats the last moment
     max_moments: int = 600  # per video; longer videos get wider spacing
     max_megapixels: float = 40.0  # frames larger than this (8K is 33 MP) are refused
+    frames: str = "keyframes"  # keyframes | dense: which frames are decoded (the module docstring)
+
+    def __post_init__(self):
+        check_frames(self.frames)
+
+
+class VideoFramesError(MmsearchError, ValueError):
+    """--video-frames names no mode."""
+
+
+def check_frames(mode: str) -> str:
+    if mode not in FRAME_MODES:
+        raise VideoFramesError(f"video frames {mode!r}: choose one of {', '.join(FRAME_MODES)}")
+    return mode
 
 
 def open_container(source):
@@ -79,9 +100,20 @@ class VideoReader:
     defers = False
     streams = True  # read from the path, hashed by samples: a video is never read whole into memory
 
-    def __init__(self, preprocess: PreprocessConfig, options: VideoReadOptions = VideoReadOptions()):
+    def __init__(self, preprocess: PreprocessConfig, options: VideoReadOptions = VideoReadOptions(),
+                 frames_by_root: tuple[tuple[str, str], ...] = ()):
         self.preprocess = preprocess
         self.options = options
+        # the deepest folder first: a video is read as the innermost folder holding it asked
+        self.by_root = tuple((root.rstrip(os.sep) + os.sep, replace(options, frames=check_frames(frames)))
+                             for root, frames in sorted(frames_by_root, key=lambda item: -len(item[0])))
+
+    def options_for(self, path: str) -> VideoReadOptions:
+        """The options a video at `path` is read with: its folder's --video-frames, else the reader's."""
+        for folder, options in self.by_root:
+            if path.startswith(folder) or path + os.sep == folder:
+                return options
+        return self.options
 
     def read(self, data: bytes, busy: Callable[[], bool]) -> DecodedItem:
         raise DecodeError("videos are read from their path")
@@ -92,14 +124,13 @@ class VideoReader:
         try:
             if not container.streams.video:
                 raise DecodeError("no video stream (a sound file named like a video?)")
-            return self._read(container, container.streams.video[0], path)
+            return self._read(container, container.streams.video[0], path, self.options_for(path))
         except av.FFmpegError as exc:
             raise DecodeError(f"cannot decode the video ({_reason(exc)})") from None
         finally:
             container.close()
 
-    def _read(self, container, stream, path: str) -> DecodedItem:
-        options = self.options
+    def _read(self, container, stream, path: str, options: VideoReadOptions) -> DecodedItem:
         context = stream.codec_context
         width, height = int(context.width or 0), int(context.height or 0)
         if width <= 0 or height <= 0:
@@ -113,6 +144,32 @@ class VideoReader:
         stream.thread_type = "AUTO"
         picker = _MomentPicker(spacing, still, options.scene_change, options.same_picture, options.max_moments,
                                shortest=(duration or 0.0) / max(1, options.max_moments))
+        if options.frames == "keyframes":
+            self._intra_frames(container, stream, picker)
+        else:
+            self._dense_frames(container, stream, picker)
+        if not picker.moments:
+            raise DecodeError("no frame of the video could be decoded")
+        rotation = picker.rotation
+        shown = (height, width) if rotation in (90, 270) else (width, height)
+        segments = [Segment(IMAGE, start, pixels) for start, pixels in picker.moments]
+        return DecodedItem(segments, shown[0], shown[1], _format(path, stream), _created(container),
+                           duration_s=duration)
+
+    def _intra_frames(self, container, stream, picker: "_MomentPicker") -> None:
+        """Keyframes only: their packets alone go to the decoder (one that still meets another frame
+        skips it: skip_frame="NONKEY")."""
+        stream.codec_context.skip_frame = "NONKEY"
+        for packet in container.demux(stream):
+            if packet.is_keyframe or packet.pts is None and packet.dts is None:
+                for frame in _decode(stream, packet):
+                    self._consider(picker, frame, stream)
+            if picker.full:
+                break
+
+    def _dense_frames(self, container, stream, picker: "_MomentPicker") -> None:
+        """Keyframes, and in a GOP longer than the spacing its frames (B-frames skipped)."""
+        context = stream.codec_context
         gop: list = []  # compressed packets since the last keyframe, decoded only when the gap grows long
         dense = False
         for packet in container.demux(stream):
@@ -140,34 +197,42 @@ class VideoReader:
                     self._consider(picker, frame, stream)
             if picker.full:
                 break
-        if not picker.moments:
-            raise DecodeError("no frame of the video could be decoded")
-        rotation = picker.rotation
-        shown = (height, width) if rotation in (90, 270) else (width, height)
-        segments = [Segment(IMAGE, start, pixels) for start, pixels in picker.moments]
-        return DecodedItem(segments, shown[0], shown[1], _format(path, stream), _created(container),
-                           duration_s=duration)
 
     def _consider(self, picker: "_MomentPicker", frame, stream) -> None:
+        """One decoded frame: scaled once in FFmpeg to the image tower's input size (the whole frame,
+        uncropped), its grey thumbnail taken from that; a moment when the picker wants it."""
         if frame.pts is None and frame.dts is None:
             return
         seconds = _seconds(frame.pts if frame.pts is not None else frame.dts, stream)
-        thumb = np.asarray(frame.reformat(width=THUMB[0], height=THUMB[1], format="gray").to_ndarray(), np.float32)
+        rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+        image = frame.to_image(**self._scaled_size(frame.width, frame.height, rotation in (90, 270)))
+        thumb = np.asarray(image.convert("L").resize(THUMB, _BILINEAR), np.float32)
         if not picker.wants(seconds, thumb):
             return
-        picker.rotation = int(getattr(frame, "rotation", 0) or 0) % 360
-        picker.take(seconds, thumb, self._pixels(frame, picker.rotation))
-
-    def _pixels(self, frame, rotation: int) -> np.ndarray:
-        """The frame as the image tower's input, uint8 (3, S, S): scaled in FFmpeg to twice the input
-        size (what draft decoding gives a JPEG), then cropped and resized as a picture is."""
-        size = self.preprocess.image_size * 2
-        width, height = frame.width, frame.height
-        scale = size / min(width, height)
-        image = frame.to_image(width=max(1, round(width * scale)), height=max(1, round(height * scale)))
+        picker.rotation = rotation
         if rotation:
             image = image.rotate(rotation, expand=True)  # rotation: degrees counter-clockwise, as FFmpeg means it
-        return np.ascontiguousarray(np.asarray(resize_for_model(image, self.preprocess), np.uint8).transpose(2, 0, 1))
+        pixels = resize_for_model(image, self.preprocess)  # a crop (or the padding of "longest"): no resampling
+        picker.take(seconds, thumb, np.ascontiguousarray(np.asarray(pixels, np.uint8).transpose(2, 0, 1)))
+
+    def _scaled_size(self, width: int, height: int, turned: bool) -> dict:
+        """The size FFmpeg scales a frame to: what resize_for_model would resize the shown picture
+        to (its short side the tower's input size, for the default "shortest"), as stored (a frame
+        shown turned is stored with its sides swapped)."""
+        size, mode = self.preprocess.image_size, self.preprocess.resize_mode
+        shown_w, shown_h = (height, width) if turned else (width, height)
+        if mode == "squash":
+            out_w, out_h = size, size
+        elif mode == "longest":
+            scale = size / max(shown_w, shown_h)
+            out_w, out_h = max(1, round(shown_w * scale)), max(1, round(shown_h * scale))
+        elif shown_w <= shown_h:
+            out_w, out_h = size, int(size * shown_h / shown_w)
+        else:
+            out_w, out_h = int(size * shown_w / shown_h), size
+        if turned:
+            out_w, out_h = out_h, out_w
+        return {"width": max(THUMB[0], out_w), "height": max(THUMB[1], out_h), "interpolation": "AREA"}
 
 
 class _MomentPicker:
@@ -214,6 +279,9 @@ class _MomentPicker:
     def take(self, seconds: float, thumb: np.ndarray, pixels: np.ndarray) -> None:
         self.moments.append((round(seconds, 3), pixels))
         self.last_time, self.last_thumb = seconds, thumb
+
+
+_BILINEAR = 2  # PIL.Image.Resampling.BILINEAR (PIL is imported by PyAV's to_image)
 
 
 def _decode(stream, packet):

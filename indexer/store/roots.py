@@ -1,6 +1,7 @@
 """The folders an index was given, each with its scan settings, and the paths forgotten under them.
 
-A root remembers what it was indexed with (`--exclude`, `--hidden`, `--follow-outside`), so the
+A root remembers what it was indexed with (`--exclude`, `--hidden`, `--follow-outside`,
+`--video-frames`), so the
 next plain `mmsearch index` walks it the same way; and `mmsearch forget PATH` under a root is kept
 as an exclusion, so indexing the root again does not bring PATH back (indexing PATH itself does).
 """
@@ -23,20 +24,24 @@ class RootSettings:
     hidden: bool = False
     follow_outside: bool = False
     forgotten: tuple[str, ...] = field(default=())  # absolute paths under `path`, skipped by its walks
+    video_frames: str | None = None  # keyframes | dense, as chosen with --video-frames (None: the default)
 
     def to_json(self) -> str:
         return json.dumps({"exclude": list(self.exclude), "hidden": self.hidden,
-                           "follow_outside": self.follow_outside, "forgotten": list(self.forgotten)})
+                           "follow_outside": self.follow_outside, "forgotten": list(self.forgotten),
+                           **({"video_frames": self.video_frames} if self.video_frames else {})})
 
     @classmethod
     def from_json(cls, path: str, text: str) -> "RootSettings":
         data = json.loads(text or "{}")
         return cls(path, tuple(data.get("exclude", ())), bool(data.get("hidden", False)),
-                   bool(data.get("follow_outside", False)), tuple(data.get("forgotten", ())))
+                   bool(data.get("follow_outside", False)), tuple(data.get("forgotten", ())),
+                   data.get("video_frames") or None)
 
     def as_dict(self) -> dict:
         return {"path": self.path, "exclude": list(self.exclude), "hidden": self.hidden,
-                "follow_outside": self.follow_outside, "forgotten": list(self.forgotten)}
+                "follow_outside": self.follow_outside, "forgotten": list(self.forgotten),
+                "video_frames": self.video_frames}
 
 
 def is_under(path: str, folder: str) -> bool:
