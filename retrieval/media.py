@@ -83,13 +83,15 @@ def image_media(model, options: MediaOptions) -> tuple[ImageReader, PixelEncoder
     return reader, encoder
 
 
-def video_reader(model, options: MediaOptions):
-    """Videos' frames go to the image tower (indexer.media.video_reader), where PyAV is installed."""
+def video_reader(model, options: MediaOptions, soundtrack: AudioReader | None = None):
+    """Videos' frames go to the image tower (indexer.media.video_reader), where PyAV is installed;
+    their soundtracks to the audio tower, through `soundtrack` (the run's audio reader), when given."""
     from indexer.media import video_reader
 
     if not options.video or not video_reader.available():
         return None
-    return video_reader.VideoReader(model.preprocess, options.video_options, options.video_frames_by_root)
+    return video_reader.VideoReader(model.preprocess, options.video_options, options.video_frames_by_root,
+                                    soundtrack=soundtrack)
 
 
 def audio_media(audio_model) -> tuple[AudioReader, AudioEncoder]:
@@ -140,13 +142,14 @@ def media_for(model, options: MediaOptions = MediaOptions(), audio=None) -> Medi
     tower), and of `audio` (an audio model) when given."""
     reader, encoder = image_media(model, options)
     readers, encoders = [reader], {IMAGE: encoder}
-    videos = video_reader(model, options)
+    audio_reader = None
+    if audio is not None:
+        audio_reader, encoders[AUDIO] = audio_media(audio)
+    videos = video_reader(model, options, soundtrack=audio_reader)
     if videos is not None:
         readers.append(videos)
-    if audio is not None:
-        audio_reader, audio_encoder = audio_media(audio)
+    if audio_reader is not None:
         readers.append(audio_reader)
-        encoders[AUDIO] = audio_encoder
     return Media(readers=tuple(readers), encoders=encoders)
 
 

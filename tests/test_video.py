@@ -270,3 +270,44 @@ def test_search_json_carries_a_video_hits_time_and_frame(clips, tmp_path, tiny_m
     os.remove(clips / "holiday.mp4")  # gone since indexed: the hit stays, without a frame
     gone = json.loads(run("search", "--image", query, "--db", db, "--json", "--modality", "video").stdout)
     assert gone[0]["path"].endswith("holiday.mp4") and gone[0]["thumbnail"] is None
+
+
+def write_wav(path, samples: np.ndarray, rate: int = 16000):
+    import wave
+
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def test_a_videos_soundtrack_is_embedded_by_the_audio_tower_and_found_by_a_sound(tmp_path, tiny_model_config):
+    media = tmp_path / "media"
+    media.mkdir()
+    make_clip(media / "talk.mov", [40, 41], audio=True)  # 6 s of pictures, a 2 s 440 Hz tone
+    make_clip(media / "quiet.mp4", [42])  # no sound
+    tone = (np.sin(np.linspace(0, 440 * 2 * np.pi * 2, 32000)) * 0.3).astype(np.float32)
+    query = write_wav(tmp_path / "tone.wav", tone)
+    write_wav(media / "noise.wav", np.random.default_rng(0).standard_normal(32000).astype(np.float32) * 0.3)
+    db = tmp_path / "db"
+    summary = json.loads(run("index", media, "--db", db, "--model", tiny_model_config, "--audio-model", "bundled",
+                             "--json").stdout)
+    assert (summary["embedded"], summary["failed"]) == (3, 0), summary
+    status = json.loads(run("status", "--db", db, "--json").stdout)
+    assert status["modalities"] == {"video": 2, "audio": 1}
+    assert status["vectors"] == 2 + 1 + 1 + 1  # talk.mov: two shots and its soundtrack; quiet.mp4: one shot; noise.wav
+
+    hits = json.loads(run("search", "--audio", query, "--db", db, "--json").stdout)
+    assert [os.path.basename(hit["path"]) for hit in hits] == ["talk.mov", "noise.wav"], hits
+    assert hits[0]["modality"] == "video" and hits[0]["time"] == 0.0 and hits[0]["score"] > 0.95
+    videos = json.loads(run("search", "--audio", query, "--db", db, "--json", "--modality", "video").stdout)
+    assert [os.path.basename(hit["path"]) for hit in videos] == ["talk.mov"]
+    words = json.loads(run("search", "a tone", "--db", db, "--json", "--modality", "video").stdout)
+    names = [os.path.basename(hit["path"]) for hit in words]
+    assert sorted(names) == ["quiet.mp4", "talk.mov"]  # one hit per video, from its frames or its soundtrack
+
+    none = tmp_path / "none"
+    run("index", media, "--db", none, "--model", tiny_model_config, "--audio-model", "none")
+    assert json.loads(run("status", "--db", none, "--json").stdout)["vectors"] == 2 + 1  # frames only

@@ -19,8 +19,10 @@ A moment is a frame's time (the stream's own timestamps: variable frame rates ar
 pixels scaled in FFmpeg straight to the image tower's input size and cropped, as uint8 (a quarter
 of float32's memory; normalised by the encoder). A video never holds more than `max_moments` of
 them, spread over its length: moments (scene cuts too) are at least duration / max_moments apart,
-so a 4K hour costs the same bounded memory as a clip. Rotation metadata is applied. The soundtrack
-is left to an audio reader.
+so a 4K hour costs the same bounded memory as a clip. Rotation metadata is applied. The soundtrack,
+where the run has an audio tower (`soundtrack`: the run's audio reader), is cut into that reader's
+windows and embedded beside the frames, each window a moment of the video in the audio tower's
+space; a soundtrack that cannot be decoded costs its windows, never the frames.
 """
 from __future__ import annotations
 
@@ -101,9 +103,10 @@ class VideoReader:
     streams = True  # read from the path, hashed by samples: a video is never read whole into memory
 
     def __init__(self, preprocess: PreprocessConfig, options: VideoReadOptions = VideoReadOptions(),
-                 frames_by_root: tuple[tuple[str, str], ...] = ()):
+                 frames_by_root: tuple[tuple[str, str], ...] = (), soundtrack=None):
         self.preprocess = preprocess
         self.options = options
+        self.soundtrack = soundtrack  # a Reader of sounds (indexer.media.audio_reader.AudioReader) or None
         # the deepest folder first: a video is read as the innermost folder holding it asked
         self.by_root = tuple((root.rstrip(os.sep) + os.sep, replace(options, frames=check_frames(frames)))
                              for root, frames in sorted(frames_by_root, key=lambda item: -len(item[0])))
@@ -124,11 +127,22 @@ class VideoReader:
         try:
             if not container.streams.video:
                 raise DecodeError("no video stream (a sound file named like a video?)")
-            return self._read(container, container.streams.video[0], path, self.options_for(path))
+            item = self._read(container, container.streams.video[0], path, self.options_for(path))
+            has_sound = bool(container.streams.audio)
         except av.FFmpegError as exc:
             raise DecodeError(f"cannot decode the video ({_reason(exc)})") from None
         finally:
             container.close()
+        if self.soundtrack is not None and has_sound:
+            item.segments.extend(self._soundtrack(path, busy))
+        return item
+
+    def _soundtrack(self, path: str, busy: Callable[[], bool]) -> list[Segment]:
+        try:
+            return self.soundtrack.read_path(path, busy).segments
+        except DecodeError as exc:
+            log.info("%s: its soundtrack is left out (%s)", path, exc)
+            return []
 
     def _read(self, container, stream, path: str, options: VideoReadOptions) -> DecodedItem:
         context = stream.codec_context

@@ -94,8 +94,13 @@ def calibrated(hits, calibration: Calibration):
                     moments=tuple((start, calibration.apply(score)) for start, score in hit.moments)) for hit in hits]
 
 
+# the modalities an encoder's vectors can belong to: an audio tower embeds sounds and videos' soundtracks
+HELD_BY = {"audio": ("audio", "video")}
+
+
 def wanted(space_encoders: list[str], filters) -> bool:
-    return not filters.modalities or any(name in filters.modalities for name in space_encoders)
+    return not filters.modalities or any(modality in filters.modalities
+                                         for name in space_encoders for modality in HELD_BY.get(name, (name,)))
 
 
 def embed_sound_file(audio, path: str, max_seconds: float = 60.0) -> np.ndarray:
@@ -124,8 +129,8 @@ def rank_spaces(library: Library, model, queries: list[list], main_vectors: np.n
     `sounds`: query sound files (one query): they and the words rank the sounds' space only."""
     from retrieval.query.search import _merge, rank
 
-    # the index model's encoders hold several modalities (pictures and video frames): --modality is
-    # applied to their items by rank(); an audio model's encoder holds sounds only
+    # the index model's encoders hold several modalities (pictures and video frames), an audio model's
+    # sounds and videos' soundtracks (HELD_BY): --modality is applied to their items by rank()
     main_encoders = library.encoders_sharing(model.info) if model.info is not None else []
     per_query: list[list[list]] = [[] for _ in queries]
     if main_vectors is not None and main_encoders and not sounds:
