@@ -36,6 +36,10 @@ def index_once(folder: Path, db: Path, model: str, ray: str | None) -> dict:
     outcome = index_library(IndexRequest(db=db, roots=(str(folder),), model=model, device="cpu",
                                          ray=RayOptions(ray) if ray else None))
     wall = time.perf_counter() - started
+    if ray:  # each Ray round starts its own node, as each `mmsearch index --ray local` does
+        import ray as ray_module
+
+        ray_module.shutdown()
     report = outcome.report
     embedding_s = max(1e-9, report.seconds - report.prepare_seconds)
     return {"wall_s": round(wall, 3), "embedded": report.embedded, "images_per_s": round(report.images_per_s, 2),

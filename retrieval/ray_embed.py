@@ -126,10 +126,33 @@ def _reachable(address: str, timeout_s: float = 5.0) -> None:
                        f"running there, and the port open?)") from None
 
 
+def _cluster_errors_to_log() -> None:
+    """Ray's driver prints the cluster's error messages (a worker died, its task is retried) on stdout,
+    where `mmsearch index --json` writes its summary: send them to this module's log instead."""
+    try:
+        from ray._private import worker
+    except ImportError:
+        return
+    shown = getattr(worker, "print_to_stdstream", None)
+    if shown is None or getattr(shown, "to_log", False):
+        return
+
+    def to_log(data: dict, ignore_prefix: bool) -> None:
+        if data.get("pid") == "raylet" and not data.get("is_err"):
+            for line in data.get("lines", ()):
+                log.warning("ray: %s", line)
+        else:
+            shown(data, ignore_prefix)
+
+    to_log.to_log = True
+    worker.print_to_stdstream = to_log
+
+
 def connect(address: str) -> dict:
     """Join (or, for "local", start) the cluster; its resources."""
     ray = _ray()
     if not ray.is_initialized():
+        _cluster_errors_to_log()
         target = None if address == "local" else address
         if address not in ("local", "auto"):
             _reachable(address)
@@ -160,11 +183,8 @@ class _EmbedActor:
         from retrieval.models.encoders import load_model
         from retrieval.models.fast_image import cap_session_threads
 
-        if threads:  # the actor's own CPUs, not every core of its node (onnxruntime's and torch's default)
-            cap_session_threads(threads)
-            import torch
-
-            torch.set_num_threads(threads)
+        if threads:  # the actor's own CPUs, not every core of its node (onnxruntime's default); torch reads
+            cap_session_threads(threads)  # OMP_NUM_THREADS, which Ray sets to them
         self.model = load_model(recipe.name, device=device, image_precision=recipe.image_precision,
                                 image_export_dir=recipe.image_export_dir)
         audio = open_audio_model(recipe.audio_model, self.model, device=device)  # None: no sounds
