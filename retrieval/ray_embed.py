@@ -158,7 +158,9 @@ def connect(address: str) -> dict:
             _reachable(address)
         node = {}
         if address == "local":  # a node of this machine's cores, nothing to watch it with, a small object store
-            node = {"num_cpus": usable_cores(), "object_store_memory": LOCAL_OBJECT_STORE_BYTES}
+            # and workers as nice as this process (Ray starts them at +15, behind everything else on the machine)
+            node = {"num_cpus": usable_cores(), "object_store_memory": LOCAL_OBJECT_STORE_BYTES,
+                    "_system_config": {"worker_niceness": 0}}
         try:
             ray.init(address=target, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                      configure_logging=False, **node)
