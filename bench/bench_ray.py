@@ -4,7 +4,7 @@
 
 Photo-like JPEGs (bench/make_jpegs.py) are indexed into a fresh index by the library call
 `index_library`, once on this machine's threads and once on a Ray cluster started in this process
-(`--ray local`: one actor per CPU, each loading the model once), rounds interleaved (plain, ray,
+(`--ray local`: by default one actor with all of this machine's CPUs, loading the model once), rounds interleaved (plain, ray,
 plain, ray, ...). The figure is images/s of the embedding part of the run, the run's own
 `images_per_s` (embedded files over the run's seconds, the model's set-up and Ray's start
 included, since a user waits for them), and the same without the set-up step (`prepare_seconds`:
@@ -36,6 +36,10 @@ def index_once(folder: Path, db: Path, model: str, ray: str | None) -> dict:
     outcome = index_library(IndexRequest(db=db, roots=(str(folder),), model=model, device="cpu",
                                          ray=RayOptions(ray) if ray else None))
     wall = time.perf_counter() - started
+    if ray:  # each Ray round starts its own node, as each `mmsearch index --ray local` does
+        import ray as ray_module
+
+        ray_module.shutdown()
     report = outcome.report
     embedding_s = max(1e-9, report.seconds - report.prepare_seconds)
     return {"wall_s": round(wall, 3), "embedded": report.embedded, "images_per_s": round(report.images_per_s, 2),
@@ -43,7 +47,7 @@ def index_once(folder: Path, db: Path, model: str, ray: str | None) -> dict:
             "prepare_s": round(report.prepare_seconds, 2), "embedding": report.embedding}
 
 
-def in_process(jpegs: Path, work: Path, model: str, files_per_task: int = 64, tasks: int = 2) -> dict:
+def in_process(jpegs: Path, work: Path, model: str, files_per_task: int = 64, tasks: int = 2, threads: int = 2) -> dict:
     """Ray's actor class called here, without Ray: its set-up, then `tasks` tasks of `files_per_task`
     files (what a Ray task does, without Ray's scheduling and processes)."""
     import numpy as np
@@ -55,16 +59,17 @@ def in_process(jpegs: Path, work: Path, model: str, files_per_task: int = 64, ta
     index_once(jpegs, db, model, None)  # the index's model export, as a Ray run finds it
     files = sorted(jpegs.iterdir())[:files_per_task * tasks]
     started = time.perf_counter()
-    actor = _EmbedActor(ModelRecipe(model, "onnx-int8", str(db / "image_encoder"), pipeline=PipelineConfig(workers=1)),
-                        {}, "cpu")
+    actor = _EmbedActor(ModelRecipe(model, "onnx-int8", str(db / "image_encoder"),
+                                    pipeline=PipelineConfig(workers=threads)), {}, "cpu", threads)
     out = {"setup_s": round(time.perf_counter() - started, 3), "task_s": []}
     for number in range(tasks):
         chunk = files[number * files_per_task:(number + 1) * files_per_task]
         stats = [path.stat() for path in chunk]
-        batch = {"path": np.array([str(path) for path in chunk]), "size": np.array([st.st_size for st in stats]),
-                 "mtime": np.array([st.st_mtime for st in stats])}
+        batch = {"index": np.arange(len(chunk)), "path": np.array([str(path) for path in chunk]),
+                 "size": np.array([st.st_size for st in stats]), "mtime": np.array([st.st_mtime for st in stats])}
         started = time.perf_counter()
-        actor(batch)
+        for _ in actor(batch):  # the task's batches, as Ray would stream them back
+            pass
         out["task_s"].append(round(time.perf_counter() - started, 3))
     return out
 
@@ -77,13 +82,15 @@ def main() -> None:
     parser.add_argument("--model", default="bundled")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mms-bench-ray")
     parser.add_argument("--in-process", action="store_true",
-                        help="time the actor class called here (no Ray): set-up and two tasks of 64 files")
+                        help="time the actor class called here (no Ray): set-up and two tasks of --files-per-task files")
+    parser.add_argument("--files-per-task", type=int, default=64, help="with --in-process")
+    parser.add_argument("--threads", type=int, default=2, help="with --in-process: the actor's CPUs")
     args = parser.parse_args()
 
     jpegs = args.work / f"jpegs-{args.n}-{args.megapixels}"
     make_jpegs(jpegs, args.n, megapixels=args.megapixels)
     if args.in_process:
-        print(json.dumps(in_process(jpegs, args.work, args.model)))
+        print(json.dumps(in_process(jpegs, args.work, args.model, args.files_per_task, threads=args.threads)))
         return
     rows: dict[str, list[dict]] = {"plain": [], "ray": []}
     index_once(jpegs, Path(tempfile.mkdtemp(dir=args.work)), args.model, None)  # warm the page cache and export
@@ -104,6 +111,8 @@ def main() -> None:
         "plain_after_setup": median("plain", "images_per_s_after_setup"),
         "ray_after_setup": median("ray", "images_per_s_after_setup"),
         "ray_actors": rows["ray"][-1]["embedding"].get("actors"),
+        "ray_cpus_per_actor": rows["ray"][-1]["embedding"].get("cpus_per_actor"),
+        "ray_files_per_task": rows["ray"][-1]["embedding"].get("files_per_task"),
     }
     summary["ratio"] = round(summary["ray_images_per_s"] / summary["plain_images_per_s"], 3)
     summary["ratio_after_setup"] = round(summary["ray_after_setup"] / summary["plain_after_setup"], 3)

@@ -65,7 +65,7 @@ def index(
     ocr_lang: Annotated[str, typer.Option("--ocr-lang", help="Tesseract languages, e.g. eng or eng+deu (Debian: apt install tesseract-ocr-deu). Pictures read in another language are read again.")] = "eng",
     ocr_timeout: Annotated[float, typer.Option("--ocr-timeout", min=1, help="Seconds Tesseract may spend on one picture; past it the picture keeps its vector and gets no words.")] = 20.0,
     ray: Annotated[Optional[str], typer.Option("--ray", metavar="ADDRESS", show_default=False, help="Embed on a Ray cluster: HOST:PORT (what `ray start --head` prints), auto, or local (start one here). The folders and the index must be on a filesystem every worker mounts at the same path.")] = None,
-    ray_actors: Annotated[Optional[int], typer.Option("--ray-actors", min=1, show_default=False, help="With --ray: model copies (default: one per CPU of the cluster, or per GPU).")] = None,
+    ray_actors: Annotated[Optional[int], typer.Option("--ray-actors", min=1, show_default=False, help="With --ray: model copies (default: one per node, with all its CPUs, or one per GPU).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON on stdout, with every skipped file and why.")] = False,
     report_limit: Annotated[int, typer.Option(min=0, help="Name at most this many skipped files on stderr, then only count them (0: name all).")] = 100,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,

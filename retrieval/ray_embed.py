@@ -18,9 +18,11 @@ from it). Only vectors travel back to the driver, never pixels.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
@@ -30,6 +32,7 @@ from indexer.errors import MmsearchError
 from indexer.media.scan import FoundFile
 from indexer.pipeline.embed import PipelineConfig, embed_batches, prepare_files
 from indexer.pipeline.sync import IndexProgress
+from indexer.pipeline.workers import usable_cores
 from indexer.store.records import NewItem
 from retrieval.media import MediaOptions
 
@@ -43,9 +46,50 @@ class RayError(MmsearchError):
 @dataclass(frozen=True)
 class RayOptions:
     address: str  # HOST:PORT of a running cluster (what `ray start --head` prints), "auto", or "local"
-    actors: int | None = None  # default: one per worker node's CPUs / cpus_per_actor (GPUs: one per GPU)
-    cpus_per_actor: float = 1.0
-    files_per_task: int = 64  # files a task gives an actor at once
+    actors: int | None = None  # default: one per node (GPUs: one per GPU); see plan_actors
+    cpus_per_actor: float | None = None  # default: a whole node's CPUs (GPUs: the node's CPUs per GPU)
+    files_per_task: int | None = None  # files a task gives an actor at once; default: task_size
+
+
+# A task's files stream back batch by batch, so a big task costs no commit latency; a few tasks per
+# actor keep the actors evenly busy, and every task boundary drains the actor's decode pipeline once.
+TASKS_PER_ACTOR = 2
+MAX_FILES_PER_TASK = 1024  # what a lost worker's retry redoes at most
+LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # only vectors travel back: the node started for "local" keeps a small store
+
+
+@dataclass(frozen=True)
+class ActorPlan:
+    actors: int
+    cpus_per_actor: float
+    gpus_per_actor: float
+
+
+def plan_actors(nodes: list[dict], options: RayOptions, use_gpus: bool) -> ActorPlan:
+    """How many model copies, and each one's share of a node, from `ray.nodes()`.
+
+    By default one actor takes a whole node (its decode threads and onnxruntime threads then use
+    that node's cores as the plain path uses this machine's); on GPU nodes one actor per GPU, with
+    that node's CPUs shared among them. Two actors of one CPU on a two-core node ran the same work
+    ~4x slower than one actor of two: each loads the model, and their threads were oversubscribed.
+    """
+    alive = [node.get("Resources", {}) for node in nodes if node.get("Alive", True)]
+    gpu_nodes = [res for res in alive if res.get("GPU", 0) >= 1] if use_gpus else []
+    if gpu_nodes:
+        cpus = options.cpus_per_actor or max(1.0, min(res.get("CPU", 1.0) / int(res["GPU"]) for res in gpu_nodes) // 1)
+        actors = options.actors or sum(int(res["GPU"]) for res in gpu_nodes)
+        return ActorPlan(actors, cpus, 1.0)
+    cpu_nodes = [res.get("CPU", 0.0) for res in alive if res.get("CPU", 0.0) >= 1] or [1.0]
+    cpus = options.cpus_per_actor or float(min(cpu_nodes) // 1)
+    actors = options.actors or max(1, sum(int(node_cpus // cpus) for node_cpus in cpu_nodes))
+    return ActorPlan(actors, cpus, 0.0)
+
+
+def task_size(files: int, actors: int, batch_size: int, options: RayOptions) -> int:
+    """Files per task: TASKS_PER_ACTOR tasks per actor, at least one write batch, at most MAX_FILES_PER_TASK."""
+    if options.files_per_task:
+        return options.files_per_task
+    return max(batch_size, min(MAX_FILES_PER_TASK, -(-files // (actors * TASKS_PER_ACTOR))))
 
 
 @dataclass(frozen=True)
@@ -82,16 +126,44 @@ def _reachable(address: str, timeout_s: float = 5.0) -> None:
                        f"running there, and the port open?)") from None
 
 
+def _cluster_errors_to_log() -> None:
+    """Ray's driver prints the cluster's error messages (a worker died, its task is retried) on stdout,
+    where `mmsearch index --json` writes its summary: send them to this module's log instead."""
+    try:
+        from ray._private import worker
+    except ImportError:
+        return
+    shown = getattr(worker, "print_to_stdstream", None)
+    if shown is None or getattr(shown, "to_log", False):
+        return
+
+    def to_log(data: dict, ignore_prefix: bool) -> None:
+        if data.get("pid") == "raylet" and not data.get("is_err"):
+            for line in data.get("lines", ()):
+                log.warning("ray: %s", line)
+        else:
+            shown(data, ignore_prefix)
+
+    to_log.to_log = True
+    worker.print_to_stdstream = to_log
+
+
 def connect(address: str) -> dict:
     """Join (or, for "local", start) the cluster; its resources."""
     ray = _ray()
     if not ray.is_initialized():
+        _cluster_errors_to_log()
         target = None if address == "local" else address
         if address not in ("local", "auto"):
             _reachable(address)
+        node = {}
+        if address == "local":  # a node of this machine's cores, nothing to watch it with, a small object store
+            # and workers as nice as this process (Ray starts them at +15, behind everything else on the machine)
+            node = {"num_cpus": usable_cores(), "object_store_memory": LOCAL_OBJECT_STORE_BYTES,
+                    "_system_config": {"worker_niceness": 0}}
         try:
             ray.init(address=target, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                     configure_logging=False)
+                     configure_logging=False, **node)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise RayError(f"cannot reach the Ray cluster at {address!r}: {exc} (a cluster with token "
                            f"authentication needs its token here too: RAY_AUTH_TOKEN or ~/.ray/auth_token)") from None
@@ -102,12 +174,19 @@ def connect(address: str) -> dict:
 
 
 class _EmbedActor:
-    """One per worker: the model, loaded once, and this machine's pipeline over each task's files."""
+    """One per worker: the model, loaded once, and this machine's pipeline over each task's files.
 
-    def __init__(self, recipe: ModelRecipe, known_hashes: dict[str, int], device: str):
+    A task's outcomes go back batch by batch as the pipeline writes them (one row per batch: Ray
+    Data makes each its own block), so the driver commits while the task runs on. Each outcome
+    carries the file's number in the run, so the driver can drop a retried task's second copy."""
+
+    def __init__(self, recipe: ModelRecipe, known_hashes: dict[str, int], device: str, threads: int | None):
         from retrieval.media import media_for, open_audio_model
         from retrieval.models.encoders import load_model
+        from retrieval.models.fast_image import cap_session_threads
 
+        if threads:  # the actor's own CPUs, not every core of its node (onnxruntime's default); torch reads
+            cap_session_threads(threads)  # OMP_NUM_THREADS, which Ray sets to them
         self.model = load_model(recipe.name, device=device, image_precision=recipe.image_precision,
                                 image_export_dir=recipe.image_export_dir)
         audio = open_audio_model(recipe.audio_model, self.model, device=device)  # None: no sounds
@@ -117,20 +196,27 @@ class _EmbedActor:
         self.media = media_for(self.model, recipe.media, audio)
         self.pipeline = recipe.pipeline
         self.known_hashes = known_hashes
+        self.process = f"{socket.gethostname()}:{os.getpid()}"
         for encoder in self.media.encoders.values():
             encoder.warm()
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict) -> Iterator[dict]:
         files = [FoundFile(str(path), int(size), float(mtime))
                  for path, size, mtime in zip(batch["path"], batch["size"], batch["mtime"])]
+        number = {file.path: int(index) for file, index in zip(files, batch["index"])}
         vanished: list[tuple[str, str]] = []
-        rows: list[NewItem] = []
         prepared = prepare_files(files, self.known_hashes, self.media.by_extension(), self.pipeline)
-        for written in embed_batches(prepared, self.media.encoders, self.pipeline,
-                                     on_vanished=lambda path, reason: vanished.append((path, reason))):
-            rows.extend(written)
-        outcomes = [pickle.dumps(("row", row)) for row in rows] + [pickle.dumps(("vanished", gone)) for gone in vanished]
-        return {"outcome": np.array(outcomes, dtype=object)}
+        for rows in embed_batches(prepared, self.media.encoders, self.pipeline,
+                                  on_vanished=lambda path, reason: vanished.append((path, reason))):
+            yield self._outcomes(rows, vanished, number)
+        if vanished:
+            yield self._outcomes([], vanished, number)
+
+    def _outcomes(self, rows: list[NewItem], vanished: list[tuple[str, str]], number: dict[str, int]) -> dict:
+        outcomes = ([("row", number[row.path], row) for row in rows]
+                    + [("vanished", number[gone[0]], gone) for gone in vanished])
+        vanished.clear()
+        return {"outcomes": np.array([pickle.dumps(outcomes)], dtype=object), "process": np.array([self.process])}
 
 
 class RayEmbedding:
@@ -141,19 +227,22 @@ class RayEmbedding:
         self.recipe = recipe
         self.device = device
         self.resources: dict = {}
-        self.actors = 0
-        self.gpus_per_actor = 0.0
+        self.plan = ActorPlan(0, 0.0, 0.0)
+        self.files_per_task = 0
         self.started = 0.0
         self.files = 0
+        self.processes: Counter[str] = Counter()  # files per actor process (a restarted actor is a new one)
+        self.repeated = 0  # outcomes of a retried task that had already come back
+
+    @property
+    def actors(self) -> int:
+        return self.plan.actors
 
     def prepare(self, progress: Callable[[IndexProgress], None]) -> float:
         started = time.perf_counter()
         progress(IndexProgress("prepare", 0, 1))
         self.resources = connect(self.options.address)
-        gpus = int(self.resources.get("GPU", 0)) if self.device != "cpu" else 0
-        cpus = float(self.resources.get("CPU", 1))
-        self.gpus_per_actor = 1.0 if gpus else 0.0
-        self.actors = self.options.actors or (gpus or max(1, int(cpus // self.options.cpus_per_actor)))
+        self.plan = plan_actors(_ray().nodes(), self.options, use_gpus=self.device != "cpu")
         progress(IndexProgress("prepare", 1, 1))
         return time.perf_counter() - started
 
@@ -162,35 +251,50 @@ class RayEmbedding:
         ray = _ray()
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
-        device = "cuda" if self.gpus_per_actor else "cpu"
+        context.target_max_block_size = 1  # every batch an actor yields (one row) is a block of its own: it streams back
+        plan = self.plan
+        device = "cuda" if plan.gpus_per_actor else "cpu"
+        threads = max(1, int(plan.cpus_per_actor))
         recipe = self.recipe
         if recipe.pipeline.workers is None:  # an actor decodes on its own share of a node, not on every core
-            recipe = replace(recipe, pipeline=replace(recipe.pipeline, workers=max(1, int(self.options.cpus_per_actor))))
-        tasks = max(1, -(-len(files) // self.options.files_per_task))
-        dataset = ray.data.from_items([{"path": file.path, "size": file.size, "mtime": file.mtime} for file in files],
-                                      override_num_blocks=tasks)  # one block per task, not one per file
+            recipe = replace(recipe, pipeline=replace(recipe.pipeline, workers=threads))
+        self.files_per_task = task_size(len(files), plan.actors, recipe.pipeline.batch_size, self.options)
+        tasks = max(1, -(-len(files) // self.files_per_task))
+        dataset = ray.data.from_items(
+            [{"index": index, "path": file.path, "size": file.size, "mtime": file.mtime}
+             for index, file in enumerate(files)], override_num_blocks=tasks)  # one block per task, not one per file
         results = dataset.map_batches(
-            _EmbedActor, fn_constructor_args=(recipe, dict(known_hashes), device),
-            batch_size=self.options.files_per_task, batch_format="numpy", compute=ray.data.ActorPoolStrategy(
-                size=min(self.actors, tasks)),
-            num_cpus=self.options.cpus_per_actor, num_gpus=self.gpus_per_actor)
+            _EmbedActor, fn_constructor_args=(recipe, dict(known_hashes), device, threads),
+            batch_size=self.files_per_task, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=min(plan.actors, tasks)),
+            # a lost actor is started again and its tasks run again there: Ray Data's actor pools default to
+            # max_restarts=-1 and max_task_retries=-1 (tests/test_ray.py kills one mid-run)
+            num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor)
         self.started = time.perf_counter()
+        delivered = bytearray(len(files))
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
-            rows = []
-            for blob in batch["outcome"]:
-                kind, value = pickle.loads(blob)
-                if kind == "vanished":
-                    on_vanished(*value)
-                else:
-                    rows.append(value)
-            self.files += len(batch["outcome"])
-            if rows:
-                yield rows
+            for blob, process in zip(batch["outcomes"], batch["process"]):
+                rows = []
+                for kind, index, value in pickle.loads(blob):
+                    if delivered[index]:  # a retried task's second pass over a file already written
+                        self.repeated += 1
+                        continue
+                    delivered[index] = 1
+                    self.files += 1
+                    self.processes[str(process)] += 1
+                    if kind == "vanished":
+                        on_vanished(*value)
+                    else:
+                        rows.append(value)
+                if rows:
+                    yield rows
 
     def describe(self) -> dict:
         seconds = time.perf_counter() - self.started if self.started else 0.0
         rate = self.files / seconds if seconds > 0 else 0.0
         return {"where": "ray", "address": self.options.address, "actors": self.actors,
-                "gpus_per_actor": self.gpus_per_actor, "cluster_cpus": self.resources.get("CPU"),
-                "cluster_gpus": self.resources.get("GPU", 0), "files_per_s": round(rate, 2),
+                "cpus_per_actor": self.plan.cpus_per_actor, "gpus_per_actor": self.plan.gpus_per_actor,
+                "cluster_cpus": self.resources.get("CPU"), "cluster_gpus": self.resources.get("GPU", 0),
+                "files_per_task": self.files_per_task, "actor_processes": len(self.processes),
+                "repeated_outcomes": self.repeated, "files_per_s": round(rate, 2),
                 "files_per_s_per_actor": round(rate / max(1, self.actors), 2)}

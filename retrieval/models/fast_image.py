@@ -100,11 +100,22 @@ class TorchImageEncoder:
         return self.embed_pixels(np.stack([to_model_input(image, self.preprocess) for image in images]))
 
 
+_default_threads: int | None = None  # intra-op threads of every session opened without a count; None: onnxruntime's
+
+
+def cap_session_threads(threads: int | None) -> None:
+    """Open later sessions with at most `threads` intra-op threads (a process on a share of a machine:
+    a Ray actor given `threads` CPUs, where onnxruntime would start one thread per core of the node)."""
+    global _default_threads
+    _default_threads = threads
+
+
 def _session(graph: Path | bytes, threads: int | None = None):
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    threads = threads or _default_threads
     if threads:
         options.intra_op_num_threads = threads
     source = graph if isinstance(graph, bytes) else str(graph)
