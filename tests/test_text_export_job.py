@@ -93,3 +93,26 @@ def test_a_job_never_started_runs_in_the_callers_process(tmp_path, tiny_model):
     result = job.finish()
     assert not job.started and result.ok and result.waited >= result.seconds > 0
     assert exported_fingerprint(folder) == tiny_model.info.fingerprint and is_optimised(folder)
+
+
+def test_one_towers_weights_are_read_alone_from_a_safetensors_checkpoint(tmp_path, tiny_model):
+    import torch
+    from open_clip.factory import load_state_dict
+    from open_clip.model import convert_to_custom_text_state_dict
+    from safetensors.torch import save_file
+
+    from retrieval.models.towers import IMAGE, TEXT, _tower_state, checkpoint_tower_state
+
+    # open_clip's old (CLIP) layout: the text tower's keys at the top level, the image tower's under visual.
+    visual = {f"visual.{key}": value.contiguous() for key, value in tiny_model.image.tower.state_dict().items()}
+    text = {key: value.contiguous() for key, value in tiny_model.text.tower.state_dict().items()}
+    for layout, state in (("old", {**visual, **text, "logit_scale": torch.ones(())}),
+                          ("custom", {**visual, **{f"text.{key}": value for key, value in text.items()}}),
+                          ("module", {f"module.{key}": value for key, value in {**visual, **text}.items()})):
+        path = tmp_path / f"{layout}.safetensors"
+        save_file(state, str(path))
+        whole = convert_to_custom_text_state_dict(load_state_dict(str(path)))
+        for which in (IMAGE, TEXT):
+            expected, alone = _tower_state(whole, which), checkpoint_tower_state(str(path), which)
+            assert sorted(alone) == sorted(expected) and expected, (layout, which)
+            assert all(torch.equal(alone[key], expected[key]) for key in expected), (layout, which)

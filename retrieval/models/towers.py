@@ -139,10 +139,36 @@ def _load_open_clip_tower(card: ModelCard, which: str) -> nn.Module:
 
         # a cached file is used without touching the network; otherwise fetched (or a clear error)
         checkpoint_path = str(download_weights(card.spec.arch, pretrained))
-    state = convert_to_custom_text_state_dict(load_state_dict(checkpoint_path))
+    if str(checkpoint_path).endswith(".safetensors"):
+        state = checkpoint_tower_state(checkpoint_path, which)
+    else:
+        state = _tower_state(convert_to_custom_text_state_dict(load_state_dict(checkpoint_path)), which)
     tower = build_tower(card, which, hf_pretrained=False)
-    tower.load_state_dict(_tower_state(state, which), strict=True)
+    tower.load_state_dict(state, strict=True)
     return tower
+
+
+_OLD_TEXT_KEYS = ("text_projection", "positional_embedding", "token_embedding", "transformer", "ln_final")
+
+
+def checkpoint_tower_state(path: str, which: str) -> dict:
+    """One tower's weights from an open_clip safetensors checkpoint, reading only that tower's tensors
+    (a first index run loads both towers: each byte is read once, not the whole file twice). The
+    same keys and tensors as open_clip's `load_state_dict` + `convert_to_custom_text_state_dict`
+    then `_tower_state` give."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        keys = list(handle.keys())
+        strip = 7 if keys and keys[0].startswith("module") else 0  # as open_clip's load_state_dict
+        names = {key[strip:]: key for key in keys}
+        old_format = "text_projection" in names  # text keys without their "text." prefix
+        prefix, state = _PREFIX[which], {}
+        for name, key in names.items():
+            custom = "text." + name if old_format and name.startswith(_OLD_TEXT_KEYS) else name
+            if custom.startswith(prefix):
+                state[custom[len(prefix):]] = handle.get_tensor(key)
+    return state
 
 
 class _WholeModelText(nn.Module):
