@@ -6,7 +6,6 @@ killed run leaves committed batches; the next run skips them and finishes the re
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import os
 import time
@@ -119,14 +118,11 @@ def index_folders(library: Library, media: Media, config: IndexConfig,
     removed: list[int] = []
     total = len(to_process)
     embedding = config.embedding or LocalEmbedding(media, config.pipeline)
-    known_hashes = library.items.hashes_with_vectors() if to_process else {}
     if to_process:
-        if isinstance(embedding, LocalEmbedding) and not embedding.pipeline.unordered:  # (a GPU run: none)
-            # the first files decode while the model is set up
-            embedding.start(to_process, known_hashes)
         report.prepare_seconds = embedding.prepare(progress)
     progress(IndexProgress("embed", 0, total))
     if to_process:
+        known_hashes = library.items.hashes_with_vectors()
         done = 0
 
         def write(rows):  # on the writer thread, while the next batch is embedded
@@ -185,26 +181,13 @@ class LocalEmbedding:
     def __init__(self, media: Media, pipeline: PipelineConfig):
         self.media = media
         self.pipeline = dataclasses.replace(pipeline, unordered=pipeline.unordered or media.defers)
-        self._started: tuple[list[FoundFile], Iterator] | None = None
-
-    def start(self, files: list[FoundFile], known_hashes: dict[str, int]) -> None:
-        """Start reading and decoding `files` (a window of them ahead) before `prepare`: a model's
-        one-time export is mostly one core's work, and the decode threads use the other meanwhile
-        (issue 22). `batches` for the same list continues from there."""
-        prepared = prepare_files(files, known_hashes, self.media.by_extension(), self.pipeline)
-        first = next(prepared, None)  # submits the first window, waits for its first file only
-        self._started = (files, itertools.chain(() if first is None else (first,), prepared))
 
     def prepare(self, progress: Callable[[IndexProgress], None]) -> float:
         return warm_encoders(self.media, progress)
 
     def batches(self, files: list[FoundFile], known_hashes: dict[str, int],
                 on_vanished: Callable[[str, str], None]) -> Iterator[list[NewItem]]:
-        started, self._started = self._started, None
-        if started is not None and started[0] is files:
-            prepared = started[1]
-        else:
-            prepared = prepare_files(files, known_hashes, self.media.by_extension(), self.pipeline)
+        prepared = prepare_files(files, known_hashes, self.media.by_extension(), self.pipeline)
         return embed_batches(prepared, self.media.encoders, self.pipeline, on_vanished=on_vanished)
 
     def describe(self) -> dict:
