@@ -116,3 +116,23 @@ def test_one_towers_weights_are_read_alone_from_a_safetensors_checkpoint(tmp_pat
             expected, alone = _tower_state(whole, which), checkpoint_tower_state(str(path), which)
             assert sorted(alone) == sorted(expected) and expected, (layout, which)
             assert all(torch.equal(alone[key], expected[key]) for key in expected), (layout, which)
+
+
+def test_towers_built_at_once_on_two_threads_get_their_own_seeded_weights(tiny_model):
+    import threading
+
+    import torch
+
+    from retrieval.models.towers import IMAGE, TEXT, build_tower
+
+    alone = {which: build_tower(tiny_model.card, which).state_dict() for which in (IMAGE, TEXT)}
+    together = {}
+    threads = [threading.Thread(target=lambda which=which: together.__setitem__(which, build_tower(tiny_model.card, which)))
+               for which in (IMAGE, TEXT, IMAGE, TEXT)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for which in (IMAGE, TEXT):
+        state = together[which].state_dict()
+        assert all(torch.equal(state[key], alone[which][key]) for key in alone[which]), which

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 IMAGE = "image"
 TEXT = "text"
 _PREFIX = {IMAGE: "visual.", TEXT: "text."}
+_BUILD_LOCK = threading.Lock()
 
 
 def text_cfg_for_build(card: ModelCard, *, hf_pretrained: bool) -> dict:
@@ -40,7 +42,9 @@ def build_tower(card: ModelCard, which: str, *, hf_pretrained: bool = False) -> 
     cfg = card.model_cfg
     quick_gelu = bool(cfg.get("quick_gelu", False))
     seed = card.seed + (0 if which == IMAGE else 1)
-    with torch.random.fork_rng(devices=[]):
+    # torch's CPU generator is the process's: two towers built at once on two threads (an index run's
+    # text export beside its image tower, retrieval.text_export_job) would draw from each other's seed
+    with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if which == IMAGE:
             return _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu, None)
