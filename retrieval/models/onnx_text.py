@@ -119,7 +119,9 @@ def _write_export(model, staging: Path, trim: bool, int8: bool) -> None:
         from retrieval.models.trimmed_text import trimmable_tower
 
         trimmed = trimmable_tower(tower)
-        for writer in (_WRITER, _TRACER) if trimmed is not None and _written(tower) is None else (_TRACER,):
+        # the written graph uses onnxruntime's fused Gelu, which quantize_dynamic (the int8 copy) cannot type
+        writers = (_WRITER, _TRACER) if trimmed is not None and not int8 and _written(tower) is None else (_TRACER,)
+        for writer in writers:
             if trimmed is None:
                 break
             if writer == _WRITER:  # retrieval.models.clip_text_onnx: no tracing
