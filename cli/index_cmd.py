@@ -128,6 +128,11 @@ def index(
                           f"them all; `mmsearch status --failures N` lists the recorded ones)", markup=False)
     setup = [f"model set-up {report.prepare_seconds:.1f} s" if report.prepare_seconds >= 0.5 else "",
              f"text export {outcome.export_seconds:.1f} s" if outcome.export_seconds >= 0.5 else ""]
+    text_export = outcome.text_export
+    if text_export is not None:  # it ran beside the images: the run waited only for its end
+        setup[1] = f"waiting for the text export {text_export.waited:.1f} s" if text_export.waited >= 0.5 else ""
+        setup.append(f"text export {text_export.seconds:.1f} s beside the images" +
+                     ("" if text_export.ok else ", FAILED (see the note above)"))
     setup_note = f"; of which {', '.join(part for part in setup if part)}" if any(setup) else ""
     if report.embedding.get("where") == "ray":
         where = report.embedding

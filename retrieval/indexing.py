@@ -33,6 +33,7 @@ from indexer.store.vectors import check_index_type
 from retrieval.index_model import ModelChoice, choose_model, open_model
 from retrieval.media import MediaOptions, choose_audio_model, media_for, open_audio_model, remember_audio_choice
 from retrieval.models.encoders import resolve_device
+from retrieval.text_export_job import TextExportJob, TextExportResult, text_export_needed, write_text_export
 
 if TYPE_CHECKING:
     from retrieval.ray_embed import RayOptions
@@ -75,9 +76,10 @@ class IndexOutcome:
     model: ModelInfo
     choice: ModelChoice
     image_precision: str  # what the image tower ran at (a GPU runs the plain tower: fp32; see record_precision_ran)
-    export_seconds: float = 0.0  # the text tower's ONNX export after the run (counted in `seconds`)
+    export_seconds: float = 0.0  # the text tower's ONNX export after the images (counted in `seconds`)
     words: WordsReport | None = None  # the words pass (None: --ocr off, or no Tesseract)
     notes: list[str] = field(default_factory=list)  # for the person running it (no Tesseract: words not read)
+    text_export: TextExportResult | None = None  # an export that ran beside the images (export_seconds: its wait)
 
     @property
     def seconds(self) -> float:
@@ -89,6 +91,8 @@ class IndexOutcome:
                     "model": self.model.name, "image_precision": self.image_precision})
         if self.words is not None:
             out["words"] = self.words.as_dict()
+        if self.text_export is not None:
+            out["text_export"] = self.text_export.as_dict()
         return out
 
 
@@ -146,27 +150,51 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
                              embedding=_ray_embedding(request, library, model, device, audio) if request.ray else None)
         media = replace(request.media, screen_text=ocr.mode != "off")  # tested where decoded
         ahead = WordsAhead(ocr) if ocr.mode != "off" else None  # Tesseract beside the embedding
+        # a missing or stale text export starts beside the images, when the run reaches its model
+        # set-up (it has files to embed), and is waited for after them (retrieval.text_export_job)
+        job = TextExportJob(library.text_export_path, model) \
+            if text_export_needed(library.text_export_path, model.info.fingerprint) else None
+
+        def on_progress(event: IndexProgress) -> None:
+            if job is not None and event.phase == "prepare" and not job.started:
+                job.start()
+                callbacks.progress(IndexProgress("export", 0, 1))
+            callbacks.progress(event)
+
         try:
-            report = index_folders(library, media_for(model, media, audio), config,
-                                   on_progress=callbacks.on_progress, on_file_error=callbacks.on_file_error,
-                                   on_written=ahead.written if ahead is not None else None)
-            words = None
-            if ahead is not None:
-                words = read_pictures(library, ocr, workers=request.pipeline.workers, ahead=ahead,
-                                      on_progress=lambda done, total: callbacks.progress(
-                                          IndexProgress("words", done, total)))
-        finally:
-            if ahead is not None:
-                ahead.close()
-        export_seconds = 0.0
+            try:
+                report = index_folders(library, media_for(model, media, audio), config,
+                                       on_progress=on_progress, on_file_error=callbacks.on_file_error,
+                                       on_written=ahead.written if ahead is not None else None)
+                words = None
+                if ahead is not None:
+                    words = read_pictures(library, ocr, workers=request.pipeline.workers, ahead=ahead,
+                                          on_progress=lambda done, total: callbacks.progress(
+                                              IndexProgress("words", done, total)))
+            finally:
+                if ahead is not None:
+                    ahead.close()
+        except BaseException:
+            if job is not None and job.started:
+                job.finish()  # its folder is staged: a failed run leaves no half-written export behind
+            raise
+        export_seconds, text_export = 0.0, None
         # the index holds this model's vectors: make text searches fast (also on an unchanged re-run,
         # which replaces an export written by an older version; a current one is left alone)
-        if report.embedded or report.reused or report.unchanged:
+        if job is not None and job.started:
+            text_export = job.finish()
+            callbacks.progress(IndexProgress("export", 1, 1))
+            export_seconds = text_export.waited
+            if not text_export.ok:
+                notes.append(f"the text tower's ONNX export failed ({text_export.error}); the pictures are indexed, "
+                             f"text searches use the torch text tower (slower to start) until `mmsearch repair` "
+                             f"writes it")
+        elif report.embedded or report.reused or report.unchanged:
             export_seconds = export_text_tower(library, model, callbacks)
         if new_index and choice.reason:
             library.set_info("model_reason", choice.reason)
         return IndexOutcome(report, model.info, choice, record_precision_ran(library, model), export_seconds, words,
-                            notes)
+                            notes, text_export)
 
 
 def record_precision_ran(library: Library, model) -> str:
@@ -230,14 +258,9 @@ def scan_options(settings: RootSettings) -> ScanOptions:
 def export_text_tower(library: Library, model, callbacks: Callbacks = Callbacks()) -> float:
     """The text tower's ONNX export beside the index (written when missing or stale), optimised to
     open fast; a progress step of its own. Returns its seconds."""
-    from retrieval.models.fast_text import optimise_text_export
-    from retrieval.models.onnx_text import ensure_exported
-
     started = time.perf_counter()
     callbacks.progress(IndexProgress("export", 0, 1))
-    ensure_exported(model, library.text_export_path)
-    if library.text_export_path.is_dir():  # pre-optimised, weights mapped: opens in a third of the time
-        optimise_text_export(library.text_export_path)
+    write_text_export(library.text_export_path, model)
     callbacks.progress(IndexProgress("export", 1, 1))
     return time.perf_counter() - started
 

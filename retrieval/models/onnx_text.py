@@ -119,13 +119,22 @@ def _write_export(model, staging: Path, trim: bool, int8: bool) -> None:
         from retrieval.models.trimmed_text import trimmable_tower
 
         trimmed = trimmable_tower(tower)
-        if trimmed is not None:
-            _export_graph(trimmed, tokenizer, staging / ONNX_NAME, variable_length=True)
-            (staging / META_NAME).write_text(json.dumps({**meta, "sequence": TRIMMED}, indent=2))
+        # the written graph uses onnxruntime's fused Gelu, which quantize_dynamic (the int8 copy) cannot type
+        writers = (_WRITER, _TRACER) if trimmed is not None and not int8 and _written(tower) is None else (_TRACER,)
+        for writer in writers:
+            if trimmed is None:
+                break
+            if writer == _WRITER:  # retrieval.models.clip_text_onnx: no tracing
+                (staging / ONNX_NAME).write_bytes(_write_clip_text(tower))
+            else:
+                _export_graph(trimmed, tokenizer, staging / ONNX_NAME, variable_length=True)
+            (staging / META_NAME).write_text(json.dumps({**meta, "sequence": TRIMMED, "writer": writer}, indent=2))
             problem = _check_trimmed(staging, tower, tokenizer)
-            if problem:
-                log.warning("text export of %s: trimmed graph rejected (%s); exporting at full length",
-                            model.info.name, problem)
+            if not problem:
+                break
+            log.warning("text export of %s: trimmed graph by %s rejected (%s)%s", model.info.name, writer, problem,
+                        "; tracing it instead" if writer == _WRITER else "; exporting at full length")
+            if writer == _TRACER:
                 trimmed = None
     if trimmed is None:
         _export_graph(tower, tokenizer, staging / ONNX_NAME, variable_length=False)
@@ -136,6 +145,22 @@ def _write_export(model, staging: Path, trim: bool, int8: bool) -> None:
         meta = json.loads((staging / META_NAME).read_text())
         meta["int8"] = _write_int8(staging, tower, tokenizer)
         (staging / META_NAME).write_text(json.dumps(meta, indent=2))
+
+
+_WRITER, _TRACER = "clip_text_onnx", "torch.onnx.export"  # meta["writer"] of a trimmed graph
+
+
+def _written(tower) -> str | None:
+    """Why the trace-free writer does not take `tower` (None: it does)."""
+    from retrieval.models.clip_text_onnx import unsupported
+
+    return unsupported(tower)
+
+
+def _write_clip_text(tower) -> bytes:
+    from retrieval.models.clip_text_onnx import clip_text_graph
+
+    return clip_text_graph(tower).SerializeToString()
 
 
 def _write_int8(staging: Path, tower, tokenizer) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 IMAGE = "image"
 TEXT = "text"
 _PREFIX = {IMAGE: "visual.", TEXT: "text."}
+_BUILD_LOCK = threading.Lock()
 
 
 def text_cfg_for_build(card: ModelCard, *, hf_pretrained: bool) -> dict:
@@ -40,7 +42,9 @@ def build_tower(card: ModelCard, which: str, *, hf_pretrained: bool = False) -> 
     cfg = card.model_cfg
     quick_gelu = bool(cfg.get("quick_gelu", False))
     seed = card.seed + (0 if which == IMAGE else 1)
-    with torch.random.fork_rng(devices=[]):
+    # torch's CPU generator is the process's: two towers built at once on two threads (an index run's
+    # text export beside its image tower, retrieval.text_export_job) would draw from each other's seed
+    with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if which == IMAGE:
             return _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu, None)
@@ -139,10 +143,36 @@ def _load_open_clip_tower(card: ModelCard, which: str) -> nn.Module:
 
         # a cached file is used without touching the network; otherwise fetched (or a clear error)
         checkpoint_path = str(download_weights(card.spec.arch, pretrained))
-    state = convert_to_custom_text_state_dict(load_state_dict(checkpoint_path))
+    if str(checkpoint_path).endswith(".safetensors"):
+        state = checkpoint_tower_state(checkpoint_path, which)
+    else:
+        state = _tower_state(convert_to_custom_text_state_dict(load_state_dict(checkpoint_path)), which)
     tower = build_tower(card, which, hf_pretrained=False)
-    tower.load_state_dict(_tower_state(state, which), strict=True)
+    tower.load_state_dict(state, strict=True)
     return tower
+
+
+_OLD_TEXT_KEYS = ("text_projection", "positional_embedding", "token_embedding", "transformer", "ln_final")
+
+
+def checkpoint_tower_state(path: str, which: str) -> dict:
+    """One tower's weights from an open_clip safetensors checkpoint, reading only that tower's tensors
+    (a first index run loads both towers: each byte is read once, not the whole file twice). The
+    same keys and tensors as open_clip's `load_state_dict` + `convert_to_custom_text_state_dict`
+    then `_tower_state` give."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        keys = list(handle.keys())
+        strip = 7 if keys and keys[0].startswith("module") else 0  # as open_clip's load_state_dict
+        names = {key[strip:]: key for key in keys}
+        old_format = "text_projection" in names  # text keys without their "text." prefix
+        prefix, state = _PREFIX[which], {}
+        for name, key in names.items():
+            custom = "text." + name if old_format and name.startswith(_OLD_TEXT_KEYS) else name
+            if custom.startswith(prefix):
+                state[custom[len(prefix):]] = handle.get_tensor(key)
+    return state
 
 
 class _WholeModelText(nn.Module):

@@ -21,15 +21,7 @@ MS_DOMAIN = "com.microsoft"
 
 def unsupported(tower) -> str | None:
     """Why `tower` is not a ViT this module writes (None when it is)."""
-    from open_clip.transformer import (
-        LayerNorm,
-        LayerNormFp32,
-        LayerScale,
-        QuickGELU,
-        ResidualAttentionBlock,
-        Transformer,
-        VisionTransformer,
-    )
+    from open_clip.transformer import LayerNorm, LayerNormFp32, Transformer, VisionTransformer
     from torch import nn
 
     if type(tower) is not VisionTransformer:
@@ -45,23 +37,34 @@ def unsupported(tower) -> str | None:
     if type(tower.ln_post) not in (LayerNorm, LayerNormFp32):
         return f"ln_post is {type(tower.ln_post).__name__}"
     for block in tower.transformer.resblocks:
-        attn = block.attn
-        if type(block) is not ResidualAttentionBlock or hasattr(block, "ln_1_kv"):
-            return f"block {type(block).__name__}"
-        if type(attn) is not nn.MultiheadAttention or not attn.batch_first or not attn._qkv_same_embed_dim \
-                or attn.in_proj_bias is None or attn.bias_k is not None or attn.add_zero_attn:
-            return "an attention layer of another shape"
-        for norm in (block.ln_1, block.ln_2):
-            if type(norm) not in (LayerNorm, LayerNormFp32) or norm.weight is None:
-                return f"a {type(norm).__name__} norm"
-        for scale in (block.ls_1, block.ls_2):
-            if not isinstance(scale, nn.Identity) and type(scale) is not LayerScale:
-                return f"layer scale {type(scale).__name__}"
-        activation = block.mlp.gelu
-        if not (type(activation) is QuickGELU or (type(activation) is nn.GELU and activation.approximate in ("none", "tanh"))):
-            return f"activation {type(activation).__name__}"
-        if [name for name, _ in block.mlp.named_children()] != ["c_fc", "gelu", "c_proj"]:
-            return "an MLP of another shape"
+        reason = unsupported_block(block)
+        if reason:
+            return reason
+    return None
+
+
+def unsupported_block(block) -> str | None:
+    """Why `block` is not a residual attention block `_block` writes (None when it is)."""
+    from open_clip.transformer import LayerNorm, LayerNormFp32, LayerScale, QuickGELU, ResidualAttentionBlock
+    from torch import nn
+
+    attn = block.attn
+    if type(block) is not ResidualAttentionBlock or hasattr(block, "ln_1_kv"):
+        return f"block {type(block).__name__}"
+    if type(attn) is not nn.MultiheadAttention or not attn.batch_first or not attn._qkv_same_embed_dim \
+            or attn.in_proj_bias is None or attn.bias_k is not None or attn.add_zero_attn:
+        return "an attention layer of another shape"
+    for norm in (block.ln_1, block.ln_2):
+        if type(norm) not in (LayerNorm, LayerNormFp32) or norm.weight is None:
+            return f"a {type(norm).__name__} norm"
+    for scale in (block.ls_1, block.ls_2):
+        if not isinstance(scale, nn.Identity) and type(scale) is not LayerScale:
+            return f"layer scale {type(scale).__name__}"
+    activation = block.mlp.gelu
+    if not (type(activation) is QuickGELU or (type(activation) is nn.GELU and activation.approximate in ("none", "tanh"))):
+        return f"activation {type(activation).__name__}"
+    if [name for name, _ in block.mlp.named_children()] != ["c_fc", "gelu", "c_proj"]:
+        return "an MLP of another shape"
     return None
 
 
@@ -124,7 +127,8 @@ def _activation(graph: _Graph, x: str, activation, prefix: str) -> str:
     return graph.op("Mul", [x, graph.op("Sigmoid", [scaled], f"{prefix}.sigmoid")], f"{prefix}.quick_gelu")
 
 
-def _block(graph: _Graph, x: str, block, prefix: str, weights: dict) -> str:
+def _block(graph: _Graph, x: str, block, prefix: str, weights: dict, mask: str | None = None) -> str:
+    """One pre-norm residual attention block; `mask` (when given) is added to the attention scores."""
     from torch import nn
 
     attn = block.attn
@@ -139,6 +143,8 @@ def _block(graph: _Graph, x: str, block, prefix: str, weights: dict) -> str:
                for index, part in enumerate("qkv"))
     q = graph.op("Mul", [q, graph.constant(np.float32(1 / math.sqrt(head_dim)), "scale")], f"{prefix}.q_scaled")
     scores = graph.op("MatMul", [q, graph.op("Transpose", [k], f"{prefix}.k_t", perm=[0, 1, 3, 2])], f"{prefix}.scores")
+    if mask is not None:
+        scores = graph.op("Add", [scores, mask], f"{prefix}.masked")
     attended = graph.op("MatMul", [graph.op("Softmax", [scores], f"{prefix}.softmax", axis=-1), v], f"{prefix}.attended")
     attended = graph.op("Transpose", [attended], f"{prefix}.attended_t", perm=[0, 2, 1, 3])
     attended = graph.op("Reshape", [attended, graph.constant(np.array([0, 0, width], np.int64), "shape")], f"{prefix}.merged")
