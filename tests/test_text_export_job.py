@@ -136,3 +136,17 @@ def test_towers_built_at_once_on_two_threads_get_their_own_seeded_weights(tiny_m
     for which in (IMAGE, TEXT):
         state = together[which].state_dict()
         assert all(torch.equal(state[key], alone[which][key]) for key in alone[which]), which
+
+
+def test_both_towers_traced_at_once_keep_the_int8_image_tower(tmp_path):
+    """The bundled model's CNN image tower and its text tower both go through torch.onnx.export; the
+    text export runs on its own thread beside the image export, and neither may fall back to torch."""
+    for seed in range(3):
+        write_image(tmp_path / "pics" / f"p{seed}.png", seed)
+    db = tmp_path / "db"
+    result = runner.invoke(app, ["index", str(tmp_path / "pics"), "--db", str(db), "--model", "bundled",
+                                 "--precision", "onnx-int8"])
+    assert result.exit_code == 0, result.output
+    assert "unavailable" not in result.output, result.output
+    status = json.loads(runner.invoke(app, ["status", "--db", str(db), "--json"]).stdout)
+    assert status["image_precision"] == "onnx-int8"

@@ -215,7 +215,9 @@ def _fp32_graph(tower, image_size: int, path: Path) -> tuple[bytes, object, str]
         path.write_bytes(graph)
         return graph, model, "vit_onnx"
     log.debug("image tower traced by torch.onnx.export: %s", why_not)
-    with warnings.catch_warnings():
+    from retrieval.models.tracer import TRACER_LOCK
+
+    with TRACER_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(tower, (torch.zeros(1, 3, image_size, image_size),), str(path),
                           input_names=["pixels"], output_names=["features"],

@@ -195,7 +195,9 @@ def _export_graph(module, tokenizer, path: Path, *, variable_length: bool) -> No
 
     example = tokenizer(["a photo of a cat"]).to("cpu")
     axes = {0: "batch", 1: "length"} if variable_length else {0: "batch"}
-    with warnings.catch_warnings():  # the TorchScript exporter is chatty about deprecations
+    from retrieval.models.tracer import TRACER_LOCK
+
+    with TRACER_LOCK, warnings.catch_warnings():  # the TorchScript exporter is chatty about deprecations
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module, (example,), str(path), input_names=["tokens"], output_names=["features"],
