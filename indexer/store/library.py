@@ -21,7 +21,7 @@ from indexer.store import index_choice
 from indexer.store.index_choice import IndexChoice, VectorFiles
 from indexer.store.lock import write_lock
 from indexer.store.records import IMAGE, ModelInfo
-from indexer.store.vectors import supports_removal
+from indexer.store.vectors import saved_count, supports_removal
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,10 @@ class Library:
     # --- files of the index -------------------------------------------------------------------
     def vectors_path(self, encoder: str = IMAGE) -> Path:
         return self.folder / vector_file_name(encoder)
+
+    def saved_vectors(self, encoder: str = IMAGE) -> int | None:
+        """The vectors `encoder`'s saved file holds (None: no saved file to tell), without loading it."""
+        return saved_count(self.vectors_path(encoder))
 
     @property
     def text_export_path(self) -> Path:

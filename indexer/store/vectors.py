@@ -347,6 +347,14 @@ def sidecar_path(path: Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def saved_count(path: Path) -> int | None:
+    """How many vectors the index saved at `path` holds, from its sidecar (None: not saved, unreadable)."""
+    try:
+        return int(json.loads(sidecar_path(path).read_text())["ntotal"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())

@@ -44,11 +44,13 @@ class Space:
 
 
 def foreign_encoders(library: Library, main: ModelInfo) -> dict[str, ModelInfo]:
-    """Encoders whose vectors are not in `main`'s space, with the model recorded for each."""
+    """Encoders whose vectors are not in `main`'s space, with the model recorded for each; one whose
+    saved file holds no vectors (an audio tower bound by runs that met no sound) is left out: opening
+    its space would load its model (torch) for nothing."""
     out = {}
     for name in library.encoders():
         info = library.model(name)
-        if info is not None and info.fingerprint != main.fingerprint:
+        if info is not None and info.fingerprint != main.fingerprint and library.saved_vectors(name) != 0:
             out[name] = info
     return out
 
