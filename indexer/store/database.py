@@ -328,8 +328,49 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def connect_read_only(path: Path) -> sqlite3.Connection:
-    """A plain sqlite3 connection that cannot write (mode=ro) and reads non-UTF-8 paths losslessly."""
+class PostgresReadOnly:
+    """A read-only psycopg connection with sqlite3's face (`execute(sql, params)` with `?` placeholders,
+    rows as tuples), so `indexer.store.inspect` reads either database with the same SQL. "BEGIN"
+    opens a REPEATABLE READ READ ONLY transaction: every read after it sees one committed state."""
+
+    is_postgres = True
+
+    def __init__(self, url: str):
+        from sqlalchemy.engine import make_url
+
+        from indexer.store.location import redact
+
+        self.where = redact(url)
+        parsed = make_url(url)
+        try:
+            import psycopg
+        except ModuleNotFoundError as exc:
+            raise DatabaseURLError(f"PostgreSQL needs psycopg: pip install 'mmsearch[postgres]' ({exc})") from exc
+        self._errors = psycopg.Error
+        try:
+            self._connection = psycopg.connect(host=parsed.host, port=parsed.port, user=parsed.username,
+                                               password=parsed.password, dbname=parsed.database, autocommit=True,
+                                               connect_timeout=30)
+        except psycopg.Error as exc:
+            raise _postgres_error(exc, self.where, opening=True) from exc
+
+    def execute(self, sql: str, params=()):
+        if sql == "BEGIN":
+            sql = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        try:
+            return self._connection.execute(driver_sql(POSTGRES, sql, with_params=bool(params)), tuple(params) or None)
+        except self._errors as exc:
+            raise _postgres_error(exc, self.where) from exc
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def connect_read_only(path: Path | str):
+    """A connection that cannot write: plain sqlite3 (mode=ro, non-UTF-8 paths read losslessly) for
+    the SQLite file at `path`, or `PostgresReadOnly` where `path` is a PostgreSQL URL."""
+    if isinstance(path, str) and path.startswith("postgresql"):
+        return PostgresReadOnly(path)
     connection = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True, isolation_level=None,
                                  timeout=30.0)
     connection.text_factory = decode_text
