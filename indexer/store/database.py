@@ -298,7 +298,7 @@ def _postgres_engine(url: str, timeout_s: float):
         return create_engine(url, connect_args={"connect_timeout": max(1, int(timeout_s))}, pool_pre_ping=True)
     except ModuleNotFoundError as exc:
         raise DatabaseURLError(f"PostgreSQL needs psycopg: pip install 'mmsearch[postgres]' ({exc})") from exc
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's ArgumentError / NoSuchModuleError: a URL it cannot use
+    except Exception as exc:
         raise DatabaseURLError(f"cannot use the database URL: {exc}") from exc
 
 

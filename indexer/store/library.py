@@ -89,7 +89,8 @@ class Library:
             except OSError as exc:
                 raise StoreError(f"cannot create index folder {self.folder}: {exc.strerror or exc}") from exc
         self._snapshot = None
-        if read_only and self.database_url is None:  # a search: plain sqlite3 for the hot reads, SQLAlchemy only if something else is asked
+        # a search on SQLite: plain sqlite3 for the hot reads, SQLAlchemy only if something else is asked
+        if read_only and self.database_url is None:
             from indexer.store.snapshot import Snapshot, StaleSchema
 
             try:

@@ -152,7 +152,8 @@ class WordStore:
         done = "w.status = 'read'" if retry else "TRUE"
         sql = ("SELECT i.id, i.path, i.content_hash FROM items i LEFT JOIN item_words w ON w.item_id = i.id "
                "WHERE i.modality = ? AND i.error IS NULL AND EXISTS (SELECT 1 FROM vectors v WHERE v.item_id = i.id) "
-               f"AND NOT (w.item_id IS NOT NULL AND w.settings = ? AND w.content_hash IS NOT DISTINCT FROM i.content_hash AND {done}) "
+               "AND NOT (w.item_id IS NOT NULL AND w.settings = ? "
+               f"AND w.content_hash IS NOT DISTINCT FROM i.content_hash AND {done}) "
                "ORDER BY i.path")
         return [PendingPicture(*row) for row in self._rows(sql, (IMAGE, settings))]
 
@@ -172,7 +173,7 @@ class WordStore:
         with db.transaction() as session:
             run_sql(session, "DELETE FROM item_words WHERE item_id IN (" + ",".join("?" * len(rows)) + ")",
                     tuple(row.item_id for row in rows))
-            run_sql(session, 
+            run_sql(session,
                 "INSERT INTO item_words (item_id, content_hash, settings, status, text, error, seconds, read_at) "
                 "SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM items WHERE id = ?)",
                 [(row.item_id, row.content_hash, row.settings, row.status, row.text, row.error, row.seconds, now,
