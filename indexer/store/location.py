@@ -48,7 +48,7 @@ def redact(url: str) -> str:
     try:
         from sqlalchemy.engine import make_url
 
-        return make_url(url).set(password=None).render_as_string(hide_password=False)
+        return make_url(url)._replace(password=None).render_as_string(hide_password=False)
     except Exception:  # noqa: BLE001 - an unparsable URL is shown with its userinfo cut instead
         scheme, _, rest = url.partition("://")
         return f"{scheme}://{rest.rpartition('@')[2]}" if "@" in rest else url
@@ -80,7 +80,7 @@ def remember_database_url(folder: Path, url: str) -> str:
     folder = Path(folder).expanduser().absolute()
     parsed = parse_url(url)
     full = parsed.render_as_string(hide_password=False)
-    stored = parsed.set(password=None).render_as_string(hide_password=False)
+    stored = parsed._replace(password=None).render_as_string(hide_password=False)
     current = database_url_of(folder)
     if current is not None and redact(current) != stored:
         raise StoreError(f"the index at {folder} keeps its metadata at {redact(current)}, not {stored}; use another "
