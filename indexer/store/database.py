@@ -24,30 +24,15 @@ from sqlalchemy.orm import Session
 from indexer.errors import DatabaseUnreachableError, DatabaseURLError, StoreError
 from indexer.store.records import IMAGE, ModelInfo, check_same_model
 from indexer.store.schema import SCHEMA_VERSION, Base, FsText, ModelRow, SchemaInfo, decode_text
+from indexer.store.sql import POSTGRES, driver_sql, run_sql
+from indexer.store.urls import redact
 from indexer.store.version import parse_generation
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CHUNK = 500  # ids per IN (...) clause: far below SQLite's bound-parameter limit
-POSTGRES = "postgresql"
 MIGRATION_LOCK = 7_351_942  # pg_advisory_xact_lock key: one schema maker at a time on a PostgreSQL database
-
-
-def driver_sql(dialect_name: str, sql: str, *, with_params: bool = True) -> str:
-    """Raw SQL written with `?` placeholders, for the driver of `dialect_name` (psycopg takes `%s`, and
-    a literal % doubled when parameters are bound). Our statements hold no `?` inside string literals."""
-    if dialect_name != POSTGRES or not with_params:
-        return sql
-    return sql.replace("%", "%%").replace("?", "%s")
-
-
-def run_sql(session_or_connection, sql: str, params=None):
-    """exec_driver_sql with `?` placeholders, on either database."""
-    connection = session_or_connection.connection() if isinstance(session_or_connection, Session) else session_or_connection
-    if not params:
-        return connection.exec_driver_sql(driver_sql(connection.dialect.name, sql, with_params=False))
-    return connection.exec_driver_sql(driver_sql(connection.dialect.name, sql), params)
 
 
 def in_chunks(values: Sequence[T], size: int = CHUNK) -> Iterator[list[T]]:
@@ -97,8 +82,6 @@ class Database:
         if (path is None) == (url is None):
             raise ValueError("give the SQLite file's path or a PostgreSQL URL")
         if url is not None:
-            from indexer.store.location import redact
-
             self.path = redact(url)  # what messages name: the server and database, never the password
             self.engine = _postgres_engine(url, timeout_s)
         else:
@@ -337,8 +320,6 @@ class PostgresReadOnly:
 
     def __init__(self, url: str):
         from sqlalchemy.engine import make_url
-
-        from indexer.store.location import redact
 
         self.where = redact(url)
         parsed = make_url(url)

@@ -21,13 +21,13 @@ from typing import Iterable
 from indexer.errors import StoreError
 from indexer.store import index_choice
 from indexer.store.index_choice import IndexChoice, VectorFiles
+from indexer.store.location import DB_NAME, database_url_of
 from indexer.store.lock import write_lock
 from indexer.store.records import IMAGE, ModelInfo
 from indexer.store.vectors import supports_removal
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "mmsearch.db"
 VECTORS_NAME = "vectors.faiss"
 
 
@@ -65,7 +65,7 @@ def _refuse_an_emptied_database(folder: Path) -> None:
 
 
 def _db_rows(db, sql: str, params) -> list[tuple]:
-    from indexer.store.database import run_sql
+    from indexer.store.sql import run_sql
 
     with db.reading() as session:
         return [tuple(row) for row in run_sql(session, sql, tuple(params)).fetchall()]
@@ -75,8 +75,6 @@ class Library:
     """The stores of one index, opened together."""
 
     def __init__(self, folder: Path, *, create: bool = True, read_only: bool = False):
-        from indexer.store.location import database_url_of
-
         self.folder = Path(folder).expanduser().absolute()
         self.database_url = database_url_of(self.folder)  # None: SQLite in the folder
         if self.database_url is None:
@@ -114,7 +112,7 @@ class Library:
         """Where the metadata lives, for people: the SQLite file, or the PostgreSQL URL without its password."""
         if self.database_url is None:
             return str(self.db_path)
-        from indexer.store.location import redact
+        from indexer.store.urls import redact
 
         return redact(self.database_url)
 

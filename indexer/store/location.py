@@ -13,45 +13,14 @@ import json
 import os
 from pathlib import Path
 
-from indexer.errors import DatabaseURLError, StoreError
+from indexer.errors import StoreError
+from indexer.store.urls import parse_url, redact
 
+DB_NAME = "mmsearch.db"  # the SQLite file of an index on SQLite
 URL_FILE = "database.json"
-DRIVER = "postgresql+psycopg"
 
 # folder -> the URL given in this process, with its password (never on disk)
 _given_urls: dict[Path, str] = {}
-
-
-def parse_url(url: str):
-    """A SQLAlchemy URL for PostgreSQL through psycopg 3, or DatabaseURLError saying what is wrong."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise DatabaseURLError(f"{redact(url)!r} is not a database URL; give one like "
-                               f"postgresql+psycopg://USER@HOST:5432/DBNAME") from None
-    if parsed.get_backend_name() != "postgresql":
-        raise DatabaseURLError(f"{redact(url)}: only PostgreSQL URLs are supported (postgresql+psycopg://USER@HOST:"
-                               f"PORT/DBNAME); without --db-url the index keeps its metadata in SQLite in its folder")
-    if parsed.drivername not in ("postgresql", DRIVER):
-        raise DatabaseURLError(f"{redact(url)}: the driver must be psycopg (postgresql+psycopg://...), "
-                               f"not {parsed.drivername}")
-    if not parsed.database:
-        raise DatabaseURLError(f"{redact(url)}: the URL names no database (.../DBNAME at its end)")
-    return parsed.set(drivername=DRIVER)
-
-
-def redact(url: str) -> str:
-    """`url` without its password, for messages and the file in the folder."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url)._replace(password=None).render_as_string(hide_password=False)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown with its userinfo cut instead
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://{rest.rpartition('@')[2]}" if "@" in rest else url
 
 
 def database_url_of(folder: Path) -> str | None:
@@ -75,8 +44,6 @@ def database_url_of(folder: Path) -> str | None:
 def remember_database_url(folder: Path, url: str) -> str:
     """Record that the index in `folder` keeps its metadata at `url` (the password left out); returns
     the URL to connect with. Refuses a folder that already holds a SQLite index or another URL."""
-    from indexer.store.library import DB_NAME
-
     folder = Path(folder).expanduser().absolute()
     parsed = parse_url(url)
     full = parsed.render_as_string(hide_password=False)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from indexer.store.records import IMAGE
+from indexer.store.sql import run_sql
 
 # the FTS5 index and its triggers (external content: the text is stored once, in item_words)
 FTS_DDL = (
@@ -168,8 +169,6 @@ class WordStore:
             return
         db = self._open_db()
         now = time.time()
-        from indexer.store.database import run_sql
-
         with db.transaction() as session:
             run_sql(session, "DELETE FROM item_words WHERE item_id IN (" + ",".join("?" * len(rows)) + ")",
                     tuple(row.item_id for row in rows))
@@ -215,8 +214,6 @@ class WordStore:
     def _pg_candidates(self, words: Sequence[str]) -> list[tuple[int, str]]:
         """pg_trgm's candidates: pictures with a word near any query word (GIN index, `<%`), most similar
         first. The threshold is set for this transaction only (SET LOCAL)."""
-        from indexer.store.database import run_sql
-
         db = self._open_db()
         unique = list(dict.fromkeys(words))
         near = " OR ".join("? <% w.text" for _ in unique)
