@@ -61,6 +61,7 @@ def index(
     precision: Annotated[Optional[str], typer.Option(help="CPU image tower: onnx-int8 (fastest; default for a new index), onnx, int8, bf16 or fp32. Recorded in the index; image queries use the same.")] = None,
     audio_model: Annotated[Optional[str], typer.Option("--audio-model", envvar="MMSEARCH_AUDIO_MODEL", show_default=False, help="Sounds (wav, flac, mp3, ogg, opus, m4a ...): bundled (the default; offline, shares the bundled model's text space), none (leave sounds out; remembered by the index), clap (LAION-CLAP, downloaded on first use), clap:HUB_ID_OR_FOLDER, or a fine-tuned tower's folder. Recorded in the index.")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for another indexer on the same index.")] = 0.0,
+    db_url: Annotated[Optional[str], typer.Option("--db-url", metavar="URL", show_default=False, help="Keep the index's metadata in PostgreSQL: a SQLAlchemy URL, postgresql+psycopg://USER@HOST:PORT/DBNAME (pip install 'mmsearch[postgres]'). Remembered in the index folder (without the password: give it in the URL or PGPASSWORD each time); the vector files stay in the folder.")] = None,
     ocr: Annotated[OcrMode, typer.Option("--ocr", help="Read the words in pictures with Tesseract, for `search --ocr`. auto: pictures a quick test finds text in (a note, not an error, without Tesseract); on: every picture (fails without Tesseract); off: none (the default for now: on photos without text a first run with auto goes at about 0.8x-1x the speed of off with a ViT-B-32-sized model, 0.2x with the small bundled one; see docs/BENCHMARKS.md).")] = OcrMode.off,
     ocr_lang: Annotated[str, typer.Option("--ocr-lang", help="Tesseract languages, e.g. eng or eng+deu (Debian: apt install tesseract-ocr-deu). Pictures read in another language are read again.")] = "eng",
     ocr_timeout: Annotated[float, typer.Option("--ocr-timeout", min=1, help="Seconds Tesseract may spend on one picture; past it the picture keeps its vector and gets no words.")] = 20.0,
@@ -99,6 +100,10 @@ def index(
         ocr=OcrOptions(mode=ocr.value, lang=ocr_lang, timeout_s=ocr_timeout),
         audio_model=audio_model, configured_audio_model=config.get("audio_model"),
     )
+    if db_url:
+        from indexer.store.location import remember_database_url
+
+        remember_database_url(request.db, db_url)
     reported = 0
 
     def file_error(path: str, reason: str) -> None:

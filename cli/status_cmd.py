@@ -31,6 +31,8 @@ def status(
         return
     table = Table(show_header=False, box=None)
     table.add_row("index", info["db"])
+    if info.get("database") == "postgresql":
+        table.add_row("metadata", f"PostgreSQL at {info['database_at']}")
     modalities = ", ".join(f"{count} {kind}" for kind, count in sorted(info.get("modalities", {}).items()))
     table.add_row("items", f"{info['items']}" + (f" ({modalities})" if modalities and len(info["modalities"]) > 1 else ""))
     table.add_row("failed", str(info["failed"]))

@@ -24,3 +24,12 @@ class IndexLockedError(MmsearchError):
 
 class StoreError(MmsearchError):
     """The metadata or vector store is unusable (schema too new, corrupt, not writable)."""
+
+
+class DatabaseURLError(StoreError):
+    """A database URL that is not one mmsearch can use (unparsable, another database, a missing driver)."""
+
+
+class DatabaseUnreachableError(StoreError):
+    """The index's database server cannot be reached or refuses the connection (down, wrong host, port,
+    user or password)."""

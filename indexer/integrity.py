@@ -96,13 +96,17 @@ class CheckReport:
 def check_index(folder: Path, *, files: bool = True, model: bool = True, quick: bool = False,
                 load_model: Callable | None = None) -> CheckReport:
     """Everything that can be wrong with the index in `folder`, read-only."""
+    from indexer.store.location import database_url_of
+
     folder = Path(folder).expanduser().absolute()
     db_path = folder / DB_NAME
-    if not db_path.exists():
+    database_url = database_url_of(folder)  # None: SQLite in the folder
+    if database_url is None and not db_path.exists():
         raise StoreError(f"no index at {folder}: run `mmsearch index FOLDER` first (or pass --db)")
+    target = database_url or db_path
     report = CheckReport(db=str(folder), checked={"files": files, "model": model, "quick": quick})
     try:
-        facts = inspect_database(db_path, quick=quick)
+        facts = inspect_database(target, quick=quick)
     except sqlite3.DatabaseError as exc:
         report.problems.append(Problem("database_unreadable", f"SQLite cannot read {db_path}: {exc}. It cannot be "
                                                               f"repaired: restore a backup, or move the folder aside "
@@ -118,7 +122,7 @@ def check_index(folder: Path, *, files: bool = True, model: bool = True, quick: 
         for message in facts.integrity:
             report.problems.append(Problem("integrity", f"SQLite {'quick_check' if quick else 'integrity_check'}: {message}"))
     if facts.schema_version is None:
-        empty = db_path.stat().st_size == 0
+        empty = database_url is None and db_path.stat().st_size == 0
         report.problems.append(Problem("schema", "the database has no mmsearch schema" + (
             " (it is empty, 0 bytes: truncated or replaced; restore a backup, or move the folder aside and run "
             "`mmsearch index FOLDER` again)" if empty else
@@ -135,7 +139,7 @@ def check_index(folder: Path, *, files: bool = True, model: bool = True, quick: 
     for encoder in [IMAGE] + sorted(name for name in facts.models if name != IMAGE):
         _check_vector_file(report, facts, folder, encoder)
     if files:
-        _check_files(report, db_path)
+        _check_files(report, target)
     if model:
         _check_model(report, facts, load_model)
     _notes(report, facts, folder)
@@ -234,7 +238,7 @@ def _check_vector_file(report: CheckReport, facts: DatabaseFacts, folder: Path, 
                                                            f"for and lacks {len(lacking)} it has"))
 
 
-def _check_files(report: CheckReport, db_path: Path) -> None:
+def _check_files(report: CheckReport, db_path: Path | str) -> None:
     missing, changed = 0, []
     for rows in iter_item_paths(db_path):
         for item_id, path, size, mtime in rows:
@@ -340,7 +344,7 @@ def repair_index(library: Library, *, drop_missing: bool = False) -> RepairRepor
 
     Refuses a database SQLite itself reports damaged: that needs a backup or a fresh index.
     """
-    facts = inspect_database(library.db_path, quick=True)
+    facts = inspect_database(library.database_target, quick=True)
     if facts.integrity != ["ok"]:
         raise StoreError(
             f"SQLite reports {library.db_path} damaged ({'; '.join(facts.integrity[:3])}); repair cannot fix that. "
@@ -348,7 +352,7 @@ def repair_index(library: Library, *, drop_missing: bool = False) -> RepairRepor
         )
     missing_ids: list[int] = []
     candidates: dict[int, tuple[str, int, int]] = {}  # stat changed since indexed: (path, size now, size then)
-    for rows in iter_item_paths(library.db_path):
+    for rows in iter_item_paths(library.database_target):
         for item_id, path, size, mtime in rows:
             try:
                 stat = _stat_or_none(path)

@@ -18,6 +18,9 @@ def read_status(library: Library, failures: int = 5) -> dict:
     index_type = saved.spec if saved is not None else choice.spec
     return {
         "db": str(library.folder),
+        # where the metadata lives: "sqlite" (mmsearch.db in the folder) or "postgresql" (its URL, no password)
+        "database": "postgresql" if library.database_url else "sqlite",
+        "database_at": library.database_name,
         "items": counts["items"],
         "rows": counts["rows"],
         "vectors": counts["vectors"],

@@ -121,3 +121,38 @@ def write_shape_pairs(folder: Path) -> Path:
 def shape_pairs(tmp_path_factory) -> Path:
     """pairs.csv of 32 coloured shapes (relative image paths); do not modify it in a test."""
     return write_shape_pairs(tmp_path_factory.mktemp("shapes"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL 15 for the whole session (tests/postgres_server.py); skips without one."""
+    import postgres_server as pg
+
+    reason = pg.why_unavailable()
+    if reason:
+        pytest.skip(reason)
+    server = pg.start()
+    try:
+        yield server
+    finally:
+        pg.stop(server)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request):
+    """Run a test on both databases: None for SQLite in the index folder, else a fresh PostgreSQL
+    database's URL (the test remembers it in its index folder: `use_backend`)."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_server").new_database()
+
+
+def open_library(folder: Path, database_url: str | None = None):
+    """The Library at `folder`, its metadata in SQLite (`database_url` None) or at the PostgreSQL URL
+    (remembered in the folder, as `mmsearch index --db-url` does)."""
+    from indexer.store.library import Library
+    from indexer.store.location import remember_database_url
+
+    if database_url is not None:
+        remember_database_url(folder, database_url)
+    return Library(folder)

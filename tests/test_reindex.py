@@ -1,13 +1,13 @@
-"""reindex: switch an index to another model, resumably, searchable all along."""
+"""reindex: switch an index to another model, resumably, searchable all along (the first two on SQLite and
+PostgreSQL: conftest.backend)."""
 import json
 
 import pytest
 
-from conftest import write_image
+from conftest import open_library, write_image
 from indexer.pipeline.embed import PipelineConfig
 from indexer.pipeline.reindex import reindex
 from indexer.pipeline.sync import IndexConfig, index_folders
-from indexer.store.library import Library
 from indexer.store.records import check_same_model
 from indexer.store.vectors import VectorIndex
 from retrieval.media import media_for
@@ -25,17 +25,17 @@ def other_model(tmp_path, tiny_model_config):
     return load_model(str(path), device="cpu")
 
 
-def _indexed(tmp_path, model, n=7):
+def _indexed(tmp_path, model, n=7, database_url=None):
     pics = tmp_path / "pics"
     for i in range(n):
         write_image(pics / f"img{i}.png", seed=i)
-    library = Library(tmp_path / "db")
+    library = open_library(tmp_path / "db", database_url)
     index_folders(library, media_for(model), IndexConfig(roots=(str(pics),)))
     return pics, library
 
 
-def test_reindex_switches_model_and_vectors(tmp_path, tiny_model, other_model):
-    pics, library = _indexed(tmp_path, tiny_model)
+def test_reindex_switches_model_and_vectors(tmp_path, tiny_model, other_model, backend):
+    pics, library = _indexed(tmp_path, tiny_model, database_url=backend)
     report = reindex(library, media_for(other_model), PipelineConfig(batch_size=3))
     assert report.embedded == 7
     assert library.model().fingerprint == other_model.info.fingerprint
@@ -47,8 +47,8 @@ def test_reindex_switches_model_and_vectors(tmp_path, tiny_model, other_model):
     assert best.path == str(pics / "img3.png") and best.score == pytest.approx(1.0, abs=1e-5)
 
 
-def test_interrupted_reindex_resumes_and_old_model_still_searches(tmp_path, tiny_model, other_model):
-    pics, library = _indexed(tmp_path, tiny_model)
+def test_interrupted_reindex_resumes_and_old_model_still_searches(tmp_path, tiny_model, other_model, backend):
+    pics, library = _indexed(tmp_path, tiny_model, database_url=backend)
 
     class Stop(Exception):
         pass

@@ -1,6 +1,7 @@
 """`mmsearch check` finds each kind of damage; `mmsearch repair` fixes what the database can.
 
 Each test breaks a real index the way a crash, a disk or a person would, then runs the commands.
+The `indexed` index is made twice: on SQLite and on a real PostgreSQL (conftest.postgres_server).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ runner = CliRunner()
 
 
 @pytest.fixture()
-def indexed(tmp_path, tiny_model_config):
+def indexed(tmp_path, tiny_model_config, backend):
     pics = tmp_path / "pics"
     for number in range(6):
         write_image(pics / f"img{number}.png", seed=number, size=(32, 32))
@@ -29,7 +30,8 @@ def indexed(tmp_path, tiny_model_config):
     model = tmp_path / "model.json"
     model.write_text(tiny_model_config.read_text())
     db = tmp_path / "db"
-    result = runner.invoke(app, ["index", str(pics), "--db", str(db), "--model", str(model)])
+    on_postgres = ["--db-url", backend] if backend else []
+    result = runner.invoke(app, ["index", str(pics), "--db", str(db), "--model", str(model), *on_postgres])
     assert result.exit_code == 0, result.output
     return pics, db, model
 
@@ -57,20 +59,39 @@ def test_a_fresh_index_is_healthy(indexed):
 
 
 def _sql(db, *statements, foreign_keys=True):
-    with sqlite3.connect(db / "mmsearch.db") as connection:
-        connection.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
-        for statement in statements:
-            connection.execute(statement)
+    """Run (statement, params) pairs (or bare statements, `?` placeholders) on the index's database
+    behind mmsearch's back, as a person with a SQL shell would."""
+    from indexer.store.location import database_url_of
+
+    steps = [statement if isinstance(statement, tuple) else (statement, ()) for statement in statements]
+    url = database_url_of(db)
+    if url is None:
+        with sqlite3.connect(db / "mmsearch.db") as connection:
+            connection.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+            for statement, params in steps:
+                connection.execute(statement, params)
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    with psycopg.connect(host=parsed.host, port=parsed.port, user=parsed.username, dbname=parsed.database) as connection:
+        if not foreign_keys:  # as PRAGMA foreign_keys = OFF: no constraint triggers (a superuser may)
+            connection.execute("SET session_replication_role = replica")
+        for statement, params in steps:
+            connection.execute(statement.replace("?", "%s"), params or None)
 
 
 FAULTS = {
     "vector_index_missing": lambda db: (db / "vectors.faiss").unlink(),
     "vector_index_unreadable": lambda db: (db / "vectors.faiss").write_bytes(b"not faiss"),
-    "vector_index_stale": lambda db: _sql(db, "UPDATE schema_info SET value = value + 1 WHERE key = 'generation'"),
+    "vector_index_stale": lambda db: _sql(db, "UPDATE schema_info SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) "
+                                              "WHERE key = 'generation'"),
     "orphan_vector": lambda db: _sql(db, "INSERT INTO vectors (item_id, encoder, start_s, vector) "
                                          "SELECT 9999, encoder, start_s, vector FROM vectors LIMIT 1", foreign_keys=False),
     "row_without_vector": lambda db: _sql(db, "DELETE FROM vectors WHERE item_id = (SELECT min(item_id) FROM vectors)"),
-    "bad_vector": lambda db: _sql(db, "UPDATE vectors SET vector = x'00000000' WHERE id = (SELECT max(id) FROM vectors)"),
+    "bad_vector": lambda db: _sql(db, ("UPDATE vectors SET vector = ? WHERE id = (SELECT max(id) FROM vectors)",
+                                       (b"\0\0\0\0",))),
     "orphan_staged_vector": lambda db: _sql(db, "INSERT INTO staged_vectors (item_id, encoder, start_s, vector) "
                                                 "SELECT item_id, encoder, start_s, vector FROM vectors"),
 }
@@ -143,7 +164,9 @@ def test_model_that_changed_or_vanished(indexed):
     assert code == 1 and set(report["problem_counts"]) == {"model_unavailable"}
 
 
-def test_a_damaged_database_is_reported_and_repair_refuses_it(indexed):
+def test_a_damaged_database_is_reported_and_repair_refuses_it(indexed, backend):
+    if backend:
+        pytest.skip("scribbles over SQLite's file; a PostgreSQL server guards its own pages")
     _, db, _ = indexed
     runner.invoke(app, ["status", "--db", str(db)])  # checkpoints the WAL into the main file
     data = bytearray((db / "mmsearch.db").read_bytes())
@@ -161,8 +184,14 @@ def test_a_damaged_database_is_reported_and_repair_refuses_it(indexed):
     assert search.exit_code == 1 and "Error:" in search.stderr and "Traceback" not in search.output
 
 
-def test_check_is_read_only(indexed):
+def test_check_is_read_only(indexed, backend):
     _, db, _ = indexed
+    if backend:  # the server refuses any write in check's READ ONLY transaction; the folder is untouched too
+        (db / "vectors.faiss").unlink()
+        before = {path.name: path.stat().st_mtime_ns for path in db.iterdir()}
+        assert check(db)[0] == 1
+        assert {path.name: path.stat().st_mtime_ns for path in db.iterdir()} == before
+        return
     (db / "vectors.faiss").unlink()
     runner.invoke(app, ["status", "--db", str(db)])  # last connection closed: WAL checkpointed and removed
 

@@ -162,13 +162,21 @@ def committed_rows(db_folder: Path) -> dict[str, tuple]:
 
 
 def assert_database_consistent(db_folder: Path, dim: int | None = None) -> None:
-    """SQLite intact, WAL on, every row a vector or an error, no vector without a row."""
-    with connect(db_folder) as connection:
+    """SQLite intact, WAL on (or the index's PostgreSQL database), every row a vector or an error, no
+    vector without a row."""
+    from contextlib import closing
+
+    from indexer.store.database import connect_read_only
+    from indexer.store.location import database_url_of
+
+    url = database_url_of(db_folder)
+    with closing(connect_read_only(url)) if url else connect(db_folder) as connection:
         def one(sql: str, *params):
             return connection.execute(sql, params).fetchone()[0]
 
-        assert one("PRAGMA integrity_check") == "ok"
-        assert one("PRAGMA journal_mode") == "wal"
+        if url is None:
+            assert one("PRAGMA integrity_check") == "ok"
+            assert one("PRAGMA journal_mode") == "wal"
         assert one("SELECT count(*) FROM vectors WHERE item_id NOT IN (SELECT id FROM items)") == 0, "orphan vectors"
         assert one("SELECT count(*) FROM staged_vectors WHERE item_id NOT IN (SELECT id FROM items)") == 0
         assert one("SELECT count(*) FROM items WHERE error IS NULL AND id NOT IN (SELECT item_id FROM vectors)") == 0, \

@@ -1,11 +1,13 @@
-"""Index runs on real files, a real SQLite database and a real FAISS index, with the tiny model."""
+"""Index runs on real files, a real SQLite database and a real FAISS index, with the tiny model.
+
+The tests taking `backend` run twice: on SQLite and on a real PostgreSQL (conftest.postgres_server)."""
 import os
 import sqlite3
 
 import numpy as np
 import pytest
 
-from conftest import write_image
+from conftest import open_library, write_image
 from indexer.errors import IndexLockedError, ModelMismatchError
 from indexer.pipeline.embed import PipelineConfig
 from indexer.pipeline.sync import IndexConfig, forget_paths, index_folders
@@ -19,22 +21,28 @@ def _index(library, model, *roots, **kwargs):
                                                      pipeline=PipelineConfig(batch_size=2, workers=2), **kwargs))
 
 
-def _live_rows(db_folder):
-    with sqlite3.connect(db_folder / "mmsearch.db") as connection:
-        return connection.execute("select count(*) from items join vectors on vectors.item_id = items.id").fetchone()[0]
+def _live_rows(library):
+    with library.db.reading() as session:
+        return session.connection().exec_driver_sql(
+            "select count(*) from items join vectors on vectors.item_id = items.id").scalar()
+
+
+def _paths(library):
+    with library.db.reading() as session:
+        return [path for path, in session.connection().exec_driver_sql("select path from items")]
 
 
 def _assert_consistent(library):
     saved = VectorIndex.load(library.vectors_path())
     assert saved is not None and saved.generation == library.generation
-    assert saved.ntotal == _live_rows(library.folder)
+    assert saved.ntotal == _live_rows(library)
 
 
-def test_rename_touch_delete_add(tmp_path, tiny_model):
+def test_rename_touch_delete_add(tmp_path, tiny_model, backend):
     pics = tmp_path / "pics"
     for i in range(3):
         write_image(pics / f"img{i}.png", seed=i)
-    library = Library(tmp_path / "db")
+    library = open_library(tmp_path / "db", backend)
     first = _index(library, tiny_model, pics)
     assert (first.embedded, first.reused, first.removed, first.failed) == (3, 0, 0, 0)
     _assert_consistent(library)
@@ -49,19 +57,18 @@ def test_rename_touch_delete_add(tmp_path, tiny_model):
     write_image(pics / "new.png", seed=7)  # new: embed
     third = _index(library, tiny_model, pics)
     assert (third.embedded, third.reused, third.removed, third.unchanged, third.failed) == (2, 1, 2, 0, 0)
-    rows = sqlite3.connect(library.folder / "mmsearch.db").execute("select path from items")
-    paths = sorted(os.path.basename(p) for p, in rows)
+    paths = sorted(os.path.basename(p) for p in _paths(library))
     assert paths == ["img1.png", "new.png", "renamed.png"]
     _assert_consistent(library)
 
 
-def test_renamed_file_keeps_its_vector_and_search_finds_new_path(tmp_path, tiny_model):
+def test_renamed_file_keeps_its_vector_and_search_finds_new_path(tmp_path, tiny_model, backend):
     from retrieval.query.search import rank
 
     pics = tmp_path / "pics"
     for i in range(3):
         write_image(pics / f"img{i}.png", seed=i)
-    library = Library(tmp_path / "db")
+    library = open_library(tmp_path / "db", backend)
     _index(library, tiny_model, pics)
     query = tiny_model.image.embed_images([__import__("PIL.Image").Image.open(pics / "img1.png")])
     os.rename(pics / "img1.png", pics / "moved.png")
@@ -72,7 +79,7 @@ def test_renamed_file_keeps_its_vector_and_search_finds_new_path(tmp_path, tiny_
     assert best.score == pytest.approx(1.0, abs=1e-5)
 
 
-def test_bad_files_are_reported_and_skipped(tmp_path, tiny_model):
+def test_bad_files_are_reported_and_skipped(tmp_path, tiny_model, backend):
     pics = tmp_path / "pics"
     write_image(pics / "good.png", seed=1)
     write_image(pics / "good2.jpg", seed=2, fmt="JPEG")
@@ -81,7 +88,7 @@ def test_bad_files_are_reported_and_skipped(tmp_path, tiny_model):
     truncated = (pics / "good2.jpg").read_bytes()[:200]
     (pics / "truncated.jpg").write_bytes(truncated)
     errors = []
-    library = Library(tmp_path / "db")
+    library = open_library(tmp_path / "db", backend)
     report = index_folders(library, media_for(tiny_model), IndexConfig(roots=(str(pics),)),
                            on_file_error=lambda p, r: errors.append((os.path.basename(p), r)))
     assert report.embedded == 2 and report.failed == 3
@@ -97,7 +104,7 @@ def test_bad_files_are_reported_and_skipped(tmp_path, tiny_model):
     assert library.reads.counts()["failed"] == 2
 
 
-def test_interrupted_run_keeps_finished_batches_and_resumes(tmp_path, tiny_model):
+def test_interrupted_run_keeps_finished_batches_and_resumes(tmp_path, tiny_model, backend):
     pics = tmp_path / "pics"
     for i in range(10):
         write_image(pics / f"img{i:02d}.png", seed=i)
@@ -109,7 +116,7 @@ def test_interrupted_run_keeps_finished_batches_and_resumes(tmp_path, tiny_model
         if event.phase == "embed" and event.done >= 4:
             raise Stop
 
-    library = Library(tmp_path / "db")
+    library = open_library(tmp_path / "db", backend)
     with pytest.raises(Stop):
         index_folders(library, media_for(tiny_model),
                       IndexConfig(roots=(str(pics),), pipeline=PipelineConfig(batch_size=2, workers=1)),
@@ -123,26 +130,26 @@ def test_interrupted_run_keeps_finished_batches_and_resumes(tmp_path, tiny_model
     _assert_consistent(library)
 
 
-def test_stale_vector_file_is_rebuilt_for_search(tmp_path, tiny_model):
+def test_stale_vector_file_is_rebuilt_for_search(tmp_path, tiny_model, backend):
     from retrieval.query.search import rank
 
     pics = tmp_path / "pics"
     for i in range(4):
         write_image(pics / f"img{i}.png", seed=i)
-    library = Library(tmp_path / "db")
+    library = open_library(tmp_path / "db", backend)
     _index(library, tiny_model, pics)
     library.vectors_path().write_bytes(b"corrupt")
     hits = rank(library, tiny_model.text.embed_texts(["anything"]), top=10)[0]
     assert len(hits) == 4
 
 
-def test_forget_folder(tmp_path, tiny_model):
+def test_forget_folder(tmp_path, tiny_model, backend):
     pics = tmp_path / "pics"
     write_image(pics / "keep.png", seed=1)
     write_image(pics / "old" / "a.png", seed=2)
     write_image(pics / "old" / "b.png", seed=3)
     write_image(pics / "older.png", seed=4)  # shares a prefix with "old", must stay
-    library = Library(tmp_path / "db")
+    library = open_library(tmp_path / "db", backend)
     _index(library, tiny_model, pics)
     assert forget_paths(library, [str(pics / "old")]) == 2
     assert library.reads.counts()["items"] == 2

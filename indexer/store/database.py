@@ -1,9 +1,11 @@
 """One index's metadata database: the connection, its transactions, its info keys and its model.
 
-SQLite through SQLAlchemy 2. Every write that spans rows is one transaction (`transaction()`);
-a full disk, a read-only folder or a damaged file becomes a `StoreError` and SQLite rolls back.
-The other store modules (items, runs, staging, reads) each hold one job and reach the database
-through a `Database`; nothing outside `indexer.store` opens it.
+SQLite through SQLAlchemy 2 (a file in the index folder), or PostgreSQL through psycopg 3 where the
+index was given a URL (indexer.store.location). Every write that spans rows is one transaction
+(`transaction()`); a full disk, a read-only folder, a damaged file or a lost server becomes a
+`StoreError` and the database rolls back. The other store modules (items, runs, staging, reads)
+each hold one job and reach the database through a `Database`; nothing outside `indexer.store`
+opens it. Raw SQL is written once with `?` placeholders; `driver_sql` adapts it to psycopg's `%s`.
 """
 from __future__ import annotations
 
@@ -15,19 +17,22 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence, TypeVar
 
-from sqlalchemy import create_engine, event, select
-from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
+from sqlalchemy import create_engine, event, inspect, select
+from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Session
 
-from indexer.errors import StoreError
+from indexer.errors import DatabaseUnreachableError, DatabaseURLError, StoreError
 from indexer.store.records import IMAGE, ModelInfo, check_same_model
 from indexer.store.schema import SCHEMA_VERSION, Base, FsText, ModelRow, SchemaInfo, decode_text
+from indexer.store.sql import POSTGRES, driver_sql, run_sql
+from indexer.store.urls import redact
 from indexer.store.version import parse_generation
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CHUNK = 500  # ids per IN (...) clause: far below SQLite's bound-parameter limit
+MIGRATION_LOCK = 7_351_942  # pg_advisory_xact_lock key: one schema maker at a time on a PostgreSQL database
 
 
 def in_chunks(values: Sequence[T], size: int = CHUNK) -> Iterator[list[T]]:
@@ -49,9 +54,10 @@ def insert_rows(session: Session, table, rows: list[dict]) -> None:
     columns = list(rows[0])
     processors = []
     placeholders = []
+    postgres = session.connection().dialect.name == POSTGRES
     for name in columns:
         column = table.c[name]
-        if isinstance(column.type, FsText):
+        if isinstance(column.type, FsText) and not postgres:
             processors.append(column.type.process_bind_param)
             placeholders.append("CAST(? AS TEXT)")
         else:
@@ -60,7 +66,7 @@ def insert_rows(session: Session, table, rows: list[dict]) -> None:
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(placeholders)})"
     values = [tuple(value if process is None else process(value, None)
                     for process, value in zip(processors, (row[name] for name in columns))) for row in rows]
-    session.connection().exec_driver_sql(sql, values)
+    run_sql(session, sql, values)
 
 
 def vector_to_blob(vector) -> bytes:
@@ -70,20 +76,41 @@ def vector_to_blob(vector) -> bytes:
 
 
 class Database:
-    """The SQLite database of one index."""
+    """The metadata database of one index: the SQLite file at `path`, or the PostgreSQL database at `url`."""
 
-    def __init__(self, path: Path, *, timeout_s: float = 30.0):
-        self.path = Path(path)
-        self.engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": timeout_s})
-        event.listen(self.engine, "connect", _sqlite_pragmas)
+    def __init__(self, path: Path | None = None, *, url: str | None = None, timeout_s: float = 30.0):
+        if (path is None) == (url is None):
+            raise ValueError("give the SQLite file's path or a PostgreSQL URL")
+        if url is not None:
+            self.path = redact(url)  # what messages name: the server and database, never the password
+            self.engine = _postgres_engine(url, timeout_s)
+        else:
+            self.path = Path(path)
+            self.engine = create_engine(f"sqlite:///{self.path}", connect_args={"timeout": timeout_s})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             self._ensure_schema()
         except DatabaseError as exc:
             self.engine.dispose()
+            if self.is_postgres:
+                raise _postgres_error(exc.orig, self.path, opening=True) from exc
             raise StoreError(f"cannot open database {self.path}: {explain_sqlite_error(exc.orig, self.path)}") from exc
         except BaseException:
             self.engine.dispose()
             raise
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == POSTGRES
+
+    def _explain(self, exc: DatabaseError) -> StoreError:
+        if self.is_postgres:
+            return _postgres_error(exc.orig, self.path)
+        return StoreError(explain_sqlite_error(exc.orig, self.path))
 
     # --- transactions -------------------------------------------------------------------
     @contextlib.contextmanager
@@ -96,7 +123,7 @@ class Database:
         except IntegrityError:
             raise
         except DatabaseError as exc:
-            raise StoreError(explain_sqlite_error(exc.orig, self.path)) from exc
+            raise self._explain(exc) from exc
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Session]:
@@ -106,7 +133,7 @@ class Database:
         except IntegrityError:
             raise
         except DatabaseError as exc:
-            raise StoreError(explain_sqlite_error(exc.orig, self.path)) from exc
+            raise self._explain(exc) from exc
 
     def close(self) -> None:
         self.engine.dispose()
@@ -123,7 +150,10 @@ class Database:
         from indexer.store.migrations import migrate
 
         with self.engine.connect() as connection:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")  # one migrator at a time; re-read under the lock
+            if self.is_postgres:  # one schema maker at a time, until this transaction ends
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+            else:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")  # one migrator at a time; re-read under the lock
             try:
                 version = _schema_version(connection, self.path)
                 if version is None and "items" in _tables(connection):
@@ -134,11 +164,15 @@ class Database:
                         f"{SCHEMA_VERSION}); upgrade mmsearch"
                     )
                 if version is not None and version < SCHEMA_VERSION:
+                    if self.is_postgres:  # PostgreSQL indexes begin at schema 4: no step exists for them yet
+                        raise StoreError(f"{self.path}: schema {version} on PostgreSQL has no migration in this "
+                                         f"mmsearch ({SCHEMA_VERSION})")
                     migrate(connection, version, SCHEMA_VERSION)
                 Base.metadata.create_all(connection)
-                connection.exec_driver_sql(
-                    "INSERT OR REPLACE INTO schema_info (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                connection.exec_driver_sql("INSERT OR IGNORE INTO schema_info (key, value) VALUES ('generation', '0')")
+                run_sql(connection, "INSERT INTO schema_info (key, value) VALUES ('schema_version', ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
+                run_sql(connection, "INSERT INTO schema_info (key, value) VALUES ('generation', '0') "
+                        "ON CONFLICT (key) DO NOTHING")
                 connection.commit()
             except BaseException:
                 connection.rollback()
@@ -220,12 +254,9 @@ def explain_sqlite_error(error, path: Path) -> str:
 
 def _schema_version(connection, path: Path | str = "the index") -> int | None:
     """The version stamped in an open database; None for a new (empty) one."""
-    try:
-        row = connection.exec_driver_sql("SELECT value FROM schema_info WHERE key = 'schema_version'").first()
-    except OperationalError as exc:
-        if "no such table" in str(exc.orig):
-            return None
-        raise
+    if "schema_info" not in _tables(connection):
+        return None
+    row = connection.exec_driver_sql("SELECT value FROM schema_info WHERE key = 'schema_version'").first()
     if not row:
         return None
     try:
@@ -240,7 +271,35 @@ def _schema_version(connection, path: Path | str = "the index") -> int | None:
 
 
 def _tables(connection) -> set[str]:
+    if connection.dialect.name == POSTGRES:
+        return set(inspect(connection).get_table_names())
     return {row[0] for row in connection.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _postgres_engine(url: str, timeout_s: float):
+    try:
+        return create_engine(url, connect_args={"connect_timeout": max(1, int(timeout_s))}, pool_pre_ping=True)
+    except ModuleNotFoundError as exc:
+        raise DatabaseURLError(f"PostgreSQL needs psycopg: pip install 'mmsearch[postgres]' ({exc})") from exc
+    except Exception as exc:
+        raise DatabaseURLError(f"cannot use the database URL: {exc}") from exc
+
+
+def _postgres_error(error, where: str, *, opening: bool = False) -> StoreError:
+    """A PostgreSQL failure as a typed error a person can act on (`where`: the URL without its password)."""
+    message = " ".join(str(error).split())
+    lowered = message.lower()
+    if type(error).__name__ == "OperationalError" and (opening or "connection" in lowered):
+        return DatabaseUnreachableError(
+            f"cannot reach the index's PostgreSQL database {where} (PostgreSQL: {message}); check the server runs "
+            f"and the host, port, user and database name; a password comes from the URL or PGPASSWORD")
+    if "permission denied" in lowered:
+        return StoreError(f"PostgreSQL refused {where}: {message}; the user needs to own the database (or be granted "
+                          f"CREATE on it, and the pg_trgm extension installed)")
+    if "no space left" in lowered or "disk full" in lowered:
+        return StoreError(f"the PostgreSQL server of {where} is out of disk (PostgreSQL: {message}); the transaction "
+                          f"was rolled back")
+    return StoreError(f"database error on {where}: {message}")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -252,8 +311,47 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def connect_read_only(path: Path) -> sqlite3.Connection:
-    """A plain sqlite3 connection that cannot write (mode=ro) and reads non-UTF-8 paths losslessly."""
+class PostgresReadOnly:
+    """A read-only psycopg connection with sqlite3's face (`execute(sql, params)` with `?` placeholders,
+    rows as tuples), so `indexer.store.inspect` reads either database with the same SQL. "BEGIN"
+    opens a REPEATABLE READ READ ONLY transaction: every read after it sees one committed state."""
+
+    is_postgres = True
+
+    def __init__(self, url: str):
+        from sqlalchemy.engine import make_url
+
+        self.where = redact(url)
+        parsed = make_url(url)
+        try:
+            import psycopg
+        except ModuleNotFoundError as exc:
+            raise DatabaseURLError(f"PostgreSQL needs psycopg: pip install 'mmsearch[postgres]' ({exc})") from exc
+        self._errors = psycopg.Error
+        try:
+            self._connection = psycopg.connect(host=parsed.host, port=parsed.port, user=parsed.username,
+                                               password=parsed.password, dbname=parsed.database, autocommit=True,
+                                               connect_timeout=30)
+        except psycopg.Error as exc:
+            raise _postgres_error(exc, self.where, opening=True) from exc
+
+    def execute(self, sql: str, params=()):
+        if sql == "BEGIN":
+            sql = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        try:
+            return self._connection.execute(driver_sql(POSTGRES, sql, with_params=bool(params)), tuple(params) or None)
+        except self._errors as exc:
+            raise _postgres_error(exc, self.where) from exc
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def connect_read_only(path: Path | str):
+    """A connection that cannot write: plain sqlite3 (mode=ro, non-UTF-8 paths read losslessly) for
+    the SQLite file at `path`, or `PostgresReadOnly` where `path` is a PostgreSQL URL."""
+    if isinstance(path, str) and path.startswith("postgresql"):
+        return PostgresReadOnly(path)
     connection = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True, isolation_level=None,
                                  timeout=30.0)
     connection.text_factory = decode_text

@@ -1,7 +1,9 @@
 """Read-only facts about an index database for `mmsearch check`, all from one snapshot.
 
 Plain sqlite3 on a `mode=ro` connection: it never writes, never migrates, and works beside a
-running writer (WAL: one BEGIN sees one committed state).
+running writer (WAL: one BEGIN sees one committed state). On PostgreSQL the same SQL runs in one
+REPEATABLE READ READ ONLY transaction (`database.PostgresReadOnly`); its integrity is the server's
+job (no PRAGMA integrity_check there), so it reports ["ok"].
 """
 from __future__ import annotations
 
@@ -53,14 +55,27 @@ def _number(info: dict, key: str, default: int, facts_bad: list[str]) -> int:
         return default
 
 
-def inspect_database(path: Path, *, quick: bool = False) -> DatabaseFacts:
+def _tables(connection) -> set[str]:
+    if getattr(connection, "is_postgres", False):
+        return {row[0] for row in connection.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
+    return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _integrity(connection, quick: bool) -> list[str]:
+    if getattr(connection, "is_postgres", False):
+        return ["ok"]
+    return [row[0] for row in connection.execute("PRAGMA quick_check" if quick else "PRAGMA integrity_check")]
+
+
+def inspect_database(path: Path | str, *, quick: bool = False) -> DatabaseFacts:
     """Read-only facts for `mmsearch check`, all from one snapshot (a writer may be running)."""
     connection = connect_read_only(path)
     try:
         connection.execute("BEGIN")  # WAL: every read below sees the same committed state
         try:
-            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            integrity = [row[0] for row in connection.execute("PRAGMA quick_check" if quick else "PRAGMA integrity_check")]
+            tables = _tables(connection)
+            integrity = _integrity(connection, quick)
             if "schema_info" not in tables:
                 return DatabaseFacts(schema_version=None, integrity=integrity)
             info = dict(connection.execute("SELECT key, value FROM schema_info"))
@@ -113,7 +128,7 @@ def inspect_database(path: Path, *, quick: bool = False) -> DatabaseFacts:
         connection.close()
 
 
-def iter_item_paths(path: Path, chunk: int = 10_000) -> Iterator[list[tuple[int, str, int, float]]]:
+def iter_item_paths(path: Path | str, chunk: int = 10_000) -> Iterator[list[tuple[int, str, int, float]]]:
     """(id, path, size, mtime) of every row, in chunks, read-only (for the files-on-disk check)."""
     connection = connect_read_only(path)
     try:
@@ -129,7 +144,7 @@ def iter_item_paths(path: Path, chunk: int = 10_000) -> Iterator[list[tuple[int,
         connection.close()
 
 
-def read_vectors(path: Path, vector_ids, dim: int) -> np.ndarray:
+def read_vectors(path: Path | str, vector_ids, dim: int) -> np.ndarray:
     """The stored vectors of `vector_ids` ([n, dim] float32, in the given order), read-only; ids
     without a `dim`-d vector come back as NaN rows (for comparing a vector file's content)."""
     ids = [int(vector_id) for vector_id in vector_ids]

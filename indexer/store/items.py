@@ -104,6 +104,8 @@ class ItemStore:
                     result.added.append(next_id)
                     next_id += 1
             insert_rows(session, VectorRow.__table__, vector_rows)
+            if vector_rows:
+                _advance_vector_ids(session, next_id - 1)
             self.db.bump_generation(session)
         return result
 
@@ -194,7 +196,21 @@ def _vectors_of(session: Session, item_ids) -> dict[int, list[tuple[str, float |
 def _next_vector_id(session: Session) -> int:
     """The first vector id never used (AUTOINCREMENT's sequence, or past the largest id): ids are given
     explicitly so one executemany writes a batch and the ids are known without reading them back."""
+    if session.connection().dialect.name == "postgresql":
+        used = session.execute(text(
+            "SELECT greatest((SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM vectors_id_seq), "
+            "coalesce((SELECT max(id) FROM vectors), 0))")).scalar()
+        return int(used or 0) + 1
     used = session.execute(text(
         "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'vectors'), 0), "
         "coalesce((SELECT max(id) FROM vectors), 0))")).scalar()
     return int(used or 0) + 1
+
+
+def _advance_vector_ids(session: Session, last_id: int) -> None:
+    """PostgreSQL: move the vectors' id sequence past the ids given explicitly, so ids are never reused
+    and a reindex's INSERT ... SELECT (which takes ids from the sequence) follows them (SQLite's
+    AUTOINCREMENT does this by itself). A rolled-back batch leaves a gap, never a reuse."""
+    if session.connection().dialect.name == "postgresql":
+        session.execute(text("SELECT setval('vectors_id_seq', greatest(:last, (SELECT last_value FROM vectors_id_seq)))"),
+                        {"last": int(last_id)})

@@ -1,4 +1,6 @@
 """An index on disk: one folder holding the SQLite database, the vector files and the write lock.
+(Or the vector files and the lock, with the metadata in PostgreSQL: the folder remembers its URL,
+indexer.store.location.)
 
 `Library` opens the stores of one index together and gives each job its own object: `items`
 (an index run's writes), `reads`, `runs`, `staging` (reindex); `model()`, `generation` and
@@ -19,13 +21,13 @@ from typing import Iterable
 from indexer.errors import StoreError
 from indexer.store import index_choice
 from indexer.store.index_choice import IndexChoice, VectorFiles
+from indexer.store.location import DB_NAME, database_url_of
 from indexer.store.lock import write_lock
 from indexer.store.records import IMAGE, ModelInfo
 from indexer.store.vectors import saved_count, supports_removal
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "mmsearch.db"
 VECTORS_NAME = "vectors.faiss"
 
 
@@ -63,8 +65,10 @@ def _refuse_an_emptied_database(folder: Path) -> None:
 
 
 def _db_rows(db, sql: str, params) -> list[tuple]:
+    from indexer.store.sql import run_sql
+
     with db.reading() as session:
-        return list(session.connection().exec_driver_sql(sql, tuple(params)).fetchall())
+        return [tuple(row) for row in run_sql(session, sql, tuple(params)).fetchall()]
 
 
 class Library:
@@ -72,8 +76,10 @@ class Library:
 
     def __init__(self, folder: Path, *, create: bool = True, read_only: bool = False):
         self.folder = Path(folder).expanduser().absolute()
-        _refuse_an_emptied_database(self.folder)
-        if not (self.folder / DB_NAME).exists():
+        self.database_url = database_url_of(self.folder)  # None: SQLite in the folder
+        if self.database_url is None:
+            _refuse_an_emptied_database(self.folder)
+        if self.database_url is None and not (self.folder / DB_NAME).exists():
             if not create:
                 raise StoreError(f"no index at {self.folder}: run `mmsearch index FOLDER` first (or pass --db)")
             try:
@@ -81,7 +87,8 @@ class Library:
             except OSError as exc:
                 raise StoreError(f"cannot create index folder {self.folder}: {exc.strerror or exc}") from exc
         self._snapshot = None
-        if read_only:  # a search: plain sqlite3 for the hot reads, SQLAlchemy only if something else is asked
+        # a search on SQLite: plain sqlite3 for the hot reads, SQLAlchemy only if something else is asked
+        if read_only and self.database_url is None:
             from indexer.store.snapshot import Snapshot, StaleSchema
 
             try:
@@ -95,11 +102,27 @@ class Library:
     def db_path(self) -> Path:
         return self.folder / DB_NAME
 
+    @property
+    def database_target(self) -> Path | str:
+        """What `indexer.store.inspect` opens read-only: the SQLite file, or the PostgreSQL URL."""
+        return self.database_url or self.db_path
+
+    @property
+    def database_name(self) -> str:
+        """Where the metadata lives, for people: the SQLite file, or the PostgreSQL URL without its password."""
+        if self.database_url is None:
+            return str(self.db_path)
+        from indexer.store.urls import redact
+
+        return redact(self.database_url)
+
     # --- the stores -------------------------------------------------------------------------
     @cached_property
     def db(self):
         from indexer.store.database import Database
 
+        if self.database_url is not None:
+            return Database(url=self.database_url)
         return Database(self.db_path)
 
     @cached_property
@@ -143,7 +166,8 @@ class Library:
 
         if self._snapshot is not None:
             return WordStore(self._snapshot._rows, lambda: self.db)
-        return WordStore(lambda sql, params: _db_rows(self.db, sql, params), lambda: self.db)
+        return WordStore(lambda sql, params: _db_rows(self.db, sql, params), lambda: self.db,
+                         postgres=self.db.is_postgres)
 
     # --- identity -----------------------------------------------------------------------
     @property

@@ -28,6 +28,30 @@ def extension_variants(extension: str) -> tuple[str, ...]:
     return (extension,)
 
 
+def glob_to_regex(pattern: str) -> str:
+    """SQLite GLOB (`*`, `?`, `[...]`, `[^...]`; case-sensitive, whole string) as a POSIX regex, for
+    PostgreSQL's `~`."""
+    out, index = ["^"], 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "[":
+            start = index + 1 + (pattern[index + 1:index + 2] == "^")
+            end = pattern.find("]", start + (pattern[start:start + 1] == "]"))
+            if end < 0:
+                out.append("\\[")
+            else:
+                out.append("[" + pattern[index + 1:end].replace("\\", "\\\\") + "]")
+                index = end
+        else:
+            out.append("\\" + char if not char.isalnum() and char != "_" and ord(char) < 128 else char)
+        index += 1
+    return "".join(out) + "$"
+
+
 class ItemReads:
     def __init__(self, db: Database):
         self.db = db
@@ -174,7 +198,10 @@ class ItemReads:
         if encoder is not None:
             query = query.where(VectorRow.encoder == encoder)
         if path_like:
-            query = query.where(Item.path.op("GLOB")(path_like))
+            if self.db.is_postgres:
+                query = query.where(Item.path.op("~")(glob_to_regex(path_like)))
+            else:
+                query = query.where(Item.path.op("GLOB")(path_like))
         moment = func.coalesce(Item.taken_at, Item.mtime)
         if after is not None:
             query = query.where(moment >= after)

@@ -9,7 +9,7 @@ Steps between versions: indexer/store/migrations.py.
 """
 from __future__ import annotations
 
-from sqlalchemy import Float, ForeignKey, Integer, LargeBinary, String, Text, cast, event
+from sqlalchemy import BigInteger, Float, ForeignKey, Integer, LargeBinary, String, Text, cast, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -25,13 +25,21 @@ class FsText(TypeDecorator):
     the exact bytes of the name, sorts and compares like every other path (folder ranges, GLOB),
     and reads back, through the connection's surrogateescape text factory, as the same str that
     `os.scandir` produced: `open()` accepts it. Valid UTF-8 text is stored unchanged.
+
+    On PostgreSQL the column sorts by bytes (COLLATE "C"), as SQLite does, so the folder ranges of
+    `items.folder_range` hold under any server locale; names that are not UTF-8 are not supported there.
     """
 
     impl = Text
     cache_ok = True
 
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(Text(collation="C"))
+        return dialect.type_descriptor(Text())
+
     def process_bind_param(self, value, dialect):
-        if isinstance(value, str):
+        if isinstance(value, str) and getattr(dialect, "name", None) != "postgresql":
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
@@ -73,7 +81,7 @@ class Item(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(FsText, unique=True, index=True)
     modality: Mapped[str] = mapped_column(String, default=IMAGE)
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer().with_variant(BigInteger, "postgresql"))  # bytes: past 2 GiB
     mtime: Mapped[float] = mapped_column(Float, index=True)
     content_hash: Mapped[str | None] = mapped_column(String, index=True)
     width: Mapped[int | None] = mapped_column(Integer)

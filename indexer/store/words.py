@@ -9,6 +9,12 @@ with it: ON DELETE CASCADE, and the triggers follow). A search asks FTS5 for the
 the most trigrams with the query's words (so "inv0ice" still finds "invoice"), then scores each
 candidate here: for each query word, the best word of the picture by trigram overlap
 (`word_similarity`); the snippet is the line that scored best.
+
+On PostgreSQL the full-text index is pg_trgm's: a GIN trigram index on `item_words.text`, asked
+with `<%` (word similarity) per query word at a low threshold, so it hands the scorer the same
+candidates FTS5's "shares a trigram" does; the scoring, and so the answer, is this module's on both
+databases. pg_trgm rather than tsvector: a tsvector matches whole (stemmed) words, so "inv0ice"
+would never find "invoice", and trigrams are what the SQLite side already tolerates OCR errors with.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from indexer.store.records import IMAGE
+from indexer.store.sql import run_sql
 
 # the FTS5 index and its triggers (external content: the text is stored once, in item_words)
 FTS_DDL = (
@@ -32,14 +39,21 @@ FTS_DDL = (
     "INSERT INTO item_words_fts (rowid, text) VALUES (new.item_id, new.text); END",
 )
 
+# PostgreSQL: pg_trgm (a trusted extension: the database's owner may create it) and its GIN index
+PG_DDL = (
+    "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+    "CREATE INDEX IF NOT EXISTS ix_item_words_trgm ON item_words USING gin (text gin_trgm_ops)",
+)
+PG_CANDIDATE_SIMILARITY = 0.1  # pg_trgm word_similarity a candidate needs for one query word (about one shared trigram)
+
 CANDIDATES = 2000  # pictures FTS5 hands the scorer, most shared trigrams first
 MIN_SCORE = 0.6  # a picture's words must match the query at least this well to be a hit
 TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
 def create_fts(connection) -> None:
-    """The full-text index and its triggers, on a connection inside the schema transaction."""
-    for statement in FTS_DDL:
+    """The full-text index (and on SQLite its triggers), on a connection inside the schema transaction."""
+    for statement in PG_DDL if connection.dialect.name == "postgresql" else FTS_DDL:
         connection.exec_driver_sql(statement)
 
 
@@ -123,21 +137,24 @@ def fts_query(query: Sequence[str]) -> str | None:
 
 
 class WordStore:
-    """Reads and writes of `item_words`. `rows(sql, params)` runs a read (plain sqlite3 on the search
-    path, SQLAlchemy otherwise); writes go through the Database's transactions."""
+    """Reads and writes of `item_words`. `rows(sql, params)` runs a read written with `?` placeholders
+    (plain sqlite3 on the search path, SQLAlchemy otherwise); writes go through the Database's
+    transactions. `postgres`: the database is PostgreSQL (pg_trgm instead of FTS5)."""
 
-    def __init__(self, rows: Callable[[str, Sequence], list[tuple]], open_db: Callable):
+    def __init__(self, rows: Callable[[str, Sequence], list[tuple]], open_db: Callable, *, postgres: bool = False):
         self._rows = rows
         self._open_db = open_db
+        self._postgres = postgres
 
     # --- indexing ---------------------------------------------------------------------
     def pending(self, settings: str, *, retry: bool = False) -> list[PendingPicture]:
         """Pictures (with vectors) whose words were never read with `settings`, or read before their
         file changed; with `retry`, also those the text test skipped or OCR failed on."""
-        done = "w.status = 'read'" if retry else "1"
+        done = "w.status = 'read'" if retry else "TRUE"
         sql = ("SELECT i.id, i.path, i.content_hash FROM items i LEFT JOIN item_words w ON w.item_id = i.id "
                "WHERE i.modality = ? AND i.error IS NULL AND EXISTS (SELECT 1 FROM vectors v WHERE v.item_id = i.id) "
-               f"AND NOT (w.item_id IS NOT NULL AND w.settings = ? AND w.content_hash IS i.content_hash AND {done}) "
+               "AND NOT (w.item_id IS NOT NULL AND w.settings = ? "
+               f"AND w.content_hash IS NOT DISTINCT FROM i.content_hash AND {done}) "
                "ORDER BY i.path")
         return [PendingPicture(*row) for row in self._rows(sql, (IMAGE, settings))]
 
@@ -153,11 +170,9 @@ class WordStore:
         db = self._open_db()
         now = time.time()
         with db.transaction() as session:
-            connection = session.connection()
-            connection.exec_driver_sql(
-                "DELETE FROM item_words WHERE item_id IN (" + ",".join("?" * len(rows)) + ")",
-                tuple(row.item_id for row in rows))
-            connection.exec_driver_sql(
+            run_sql(session, "DELETE FROM item_words WHERE item_id IN (" + ",".join("?" * len(rows)) + ")",
+                    tuple(row.item_id for row in rows))
+            run_sql(session,
                 "INSERT INTO item_words (item_id, content_hash, settings, status, text, error, seconds, read_at) "
                 "SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM items WHERE id = ?)",
                 [(row.item_id, row.content_hash, row.settings, row.status, row.text, row.error, row.seconds, now,
@@ -182,8 +197,10 @@ class WordStore:
         words = tokens(query)
         ask = fts_query(words)
         if ask is None:  # words of one or two letters: no trigrams, score every picture with words
-            rows = self._rows("SELECT item_id, text FROM item_words WHERE status = 'read' AND text != '' LIMIT ?",
-                              (CANDIDATES,))
+            rows = self._rows("SELECT item_id, text FROM item_words WHERE status = 'read' AND text != '' "
+                              "ORDER BY item_id LIMIT ?", (CANDIDATES,))
+        elif self._postgres:
+            rows = self._pg_candidates(words)
         else:
             rows = self._rows("SELECT w.item_id, w.text FROM item_words_fts f JOIN item_words w ON w.item_id = f.rowid "
                               "WHERE item_words_fts MATCH ? ORDER BY f.rank LIMIT ?", (ask, CANDIDATES))
@@ -197,3 +214,16 @@ class WordStore:
                 matches.append((score, -order, WordsMatch(item_id, round(score, 6), snippet, matched)))
         matches.sort(key=lambda entry: (-entry[0], -entry[1]))
         return [match for _, _, match in matches[:top]]
+
+    def _pg_candidates(self, words: Sequence[str]) -> list[tuple[int, str]]:
+        """pg_trgm's candidates: pictures with a word near any query word (GIN index, `<%`), most similar
+        first. The threshold is set for this transaction only (SET LOCAL)."""
+        db = self._open_db()
+        unique = list(dict.fromkeys(words))
+        near = " OR ".join("? <% w.text" for _ in unique)
+        best = "GREATEST(" + ", ".join("word_similarity(?, w.text)" for _ in unique) + ")"
+        with db.reading() as session:
+            run_sql(session, f"SET LOCAL pg_trgm.word_similarity_threshold = {PG_CANDIDATE_SIMILARITY}")
+            return [tuple(row) for row in run_sql(
+                session, f"SELECT w.item_id, w.text FROM item_words w WHERE w.status = 'read' AND ({near}) "
+                         f"ORDER BY {best} DESC, w.item_id LIMIT ?", (*unique, *unique, CANDIDATES)).fetchall()]
