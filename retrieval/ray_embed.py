@@ -238,7 +238,7 @@ class RayEmbedding:
     def actors(self) -> int:
         return self.plan.actors
 
-    def prepare(self, progress: Callable[[IndexProgress], None]) -> float:
+    def prepare(self, progress: Callable[[IndexProgress], None], extensions: set[str] | None = None) -> float:
         started = time.perf_counter()
         progress(IndexProgress("prepare", 0, 1))
         self.resources = connect(self.options.address)

@@ -348,10 +348,10 @@ def test_a_hung_decode_is_given_up_after_its_time_budget(tmp_path, tiny_model, m
     release = threading.Event()
     real_decode = indexer.media.image_reader.decode_image
 
-    def decode(data, preprocess, options):
+    def decode(data, preprocess, options, **kwargs):
         if data == (pics / "img2.png").read_bytes():
             release.wait(60)  # a decoder stuck in C code: nothing can interrupt it
-        return real_decode(data, preprocess, options)
+        return real_decode(data, preprocess, options, **kwargs)
 
     monkeypatch.setattr(indexer.media.image_reader, "decode_image", decode)
     library = Library(tmp_path / "db")

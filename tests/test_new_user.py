@@ -255,7 +255,7 @@ def test_a_folders_settings_are_remembered_and_a_forgotten_folder_stays_forgotte
     assert names() == ["keep.png", "secret.png"]
     status = json.loads(run("status", "--db", db, "--json").stdout)
     assert status["roots"] == [{"path": str(pics), "exclude": ["*/thumbs/*"], "hidden": True, "follow_outside": False,
-                                "forgotten": [str(pics / "old")]}]
+                                "forgotten": [str(pics / "old")], "video_frames": None}]
     assert run("index", pics / "old", "--db", db).exit_code == 0  # asked for by name: back
     assert names() == ["gone.png", "keep.png", "secret.png"]
     assert run("index", pics, "--db", db, "--exclude", "", "--no-hidden").exit_code == 0  # settings changed

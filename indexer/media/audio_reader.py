@@ -90,6 +90,10 @@ class AudioReader:
         self.extensions = extensions
         self.encoder = encoder
 
+    @property
+    def encoders(self) -> tuple[str, ...]:
+        return (self.encoder,)
+
     def read_path(self, path: str, busy: Callable[[], bool]) -> DecodedItem:
         return self._read(path)
 

@@ -34,6 +34,7 @@ class ImageReadOptions:
 
 class ImageReader:
     modality = IMAGE
+    encoders = (IMAGE,)  # the encoders its segments go to
 
     def __init__(self, preprocess: PreprocessConfig, options: ImageReadOptions = ImageReadOptions(),
                  extensions: frozenset[str] | None = None):

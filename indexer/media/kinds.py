@@ -84,3 +84,13 @@ class Media:
 
     def by_extension(self) -> dict[str, Reader]:
         return {extension: reader for reader in self.readers for extension in reader.extensions}
+
+    def encoders_for(self, extensions) -> list[str]:
+        """The encoders that files of `extensions` reach (a reader's `encoders`; all, for a reader that
+        does not say): the ones worth setting up for a run over those files."""
+        names: set[str] = set()
+        for extension in extensions:
+            reader = self.by_extension().get(extension)
+            if reader is not None:
+                names.update(getattr(reader, "encoders", None) or self.encoders)
+        return [name for name in self.encoders if name in names]

@@ -111,6 +111,11 @@ class VideoReader:
         self.by_root = tuple((root.rstrip(os.sep) + os.sep, replace(options, frames=check_frames(frames)))
                              for root, frames in sorted(frames_by_root, key=lambda item: -len(item[0])))
 
+    @property
+    def encoders(self) -> tuple[str, ...]:
+        """The encoders its segments go to: the image tower, and the audio tower with a soundtrack reader."""
+        return (IMAGE,) + (tuple(self.soundtrack.encoders) if self.soundtrack is not None else ())
+
     def options_for(self, path: str) -> VideoReadOptions:
         """The options a video at `path` is read with: its folder's --video-frames, else the reader's."""
         for folder, options in self.by_root:

@@ -119,7 +119,8 @@ def index_folders(library: Library, media: Media, config: IndexConfig,
     total = len(to_process)
     embedding = config.embedding or LocalEmbedding(media, config.pipeline)
     if to_process:
-        report.prepare_seconds = embedding.prepare(progress)
+        report.prepare_seconds = embedding.prepare(progress, {os.path.splitext(file.path)[1].lower()
+                                                              for file in to_process})
     progress(IndexProgress("embed", 0, total))
     if to_process:
         known_hashes = library.items.hashes_with_vectors()
@@ -164,8 +165,9 @@ class Embedding(Protocol):
     """Where an index run's files are read, decoded and embedded: here on threads (LocalEmbedding),
     or on a cluster (retrieval.ray_embed). Change detection and every write stay with the run."""
 
-    def prepare(self, progress: Callable[[IndexProgress], None]) -> float:
-        """Set up before the first batch (load the model, start workers); returns its seconds."""
+    def prepare(self, progress: Callable[[IndexProgress], None], extensions: set[str] | None = None) -> float:
+        """Set up before the first batch (load the model, start workers); returns its seconds.
+        `extensions`: those of the files to embed (None: any)."""
 
     def batches(self, files: list[FoundFile], known_hashes: dict[str, int],
                 on_vanished: Callable[[str, str], None]) -> Iterator[list[NewItem]]:
@@ -182,8 +184,8 @@ class LocalEmbedding:
         self.media = media
         self.pipeline = dataclasses.replace(pipeline, unordered=pipeline.unordered or media.defers)
 
-    def prepare(self, progress: Callable[[IndexProgress], None]) -> float:
-        return warm_encoders(self.media, progress)
+    def prepare(self, progress: Callable[[IndexProgress], None], extensions: set[str] | None = None) -> float:
+        return warm_encoders(self.media, progress, extensions)
 
     def batches(self, files: list[FoundFile], known_hashes: dict[str, int],
                 on_vanished: Callable[[str, str], None]) -> Iterator[list[NewItem]]:
@@ -194,10 +196,13 @@ class LocalEmbedding:
         return {}
 
 
-def warm_encoders(media: Media, progress: Callable[[IndexProgress], None]) -> float:
-    """Set every encoder up before the first batch, as a step of its own; returns its seconds."""
+def warm_encoders(media: Media, progress: Callable[[IndexProgress], None], extensions: set[str] | None = None) -> float:
+    """Set up, before the first batch and as a step of its own, every encoder the files of `extensions`
+    reach (None: every encoder); returns its seconds. An encoder no file reaches is left cold: a run
+    over new pictures does not load the audio tower (torch)."""
     started = time.perf_counter()
-    encoders = list(media.encoders.values())
+    names = list(media.encoders) if extensions is None else media.encoders_for(extensions)
+    encoders = [media.encoders[name] for name in names]
     progress(IndexProgress("prepare", 0, len(encoders)))
     for done, encoder in enumerate(encoders, 1):
         encoder.warm()

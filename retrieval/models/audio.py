@@ -107,7 +107,7 @@ class BundledAudioModel:
 
     @cached_property
     def config(self):
-        from retrieval.models.audio_tower import AudioTowerConfig
+        from retrieval.models.audio_config import AudioTowerConfig
 
         return AudioTowerConfig.from_dict(self.card["config"])
 

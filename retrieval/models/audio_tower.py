@@ -10,38 +10,10 @@ projection is retrained: it is read from the text tower's weights each time the 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import torch
 from torch import nn
 
-from indexer.media.audio_features import MelConfig
-
-
-@dataclass(frozen=True)
-class AudioTowerConfig:
-    channels: tuple[int, ...] = (32, 64, 128, 192, 256)
-    hidden: int = 512
-    text_width: int = 384  # the text tower's pooled width (before its projection)
-    embed_dim: int = 256  # after the text tower's projection
-    mel: MelConfig = field(default_factory=MelConfig)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "AudioTowerConfig":
-        data = dict(data)
-        mel = MelConfig.from_dict(data.pop("mel", {}))
-        known = {key: data[key] for key in ("hidden", "text_width", "embed_dim") if key in data}
-        return cls(channels=tuple(data.get("channels", cls.channels)), mel=mel, **known)
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["channels"] = list(self.channels)
-        return out
-
-    @property
-    def time_stride(self) -> int:
-        """Frames of input per frame of the last feature map (the stem and three pools halve it)."""
-        return 2 ** (1 + max(0, len(self.channels) - 2))
+from retrieval.models.audio_config import AudioTowerConfig  # its config lives without torch
 
 
 def _block(inputs: int, outputs: int, stride: int = 1) -> nn.Sequential:
