@@ -89,8 +89,9 @@ class Media:
         """The encoders that files of `extensions` reach (a reader's `encoders`; all, for a reader that
         does not say): the ones worth setting up for a run over those files."""
         names: set[str] = set()
+        readers = self.by_extension()
         for extension in extensions:
-            reader = self.by_extension().get(extension)
+            reader = readers.get(extension)
             if reader is not None:
                 names.update(getattr(reader, "encoders", None) or self.encoders)
         return [name for name in self.encoders if name in names]

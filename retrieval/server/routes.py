@@ -295,11 +295,7 @@ def image(item_id: int, request: Request, engine: Engine) -> FileResponse:
          response_class=FileResponse, summary="A video's file (HTTP Range requests: the player seeks)")
 def video(item_id: int, request: Request, engine: Engine) -> FileResponse:
     """The same checked, open file as /image, for an item indexed as a video (404 for other items)."""
-    if engine.item(item_id).modality != VIDEO:
-        raise ItemNotFoundError(f"item {item_id} is not a video")
-    record, opened = item_file(request, engine, item_id)
-    return OpenFileResponse(opened, filename=os.path.basename(record.path),
-                            headers={"Cache-Control": "private, max-age=3600"})
+    return _file_of(request, engine, item_id, VIDEO, "a video")
 
 
 @api.get("/items/{item_id}/audio", responses={**ERRORS, 200: {"content": {"audio/*": {}}},
@@ -307,8 +303,13 @@ def video(item_id: int, request: Request, engine: Engine) -> FileResponse:
          response_class=FileResponse, summary="A sound's file (HTTP Range requests: the player seeks)")
 def audio(item_id: int, request: Request, engine: Engine) -> FileResponse:
     """The same checked, open file as /image, for an item indexed as a sound (404 for other items)."""
-    if engine.item(item_id).modality != AUDIO:
-        raise ItemNotFoundError(f"item {item_id} is not a sound")
+    return _file_of(request, engine, item_id, AUDIO, "a sound")
+
+
+def _file_of(request: Request, engine, item_id: int, modality: str, what: str) -> FileResponse:
+    """The checked, open file of an item indexed as `modality` (404 for other items)."""
+    if engine.item(item_id).modality != modality:
+        raise ItemNotFoundError(f"item {item_id} is not {what}")
     record, opened = item_file(request, engine, item_id)
     return OpenFileResponse(opened, filename=os.path.basename(record.path),
                             headers={"Cache-Control": "private, max-age=3600"})
