@@ -29,12 +29,14 @@ from make_jpegs import make_jpegs  # noqa: E402
 
 
 def index_once(folder: Path, db: Path, model: str, ray: str | None) -> dict:
+    from indexer.media.ocr import OcrOptions
     from retrieval.indexing import IndexRequest, index_library
     from retrieval.ray_embed import RayOptions
 
     started = time.perf_counter()
+    # words off: the figure is the embedding's (the words pass runs on the driver after either path)
     outcome = index_library(IndexRequest(db=db, roots=(str(folder),), model=model, device="cpu",
-                                         ray=RayOptions(ray) if ray else None))
+                                         ray=RayOptions(ray) if ray else None, ocr=OcrOptions(mode="off")))
     wall = time.perf_counter() - started
     if ray:  # each Ray round starts its own node, as each `mmsearch index --ray local` does
         import ray as ray_module

@@ -62,7 +62,7 @@ def index(
     audio_model: Annotated[Optional[str], typer.Option("--audio-model", envvar="MMSEARCH_AUDIO_MODEL", show_default=False, help="Sounds (wav, flac, mp3, ogg, opus, m4a ...): bundled (the default; offline, shares the bundled model's text space), none (leave sounds out; remembered by the index), clap (LAION-CLAP, downloaded on first use), clap:HUB_ID_OR_FOLDER, or a fine-tuned tower's folder. Recorded in the index.")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for another indexer on the same index.")] = 0.0,
     db_url: Annotated[Optional[str], typer.Option("--db-url", metavar="URL", show_default=False, help="Keep the index's metadata in PostgreSQL: a SQLAlchemy URL, postgresql+psycopg://USER@HOST:PORT/DBNAME (pip install 'mmsearch[postgres]'). Remembered in the index folder (without the password: give it in the URL or PGPASSWORD each time); the vector files stay in the folder.")] = None,
-    ocr: Annotated[OcrMode, typer.Option("--ocr", help="Read the words in pictures with Tesseract, for `search --ocr`. auto: pictures a quick test finds text in (a note, not an error, without Tesseract); on: every picture (fails without Tesseract); off: none (the default for now: on photos without text a first run with auto goes at about 0.8x-1x the speed of off with a ViT-B-32-sized model, 0.2x with the small bundled one; see docs/BENCHMARKS.md).")] = OcrMode.off,
+    ocr: Annotated[Optional[OcrMode], typer.Option("--ocr", show_default=False, help="Read the words in pictures with Tesseract, for `search --ocr`. auto (the default for a new index): the pictures a quick text test finds text in; without Tesseract a one-line note says so and the run goes on. on: every picture (an error without Tesseract). off: none. Remembered by the index (an index made before auto was the default stays off until asked). On photos without text, auto costs little beside a CLIP-sized model (0.8x-1x the speed of off) but most of the speed of the small bundled one (about 0.24x: its text test costs more than that model's embedding); see docs/BENCHMARKS.md.")] = None,
     ocr_lang: Annotated[str, typer.Option("--ocr-lang", help="Tesseract languages, e.g. eng or eng+deu (Debian: apt install tesseract-ocr-deu). Pictures read in another language are read again.")] = "eng",
     ocr_timeout: Annotated[float, typer.Option("--ocr-timeout", min=1, help="Seconds Tesseract may spend on one picture; past it the picture keeps its vector and gets no words.")] = 20.0,
     ray: Annotated[Optional[str], typer.Option("--ray", metavar="ADDRESS", show_default=False, help="Embed on a Ray cluster: HOST:PORT (what `ray start --head` prints), auto, or local (start one here). The folders and the index must be on a filesystem every worker mounts at the same path.")] = None,
@@ -97,7 +97,7 @@ def index(
                            gpu_decode=gpu_decode.value, assist_megapixels=cpu_assist or None),
         wait_s=wait, max_index_memory=_parse_budget(max_index_memory),
         ray=RayOptions(ray, actors=ray_actors) if ray else None,
-        ocr=OcrOptions(mode=ocr.value, lang=ocr_lang, timeout_s=ocr_timeout),
+        ocr=OcrOptions(mode=ocr.value if ocr else None, lang=ocr_lang, timeout_s=ocr_timeout),
         audio_model=audio_model, configured_audio_model=config.get("audio_model"),
     )
     if db_url:

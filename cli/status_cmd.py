@@ -49,9 +49,12 @@ def status(
     if info.get("search_tuning"):
         table.add_row("search tuning", info["search_tuning"])
     words = info.get("words") or {}
+    mode = info.get("ocr_mode") or "off"
     if words.get("read") or words.get("skipped") or words.get("failed"):
-        table.add_row("words in pictures", f"{words['with_words']} pictures with words (read {words['read']}, "
+        table.add_row("words in pictures", f"--ocr {mode}: {words['with_words']} pictures with words (read {words['read']}, "
                                            f"no text found {words['skipped']}, failed {words['failed']})")
+    elif info.get("ocr_mode"):
+        table.add_row("words in pictures", f"--ocr {mode}: none read yet")
     table.add_row("size on disk", f"{info['size_bytes'] / 1e6:.1f} MB")
     run = info["last_run"]
     if run:

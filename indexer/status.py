@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from indexer.media.ocr import CHOICE_KEY as OCR_CHOICE_KEY
 from indexer.store import index_choice
 from indexer.store.library import Library
 from indexer.store.records import IMAGE
@@ -47,7 +48,9 @@ def read_status(library: Library, failures: int = 5) -> dict:
         "last_run": library.runs.last(),
         "roots": [root.as_dict() for root in library.roots.all()],
         "failures": [{"path": path, "error": error} for path, error in library.reads.failures(failures)],
-        # words in pictures (--ocr): pictures with words, and what became of each picture tested or read
+        # words in pictures (--ocr): the index's remembered mode (None: an index from before it was
+        # remembered, which runs off until asked), pictures with words, what became of each one tested or read
+        "ocr_mode": library.get_info(OCR_CHOICE_KEY),
         "words": {"with_words": library.words.with_words(), "read": 0, "skipped": 0, "failed": 0,
                   **library.words.counts()},
     }

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from indexer.errors import MmsearchError
-from indexer.media.ocr import OcrOptions, OcrUnavailableError, tesseract_problem
+from indexer.media.ocr import CHOICE_KEY as OCR_CHOICE_KEY
+from indexer.media.ocr import OcrOptions, OcrUnavailableError, check_mode, chosen_mode, tesseract_problem
 from indexer.media.scan import ScanOptions
 from indexer.media.video_reader import check_frames
 from indexer.pipeline.embed import PipelineConfig
@@ -63,7 +64,9 @@ class IndexRequest:
     pipeline: PipelineConfig = PipelineConfig()
     media: MediaOptions = MediaOptions()
     wait_s: float = 0.0
-    ocr: OcrOptions = OcrOptions()  # words in pictures (--ocr, --ocr-lang)
+    # words in pictures (--ocr, --ocr-lang); mode None: what the index remembers, else auto for a new
+    # index (indexer.media.ocr.chosen_mode); a mode given is remembered
+    ocr: OcrOptions = OcrOptions(mode=None)
     ray: "RayOptions | None" = None  # embed on a Ray cluster (retrieval.ray_embed) instead of here
     max_index_memory: int | None = None  # bytes the vector index may hold in memory; None keeps the index's own
     audio_model: str | None = None  # --audio-model / MMSEARCH_AUDIO_MODEL ("none": no sounds)
@@ -115,15 +118,10 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
         check_index_type(request.index_type)
     device, _ = resolve_device(request.device)  # a GPU asked for and missing is an error before any work
     notes = []
-    ocr = request.ocr
-    if ocr.mode != "off":
-        problem = tesseract_problem(ocr.lang)
-        if problem is not None and ocr.mode == "on":
-            raise OcrUnavailableError(f"--ocr on, but {problem}")
-        if problem is not None:
-            notes.append(f"words in pictures are not read: {problem} (--ocr off hides this note)")
-            ocr = OcrOptions(mode="off")
+    if request.ocr.mode:
+        check_mode(request.ocr.mode)
     with Library(request.db) as library, library.lock(request.wait_s):
+        ocr = _words_options(library, request.ocr, notes)  # before any work: --ocr on without Tesseract fails
         roots = tuple(os.path.abspath(os.path.expanduser(root)) for root in request.roots) or known_roots(library)
         if not roots:
             raise MmsearchError("say which folders to index: mmsearch index FOLDER (this index has none yet)")
@@ -144,11 +142,14 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
                                  model, device=device)
         remember_audio_choice(library, request.audio_model)
         settings = {root: remember_root(library, root, request) for root in roots}
-        request = replace(request, media=with_video_frames(request.media, settings.values()))
+        # the text test runs where pictures are decoded (here, or on the Ray actors: their answers
+        # come back with the rows), so the words pass never decodes a picture it skips
+        request = replace(request, media=replace(with_video_frames(request.media, settings.values()),
+                                                 screen_text=ocr.mode != "off"))
+        media = request.media
         config = IndexConfig(roots=roots, pipeline=request.pipeline, index_type=request.index_type,
                              scans={root: scan_options(root_settings) for root, root_settings in settings.items()},
                              embedding=_ray_embedding(request, library, model, device, audio) if request.ray else None)
-        media = replace(request.media, screen_text=ocr.mode != "off")  # tested where decoded
         ahead = WordsAhead(ocr) if ocr.mode != "off" else None  # Tesseract beside the embedding
         # a missing or stale text export starts beside the images, when the run reaches its model
         # set-up (it has files to embed), and is waited for after them (retrieval.text_export_job)
@@ -195,6 +196,24 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
             library.set_info("model_reason", choice.reason)
         return IndexOutcome(report, model.info, choice, record_precision_ran(library, model), export_seconds, words,
                             notes, text_export)
+
+
+def _words_options(library: Library, asked: OcrOptions, notes: list[str]) -> OcrOptions:
+    """The run's OCR options with its mode chosen (`chosen_mode`) and remembered by the index; auto
+    without Tesseract becomes off for this run, with a note."""
+    remembered = library.get_info(OCR_CHOICE_KEY)
+    new_index = library.model() is None
+    mode = chosen_mode(asked.mode, remembered, new_index=new_index,
+                       has_words=not new_index and remembered is None and bool(library.words.counts()))
+    problem = tesseract_problem(asked.lang) if mode != "off" else None
+    if problem is not None and mode == "on":  # not remembered: the next run is not an error too
+        raise OcrUnavailableError(f"--ocr on, but {problem}")
+    if mode != remembered:
+        library.set_info(OCR_CHOICE_KEY, mode)  # auto without Tesseract too: words are read once it is installed
+    if problem is not None:
+        notes.append(f"words in pictures are not read: {problem} (--ocr off hides this note)")
+        mode = "off"
+    return replace(asked, mode=mode)
 
 
 def record_precision_ran(library: Library, model) -> str:

@@ -29,7 +29,14 @@ def _tesseract_ready() -> bool:
         return False
 
 
-needs_tesseract = pytest.mark.skipif(not _tesseract_ready(), reason="Tesseract (tesseract-ocr, pytesseract) not installed")
+NO_TESSERACT = "Tesseract (tesseract-ocr, pytesseract) not installed"
+needs_tesseract = pytest.mark.skipif(not _tesseract_ready(), reason=NO_TESSERACT)
+
+
+def needs_tesseract_here() -> None:
+    """The same skip, inside a test of another module."""
+    if not _tesseract_ready():
+        pytest.skip(NO_TESSERACT)
 
 
 def _font(size: int):
@@ -85,6 +92,66 @@ def test_the_text_test_asks_for_one_line_of_eight_marks(tmp_path):
     assert not screen_image(Image.open(short)).has_text()  # 9 marks in lines of 3: passed before
     line = screen_image(Image.open(text_picture(tmp_path / "line.png", ["TAX FIG OWL"], font_size=40)))
     assert line.has_text() and line.longest >= 8 and line.lines
+
+
+def _chains_by_a_plain_loop(marks):
+    """The text test's chains as first written: a Python loop over each mark's candidate
+    neighbours and a union-find (the reference the vectorised `_chains` is checked against)."""
+    from indexer.media.text_gate import MIN_CHAIN
+
+    order = np.argsort(marks[:, 0], kind="stable")
+    marks = marks[order]
+    x0, y0, x1, y1 = (marks[:, index].astype(np.float32) for index in range(4))
+    heights, centres = y1 - y0, (y0 + y1) / 2
+    parent = list(range(len(marks)))
+
+    def find(node):
+        while parent[node] != node:
+            node = parent[node]
+        return node
+
+    low = np.searchsorted(x0, x1 - 0.3 * heights, side="left")
+    high = np.searchsorted(x0, x1 + 1.2 * heights, side="right")
+    for i in range(len(marks)):
+        for j in range(int(low[i]), int(high[i])):
+            hi, hj = heights[i], heights[j]
+            if j == i or hj > 1.6 * hi or hi > 1.6 * hj or abs(centres[j] - centres[i]) > 0.35 * max(hi, hj):
+                continue
+            parent[find(i)] = find(j)
+    roots = np.array([find(i) for i in range(len(marks))])
+    return [order[np.flatnonzero(roots == root)] for root in np.unique(roots)
+            if np.count_nonzero(roots == root) >= MIN_CHAIN]
+
+
+def test_the_vectorised_chains_are_the_plain_loops(tmp_path):
+    from indexer.media.text_gate import _chains, _marks
+
+    def as_sets(groups):
+        return sorted(sorted(int(i) for i in group) for group in groups)
+
+    rng = np.random.default_rng(5)
+    for trial in range(40):  # random marks, lines of letters among them
+        count = int(rng.integers(0, 400))
+        x0 = rng.integers(0, 600, count)
+        y0 = rng.integers(0, 400, count)
+        size = rng.integers(4, 30, count)
+        lines = [np.column_stack([np.arange(start, start + 9 * step, step), np.full(9, row) + rng.integers(-1, 2, 9),
+                                  np.arange(start, start + 9 * step, step) + step - 2, np.full(9, row + height)])
+                 for start, row, step, height in zip(rng.integers(0, 300, 3), rng.integers(0, 350, 3),
+                                                     rng.integers(6, 14, 3), rng.integers(8, 16, 3))]
+        marks = np.concatenate([np.column_stack([x0, y0, x0 + size // 2 + 1, y0 + size]).astype(np.int32),
+                                *[line.astype(np.int32) for line in lines]])
+        marks = marks[rng.permutation(len(marks))]
+        expected, found = as_sets(_chains_by_a_plain_loop(marks)), as_sets(_chains(marks))
+        assert found == expected, trial
+        assert len(found) >= 1  # the drawn lines chain
+    # and on the marks of a real picture with text
+    picture = np.asarray(Image.open(text_picture(tmp_path / "slide.png", ["Quarterly review", "- harbor 4821"]))
+                         .convert("L"), dtype=np.float32)
+    from indexer.media.text_gate import CONTRAST, _local_mean
+
+    marks = _marks(picture < _local_mean(picture, 12) - CONTRAST, 160)
+    assert len(as_sets(_chains(marks))) >= 2 and as_sets(_chains(marks)) == as_sets(_chains_by_a_plain_loop(marks))
 
 
 def test_decoding_for_the_vector_also_tests_for_text_at_the_tests_size(tmp_path):
@@ -231,6 +298,50 @@ def test_index_reads_words_and_search_ranks_by_them(tmp_path, tiny_model_config,
     assert search("--ocr", "harbor 4821") == [] or not search("--ocr", "harbor 4821")[0]["path"].endswith("slide.png")
 
 
+
+def test_an_index_run_without_ocr_takes_the_indexs_mode_else_auto_for_a_new_index():
+    from indexer.errors import MmsearchError
+    from indexer.media.ocr import chosen_mode
+
+    assert chosen_mode(None, None, new_index=True, has_words=False) == "auto"
+    assert chosen_mode(None, "off", new_index=False, has_words=True) == "off"  # remembered wins
+    assert chosen_mode(None, "on", new_index=False, has_words=False) == "on"
+    assert chosen_mode("OFF", "auto", new_index=False, has_words=True) == "off"  # the run's own wins
+    # an index made before auto was the default: not read through after an upgrade, unless it holds words
+    assert chosen_mode(None, None, new_index=False, has_words=False) == "off"
+    assert chosen_mode(None, None, new_index=False, has_words=True) == "auto"
+    with pytest.raises(MmsearchError):
+        chosen_mode("sometimes", None, new_index=True, has_words=False)
+
+
+@needs_tesseract
+def test_words_are_read_by_default_and_an_indexs_mode_is_remembered(tmp_path, tiny_model_config, text_folder):
+    from indexer.media.ocr import CHOICE_KEY
+
+    db, summary, _ = _indexed(tmp_path, tiny_model_config, text_folder)  # no --ocr: auto for a new index
+    assert summary["words"]["read"] == 3 and summary["words"]["skipped"] == 3, summary["words"]
+    with Library(db) as library:
+        assert library.get_info(CHOICE_KEY) == "auto"
+    text_picture(text_folder / "menu.png", ["Lunch menu today", "soup 4.20"])
+    _, off, _ = _indexed(tmp_path, tiny_model_config, text_folder, "--ocr", "off")
+    assert "words" not in off and off["embedded"] == 1
+    text_picture(text_folder / "note.png", ["Parcel waiting at desk", "locker 5512"])
+    _, later, _ = _indexed(tmp_path, tiny_model_config, text_folder)  # off, remembered
+    assert "words" not in later and later["embedded"] == 1
+    _, back, _ = _indexed(tmp_path, tiny_model_config, text_folder, "--ocr", "auto")  # reads what it missed
+    assert back["words"]["read"] == 2, back["words"]
+
+    # an index made before auto was the default (no mode recorded, no words): stays off until asked
+    old = tmp_path / "old"
+    db, _, _ = _indexed(old, tiny_model_config, text_folder, "--ocr", "off")
+    with Library(db) as library:
+        library.db.delete_info(CHOICE_KEY)
+    _, rerun, _ = _indexed(old, tiny_model_config, text_folder)
+    assert "words" not in rerun
+    with Library(db) as library:
+        assert library.get_info(CHOICE_KEY) == "off" and library.words.counts() == {}
+
+
 @needs_tesseract
 def test_auto_skips_pictures_tested_where_decoded_without_reading_them_again(tmp_path, tiny_model_config,
                                                                               text_folder, monkeypatch):
@@ -246,8 +357,9 @@ def test_auto_skips_pictures_tested_where_decoded_without_reading_them_again(tmp
     assert sorted(opened) == ["receipt.png", "sign.png", "slide.png"]  # the photos were not read again
     status = runner.invoke(app, ["status", "--db", str(db), "--json"])
     assert json.loads(status.stdout)["words"] == {"with_words": 3, "read": 3, "skipped": 3, "failed": 0}
+    assert json.loads(status.stdout)["ocr_mode"] == "auto"
     status = runner.invoke(app, ["status", "--db", str(db)])
-    assert "3 pictures with words (read 3, no text found 3, failed 0)" in " ".join(status.stdout.split())
+    assert "--ocr auto: 3 pictures with words (read 3, no text found 3, failed 0)" in " ".join(status.stdout.split())
     # pictures the decode threads did not test (an --ocr off run before) are read and tested here
     opened.clear()
     db, _, _ = _indexed(tmp_path / "off", tiny_model_config, text_folder, "--ocr", "off")
@@ -314,15 +426,19 @@ def test_missing_tesseract_is_one_note_and_on_is_one_error(tmp_path, tiny_model_
     monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd", str(tmp_path / "no-tesseract-here"))
     pics = tmp_path / "pics"
     write_image(pics / "a.png", seed=1)
-    db, summary, result = _indexed(tmp_path, tiny_model_config, pics, "--ocr", "auto")
+    db, summary, result = _indexed(tmp_path, tiny_model_config, pics)  # the default for a new index: auto
     assert "words" not in summary
     notes = [line for line in result.stderr.splitlines() if "Tesseract" in line]
     assert len(notes) == 1 and "apt install tesseract-ocr" in notes[0], result.stderr
     failed = runner.invoke(app, ["index", str(pics), "--db", str(db), "--ocr", "on"])
     assert failed.exit_code != 0 and "Tesseract is not installed" in failed.stderr
     assert "Traceback" not in failed.output
+    again = runner.invoke(app, ["index", str(pics), "--db", str(db)])  # a failed "on" is not remembered
+    assert again.exit_code == 0 and len([line for line in again.stderr.splitlines() if "Tesseract" in line]) == 1
     silent = runner.invoke(app, ["index", str(pics), "--db", str(db), "--ocr", "off"])
     assert silent.exit_code == 0 and "Tesseract" not in silent.stderr
+    remembered = runner.invoke(app, ["index", str(pics), "--db", str(db)])  # off is remembered: no note
+    assert remembered.exit_code == 0 and "Tesseract" not in remembered.stderr
     nothing = runner.invoke(app, ["search", "--ocr", "coffee", "--db", str(db)])
     assert nothing.exit_code == 0 and "no words have been read" in nothing.stderr
 

@@ -152,6 +152,32 @@ def test_an_index_embedded_on_a_ray_cluster_is_the_local_one(ray_head, tmp_path,
     assert check["healthy"], check["problems"]
 
 
+def test_words_are_read_by_default_and_the_actors_text_test_spares_the_driver_a_decode(ray_head, tmp_path,
+                                                                                       tiny_model_config, monkeypatch):
+    from test_ocr import needs_tesseract_here, smooth_photo, text_picture
+
+    import indexer.pipeline.words as words_pass
+
+    needs_tesseract_here()
+    pics = tmp_path / "pics"
+    text_picture(pics / "slide.png", ["Quarterly review", "- harbor 4821", "- next steps"])
+    for seed in range(3):
+        smooth_photo(pics / f"photo{seed}.jpg", seed)
+    opened = []
+    read_file = words_pass.read_file
+    monkeypatch.setattr(words_pass, "read_file", lambda path: opened.append(os.path.basename(path)) or read_file(path))
+    db = tmp_path / "db"
+    result = runner.invoke(app, ["index", str(pics), "--db", str(db), "--model", str(tiny_model_config),
+                                 "--ray", ray_head, "--json"])  # no --ocr: auto for a new index
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["embedding"]["where"] == "ray"
+    assert (summary["words"]["read"], summary["words"]["skipped"]) == (1, 3), summary["words"]
+    assert opened == ["slide.png"]  # the photos were tested on the actors, where decoded: not read again here
+    hits = json.loads(runner.invoke(app, ["search", "--ocr", "harbor 4821", "--db", str(db), "--json"]).stdout)
+    assert hits[0]["path"].endswith("slide.png")
+
+
 def test_sounds_are_embedded_on_the_ray_actors_as_here(ray_head, tmp_path, tiny_model_config):
     pytest.importorskip("av")
     from test_audio import RATE, tone, varied, write_wav

@@ -47,6 +47,7 @@ def served(tmp_path_factory, tiny_model):
         write_image(pics / f"img{i}.png", seed=i)
     db = root / "db"
     build_index(pics, db, tiny_model)
+    _write_words(db, {"img3.png": "Quarterly review\n- harbor 4821", "img4.png": "CORNER CAFE\ncoffee 3.50"})
     engine = open_engine(db, tiny_model)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -64,6 +65,17 @@ def served(tmp_path_factory, tiny_model):
     server.should_exit = True
     thread.join(timeout=10)
     engine.close()
+
+
+def _write_words(db, texts: dict[str, str]) -> None:
+    """Words as an OCR pass stores them (through the store: no Tesseract needed)."""
+    from indexer.store.library import Library
+    from indexer.store.words import WordsRow
+
+    with Library(db) as library:
+        pending = {picture.path.rsplit("/", 1)[1]: picture for picture in library.words.pending("eng")}
+        library.words.write([WordsRow(pending[name].item_id, pending[name].content_hash, "eng", "read", text)
+                             for name, text in texts.items()])
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +196,39 @@ def test_search_drop_and_more_like_this_in_chromium(served, page, tmp_path):
     assert ids["img6.png"] not in shown and len(set(shown)) == 7
     assert f"like={ids['img6.png']}" in page.url and not page.locator("#detail").is_visible()
     page.screenshot(path=str(tmp_path / "more-like-this.png"), full_page=True)
+
+
+def test_the_words_box_finds_pictures_by_their_words_and_marks_the_match(served, page):
+    base, _, ids = served
+    page.goto(f"{base}/?token={TOKEN}")
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('8 items')")
+    page.fill("#q", "")
+    page.fill("#words", "harb0r 4821")  # a letter OCR mistakes (0 for o) is forgiven
+    page.press("#words", "Enter")
+    wait_for_first_card(page, ids["img3.png"])
+    assert page.locator("#results .card").count() == 1
+    snippet = page.locator("#results .card .snippet").first
+    assert snippet.inner_text() == "- harbor 4821"  # the line that matched
+    assert sorted(mark.lower() for mark in snippet.locator("mark").all_inner_texts()) == ["4821", "harbor"]
+    assert parse_qs(urlsplit(page.url).query)["words"] == ["harb0r 4821"]
+    # the detail view shows the matched line too
+    page.locator(f'#results .card[data-id="{ids["img3.png"]}"]').click()
+    page.wait_for_selector("#detail[open]")
+    assert "harbor 4821" in page.inner_text("#detail .snippet-line")
+    page.keyboard.press("Escape")
+    # the words narrow a described query: only the picture saying coffee, ranked by the description
+    page.fill("#words", "coffee")
+    page.fill("#q", "a colourful picture")
+    page.press("#q", "Enter")
+    wait_for_first_card(page, ids["img4.png"])
+    assert page.locator("#results .card").count() == 1
+    assert page.locator("#results .card .snippet mark").all_inner_texts() == ["coffee"]
+    # words no picture holds: nothing found
+    page.fill("#words", "zebra crossing")
+    page.press("#words", "Enter")
+    page.wait_for_function("() => document.querySelectorAll('#results .card').length === 0")
+    page.fill("#words", "")
+    page.fill("#q", "")
 
 
 def test_filters_and_errors_show_in_the_page(served, page):

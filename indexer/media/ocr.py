@@ -34,7 +34,10 @@ class OcrUnavailableError(MmsearchError):
 
 @dataclass(frozen=True)
 class OcrOptions:
-    mode: str = "off"  # auto: read pictures the text test passes; on: read every picture; off: none
+    # auto: read the pictures the text test passes (a one-line note, not an error, where Tesseract
+    # is missing); on: read every picture (an error without Tesseract); off: none. None (an index
+    # run's default): what the index remembers, else auto for a new index (`chosen_mode`)
+    mode: str | None = "auto"
     lang: str = "eng"  # Tesseract languages, "eng+deu" style (Debian: tesseract-ocr-LANG)
     timeout_s: float = 20.0  # per picture; past it the picture keeps its vector and gets no words
     side: int = 2000  # long side the picture is read at (camera photos are scaled down first)
@@ -56,6 +59,21 @@ class WordsOutcome:
     text: str = ""
     error: str | None = None
     seconds: float = 0.0  # Tesseract's time (0 when it did not run)
+
+
+CHOICE_KEY = "ocr_mode"  # an index's remembered --ocr (schema_info)
+
+
+def chosen_mode(explicit: str | None, remembered: str | None, *, new_index: bool, has_words: bool) -> str:
+    """The --ocr mode of an index run: the run's own, else what the index remembers, else auto for a
+    new index (or one that already holds words), else off: an index made before auto was the default
+    is not read through on the first run after an upgrade (hours on a large library); `--ocr auto`
+    once asks for that, and is remembered."""
+    if explicit:
+        return check_mode(explicit)
+    if remembered in MODES:
+        return remembered
+    return "auto" if new_index or has_words else "off"
 
 
 def check_mode(mode: str) -> str:
@@ -187,7 +205,7 @@ def read_words(data: bytes, options: OcrOptions, screen=None) -> WordsOutcome:
     try:
         if screen is None:
             screen = screen_image(_small(data, GATE_SIDE))  # a JPEG decoded at 1/2-1/8 scale: milliseconds
-        if options.mode == "auto" and not screen.has_text():
+        if options.mode != "on" and not screen.has_text():
             return WordsOutcome(SKIPPED)
         image = _small(data, options.side)
     except Exception as exc:  # noqa: BLE001 - the vector path already decoded it; a reader quirk costs only the words

@@ -93,7 +93,12 @@ def _marks(mask: np.ndarray, max_height: int) -> np.ndarray:
 
 def _chains(marks: np.ndarray) -> list[np.ndarray]:
     """Marks joined to a right-hand neighbour of about the same height on about the same line, a
-    letter's width away; each chain of MIN_CHAIN or more, as indexes into `marks`."""
+    letter's width away; each chain of MIN_CHAIN or more, as indexes into `marks` (left to right),
+    the chains in the order of their leftmost mark.
+
+    Vectorised: every (mark, candidate neighbour) pair in one array, the pairs that qualify joined
+    by scipy's connected components (a textured photo has thousands of marks; a Python loop over
+    their pairs was the test's largest cost). tests/test_ocr.py checks it against a plain loop."""
     count = len(marks)
     if count < MIN_CHAIN:
         return []
@@ -102,37 +107,28 @@ def _chains(marks: np.ndarray) -> list[np.ndarray]:
     x0, y0, x1, y1 = (marks[:, index].astype(np.float32) for index in range(4))
     heights = y1 - y0
     centres = (y0 + y1) / 2
-    parent = list(range(count))
-
-    def find(node: int) -> int:
-        while parent[node] != node:
-            parent[node] = parent[parent[node]]
-            node = parent[node]
-        return node
-
-    starts = x0.tolist()
     # neighbours of mark i start between x1[i] - 0.3h and x1[i] + 1.2h
     low = np.searchsorted(x0, x1 - 0.3 * heights, side="left")
-    high = np.searchsorted(x0, x1 + 1.2 * heights, side="right")
-    heights_l, centres_l = heights.tolist(), centres.tolist()
-    del starts
-    for i in range(count):
-        hi, ci = heights_l[i], centres_l[i]
-        for j in range(int(low[i]), int(high[i])):
-            if j == i:
-                continue
-            hj = heights_l[j]
-            if hj > 1.6 * hi or hi > 1.6 * hj or abs(centres_l[j] - ci) > 0.35 * max(hi, hj):
-                continue
-            a, b = find(i), find(j)
-            if a != b:
-                parent[a] = b
-    roots = np.array([find(i) for i in range(count)])
-    groups = []
-    for root in np.unique(roots):
-        members = np.flatnonzero(roots == root)
-        if len(members) >= MIN_CHAIN:
-            groups.append(order[members])
+    spans = np.maximum(np.searchsorted(x0, x1 + 1.2 * heights, side="right") - low, 0)
+    total = int(spans.sum())
+    if total == 0:
+        return []
+    left = np.repeat(np.arange(count), spans)
+    right = np.repeat(low, spans) + (np.arange(total) - np.repeat(np.cumsum(spans) - spans, spans))
+    hl, hr = heights[left], heights[right]
+    keep = ((left != right) & (hr <= 1.6 * hl) & (hl <= 1.6 * hr)
+            & (np.abs(centres[right] - centres[left]) <= 0.35 * np.maximum(hl, hr)))
+    if not keep.any():
+        return []
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    pairs = coo_matrix((np.ones(int(keep.sum()), np.int8), (left[keep], right[keep])), shape=(count, count))
+    _, labels = connected_components(pairs, directed=False)
+    sizes = np.bincount(labels)
+    by_label = np.argsort(labels, kind="stable")  # members of each component, ascending, side by side
+    ends = np.cumsum(sizes)
+    groups = [order[by_label[end - size:end]] for size, end in zip(sizes, ends) if size >= MIN_CHAIN]
     return groups
 
 

@@ -112,7 +112,7 @@ def read_pictures(library: Library, options: OcrOptions, *, workers: int | None 
             done += 1
         elif picture.content_hash and picture.content_hash in twins:
             twins[picture.content_hash].append(picture)  # a copy of one read in this pass: its words then
-        elif (options.mode == "auto" and (screen := screens.get(picture.item_id)) is not None
+        elif (options.mode != "on" and (screen := screens.get(picture.item_id)) is not None
               and not screen.has_text()):
             rows.append(WordsRow(picture.item_id, picture.content_hash, options.key, SKIPPED, ""))  # no read
             report.skipped += 1
