@@ -263,6 +263,41 @@ def search(args) -> None:
     print(f"wrote {out}")
 
 
+def tune(args) -> None:
+    """The product's autotuner (indexer.store.autotune.tune_index, as a library build runs it) on the
+    built index: its sample queries are the index's own vectors, their truth brute force over the
+    index's stored rows (float16, read from its exact segment: what a library reads from its database,
+    rounded); then the chosen setting on the bench's fresh queries against their float32 truth."""
+    import faiss
+
+    from indexer.store.autotune import TuneConfig, recall_at_k, tune_index
+    from indexer.store.ondisk import OnDiskIndex
+
+    folder = args.work / "index"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    ids_name, rows_name = manifest["segments"][0]
+    ids = np.load(folder / ids_name, mmap_mode="r")
+    rows = np.memmap(folder / rows_name, dtype=np.float16, mode="r", shape=(len(ids), manifest["dim"]))
+
+    def chunks():
+        for start in range(0, len(ids), BLOCK):
+            yield np.asarray(ids[start:start + BLOCK]), np.asarray(rows[start:start + BLOCK], dtype=np.float32)
+
+    index = OnDiskIndex.load(folder)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    result = tune_index(index, chunks, TuneConfig())
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    saved = np.load(args.work / "truth.npz")
+    faiss.omp_set_num_threads(1)
+    _, found = index.search(saved["queries"], 10)  # the tuned setting, as a search uses it
+    out = {"tune_wall_s": round(seconds, 1), "tune_cpu_s": round(cpu, 1), "chosen": result.as_dict(),
+           "fresh_queries_recall@10": round(recall_at_k(found, saved["ids"]), 4),
+           "code": benchlib.code_version(("indexer/store/autotune.py", "indexer/store/ondisk.py")),
+           "load": open("/proc/loadavg").read().split()[:3]}
+    (args.work / f"tune-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="step", required=True)
@@ -276,6 +311,8 @@ def main() -> None:
     make.add_argument("--work", type=Path, default=Path("/tmp/mms-ondisk"))
     find = sub.add_parser("search")
     find.add_argument("--work", type=Path, default=Path("/tmp/mms-ondisk"))
+    tuned = sub.add_parser("tune", help="run the product's autotuner on the built index")
+    tuned.add_argument("--work", type=Path, default=Path("/tmp/mms-ondisk"))
     find.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64])
     find.add_argument("--rerank", type=int, nargs="+", default=[100])
     find.add_argument("--latency-queries", type=int, default=300)
@@ -284,7 +321,7 @@ def main() -> None:
     find.add_argument("--cold", action="store_true", help="also time with the index's files out of the page cache")
     find.add_argument("--cold-queries", type=int, default=50, help="queries timed cold (each reopens the index)")
     args = parser.parse_args()
-    build(args) if args.step == "build" else search(args)
+    {"build": build, "search": search, "tune": tune}[args.step](args)
 
 
 if __name__ == "__main__":

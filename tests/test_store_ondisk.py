@@ -274,3 +274,28 @@ def test_ondisk_spec_by_size():
     assert ondisk.ondisk_spec(1_000_000, 512) == "OPQ64_256,IVF4096,PQ64"
     assert ondisk.ondisk_spec(1_000_000_000, 768) == "OPQ64_256,IVF131072_HNSW32,PQ64"
     assert ondisk.ondisk_spec(200_000, 64) == "OPQ16_64,IVF2048,PQ16"
+
+
+def test_autotune_deepens_the_rerank_where_nprobe_alone_cannot_reach_the_target(tmp_path):
+    """With codes too coarse to rank the neighbours (1 byte a vector), recall is bound by the re-rank
+    depth, not nprobe: the tuner raises the depth with nprobe, cheapest pair first, skips pairs no
+    larger than one that failed, and the index keeps and uses what it chose."""
+    from indexer.store.autotune import TuneConfig, recall_at_k, tune_index
+
+    index, ids, vectors = _build(tmp_path, n=8000, spec="IVF16,PQ2x4")
+    config = TuneConfig(queries=200, timed_queries=5, target_latency_ms=None)
+    result = tune_index(index, lambda: _chunks(ids, vectors), config)
+    assert result.reached and result.rerank > 100, result.trials
+    pairs = [(trial["nprobe"], trial["rerank"]) for trial in result.trials]
+    assert pairs[0][1] == 100 and all(trial["recall"] < 0.965 for trial in result.trials[:-1])
+    failed = pairs[:-1]
+    for number, (nprobe, rerank) in enumerate(pairs):  # never a pair no larger in both than an earlier miss
+        assert not any(nprobe <= a and rerank <= b for a, b in failed[:number]), pairs
+    assert "rerank=" in result.status_line() and index.tuning.rerank == result.rerank
+    index.save()
+    reopened = OnDiskIndex.load(tmp_path / "od")
+    assert reopened.tuning == index.tuning
+    queries = vectors[:200] + 0.02
+    truth, _ = _exact(ids, vectors, queries, 10)
+    assert recall_at_k(reopened.search(queries, 10)[1], truth) >= 0.94  # fresh queries, the stored setting
+    assert recall_at_k(reopened.search(queries, 10, tuning=SearchTuning(nprobe=16, rerank=100))[1], truth) < 0.9

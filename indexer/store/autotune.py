@@ -30,6 +30,14 @@ log = logging.getLogger(__name__)
 
 NPROBE_STEPS = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, 4096, 8192, 16384)
 EF_SEARCH_STEPS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
+# An on-disk IVF-PQ index (indexer.store.ondisk) re-scores its best PQ candidates with their exact
+# vectors: past a few million vectors its recall is bound by that depth, not by nprobe (10M x 512:
+# re-rank 100 gives recall@10 0.90-0.91 at any nprobe from 16 to 64, re-rank 500 0.97;
+# docs/BENCHMARKS.md "An index larger than memory"). So nprobe and the depth are tuned together,
+# cheapest pair first: one re-scored row costs about as much as scanning RERANK_COST_CODES PQ codes
+# (10 us against 45 ns, warm, at 10M), and a pair no larger than one that failed is not tried.
+RERANK_STEPS = (100, 200, 500, 1000, 2000)
+RERANK_COST_CODES = 200
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class TuneResult:
     margin: float = 0.0
     target_latency_ms: float | None = None
     latency_threads: int = 0
+    rerank: int = 0  # an on-disk index: the re-rank depth tuned with nprobe (0: not tuned)
 
     @property
     def latency_met(self) -> bool | None:
@@ -75,7 +84,8 @@ class TuneResult:
             return "exact index: nothing to tune"
         threads = f"{self.latency_threads} thread{'s' if self.latency_threads != 1 else ''}" \
             if self.latency_threads else "faiss's default threads"
-        line = (f"{self.parameter}={self.value}: recall@10 {self.recall:.3f} on a sample of the index's own "
+        setting = f"{self.parameter}={self.value}" + (f", rerank={self.rerank}" if self.rerank else "")
+        line = (f"{setting}: recall@10 {self.recall:.3f} on a sample of the index's own "
                 f"vectors, p50 {self.latency_ms:.2f} ms per query ({threads})")
         if not self.reached:
             line += (f"; recall target {self.target_recall:g} (+ margin {self.margin:g}) not reached by any setting "
@@ -88,7 +98,7 @@ class TuneResult:
         return line
 
     def as_dict(self) -> dict:
-        return {"parameter": self.parameter, "value": self.value, "recall": round(self.recall, 4),
+        return {"parameter": self.parameter, "value": self.value, "rerank": self.rerank, "recall": round(self.recall, 4),
                 "latency_ms": round(self.latency_ms, 3), "reached": self.reached,
                 "target_recall": self.target_recall, "margin": self.margin, "target_latency_ms": self.target_latency_ms,
                 "latency_met": self.latency_met, "latency_threads": self.latency_threads,
@@ -138,23 +148,37 @@ def sample_queries(chunks: Iterable[tuple[np.ndarray, np.ndarray]], count: int, 
     return kept_ids, kept
 
 
-def _steps(index: VectorIndex) -> tuple[str, tuple[int, ...]]:
+def _steps(index: VectorIndex) -> tuple[str, tuple]:
+    """The parameter tuned and its settings, cheapest first: values, or (nprobe, rerank) pairs for
+    an on-disk index."""
     if re.search(r"(^|,)IVF\d+", index.spec):
         import faiss
 
         nlist = faiss.extract_index_ivf(index.index).nlist
-        return "nprobe", tuple(step for step in NPROBE_STEPS if step < nlist) + (nlist,)
+        nprobes = tuple(step for step in NPROBE_STEPS if step < nlist) + (nlist,)
+        if getattr(index, "kind", "") == "ondisk":
+            per_list = max(1, int(index.index.ntotal)) / nlist  # PQ codes scanned per list probed
+            pairs = [(nprobe, rerank) for rerank in RERANK_STEPS for nprobe in nprobes]
+            return "nprobe", tuple(sorted(pairs, key=lambda pair: (pair[0] * per_list + pair[1] * RERANK_COST_CODES,
+                                                                   pair[1])))
+        return "nprobe", nprobes
     if index.spec.startswith("HNSW"):
         return "ef_search", EF_SEARCH_STEPS
     return "", ()
 
 
-def _tuning(parameter: str, value: int) -> SearchTuning:
+def _tuning(parameter: str, value) -> SearchTuning:
+    if parameter == "nprobe" and isinstance(value, tuple):
+        return SearchTuning(nprobe=value[0], rerank=value[1])
     if parameter == "nprobe":
         return SearchTuning(nprobe=value)
     if parameter == "ef_search":
         return SearchTuning(ef_search=value)
     return SearchTuning()
+
+
+def _trial(parameter: str, value) -> dict:
+    return {parameter: value[0], "rerank": value[1]} if isinstance(value, tuple) else {parameter: value}
 
 
 @contextlib.contextmanager
@@ -198,24 +222,30 @@ def autotune(index: VectorIndex, query_ids: np.ndarray, query_vectors: np.ndarra
         return TuneResult(SearchTuning(), "", 0, 1.0, 0.0, True, target_recall=config.target_recall)
     trials = []
     chosen = None  # (recall, value)
+    failed: list[tuple] = []  # (nprobe, rerank) pairs that missed: a pair no larger in both misses too
     k = config.k
     for value in steps:
+        if isinstance(value, tuple) and any(value[0] <= a and value[1] <= b for a, b in failed):
+            continue
         _, found = index.search(query_vectors, k + 1, tuning=_tuning(parameter, value))
         # the query's own vector is in the index: drop it, keep k
         found = np.stack([np.concatenate([row[row != own], np.full(1, -1)])[:k] for row, own in zip(found, query_ids)])
         recall = recall_at_k(found, truth)
-        trials.append({parameter: value, "recall": round(recall, 4)})
-        log.debug("autotune %s=%d: recall@%d %.3f", parameter, value, k, recall)
+        trials.append({**_trial(parameter, value), "recall": round(recall, 4)})
+        log.debug("autotune %s: recall@%d %.3f", _trial(parameter, value), k, recall)
         if chosen is None or recall > chosen[0]:
             chosen = (recall, value)
         if recall >= config.target_recall + config.margin:
             break
+        if isinstance(value, tuple):
+            failed.append(value)
     recall, value = chosen
     tuning = _tuning(parameter, value)
     latency_ms = single_query_ms(index, query_vectors, k, tuning, config)
     trials[-1]["latency_ms"] = round(latency_ms, 3)
-    return TuneResult(tuning, parameter, value, recall, latency_ms, recall >= config.target_recall + config.margin, trials,
-                      config.target_recall, config.margin, config.target_latency_ms, config.latency_threads)
+    return TuneResult(tuning, parameter, value[0] if isinstance(value, tuple) else value, recall, latency_ms,
+                      recall >= config.target_recall + config.margin, trials, config.target_recall, config.margin,
+                      config.target_latency_ms, config.latency_threads, rerank=value[1] if isinstance(value, tuple) else 0)
 
 
 def tune_index(index: VectorIndex, chunks_factory, config: TuneConfig = TuneConfig()) -> TuneResult:
