@@ -146,10 +146,10 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
         # come back with the rows), so the words pass never decodes a picture it skips
         request = replace(request, media=replace(with_video_frames(request.media, settings.values()),
                                                  screen_text=ocr.mode != "off"))
-        media = request.media
+        here = media_for(model, request.media, audio)
         config = IndexConfig(roots=roots, pipeline=request.pipeline, index_type=request.index_type,
                              scans={root: scan_options(root_settings) for root, root_settings in settings.items()},
-                             embedding=_ray_embedding(request, library, model, device, audio) if request.ray else None)
+                             embedding=_ray_embedding(request, library, model, device, audio, here) if request.ray else None)
         ahead = WordsAhead(ocr) if ocr.mode != "off" else None  # Tesseract beside the embedding
         # a missing or stale text export starts beside the images, when the run reaches its model
         # set-up (it has files to embed), and is waited for after them (retrieval.text_export_job)
@@ -164,7 +164,7 @@ def index_library(request: IndexRequest, callbacks: Callbacks = Callbacks()) -> 
 
         try:
             try:
-                report = index_folders(library, media_for(model, media, audio), config,
+                report = index_folders(library, here, config,
                                        on_progress=on_progress, on_file_error=callbacks.on_file_error,
                                        on_written=ahead.written if ahead is not None else None)
                 words = None
@@ -228,13 +228,15 @@ def record_precision_ran(library: Library, model) -> str:
     return library.get_info(IMAGE_PRECISION_RAN) or model.image_precision
 
 
-def _ray_embedding(request: IndexRequest, library: Library, model, device: str, audio=None):
+def _ray_embedding(request: IndexRequest, library: Library, model, device: str, audio=None, here=None):
+    """Ray's embedding; `here` (this process's readers and encoders of the same model) makes the
+    index's one-time exports on this machine while a local node starts (RayEmbedding.prepare)."""
     from retrieval.ray_embed import ModelRecipe, RayEmbedding
 
     recipe = ModelRecipe(model.info.name, model.settings.image_precision, str(library.image_export_path),
                          request.media, request.pipeline, audio_model=audio.info.name if audio is not None else None,
                          audio_fingerprint=audio.info.fingerprint if audio is not None else None)
-    return RayEmbedding(request.ray, recipe, device)
+    return RayEmbedding(request.ray, recipe, device, here=here)
 
 
 def known_roots(library: Library) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ import logging
 import os
 import pickle
 import socket
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -222,8 +223,9 @@ class _EmbedActor:
 class RayEmbedding:
     """indexer.pipeline.sync.Embedding on a Ray cluster."""
 
-    def __init__(self, options: RayOptions, recipe: ModelRecipe, device: str = "auto"):
+    def __init__(self, options: RayOptions, recipe: ModelRecipe, device: str = "auto", here=None):
         self.options = options
+        self.here = here  # this process's Media of the same model (see prepare), or None
         self.recipe = recipe
         self.device = device
         self.resources: dict = {}
@@ -239,10 +241,32 @@ class RayEmbedding:
         return self.plan.actors
 
     def prepare(self, progress: Callable[[IndexProgress], None], extensions: set[str] | None = None) -> float:
+        """Join (or start) the cluster. For a node started here (`local`), the encoders the run's files
+        reach are set up in this process meanwhile, on a thread: a new index's one-time ONNX export is
+        then written while Ray starts, and the actor, on this machine, finds it made instead of
+        making it after the node is up (their steps reach `progress` as this process's would)."""
         started = time.perf_counter()
         progress(IndexProgress("prepare", 0, 1))
-        self.resources = connect(self.options.address)
-        self.plan = plan_actors(_ray().nodes(), self.options, use_gpus=self.device != "cpu")
+        warming, failed = None, []
+        if self.here is not None and self.options.address == "local" and self.device == "cpu":
+            from indexer.pipeline.sync import warm_encoders
+
+            def warm() -> None:
+                try:
+                    warm_encoders(self.here, lambda event: None, extensions)
+                except Exception as exc:  # noqa: BLE001 - the actor sets its encoders up itself and says what fails
+                    failed.append(exc)
+
+            warming = threading.Thread(target=warm, name="warm-encoders", daemon=True)
+            warming.start()
+        try:
+            self.resources = connect(self.options.address)
+            self.plan = plan_actors(_ray().nodes(), self.options, use_gpus=self.device != "cpu")
+        finally:
+            if warming is not None:
+                warming.join()
+        if failed:
+            log.info("setting the encoders up before the Ray actors failed (%s); the actors set them up", failed[0])
         progress(IndexProgress("prepare", 1, 1))
         return time.perf_counter() - started
 

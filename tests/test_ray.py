@@ -261,3 +261,63 @@ def test_a_lost_actor_is_restarted_and_every_file_is_embedded_once(ray_head_proc
     assert len(rows) == total and {os.path.basename(path) for path in rows} == {p.name for p in pics.iterdir()}
     assert count(db, "SELECT count(*) FROM items") == total == count(db, "SELECT count(*) FROM vectors")
     assert_database_consistent(db)
+
+
+def test_a_local_node_starts_while_this_process_sets_the_encoders_up(monkeypatch):
+    """`--ray local`: the encoders the run's files reach are set up here (a new index's one-time
+    export) on a thread while the node starts, not after it by the actor; never for a remote cluster."""
+    import threading
+
+    import retrieval.ray_embed as ray_embed
+    from indexer.store.records import IMAGE
+
+    events = []
+
+    class Encoder:
+        def __init__(self, name):
+            self.name = name
+
+        def warm(self):
+            events.append(("warm", self.name, threading.current_thread().name))
+            time.sleep(0.2)
+            events.append(("warmed", self.name))
+
+    class Here:
+        encoders = {IMAGE: Encoder(IMAGE), "audio": Encoder("audio")}
+
+        def encoders_for(self, extensions):
+            return [IMAGE] if ".png" in extensions else list(self.encoders)
+
+    def connect(address):
+        events.append(("connect", address))
+        time.sleep(0.1)
+        events.append(("connected", address))
+        return {"CPU": 2.0}
+
+    monkeypatch.setattr(ray_embed, "connect", connect)
+    monkeypatch.setattr(ray_embed, "_ray", lambda: type("R", (), {"nodes": staticmethod(lambda: [])}))
+    monkeypatch.setattr(ray_embed, "plan_actors", lambda nodes, options, use_gpus: ray_embed.ActorPlan(1, 2.0, 0.0))
+    recipe = ray_embed.ModelRecipe("m", "onnx-int8", "/nowhere")
+    embedding = ray_embed.RayEmbedding(ray_embed.RayOptions("local"), recipe, "cpu", here=Here())
+    embedding.prepare(lambda event: None, {".png"})
+    assert ("warm", IMAGE, "warm-encoders") in events and not any(event[1] == "audio" for event in events)
+    assert events.index(("connect", "local")) < events.index(("warmed", IMAGE))  # side by side, not one after the other
+    assert ("warmed", IMAGE) in events  # joined before prepare returned
+    events.clear()
+    ray_embed.RayEmbedding(ray_embed.RayOptions("10.0.0.1:6379"), recipe, "cpu", here=Here()).prepare(lambda e: None, {".png"})
+    assert events == [("connect", "10.0.0.1:6379"), ("connected", "10.0.0.1:6379")]  # the actors' machines set up their own
+
+
+def test_ray_local_from_the_command_line_embeds_every_file(tmp_path, tiny_model_config):
+    pics = tmp_path / "pics"
+    for seed in range(6):
+        write_image(pics / f"p{seed}.png", seed)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    command = [str(Path(sys.executable).with_name("mmsearch")), "index", str(pics), "--db", str(tmp_path / "db"),
+               "--model", str(tiny_model_config), "--ray", "local", "--ocr", "off", "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["embedded"] == 6 and summary["embedding"]["address"] == "local"
+    assert summary["embedding"]["actor_processes"] == 1
+    assert (tmp_path / "db" / "image_encoder").is_dir()  # made once, here, while the node started
