@@ -158,9 +158,10 @@ def test_int8_export_that_drifts_is_not_used(tmp_path, tiny_model_config, monkey
     assert fast_image.effective_precision(folder, "onnx-int8") == "onnx"
 
 
-def _old_export(folder: Path, with_cosine: bool) -> None:
+def _old_export(folder: Path, with_cosine: bool, model) -> None:
     """Turn a current export into what versions before issue 22 wrote: format /1, no "int8" entry, no
-    reference vectors, and an int8 graph from onnxruntime's quantize_dynamic with 8-bit weights."""
+    reference vectors, the fp32 graph always kept, and an int8 graph from onnxruntime's
+    quantize_dynamic with 8-bit weights."""
     import json
 
     from onnx import TensorProto
@@ -174,6 +175,10 @@ def _old_export(folder: Path, with_cosine: bool) -> None:
         old["int8_min_cosine"] = 0.9999
     (folder / fast_image.META_NAME).write_text(json.dumps(old))
     (folder / fast_image.REFERENCE_NAME).unlink()
+    if not (folder / fast_image.FP32_NAME).exists():
+        from retrieval.models.towers import IMAGE, load_tower
+
+        fast_image.write_fp32_graph(load_tower(model.card, IMAGE), folder)
     quantize_dynamic(str(folder / fast_image.FP32_NAME), str(folder / fast_image.INT8_NAME),
                      weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
                      extra_options={"DefaultTensorType": TensorProto.FLOAT})  # past the com.microsoft Gelu
@@ -195,7 +200,7 @@ def test_int8_export_from_an_older_version_is_requantised_checked_and_used(tmp_p
     model = load_model(str(tiny_model_config), device="cpu", image_precision="onnx-int8",
                        image_export_dir=folder)
     expected = model.image.embed_pixels(fast_image.check_pixels(64))
-    _old_export(folder, with_cosine)
+    _old_export(folder, with_cosine, model)
     fp32_written = (folder / fast_image.FP32_NAME).stat().st_mtime_ns
     assert fast_image.effective_precision(folder, "onnx-int8") is None  # not known until it is checked
 
@@ -232,6 +237,7 @@ def test_effective_precision_says_what_runs(tmp_path, tiny_model):
     entry = fast_image.exported_meta(folder)["int8"]
     assert entry["cpu"] in ("int8-exact", "int8-saturating") and entry["seconds"]["vit_onnx"] > 0  # written, not traced
     assert fast_image.exported_meta(folder)["fp32"] == {"writer": "vit_onnx"}  # its fp32 graph not run yet
+    assert not (folder / fast_image.FP32_NAME).exists()  # nor kept: the int8 graph runs
     steps.clear()
     assert fast_image.build_image_encoder(tiny_model, "onnx-int8", folder, on_step=steps.append).precision == "onnx-int8"
     assert steps == []  # a current export: no step at all
@@ -243,7 +249,17 @@ def test_fp32_graph_is_checked_before_it_first_runs(tmp_path, tiny_model, monkey
     folder = tmp_path / "image_encoder"
     fast_image.build_image_encoder(tiny_model, "onnx-int8", folder)
     assert "min_cosine" not in fast_image.exported_meta(folder)["fp32"]
-    encoder = fast_image.build_image_encoder(tiny_model, "onnx", folder)
+    assert not (folder / fast_image.FP32_NAME).exists()  # not kept beside the int8 graph that runs
+    int8_written = (folder / fast_image.INT8_NAME).stat().st_mtime_ns
+    steps = []
+    encoder = fast_image.build_image_encoder(tiny_model, "onnx", folder, on_step=steps.append)
+    assert any("fp32 ONNX graph" in step for step in steps)  # written the first time it runs, then checked
+    assert (folder / fast_image.INT8_NAME).stat().st_mtime_ns == int8_written  # the export is not made again
+    from retrieval.models.towers import IMAGE, load_tower
+
+    torch_vectors = fast_image.TorchImageEncoder(load_tower(tiny_model.card, IMAGE), tiny_model.card.preprocess,
+                                                 "fp32").embed_pixels(fast_image.check_pixels(64))
+    np.testing.assert_allclose(encoder.embed_pixels(fast_image.check_pixels(64)), torch_vectors, atol=1e-5)
     assert encoder.precision == "onnx" and encoder.graph == folder / fast_image.FP32_NAME
     assert fast_image.exported_meta(folder)["fp32"]["min_cosine"] >= fast_image.MIN_FP32_COSINE
     monkeypatch.setattr(fast_image, "MIN_FP32_COSINE", 1.01)  # recorded: not checked again

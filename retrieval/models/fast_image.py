@@ -13,7 +13,10 @@ Precisions (measured on 2 cores, docs/BENCHMARKS.md "Throughput (issue 4)" and "
 
 An ONNX export is written once per model into a cache folder (the index folder's `image_encoder/`),
 keyed by the model fingerprint, staged and renamed atomically: a plain ViT by `retrieval.models.vit_onnx`
-from its weights (no tracing), any other tower by `torch.onnx.export`. Its int8 graph is chosen there by
+from its weights (no tracing), any other tower by `torch.onnx.export`. A written ViT's fp32 graph is
+kept on disk only when it is what runs (no int8 recipe passes, or `onnx` was asked for): the int8
+graph is quantised from it in memory, and a later `onnx` run writes it then (352 MB and ~3 s of a
+first run saved for ViT-B-32). Its int8 graph is chosen there by
 measurement: each recipe of INT8_RECIPES in turn is checked against the torch tower's vectors on
 `check_pixels` and the first with cosine >= MIN_INT8_COSINE is kept; when none passes, `onnx-int8`
 runs the fp32 graph. The metadata records the choice, every recipe's cosine and the CPU kind it was
@@ -158,11 +161,12 @@ def cpu_kind() -> str:
     return "int8-saturating" if int8_sums_saturate() else "int8-exact"
 
 
-def choose_int8_graph(fp32_graph: bytes, reference: np.ndarray, image_size: int, *, parsed=None,
+def choose_int8_graph(fp32_graph, reference: np.ndarray, image_size: int, *, parsed=None,
                       on_step: Step | None = None) -> tuple[dict, bytes | None, object]:
-    """Quantise `fp32_graph` (a serialised ONNX model; `parsed`, when given, is it as a ModelProto, which
-    the first recipe then rewrites in place) by each recipe in turn until one agrees with `reference`
-    (the torch tower's unit vectors on check_pixels) to MIN_INT8_COSINE.
+    """Quantise `fp32_graph` (a serialised ONNX model, or a function that returns a fresh ModelProto of
+    it; `parsed`, when given, is it as a ModelProto, which the first recipe then rewrites in place)
+    by each recipe in turn until one agrees with `reference` (the torch tower's unit vectors on
+    check_pixels) to MIN_INT8_COSINE.
 
     Returns (the metadata entry, the chosen graph's bytes or None, its open session or None). The entry
     is {"recipe": name or None, "min_cosine": its least cosine or None, "tried": {recipe: cosine},
@@ -178,7 +182,10 @@ def choose_int8_graph(fp32_graph: bytes, reference: np.ndarray, image_size: int,
         if on_step:
             on_step(f"int8 image tower: quantising ({recipe})")
         started = time.perf_counter()
-        model, parsed = (parsed if parsed is not None else onnx.load_from_string(fp32_graph)), None
+        if parsed is not None:
+            model, parsed = parsed, None
+        else:
+            model = fp32_graph() if callable(fp32_graph) else onnx.load_from_string(fp32_graph)
         layers = quantise_matmuls(model, **options)
         if not layers:  # nothing to quantise: the int8 graph would be the fp32 one
             break
@@ -200,20 +207,17 @@ def choose_int8_graph(fp32_graph: bytes, reference: np.ndarray, image_size: int,
     return {"recipe": None, "min_cosine": None, "tried": tried, "cpu": cpu_kind(), "seconds": seconds}, None, None
 
 
-def _fp32_graph(tower, image_size: int, path: Path) -> tuple[bytes, object, str]:
-    """The tower's fp32 graph, written to `path` and returned serialised (and as a ModelProto, or None),
-    and what wrote it: the ViT writer (retrieval.models.vit_onnx: no tracing) where it applies, else
-    the tracer."""
+def _fp32_graph(tower, image_size: int, path: Path):
+    """The tower's fp32 graph and what wrote it: (a function returning a fresh ModelProto of it, that
+    ModelProto, "vit_onnx") from the ViT writer (retrieval.models.vit_onnx: no tracing, nothing
+    written yet) where it applies, else (its bytes, None, "torch.onnx.export") traced into `path`."""
     import torch
 
     from retrieval.models.vit_onnx import unsupported, vit_graph
 
     why_not = unsupported(tower)
     if why_not is None:
-        model = vit_graph(tower)
-        graph = model.SerializeToString()
-        path.write_bytes(graph)
-        return graph, model, "vit_onnx"
+        return (lambda: vit_graph(tower)), vit_graph(tower), "vit_onnx"
     log.debug("image tower traced by torch.onnx.export: %s", why_not)
     from retrieval.models.tracer import TRACER_LOCK
 
@@ -225,8 +229,10 @@ def _fp32_graph(tower, image_size: int, path: Path) -> tuple[bytes, object, str]
     return path.read_bytes(), None, "torch.onnx.export"
 
 
-def export_image_tower(tower, image_size: int, folder: Path, fingerprint: str, *, on_step: Step | None = None):
-    """fp32 and int8 ONNX graphs of `tower` in `folder` (staged, then renamed).
+def export_image_tower(tower, image_size: int, folder: Path, fingerprint: str, *, on_step: Step | None = None,
+                       keep_fp32: bool = False):
+    """The int8 ONNX graph of `tower` in `folder` (staged, then renamed), and its fp32 graph where
+    that is what runs (no int8 recipe passes), `keep_fp32` asks for it, or the tracer wrote it.
 
     Returns (folder, open session of the chosen int8 graph or None): the caller's first encoder can
     use that session instead of opening the graph again.
@@ -250,10 +256,15 @@ def export_image_tower(tower, image_size: int, folder: Path, fingerprint: str, *
         np.save(staging / REFERENCE_NAME, reference)
         seconds["reference"] = round(time.perf_counter() - started, 3)
         entry, int8_graph, session = choose_int8_graph(graph, reference, image_size, parsed=parsed, on_step=on_step)
-        del graph, parsed
+        del parsed
         entry["seconds"] = {**seconds, **entry["seconds"]}
         if int8_graph is not None:
             (staging / INT8_NAME).write_bytes(int8_graph)
+        if callable(graph) and (int8_graph is None or keep_fp32):
+            started = time.perf_counter()
+            (staging / FP32_NAME).write_bytes(graph().SerializeToString())
+            entry["seconds"]["fp32 written"] = round(time.perf_counter() - started, 3)
+        del graph
         _write_meta(staging, {"format": FORMAT, "fingerprint": fingerprint, "image_size": image_size,
                               "fp32": {"writer": writer}, "int8": entry})
         if folder.exists():
@@ -263,6 +274,21 @@ def export_image_tower(tower, image_size: int, folder: Path, fingerprint: str, *
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder, session
+
+
+def write_fp32_graph(tower, folder: Path) -> Path:
+    """The fp32 graph of an export whose int8 graph runs (so it was not kept), written now, the first
+    time something runs it (`--precision onnx`); staged, then renamed."""
+    from retrieval.models.vit_onnx import vit_graph
+
+    path = Path(folder) / FP32_NAME
+    staged = path.with_name(path.name + f".tmp-{os.getpid()}")
+    try:
+        staged.write_bytes(vit_graph(tower.to("cpu").eval()).SerializeToString())
+        os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
+    return path
 
 
 def checked_fp32_graph(folder: Path, meta: dict) -> Path:
@@ -377,7 +403,7 @@ def build_image_encoder(model, precision: str, cache_dir: Path | None, *, on_ste
 
                 tower = load_tower(card, IMAGE)
                 _, session = export_image_tower(tower, int(card.preprocess.image_size), folder, card.fingerprint,
-                                                on_step=on_step)
+                                                on_step=on_step, keep_fp32=precision == "onnx")
                 meta = exported_meta(folder)
             elif "int8" not in meta and precision == "onnx-int8":
                 meta, session = upgrade_int8_choice(folder, meta, on_step=on_step)
@@ -386,6 +412,13 @@ def build_image_encoder(model, precision: str, cache_dir: Path | None, *, on_ste
             if precision == "onnx-int8":  # this model does not take int8 well: fp32 ONNX, index and queries alike
                 log.warning("int8 image tower of %s drifts (cosine %s < %.3f vs fp32); using fp32 ONNX",
                             card.spec.name, meta["int8"].get("tried"), MIN_INT8_COSINE)
+            if not (folder / FP32_NAME).is_file():  # not kept beside a passing int8 graph: written now, once
+                from retrieval.models.towers import IMAGE, load_tower
+
+                if on_step:
+                    on_step("image tower: writing the fp32 ONNX graph (once per model)")
+                tower = tower if tower is not None else load_tower(card, IMAGE)
+                write_fp32_graph(tower, folder)
             return OnnxImageEncoder(checked_fp32_graph(folder, meta), card.preprocess, "onnx")
         except Exception as exc:  # noqa: BLE001 - the torch tower does the same job, slower
             log.warning("ONNX image tower unavailable (%s); using torch %s", exc,
