@@ -1,4 +1,7 @@
 """Faster CPU image towers: int8 and ONNX Runtime variants of `ImageEncoder.embed_pixels`.
+Kept together as one module: the export, its int8 choice, the on-demand fp32 graph and the
+encoders that run them share one folder layout and metadata format, read and written only here.
+
 
 Precisions (measured on 2 cores, docs/BENCHMARKS.md "Throughput (issue 4)" and "int8 on every x86 CPU"):
 - ``fp32``       the plain torch tower (the reference).
