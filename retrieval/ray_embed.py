@@ -244,7 +244,7 @@ class RayEmbedding:
         """Join (or start) the cluster. For a node started here (`local`), the encoders the run's files
         reach are set up in this process meanwhile, on a thread: a new index's one-time ONNX export is
         then written while Ray starts, and the actor, on this machine, finds it made instead of
-        making it after the node is up (their steps reach `progress` as this process's would)."""
+        making it after the node is up (an export's steps reach the model's on_step, as they would here)."""
         started = time.perf_counter()
         progress(IndexProgress("prepare", 0, 1))
         warming, failed = None, []

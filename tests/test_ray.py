@@ -320,4 +320,5 @@ def test_ray_local_from_the_command_line_embeds_every_file(tmp_path, tiny_model_
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["embedded"] == 6 and summary["embedding"]["address"] == "local"
     assert summary["embedding"]["actor_processes"] == 1
-    assert (tmp_path / "db" / "image_encoder").is_dir()  # made once, here, while the node started
+    assert (tmp_path / "db" / "image_encoder").is_dir()  # the index's export, on this machine (the unit test
+    # above shows it is made by this process while the node starts)

@@ -2,7 +2,6 @@
 Kept together as one module: the export, its int8 choice, the on-demand fp32 graph and the
 encoders that run them share one folder layout and metadata format, read and written only here.
 
-
 Precisions (measured on 2 cores, docs/BENCHMARKS.md "Throughput (issue 4)" and "int8 on every x86 CPU"):
 - ``fp32``       the plain torch tower (the reference).
 - ``bf16``       torch autocast to bfloat16: slower than fp32 on a ViT; kept for comparison.
@@ -265,7 +264,7 @@ def export_image_tower(tower, image_size: int, folder: Path, fingerprint: str, *
             (staging / INT8_NAME).write_bytes(int8_graph)
         if callable(graph) and (int8_graph is None or keep_fp32):
             started = time.perf_counter()
-            (staging / FP32_NAME).write_bytes(graph().SerializeToString())
+            write_fp32_graph(tower, staging)
             entry["seconds"]["fp32 written"] = round(time.perf_counter() - started, 3)
         del graph
         _write_meta(staging, {"format": FORMAT, "fingerprint": fingerprint, "image_size": image_size,
@@ -280,8 +279,8 @@ def export_image_tower(tower, image_size: int, folder: Path, fingerprint: str, *
 
 
 def write_fp32_graph(tower, folder: Path) -> Path:
-    """The fp32 graph of an export whose int8 graph runs (so it was not kept), written now, the first
-    time something runs it (`--precision onnx`); staged, then renamed."""
+    """A ViT tower's fp32 graph written into `folder` (staged, then renamed): at export where it is what
+    runs, or later, the first time something runs it (`--precision onnx`) beside an int8 graph."""
     from retrieval.models.vit_onnx import vit_graph
 
     path = Path(folder) / FP32_NAME
