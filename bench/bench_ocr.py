@@ -124,6 +124,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--arch", default=None, help="time speed with this open_clip architecture (random "
                         "weights, fp32 torch: no per-index export) instead of the bundled model, e.g. ViT-B-32")
+    parser.add_argument("--precision", default=None, help="with --arch: the image tower's precision (default "
+                        "fp32 torch; 'auto' is what a user gets: the int8 ONNX tower where it passes its check)")
     parser.add_argument("--keep", type=Path, default=None, help="build the sets here (and keep them)")
     parser.add_argument("--parts", default="recall,scene,gate,speed",
                         help="which of the four to run (comma-separated); hold the bench lock around speed")
@@ -133,7 +135,8 @@ def main() -> None:
         from bench_index import write_arch_config
 
         root.mkdir(parents=True, exist_ok=True)
-        MODEL.update(name=str(write_arch_config(root, args.arch, seed=0)), precision="fp32")
+        MODEL.update(name=str(write_arch_config(root, args.arch, seed=0)),
+                     precision=None if args.precision == "auto" else (args.precision or "fp32"))
     try:
         rows = make_text_set(root / "text", args.per_kind)
         make_photo_set(root / "photos", args.photos)

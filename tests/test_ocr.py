@@ -4,6 +4,7 @@ searching it with `search --ocr`."""
 import json
 import shutil
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -230,6 +231,36 @@ def test_words_store_finds_by_trigrams_and_follows_deleted_items(tmp_path, tiny_
         assert library.words.counts() == {"read": 2}
         fts_rows = library.words._rows("SELECT COUNT(*) FROM item_words_fts WHERE item_words_fts MATCH '\"cof\"'", ())
         assert fts_rows == [(0,)]
+
+
+def test_copies_are_looked_up_by_the_hashes_about_to_be_read_as_the_whole_table_would(tmp_path, tiny_model_config):
+    """known_by_hash(settings, hashes) is the whole table's answer for those hashes (a read copy
+    winning over a skipped one), except a row kept from before its picture changed."""
+    pics = tmp_path / "pics"
+    for index in range(4):
+        write_image(pics / f"img{index}.png", seed=index)
+    shutil.copy(pics / "img0.png", pics / "img0-copy.png")
+    db, _, _ = _indexed(tmp_path, tiny_model_config, pics, "--ocr", "off")
+    with Library(db) as library:
+        pending = {Path(p.path).name: p for p in library.words.pending("eng")}
+        rows = [("img0.png", "read", "harbor 4821"), ("img0-copy.png", "skipped", ""), ("img1.png", "skipped", ""),
+                ("img2.png", "read", "corner cafe")]
+        library.words.write([WordsRow(pending[name].item_id, pending[name].content_hash, "eng", status, text)
+                             for name, status, text in rows])
+        library.words.write([WordsRow(pending["img3.png"].item_id, pending["img3.png"].content_hash, "deu", "read",
+                                      "andere sprache")])
+    write_image(pics / "img2.png", seed=9)  # changed since read: its row is stale
+    _indexed(tmp_path, tiny_model_config, pics, "--ocr", "off")
+    hashes = [p.content_hash for p in pending.values()] + ["0" * 64]
+    with Library(db) as library:
+        whole = library.words.known_by_hash("eng")
+        looked_up = library.words.known_by_hash("eng", hashes)
+        stale = pending["img2.png"].content_hash
+        assert whole[stale] == ("read", "corner cafe")  # the whole table still holds the stale row ...
+        assert looked_up == {h: whole[h] for h in hashes if h in whole and h != stale}  # ... the lookup does not
+        assert looked_up[pending["img0.png"].content_hash] == ("read", "harbor 4821")
+        assert pending["img3.png"].content_hash not in looked_up  # read in another language only
+        assert library.words.known_by_hash("eng", []) == {}
 
 
 def test_schema_3_database_migrates_to_words_table(tmp_path, tiny_model_config):

@@ -92,6 +92,9 @@ def test_words_in_pictures_give_the_same_answers_through_pg_trgm(tmp_path, tiny_
             assert library.words.pending("eng") == [] and len(library.words.pending("deu")) == len(TEXTS)
             answers[name] = {query: [(match.item_id, match.score, match.snippet, match.matched)
                                      for match in library.words.search(query, 5)] for query in QUERIES}
+            hashes = [p.content_hash for p in pending[:2]] + ["0" * 64]  # copies looked up by hash (index seeks)
+            answers[name]["by hash"] = library.words.known_by_hash("eng", hashes)
+            assert answers[name]["by hash"] == {h: v for h, v in library.words.known_by_hash("eng").items() if h in hashes}
     assert answers["postgresql"] == answers["sqlite"]
     assert answers["postgresql"]["harbr 4821"][0][2] == "- harbor 4821"  # a letter lost, still found first
     assert answers["postgresql"]["zebra"] == []

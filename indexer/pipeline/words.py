@@ -99,7 +99,8 @@ def read_pictures(library: Library, options: OcrOptions, *, workers: int | None 
     if not pending:
         report.seconds = time.perf_counter() - started
         return report
-    known = library.words.known_by_hash(options.key)
+    known = library.words.known_by_hash(options.key, [picture.content_hash for picture in pending
+                                                      if picture.content_hash])
     to_read = []
     twins: dict[str, list[PendingPicture]] = {}
     rows: list[WordsRow] = []
