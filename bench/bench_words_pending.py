@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexer.store.library import DB_NAME, Library  # noqa: E402
+from indexer.store.library import DB_NAME, Library
 
 
 def build(folder: Path, n: int, settings: str) -> None:

@@ -4,34 +4,50 @@ or light marks (3rd or 97th percentile 40 away), counted and their longest horiz
 
     python bench/text_gate_blocks.py 256 8 /tmp/ocrset/text /tmp/ocrset2/text /tmp/ocrset/photos
 """
-import io, glob, sys, time
+import glob
+import io
+import sys
+import time
+
 import numpy as np
 from PIL import Image
+
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 import indexer.media.text_gate as tg
+
 
 def gray(data, side):
     im = Image.open(io.BytesIO(data))
     if im.format == "JPEG":
-        s = min(1.0, side / max(im.size)); im.draft("RGB", (max(1, int(im.width * s)), max(1, int(im.height * s))))
-    g = im.convert("L"); size = tg.gate_size(*g.size, side)
-    if size != g.size: g = g.resize(size, Image.Resampling.BILINEAR)
+        s = min(1.0, side / max(im.size))
+        im.draft("RGB", (max(1, int(im.width * s)), max(1, int(im.height * s))))
+    g = im.convert("L")
+    size = tg.gate_size(*g.size, side)
+    if size != g.size:
+        g = g.resize(size, Image.Resampling.BILINEAR)
     return np.asarray(g)
 
-B = int(sys.argv[2]); SIDE = int(sys.argv[1])
+B = int(sys.argv[2])
+SIDE = int(sys.argv[1])
+
 def feats(g):
-    h, w = g.shape; hb, wb = h // B, w // B
+    h, w = g.shape
+    hb, wb = h // B, w // B
     blocks = g[:hb * B, :wb * B].reshape(hb, B, wb, B).transpose(0, 2, 1, 3).reshape(hb, wb, B * B)
     q = np.percentile(blocks, [3, 30, 70, 97], axis=2)  # (4, hb, wb)
     even = q[2] - q[1]
     ink = np.maximum(q[1] - q[0], q[3] - q[2])
     ok = (even <= 10) & (ink >= 40)
     # longest horizontal run of ok blocks
-    run = best = np.zeros(hb, int); best = 0
+    best = 0
     cur = np.zeros(hb, int)
     for x in range(wb):
-        cur = np.where(ok[:, x], cur + 1, 0); best = max(best, int(cur.max(initial=0)))
+        cur = np.where(ok[:, x], cur + 1, 0)
+        best = max(best, int(cur.max(initial=0)))
     return int(ok.sum()), best
+
+def share(col, at_least):
+    return (col >= at_least).mean().round(3)
 
 for folder in sys.argv[3:]:
     paths = sorted(glob.glob(folder + "/*.jpg") + glob.glob(folder + "/*.png"))
@@ -42,5 +58,7 @@ for folder in sys.argv[3:]:
     el = (time.perf_counter() - st) / len(paths) * 1000
     for k, r in res.items():
         r = np.array(r)
-        print(SIDE, B, k, f"{el:.1f}ms", "count p0/10/50", np.percentile(r[:, 0], [0, 10, 50]), "run p0/10/50", np.percentile(r[:, 1], [0, 10, 50]),
-              "run>=2", (r[:, 1] >= 2).mean().round(3), "run>=3", (r[:, 1] >= 3).mean().round(3), "cnt>=3", (r[:, 0] >= 3).mean().round(3))
+        print(SIDE, B, k, f"{el:.1f}ms",
+              "count p0/10/50", np.percentile(r[:, 0], [0, 10, 50]),
+              "run p0/10/50", np.percentile(r[:, 1], [0, 10, 50]),
+              "run>=2", share(r[:, 1], 2), "run>=3", share(r[:, 1], 3), "cnt>=3", share(r[:, 0], 3))

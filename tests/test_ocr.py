@@ -155,6 +155,36 @@ def test_the_vectorised_chains_are_the_plain_loops(tmp_path):
     assert len(as_sets(_chains(marks))) >= 2 and as_sets(_chains(marks)) == as_sets(_chains_by_a_plain_loop(marks))
 
 
+def test_the_text_test_on_opencv_is_the_test_on_scipy(tmp_path, monkeypatch):
+    """OpenCV's box filter and connected components (the `ocr` extra) give the marks, the lines and
+    the answer scipy.ndimage gives, on pictures with text (dark on light, light on dark, turned,
+    small) and without (smooth photos, grain, a checkerboard of specks)."""
+    pytest.importorskip("cv2")
+    import indexer.media.text_gate as gate
+
+    rng = np.random.default_rng(3)
+    pictures = [text_picture(tmp_path / "page.png", ["Invoice 2041", "coffee 3.50", "total 12.00"]),
+                text_picture(tmp_path / "sign.png", ["HARBOR CLOSED", "NO ENTRY"], background=(20, 60, 30),
+                             ink=(240, 240, 240), angle=6, blur=0.8, font_size=60),
+                text_picture(tmp_path / "small.png", ["a screenshot line of small words 123"] * 8, size=(640, 400),
+                             font_size=13),
+                *[smooth_photo(tmp_path / f"photo{seed}.jpg", seed) for seed in range(3)]]
+    grays = [np.asarray(Image.open(path).convert("L"), dtype=np.float32) for path in pictures]
+    grays.append(rng.integers(0, 256, (480, 640)).astype(np.float32))  # grain: thousands of specks
+    grays.append(np.kron(rng.integers(0, 2, (60, 80)), np.ones((8, 8))).astype(np.float32) * 200)
+    with_cv = [(gate._local_mean(gray, 13), gate.screen_gray(gray)) for gray in grays]
+    assert gate._cv2() is not None
+    masks = [gray < mean - gate.CONTRAST for gray, (mean, _) in zip(grays, with_cv)]
+    marks_cv = [gate._marks(mask, 160) for mask in masks]
+    monkeypatch.setattr(gate, "_cv2", lambda: None)
+    for gray, mask, marks, (mean, screen) in zip(grays, masks, marks_cv, with_cv):
+        np.testing.assert_allclose(mean, gate._local_mean(gray, 13), atol=1e-3)
+        np.testing.assert_array_equal(marks, gate._marks(mask, 160))  # the same marks in the same order
+        assert screen == gate.screen_gray(gray)
+    assert [screen.has_text() for _, screen in with_cv[:6]] == [True, True, True, False, False, False]
+    assert sum(len(marks) for marks in marks_cv) > 100
+
+
 def test_decoding_for_the_vector_also_tests_for_text_at_the_tests_size(tmp_path):
     from indexer.media.image import decode_image
     from indexer.media.preprocess import PreprocessConfig

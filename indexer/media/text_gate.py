@@ -24,6 +24,7 @@ signs it passes nearly all. Tests: tests/test_ocr.py.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,15 +59,50 @@ def gate_size(width: int, height: int, side: int = GATE_SIDE) -> tuple[int, int]
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+@functools.lru_cache(maxsize=1)
+def _cv2():
+    """OpenCV (opencv-python-headless, in the `ocr` extra) where installed, else None: its box filter
+    and its connected components with their boxes and areas in one pass do the test's two largest
+    steps 2-4x faster than scipy.ndimage (docs/BENCHMARKS.md "The text test on OpenCV"), with the same
+    marks (tests/test_ocr.py checks both against each other). One thread: the decode threads are the
+    parallelism."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    cv2.setNumThreads(1)
+    return cv2
+
+
 def _local_mean(gray: np.ndarray, radius: int) -> np.ndarray:
-    """Mean over a (2r+1)^2 window (borders mirrored)."""
+    """Mean over a (2r+1)^2 window (borders mirrored: scipy's "reflect" is OpenCV's BORDER_REFLECT)."""
+    cv2 = _cv2()
+    if cv2 is not None:
+        return cv2.blur(gray, (2 * radius + 1, 2 * radius + 1), borderType=cv2.BORDER_REFLECT)
     from scipy import ndimage
 
     return ndimage.uniform_filter(gray, size=2 * radius + 1, mode="reflect")
 
 
+def _letter_shaped(out: np.ndarray, areas: np.ndarray, max_height: int) -> np.ndarray:
+    widths, heights = out[:, 2] - out[:, 0], out[:, 3] - out[:, 1]
+    fill = areas / np.maximum(1, widths * heights)
+    keep = ((heights >= 4) & (heights <= max_height) & (widths <= 6 * heights) & (widths * 6 >= heights)
+            & (fill >= 0.12) & (fill <= 0.92) & (widths * heights >= 12))
+    return out[keep]
+
+
 def _marks(mask: np.ndarray, max_height: int) -> np.ndarray:
-    """Letter-shaped connected marks of `mask`: rows of (x0, y0, x1, y1), exclusive ends."""
+    """Letter-shaped connected marks of `mask` (4-connected): rows of (x0, y0, x1, y1), exclusive ends,
+    in the order of their first pixel in raster order."""
+    cv2 = _cv2()
+    if cv2 is not None:
+        pixels = np.ascontiguousarray(mask).view(np.uint8)
+        _, _, stats, _ = cv2.connectedComponentsWithStats(pixels, connectivity=4, ltype=cv2.CV_32S)
+        x, y, width, height, areas = (stats[1:, column] for column in range(5))
+        out = np.stack([x, y, x + width, y + height], axis=1).astype(np.int32)
+        sized = (areas >= 12) & (areas <= max_height * max_height * 4)
+        return _letter_shaped(out[sized], areas[sized], max_height)
     from scipy import ndimage
 
     labels, count = ndimage.label(mask)
@@ -83,12 +119,7 @@ def _marks(mask: np.ndarray, max_height: int) -> np.ndarray:
     relabel[sized] = np.arange(1, len(sized) + 1, dtype=np.int32)
     boxes = ndimage.find_objects(relabel[labels])
     out = np.array([(box[1].start, box[0].start, box[1].stop, box[0].stop) for box in boxes], np.int32)
-    areas = areas[sized]
-    widths, heights = out[:, 2] - out[:, 0], out[:, 3] - out[:, 1]
-    fill = areas / np.maximum(1, widths * heights)
-    keep = ((heights >= 4) & (heights <= max_height) & (widths <= 6 * heights) & (widths * 6 >= heights)
-            & (fill >= 0.12) & (fill <= 0.92) & (widths * heights >= 12))
-    return out[keep]
+    return _letter_shaped(out, areas[sized], max_height)
 
 
 def _chains(marks: np.ndarray) -> list[np.ndarray]:
