@@ -1,6 +1,7 @@
 """What an unchanged re-run's words pass costs at scale: `WordStore.pending()` (the query that finds
 pictures whose words were never read, or read before their file changed) and `known_by_hash()` on a
-real SQLite index holding N pictures, every one already read (the case of a re-run with nothing new).
+real SQLite index holding N pictures, every one already through the words pass (2% read, 98% skipped by
+the text test: the case of a re-run with nothing new).
 
 Rows are written straight into the index's tables (items, vectors, item_words; the FTS5 triggers
 run), so N = 1,000,000 builds in about a minute; the vectors are 4-byte stand-ins (pending() only

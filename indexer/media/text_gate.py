@@ -2,9 +2,9 @@
 
 Letters are small marks darker (or lighter) than what is around them, of similar height, lined
 up side by side. On a greyscale copy at most `GATE_SIDE` pixels long, each pixel is compared with
-the mean of its neighbourhood (an integral image), the dark and the light marks are labelled
-(scipy.ndimage), marks of a letter's shape are kept, and marks with a neighbour of about the same
-height on about the same line a letter's width away are chained. Chains of at least
+the mean of its neighbourhood (a box filter), the dark and the light marks are labelled (OpenCV
+where installed, else scipy.ndimage), marks of a letter's shape are kept, and marks with a
+neighbour of about the same height on about the same line a letter's width away are chained. Chains of at least
 `MIN_CHAIN` marks are candidate lines of text; the test passes when one of them holds at least
 `LONG_LINE` marks (about eight letters, spaces between words bridged) and they hold at least
 `min_marks` marks together. The lines' boxes come back too: OCR reads a sparse picture (a sign on
@@ -63,9 +63,10 @@ def gate_size(width: int, height: int, side: int = GATE_SIDE) -> tuple[int, int]
 def _cv2():
     """OpenCV (opencv-python-headless, in the `ocr` extra) where installed, else None: its box filter
     and its connected components with their boxes and areas in one pass do the test's two largest
-    steps 2-4x faster than scipy.ndimage (docs/BENCHMARKS.md "The text test on OpenCV"), with the same
-    marks (tests/test_ocr.py checks both against each other). One thread: the decode threads are the
-    parallelism."""
+    steps faster than scipy.ndimage (the whole test 2x: docs/BENCHMARKS.md "The text test on OpenCV"),
+    with the same marks (tests/test_ocr.py checks both against each other). One thread: the decode
+    threads are the parallelism (cv2.setNumThreads is process-wide: it also holds for other OpenCV
+    use in a process that embeds mmsearch)."""
     try:
         import cv2
     except ImportError:
@@ -97,7 +98,7 @@ def _marks(mask: np.ndarray, max_height: int) -> np.ndarray:
     in the order of their first pixel in raster order."""
     cv2 = _cv2()
     if cv2 is not None:
-        pixels = np.ascontiguousarray(mask).view(np.uint8)
+        pixels = np.ascontiguousarray(mask, dtype=bool).view(np.uint8)  # 0/1 bytes, whatever mask's dtype
         _, _, stats, _ = cv2.connectedComponentsWithStats(pixels, connectivity=4, ltype=cv2.CV_32S)
         x, y, width, height, areas = (stats[1:, column] for column in range(5))
         out = np.stack([x, y, x + width, y + height], axis=1).astype(np.int32)

@@ -59,12 +59,17 @@ def create_fts(connection) -> None:
         connection.exec_driver_sql(statement)
 
 
+COPY_RANK = {"read": 0, "skipped": 1, "failed": 2}  # of copies, the one whose words are copied: read first
+
+
 def _read_copies_first(rows) -> dict[str, tuple[str, str]]:
-    """(content_hash, status, text) rows -> hash -> (status, text); of copies, one that was read wins
-    over one the text test skipped or OCR failed on."""
+    """(content_hash, status, text) rows, in item order -> hash -> (status, text); of copies, one that
+    was read wins over one the text test skipped, which wins over one OCR failed on; among equals, the
+    first (the lowest item id: both queries order by it)."""
     known: dict[str, tuple[str, str]] = {}
     for content_hash, status, text in rows:
-        if known.get(content_hash, ("",))[0] != "read":
+        held = known.get(content_hash)
+        if held is None or COPY_RANK.get(status, 3) < COPY_RANK.get(held[0], 3):
             known[content_hash] = (status, text)
     return known
 
@@ -179,17 +184,19 @@ class WordStore:
         bench/bench_words_pending.py). It finds the words of pictures whose content still has that
         hash; a row kept from before its picture changed is only found without `hashes`."""
         if hashes is None or len(hashes) > KNOWN_LOOKUP_MAX:
-            sql = "SELECT content_hash, status, text FROM item_words WHERE settings = ? AND content_hash IS NOT NULL"
+            sql = ("SELECT content_hash, status, text FROM item_words WHERE settings = ? AND content_hash IS NOT NULL "
+                   "ORDER BY item_id")
             return _read_copies_first(self._rows(sql, (settings,)))
         wanted = sorted(set(hashes))
         found: list[tuple] = []
         for start in range(0, len(wanted), KNOWN_LOOKUP_CHUNK):
             chunk = wanted[start:start + KNOWN_LOOKUP_CHUNK]
-            sql = ("SELECT i.content_hash, w.status, w.text FROM items i JOIN item_words w ON w.item_id = i.id "
+            sql = ("SELECT i.content_hash, w.status, w.text, w.item_id FROM items i JOIN item_words w ON w.item_id = i.id "
                    "WHERE i.content_hash IN (" + ",".join("?" * len(chunk)) + ") AND w.settings = ? "
-                   "AND w.content_hash = i.content_hash")
+                   "AND w.content_hash = i.content_hash ORDER BY w.item_id")
             found.extend(self._rows(sql, (*chunk, settings)))
-        return _read_copies_first(found)
+        found.sort(key=lambda row: row[3])  # item order across chunks
+        return _read_copies_first(row[:3] for row in found)
 
     def write(self, rows: Sequence[WordsRow]) -> None:
         """Store (replace) the words of `rows`, in one transaction; rows of items deleted meanwhile are dropped."""
