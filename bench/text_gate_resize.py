@@ -1,4 +1,4 @@
-"""The text test's resize to 640 px: Pillow's LANCZOS (what ships) against OpenCV's INTER_AREA, ms a
+"""The text test's resize to 640 px: Pillow's LANCZOS (what ships) against its BICUBIC and HAMMING and OpenCV's INTER_AREA, ms a
 picture (greyscale conversion included) and how many pictures the test then passes, per folder
 (docs/BENCHMARKS.md "The text test on OpenCV").
 
@@ -35,6 +35,14 @@ def lanczos(image: Image.Image) -> np.ndarray:
     return np.asarray(gray.resize(size, Image.Resampling.LANCZOS) if size != gray.size else gray)
 
 
+def pillow(resample):
+    def resize(image: Image.Image) -> np.ndarray:
+        gray = image.convert("L")
+        size = gate.gate_size(*gray.size)
+        return np.asarray(gray.resize(size, resample) if size != gray.size else gray)
+    return resize
+
+
 def area(image: Image.Image) -> np.ndarray:
     gray = np.asarray(image.convert("L"))
     size = gate.gate_size(gray.shape[1], gray.shape[0])
@@ -45,7 +53,8 @@ def main(folders: list[str]) -> None:
     for folder in folders:
         paths = sorted(glob.glob(f"{folder}/*.jpg") + glob.glob(f"{folder}/*.png"))
         images = [decoded(Path(path).read_bytes()) for path in paths]
-        for name, resize in (("Pillow LANCZOS", lanczos), ("OpenCV INTER_AREA", area)):
+        for name, resize in (("Pillow LANCZOS", lanczos), ("Pillow BICUBIC", pillow(Image.Resampling.BICUBIC)),
+                             ("Pillow HAMMING", pillow(Image.Resampling.HAMMING)), ("OpenCV INTER_AREA", area)):
             started = time.perf_counter()
             grays = [resize(image) for image in images]
             spent = (time.perf_counter() - started) / len(images) * 1000
