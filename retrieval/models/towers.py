@@ -35,16 +35,21 @@ def text_cfg_for_build(card: ModelCard, *, hf_pretrained: bool) -> dict:
     return text_cfg
 
 
-def build_tower(card: ModelCard, which: str, *, hf_pretrained: bool = False) -> nn.Module:
-    """A freshly initialised (seeded) tower of the card's architecture, no checkpoint weights."""
+def build_tower(card: ModelCard, which: str, *, hf_pretrained: bool = False, weights_follow: bool = False) -> nn.Module:
+    """A freshly initialised (seeded) tower of the card's architecture, no checkpoint weights. With
+    `weights_follow` (the caller loads every weight next, strictly) its random start is not drawn
+    (retrieval.models.skip_init)."""
     from open_clip.model import _build_text_tower, _build_vision_tower
+
+    from retrieval.models.skip_init import weights_to_follow
 
     cfg = card.model_cfg
     quick_gelu = bool(cfg.get("quick_gelu", False))
     seed = card.seed + (0 if which == IMAGE else 1)
     # torch's CPU generator is the process's: two towers built at once on two threads (an index run's
     # text export beside its image tower, retrieval.text_export_job) would draw from each other's seed
-    with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
+    with _BUILD_LOCK, torch.random.fork_rng(devices=[]), \
+            weights_to_follow() if weights_follow else contextlib.nullcontext():
         torch.manual_seed(seed)
         if which == IMAGE:
             return _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu, None)
@@ -116,7 +121,7 @@ def _load_folder_tower(card: ModelCard, which: str) -> nn.Module:
         raise ModelNotFoundError(f"model folder {card.spec.path} lacks {weights_file.name}")
     state = load_file(str(weights_file))
     delta = which == TEXT and manifest.get("text_weights") == "delta"
-    tower = build_tower(card, which, hf_pretrained=delta)
+    tower = build_tower(card, which, hf_pretrained=delta, weights_follow=not delta)
     result = tower.load_state_dict(state, strict=not delta)
     if delta:
         if result.unexpected_keys:
@@ -147,7 +152,7 @@ def _load_open_clip_tower(card: ModelCard, which: str) -> nn.Module:
         state = checkpoint_tower_state(checkpoint_path, which)
     else:
         state = _tower_state(convert_to_custom_text_state_dict(load_state_dict(checkpoint_path)), which)
-    tower = build_tower(card, which, hf_pretrained=False)
+    tower = build_tower(card, which, hf_pretrained=False, weights_follow=True)
     tower.load_state_dict(state, strict=True)
     return tower
 
