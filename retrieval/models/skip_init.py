@@ -9,8 +9,11 @@ is 0.7 of the 0.8 s a build takes (docs/BENCHMARKS.md "Towers built without thei
 only**, for the duration of the block (the pattern of transformers' `no_init_weights`, gated per
 thread: an index run builds towers beside decode and export threads). The deterministic ones
 (zeros_, ones_, constant_, eye_, dirac_) still run: cheap, and a non-persistent buffer made with
-them stays right. Only code that looks the initialiser up on torch.nn.init at call time is
-affected (a module that bound one at import keeps initialising: slower, never wrong).
+them stays right. Only code that looks the initialiser up at call time on torch.nn.init (or on the
+torch modules that bound one at import, `_MODULES`) is affected; one bound elsewhere keeps
+initialising (timm's own trunc_normal_, open_clip's torch.randn): slower, never wrong. Once
+installed, `torch.jit.script` cannot compile a function that calls a wrapped initialiser (nothing
+here scripts one; torch.jit.script is deprecated).
 """
 from __future__ import annotations
 
@@ -36,14 +39,25 @@ def _skippable(real):
     return initialiser
 
 
+# where torch binds initialisers by name at import (nn.MultiheadAttention, open_clip's default
+# attention, draws its in_proj_weight through torch.nn.modules.activation's own xavier_uniform_)
+_MODULES = ("torch.nn.init", "torch.nn.modules.activation", "torch.nn.modules.transformer")
+
+
 def _install() -> None:
-    from torch.nn import init
+    import importlib
 
     with _install_lock:
-        for name in RANDOM_INITIALISERS:
-            real = getattr(init, name, None)
-            if real is not None and not getattr(real, "__mmsearch_skippable__", False):
-                setattr(init, name, _skippable(real))
+        wrapped: dict[int, object] = {}
+        for module_name in _MODULES:
+            module = importlib.import_module(module_name)
+            for name in RANDOM_INITIALISERS:
+                real = getattr(module, name, None)
+                if real is None or getattr(real, "__mmsearch_skippable__", False):
+                    continue
+                if id(real) not in wrapped:
+                    wrapped[id(real)] = _skippable(real)
+                setattr(module, name, wrapped[id(real)])
 
 
 @contextlib.contextmanager

@@ -121,13 +121,14 @@ def _load_folder_tower(card: ModelCard, which: str) -> nn.Module:
         raise ModelNotFoundError(f"model folder {card.spec.path} lacks {weights_file.name}")
     state = load_file(str(weights_file))
     delta = which == TEXT and manifest.get("text_weights") == "delta"
-    tower = build_tower(card, which, hf_pretrained=delta, weights_follow=not delta)
-    result = tower.load_state_dict(state, strict=not delta)
-    if delta:
-        if result.unexpected_keys:
-            raise ModelNotFoundError(f"{weights_file}: unexpected keys {result.unexpected_keys[:5]}")
-        # A delta holds what was trained; the rest comes from the pretrained base it names.
-        log.debug("text tower: %d keys from the base model, %d from %s", len(result.missing_keys), len(state), weights_file)
+    if not delta:
+        return _built_for(card, which, state)
+    tower = build_tower(card, which, hf_pretrained=True)
+    result = tower.load_state_dict(state, strict=False)
+    if result.unexpected_keys:
+        raise ModelNotFoundError(f"{weights_file}: unexpected keys {result.unexpected_keys[:5]}")
+    # A delta holds what was trained; the rest comes from the pretrained base it names.
+    log.debug("text tower: %d keys from the base model, %d from %s", len(result.missing_keys), len(state), weights_file)
     return tower
 
 
@@ -152,7 +153,13 @@ def _load_open_clip_tower(card: ModelCard, which: str) -> nn.Module:
         state = checkpoint_tower_state(checkpoint_path, which)
     else:
         state = _tower_state(convert_to_custom_text_state_dict(load_state_dict(checkpoint_path)), which)
-    tower = build_tower(card, which, hf_pretrained=False, weights_follow=True)
+    return _built_for(card, which, state)
+
+
+def _built_for(card: ModelCard, which: str, state: dict) -> nn.Module:
+    """A tower built for `state` and given it strictly: every weight is replaced, so its random
+    start is never drawn (retrieval.models.skip_init); a key missing or left over is an error."""
+    tower = build_tower(card, which, weights_follow=True)
     tower.load_state_dict(state, strict=True)
     return tower
 
