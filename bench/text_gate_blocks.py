@@ -5,27 +5,16 @@ or light marks (3rd or 97th percentile 40 away), counted and their longest horiz
     python bench/text_gate_blocks.py 256 8 /tmp/ocrset/text /tmp/ocrset2/text /tmp/ocrset/photos
 """
 import glob
-import io
 import sys
 import time
 
 import numpy as np
+from gate_pixels import draft_decode, gray_at
 from PIL import Image
-
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-import indexer.media.text_gate as tg
 
 
 def gray(data, side):
-    im = Image.open(io.BytesIO(data))
-    if im.format == "JPEG":
-        s = min(1.0, side / max(im.size))
-        im.draft("RGB", (max(1, int(im.width * s)), max(1, int(im.height * s))))
-    g = im.convert("L")
-    size = tg.gate_size(*g.size, side)
-    if size != g.size:
-        g = g.resize(size, Image.Resampling.BILINEAR)
-    return np.asarray(g)
+    return gray_at(draft_decode(data, side), side, Image.Resampling.BILINEAR)
 
 B = int(sys.argv[2])
 SIDE = int(sys.argv[1])

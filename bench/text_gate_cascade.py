@@ -9,37 +9,18 @@ import io
 import sys
 import time
 
-import numpy as np
+from gate_pixels import chains, gray_at, is_line
+from gate_pixels import draft_decode as draft
 from PIL import Image
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 import indexer.media.text_gate as tg
 
 
-def draft(data, side):
-    im = Image.open(io.BytesIO(data))
-    if im.format == "JPEG":
-        s = min(1.0, side / max(im.size))
-        im.draft("RGB", (max(1, int(im.width * s)), max(1, int(im.height * s))))
-    return im.convert("RGB")
-
-def gray_at(im, side):
-    g = im.convert("L")
-    size = tg.gate_size(*g.size, side)
-    if size != g.size:
-        g = g.resize(size, Image.Resampling.LANCZOS)
-    return np.asarray(g)
-
 def longest(gray):
-    h, w = gray.shape
-    g = gray.astype(np.float32)
-    mean = tg._local_mean(g, max(6, max(h, w) // 48))
     best = 0
-    for _light, mask in enumerate((g < mean - tg.CONTRAST, g > mean + tg.CONTRAST)):
-        marks = tg._marks(mask, max(8, h // 3))
-        for m in tg._chains(marks):
-            if len(m) > best and tg._looks_like_a_line(g, mask, marks[m]):
-                best = len(m)
+    for group, mask, pixels in chains(gray):
+        if len(group) > best and is_line(group, mask, pixels):
+            best = len(group)
     return best
 
 model_side = int(sys.argv[1])

@@ -5,40 +5,23 @@ how many of each a cascade's first step would pass with a line of 3, 4, 5 or 8 m
     python bench/text_gate_lines.py SIDE FOLDER...   # e.g. 400 /tmp/ocrset/text /tmp/ocrset2/text /tmp/ocrset/photos
 """
 import glob
-import io
 import sys
 import time
 
 import numpy as np
-from PIL import Image
-
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-import indexer.media.text_gate as tg
+from gate_pixels import chains, draft_decode, gray_at, is_line
 
 
-def dec(data, side, mode="L"):
-    im = Image.open(io.BytesIO(data))
-    s = min(1.0, side / max(im.size))
-    im.draft(mode, (max(1, int(im.width * s)), max(1, int(im.height * s))))
-    im = im.convert(mode)
-    size = tg.gate_size(*im.size, side)
-    if size != im.size:
-        im = im.resize(size, Image.Resampling.LANCZOS)
-    return np.asarray(im)
+def dec(data, side):
+    return gray_at(draft_decode(data, side, "L"), side)
 
 def stats(gray):
-    h, w = gray.shape
-    g = gray.astype(np.float32)
-    mean = tg._local_mean(g, max(6, max(h, w) // 48))
     raw = []  # chain lengths (raw)
     lines = []  # and those that look like lines
-    for _light, mask in enumerate((g < mean - tg.CONTRAST, g > mean + tg.CONTRAST)):
-        marks = tg._marks(mask, max(8, h // 3))
-        for m in tg._chains(marks):
-            grp = marks[m]
-            raw.append(len(grp))
-            if tg._looks_like_a_line(g, mask, grp):
-                lines.append(len(grp))
+    for group, mask, pixels in chains(gray):
+        raw.append(len(group))
+        if is_line(group, mask, pixels):
+            lines.append(len(group))
     return max(raw, default=0), max(lines, default=0), sum(lines)
 
 def share(col, at_least):

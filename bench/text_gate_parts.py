@@ -3,6 +3,7 @@ the resized pixels, ms per picture, then a profile of the test (docs/BENCHMARKS.
 default for a new index").
 
     python bench/text_gate_parts.py /tmp/s4/ocr-speed/photos      # bench_ocr.py --keep's photo crops
+    python bench/text_gate_parts.py /tmp/s4/ocr-speed/photos --scipy   # the scipy.ndimage path, OpenCV installed or not
 """
 from __future__ import annotations
 
@@ -39,4 +40,8 @@ def main(folder: str, count: int = 60) -> None:
 
 
 if __name__ == "__main__":
+    if "--scipy" in sys.argv[2:]:
+        import indexer.media.text_gate as gate
+
+        gate._cv2 = lambda: None
     main(sys.argv[1])

@@ -6,8 +6,8 @@ picture (greyscale conversion included) and how many pictures the test then pass
 """
 from __future__ import annotations
 
+import functools
 import glob
-import io
 import sys
 import time
 from pathlib import Path
@@ -18,29 +18,17 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gate_pixels import draft_decode, gray_at
+
 import indexer.media.text_gate as gate
 
 
-def decoded(data: bytes, side: int = gate.GATE_SIDE) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    if image.format == "JPEG":
-        scale = min(1.0, side / max(image.size))
-        image.draft("RGB", (max(1, int(image.width * scale)), max(1, int(image.height * scale))))
-    return image.convert("RGB")
-
-
-def lanczos(image: Image.Image) -> np.ndarray:
-    gray = image.convert("L")
-    size = gate.gate_size(*gray.size)
-    return np.asarray(gray.resize(size, Image.Resampling.LANCZOS) if size != gray.size else gray)
+def decoded(data: bytes) -> Image.Image:
+    return draft_decode(data, gate.GATE_SIDE)
 
 
 def pillow(resample):
-    def resize(image: Image.Image) -> np.ndarray:
-        gray = image.convert("L")
-        size = gate.gate_size(*gray.size)
-        return np.asarray(gray.resize(size, resample) if size != gray.size else gray)
-    return resize
+    return functools.partial(gray_at, resample=resample)
 
 
 def area(image: Image.Image) -> np.ndarray:
@@ -53,7 +41,8 @@ def main(folders: list[str]) -> None:
     for folder in folders:
         paths = sorted(glob.glob(f"{folder}/*.jpg") + glob.glob(f"{folder}/*.png"))
         images = [decoded(Path(path).read_bytes()) for path in paths]
-        for name, resize in (("Pillow LANCZOS", lanczos), ("Pillow BICUBIC", pillow(Image.Resampling.BICUBIC)),
+        for name, resize in (("Pillow LANCZOS", pillow(Image.Resampling.LANCZOS)),
+                             ("Pillow BICUBIC", pillow(Image.Resampling.BICUBIC)),
                              ("Pillow HAMMING", pillow(Image.Resampling.HAMMING)), ("OpenCV INTER_AREA", area)):
             started = time.perf_counter()
             grays = [resize(image) for image in images]

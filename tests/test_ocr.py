@@ -231,6 +231,14 @@ def test_word_scores_forgive_a_misread_letter_but_not_another_word():
 
 # --- the store: FTS5, triggers, cascade, migration -------------------------------------------------
 
+def _pictures(tmp_path, count: int):
+    """`count` noisy pictures img0.png ... in tmp_path/pics, each its own seed."""
+    pics = tmp_path / "pics"
+    for index in range(count):
+        write_image(pics / f"img{index}.png", seed=index)
+    return pics
+
+
 def _indexed(tmp_path, tiny_model_config, pics, *extra):
     db = tmp_path / "db"
     result = runner.invoke(app, ["index", str(pics), "--db", str(db), "--model", str(tiny_model_config), "--json",
@@ -240,9 +248,7 @@ def _indexed(tmp_path, tiny_model_config, pics, *extra):
 
 
 def test_words_store_finds_by_trigrams_and_follows_deleted_items(tmp_path, tiny_model_config):
-    pics = tmp_path / "pics"
-    for index in range(3):
-        write_image(pics / f"img{index}.png", seed=index)
+    pics = _pictures(tmp_path, 3)
     db, _, _ = _indexed(tmp_path, tiny_model_config, pics, "--ocr", "off")
     with Library(db) as library:
         pending = library.words.pending("eng")
@@ -269,9 +275,7 @@ def test_words_store_finds_by_trigrams_and_follows_deleted_items(tmp_path, tiny_
 def test_copies_are_looked_up_by_the_hashes_about_to_be_read_as_the_whole_table_would(tmp_path, tiny_model_config):
     """known_by_hash(settings, hashes) is the whole table's answer for those hashes (a read copy
     winning over a skipped one), except a row kept from before its picture changed."""
-    pics = tmp_path / "pics"
-    for index in range(4):
-        write_image(pics / f"img{index}.png", seed=index)
+    pics = _pictures(tmp_path, 4)
     shutil.copy(pics / "img0.png", pics / "img0-copy.png")
     db, _, _ = _indexed(tmp_path, tiny_model_config, pics, "--ocr", "off")
     with Library(db) as library:
@@ -308,9 +312,7 @@ def test_a_copy_added_in_a_later_run_gets_the_words_read_before_without_a_read(t
     from indexer.media.ocr import OcrOptions
     from indexer.pipeline.words import read_pictures
 
-    pics = tmp_path / "pics"
-    for index in range(3):
-        write_image(pics / f"img{index}.png", seed=index)
+    pics = _pictures(tmp_path, 3)
     db, _, _ = _indexed(tmp_path, tiny_model_config, pics, "--ocr", "off")
     with Library(db) as library:
         library.words.write([WordsRow(p.item_id, p.content_hash, "eng", "read" if Path(p.path).name == "img0.png"
@@ -558,9 +560,7 @@ def test_api_searches_by_words_alone_and_among_a_description(tmp_path, tiny_mode
     from retrieval.server import ServerConfig, create_app
     from retrieval.server.engine import SearchEngine, WarmLibrary
 
-    pics = tmp_path / "pics"
-    for index in range(4):
-        write_image(pics / f"img{index}.png", seed=index)
+    pics = _pictures(tmp_path, 4)
     db = tmp_path / "db"
     with Library(db) as library, library.lock():
         index_folders(library, media_for(tiny_model), IndexConfig(roots=(str(pics),)))

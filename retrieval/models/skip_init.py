@@ -44,7 +44,13 @@ def _skippable(real):
 _MODULES = ("torch.nn.init", "torch.nn.modules.activation", "torch.nn.modules.transformer")
 
 
+_installed = False
+
+
 def _install() -> None:
+    global _installed
+    if _installed:  # once per process: each tower build asks
+        return
     import importlib
 
     with _install_lock:
@@ -58,6 +64,7 @@ def _install() -> None:
                 if id(real) not in wrapped:
                     wrapped[id(real)] = _skippable(real)
                 setattr(module, name, wrapped[id(real)])
+        _installed = True
 
 
 @contextlib.contextmanager
