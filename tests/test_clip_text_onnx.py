@@ -47,3 +47,65 @@ def test_the_text_export_records_its_writer(tmp_path, tiny_model):
     export_text_encoder(tiny_model, tmp_path / "text")
     meta = json.loads((tmp_path / "text" / META_NAME).read_text())
     assert meta["writer"] == "clip_text_onnx" and meta["sequence"] == "trimmed"
+
+
+TEXT_BASE = {"context_length": 16, "vocab_size": 300, "width": 32, "heads": 4, "layers": 2}
+TEXT_VARIANTS = {
+    "plain": {},
+    "quick-gelu": {"quick_gelu": True},
+    "gelu-tanh": {"act_kwargs": {"approximate": "tanh"}},
+    "layer-scale": {"ls_init_value": 0.3},
+    "projection-with-bias": {"proj_bias": True},
+    "no-projection": {"proj_type": "none"},
+    "eos-pool": {"pool_type": "eos", "eos_id": 7},
+    "first-pool": {"pool_type": "first"},
+    "norm-eps": {"norm_kwargs": {"eps": 1e-6}},
+    "narrow-mlp": {"mlp_ratio": 2.0},
+}
+
+
+def _text_cfg(**overrides) -> dict:
+    quick_gelu = overrides.pop("quick_gelu", False)
+    return {"embed_dim": 24, "quick_gelu": quick_gelu, "text_cfg": {**TEXT_BASE, **overrides}}
+
+
+@pytest.mark.parametrize("variant", list(TEXT_VARIANTS))
+def test_the_recipe_read_from_the_config_writes_what_the_torch_tower_computes(variant):
+    from open_clip.model import _build_text_tower
+
+    from retrieval.models.clip_text_onnx import text_graph, text_recipe, text_recipe_from_cfg
+    from retrieval.models.vit_onnx import _weights
+
+    cfg = _text_cfg(**TEXT_VARIANTS[variant])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        tower = _build_text_tower(cfg["embed_dim"], cfg["text_cfg"], cfg["quick_gelu"], None).eval()
+        for parameter in tower.parameters():  # LayerNorms at 1/0 and zero biases would hide mistakes
+            parameter.data += 0.05 * torch.randn_like(parameter)
+    recipe = text_recipe_from_cfg(cfg)
+    assert recipe == text_recipe(tower)
+    assert recipe.weight_shapes() == {key: tuple(value.shape) for key, value in tower.state_dict().items()}
+    assert np.array_equal(recipe.causal_mask(), tower.attn_mask.numpy())
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(1, 250, (3, 16))
+    tokens[0, 5], tokens[1, 15], tokens[2, 9] = 299, 299, 299  # the end-of-text tokens argmax pooling finds
+    tokens[:, 3] = 7  # an eos token for eos pooling
+    with torch.inference_mode():
+        expected = tower(torch.from_numpy(tokens)).numpy()
+    assert np.abs(_run(text_graph(recipe, _weights(tower)), tokens) - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    ({"hf_model_name": "bert-base-uncased"}, "hf_model_name"),
+    ({"embed_cls": True}, "embed_cls"),
+    ({"no_causal_mask": True}, "no_causal_mask"),
+    ({"pool_type": "last"}, "pool_type"),
+    ({"tokenizer_kwargs": {"clean": "canonicalize"}}, "tokenizer_kwargs"),
+    ({"scale_fc": True}, "scale_fc"),
+    ({"width": 30}, "multiple"),
+])
+def test_text_configs_it_does_not_know_are_refused(overrides, reason):
+    from retrieval.models.clip_text_onnx import text_recipe_from_cfg
+
+    with pytest.raises(ValueError, match=reason):
+        text_recipe_from_cfg(_text_cfg(**overrides))

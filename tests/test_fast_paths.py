@@ -236,7 +236,7 @@ def test_effective_precision_says_what_runs(tmp_path, tiny_model):
     assert any("ONNX graph" in step for step in steps) and any("checking" in step for step in steps)
     entry = fast_image.exported_meta(folder)["int8"]
     assert entry["cpu"] in ("int8-exact", "int8-saturating") and entry["seconds"]["vit_onnx"] > 0  # written, not traced
-    assert fast_image.exported_meta(folder)["fp32"] == {"writer": "vit_onnx"}  # its fp32 graph not run yet
+    assert fast_image.exported_meta(folder)["fp32"] == {"writer": "vit_onnx", "reference": "torch"}  # not run yet
     assert not (folder / fast_image.FP32_NAME).exists()  # nor kept: the int8 graph runs
     steps.clear()
     assert fast_image.build_image_encoder(tiny_model, "onnx-int8", folder, on_step=steps.append).precision == "onnx-int8"

@@ -15,16 +15,18 @@ Precisions (measured on 2 cores, docs/BENCHMARKS.md "Throughput (issue 4)" and "
 
 An ONNX export is written once per model into a cache folder (the index folder's `image_encoder/`),
 keyed by the model fingerprint, staged and renamed atomically: a plain ViT by `retrieval.models.vit_onnx`
-from its weights (no tracing), any other tower by `torch.onnx.export`. A written ViT's fp32 graph is
+from its weights (no tracing; from a safetensors checkpoint with neither torch nor open_clip imported,
+`checkpoint_vit`), any other tower by `torch.onnx.export`. A written ViT's fp32 graph is
 kept on disk only when it is what runs (no int8 recipe passes, or `onnx` was asked for): the int8
 graph is quantised from it in memory, and a later `onnx` run writes it then (352 MB and ~3 s of a
 first run saved for ViT-B-32). Its int8 graph is chosen there by
-measurement: each recipe of INT8_RECIPES in turn is checked against the torch tower's vectors on
-`check_pixels` and the first with cosine >= MIN_INT8_COSINE is kept; when none passes, `onnx-int8`
-runs the fp32 graph. The metadata records the choice, every recipe's cosine and the CPU kind it was
-measured on; `effective_precision` reads what really runs. Anything that fails on the way (an
-architecture the exporter cannot take, onnxruntime missing) falls back to the torch tower with a
-warning: a slower index, never a failed one. A GPU always runs the plain tower.
+measurement: each recipe of INT8_RECIPES in turn is checked against the fp32 vectors on `check_pixels`
+(the torch tower's, or for a graph written from the checkpoint the fp32 graph's own: the writer's
+agreement with torch is a test, tests/test_vit_onnx.py) and the first with cosine >= MIN_INT8_COSINE
+is kept; when none passes, `onnx-int8` runs the fp32 graph. The metadata records the choice, every
+recipe's cosine and the CPU kind it was measured on; `effective_precision` reads what really runs.
+Anything that fails on the way (an architecture the exporter cannot take, onnxruntime missing) falls
+back to the torch tower with a warning: a slower index, never a failed one. A GPU always runs the plain tower.
 """
 from __future__ import annotations
 
@@ -43,14 +45,14 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "int8", "onnx", "onnx-int8")
 DEFAULT_CPU_PRECISION = "onnx-int8"
-MIN_INT8_COSINE = 0.995  # least cosine to the torch tower on check_pixels for an int8 graph to be used
+MIN_INT8_COSINE = 0.995  # least cosine to the fp32 vectors on check_pixels for an int8 graph to be used
 MIN_FP32_COSINE = 0.9999  # the same for the fp32 graph (measured 1.00000: it computes what torch does)
 META_NAME = "image_encoder.json"
 FORMAT = "mmsearch-onnx-image/2"
 OLDER_FORMATS = ("mmsearch-onnx-image/1",)  # fp32 graph still good; int8 graph re-made (8-bit weights drift on AVX2)
 FP32_NAME = "image.onnx"
 INT8_NAME = "image-int8.onnx"
-REFERENCE_NAME = "check_vectors.npy"  # the torch tower's vectors on check_pixels: re-checks need no fp32 run
+REFERENCE_NAME = "check_vectors.npy"  # fp32 vectors on check_pixels (torch's or the fp32 graph's): re-checks need no fp32 run
 # tried in this order at export (per-column: the more accurate, at the same speed; docs/BENCHMARKS.md)
 INT8_RECIPES = {"int7-per-column": {"per_column": True}, "int7-per-tensor": {"per_column": False}}
 
@@ -164,11 +166,12 @@ def cpu_kind() -> str:
 
 
 def choose_int8_graph(fp32_graph, reference: np.ndarray, image_size: int, *, parsed=None,
-                      on_step: Step | None = None) -> tuple[dict, bytes | None, object]:
+                      on_step: Step | None = None, arrays: dict | None = None) -> tuple[dict, bytes | None, object]:
     """Quantise `fp32_graph` (a serialised ONNX model, or a function that returns a fresh ModelProto of
     it; `parsed`, when given, is it as a ModelProto, which the first recipe then rewrites in place)
-    by each recipe in turn until one agrees with `reference` (the torch tower's unit vectors on
-    check_pixels) to MIN_INT8_COSINE.
+    by each recipe in turn until one agrees with `reference` (the fp32 unit vectors on
+    check_pixels) to MIN_INT8_COSINE. `arrays`: the values of the graph's held initializers
+    (retrieval.models.held_weights); each int8 graph is self-contained.
 
     Returns (the metadata entry, the chosen graph's bytes or None, its open session or None). The entry
     is {"recipe": name or None, "min_cosine": its least cosine or None, "tried": {recipe: cosine},
@@ -188,7 +191,7 @@ def choose_int8_graph(fp32_graph, reference: np.ndarray, image_size: int, *, par
             model, parsed = parsed, None
         else:
             model = fp32_graph() if callable(fp32_graph) else onnx.load_from_string(fp32_graph)
-        layers = quantise_matmuls(model, **options)
+        layers = quantise_matmuls(model, **options, arrays=arrays)
         if not layers:  # nothing to quantise: the int8 graph would be the fp32 one
             break
         graph = model.SerializeToString()
@@ -215,11 +218,11 @@ def _fp32_graph(tower, image_size: int, path: Path):
     written yet) where it applies, else (its bytes, None, "torch.onnx.export") traced into `path`."""
     import torch
 
-    from retrieval.models.vit_onnx import unsupported, vit_graph
+    from retrieval.models.vit_onnx import tower_graph, unsupported
 
     why_not = unsupported(tower)
     if why_not is None:
-        return (lambda: vit_graph(tower)), vit_graph(tower), "vit_onnx"
+        return (lambda: tower_graph(tower)), tower_graph(tower), "vit_onnx"
     log.debug("image tower traced by torch.onnx.export: %s", why_not)
     from retrieval.models.tracer import TRACER_LOCK
 
@@ -241,34 +244,107 @@ def export_image_tower(tower, image_size: int, folder: Path, fingerprint: str, *
     """
     import torch
 
+    tower = tower.to("cpu").eval()
+
+    def fp32_graph(staging: Path):
+        return _fp32_graph(tower, image_size, staging / FP32_NAME)
+
+    def reference(graph, parsed) -> np.ndarray:
+        with torch.inference_mode():
+            return _normalise(tower(torch.from_numpy(check_pixels(image_size))).float().numpy())
+
+    return _export(fp32_graph, reference, lambda staging, graph: write_fp32_graph(tower, staging), image_size, folder,
+                   fingerprint, on_step=on_step, keep_fp32=keep_fp32, reference_of="torch")
+
+
+def checkpoint_vit(card):
+    """(recipe, float32 weights) of the card's image tower, read from its safetensors checkpoint with
+    neither torch nor open_clip (retrieval.models.tower_weights, retrieval.models.vit_onnx). Raises
+    ValueError (tower_weights.NotReadable among them) when the tower is not a plain ViT or its
+    weights are not in such a file: the caller then builds it in torch."""
+    from retrieval.models.tower_weights import IMAGE, tower_arrays
+    from retrieval.models.vit_onnx import vit_recipe_from_cfg
+
+    recipe = vit_recipe_from_cfg(card.model_cfg)  # a config it does not know costs no read
+    if recipe.image_size != (int(card.preprocess.image_size),) * 2:
+        raise ValueError(f"the tower takes {recipe.image_size} pixels, the preprocessing gives {card.preprocess.image_size}")
+    return recipe, tower_arrays(card, IMAGE)
+
+
+def export_checkpoint_vit(recipe, weights: dict, folder: Path, fingerprint: str, *, on_step: Step | None = None,
+                          keep_fp32: bool = False):
+    """`export_image_tower` for a plain ViT given as its recipe and weights (`checkpoint_vit`): no torch,
+    and the weights never copied into a protobuf that is not kept (retrieval.models.held_weights). Its
+    int8 graph is checked against the fp32 graph's own vectors (the writer's agreement with open_clip's
+    torch tower is what tests/test_vit_onnx.py checks, per configuration). `weights` is emptied."""
+    from onnx import ModelProto
+
+    from retrieval.models import held_weights
+    from retrieval.models.vit_onnx import held_vit_graph
+
+    image_size = int(recipe.image_size[0])
+    held: dict = {}
+
+    def fp32_graph(staging: Path):
+        parsed, held["arrays"] = held_vit_graph(recipe, weights)
+        weights.clear()  # the held arrays stand in for them (transposed where the graph multiplies)
+        template = parsed.SerializeToString()  # no weights in it: a fresh copy per int8 recipe costs nothing
+
+        def fresh():
+            model = ModelProto()
+            model.ParseFromString(template)
+            return model
+
+        return fresh, parsed, "vit_onnx"
+
+    def reference(graph, parsed) -> np.ndarray:
+        session = held_weights.session(parsed, held["arrays"], _default_threads, one_shot=True)
+        (features,) = session.run(["features"], {"pixels": check_pixels(image_size)})
+        return _normalise(features)
+
+    def write_fp32(staging: Path, graph) -> None:
+        model = graph()
+        held_weights.materialise(model, held["arrays"])
+        _write_atomically(staging / FP32_NAME, model.SerializeToString())
+
+    return _export(fp32_graph, reference, write_fp32, image_size, folder, fingerprint, on_step=on_step,
+                   keep_fp32=keep_fp32, reference_of="fp32 graph", arrays=lambda: held["arrays"])
+
+
+def _export(fp32_graph, reference, write_fp32, image_size: int, folder: Path, fingerprint: str, *,
+            on_step: Step | None, keep_fp32: bool, reference_of: str, arrays=lambda: None):
+    """The export both writers share: `fp32_graph(staging)` -> (graph, parsed, writer) as `_fp32_graph`
+    gives; `reference(graph, parsed)` -> unit vectors of check_pixels (`reference_of`: "torch" for
+    the torch tower's, "fp32 graph" for the graph's own); `write_fp32(staging, graph)` writes a graph
+    that was only kept in memory; `arrays()`: the graph's held weights (retrieval.models.held_weights)."""
     folder = Path(folder)
     staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    session = None
     try:
-        tower = tower.to("cpu").eval()
         if on_step:
             on_step("image tower: writing the ONNX graph (once per model)")
         started = time.perf_counter()
-        graph, parsed, writer = _fp32_graph(tower, image_size, staging / FP32_NAME)
+        graph, parsed, writer = fp32_graph(staging)
         seconds = {writer: round(time.perf_counter() - started, 3)}
         started = time.perf_counter()
-        with torch.inference_mode():
-            reference = _normalise(tower(torch.from_numpy(check_pixels(image_size))).float().numpy())
-        np.save(staging / REFERENCE_NAME, reference)
+        vectors = reference(graph, parsed)
+        np.save(staging / REFERENCE_NAME, vectors)
         seconds["reference"] = round(time.perf_counter() - started, 3)
-        entry, int8_graph, session = choose_int8_graph(graph, reference, image_size, parsed=parsed, on_step=on_step)
+        entry, int8_graph, session = choose_int8_graph(graph, vectors, image_size, parsed=parsed, on_step=on_step,
+                                                       arrays=arrays())
         del parsed
         entry["seconds"] = {**seconds, **entry["seconds"]}
         if int8_graph is not None:
             (staging / INT8_NAME).write_bytes(int8_graph)
-        if callable(graph) and (int8_graph is None or keep_fp32):
+        if writer == "vit_onnx" and (int8_graph is None or keep_fp32):
             started = time.perf_counter()
-            write_fp32_graph(tower, staging)
+            write_fp32(staging, graph)
             entry["seconds"]["fp32 written"] = round(time.perf_counter() - started, 3)
         del graph
         _write_meta(staging, {"format": FORMAT, "fingerprint": fingerprint, "image_size": image_size,
-                              "fp32": {"writer": writer}, "int8": entry})
+                              "fp32": {"writer": writer, "reference": reference_of}, "int8": entry})
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(staging, folder)
@@ -278,23 +354,29 @@ def export_image_tower(tower, image_size: int, folder: Path, fingerprint: str, *
     return folder, session
 
 
-def write_fp32_graph(tower, folder: Path) -> Path:
-    """A ViT tower's fp32 graph written into `folder` (staged, then renamed): at export where it is what
-    runs, or later, the first time something runs it (`--precision onnx`) beside an int8 graph."""
-    from retrieval.models.vit_onnx import vit_graph
-
-    path = Path(folder) / FP32_NAME
+def _write_atomically(path: Path, data: bytes) -> None:
     staged = path.with_name(path.name + f".tmp-{os.getpid()}")
     try:
-        staged.write_bytes(vit_graph(tower.to("cpu").eval()).SerializeToString())
+        staged.write_bytes(data)
         os.replace(staged, path)
     finally:
         staged.unlink(missing_ok=True)
+
+
+def write_fp32_graph(tower, folder: Path) -> Path:
+    """A ViT's fp32 graph written into `folder` (staged, then renamed): at export where it is what runs,
+    or later, the first time something runs it (`--precision onnx`) beside an int8 graph. `tower` is
+    a built torch tower, or (recipe, weights) as `checkpoint_vit` reads them."""
+    from retrieval.models.vit_onnx import tower_graph, vit_graph
+
+    graph = vit_graph(*tower) if isinstance(tower, tuple) else tower_graph(tower.to("cpu").eval())
+    path = Path(folder) / FP32_NAME
+    _write_atomically(path, graph.SerializeToString())
     return path
 
 
 def checked_fp32_graph(folder: Path, meta: dict) -> Path:
-    """The export's fp32 graph, checked once against the torch tower's reference vectors before it is
+    """The export's fp32 graph, checked once against the reference vectors before it is
     first run (the default path never runs it: the int8 graph's check stands for both there).
     Raises RuntimeError when it does not agree (cosine < MIN_FP32_COSINE)."""
     path = folder / FP32_NAME
@@ -304,7 +386,7 @@ def checked_fp32_graph(folder: Path, meta: dict) -> Path:
     vectors = OnnxImageEncoder(path, None, "onnx").embed_pixels(check_pixels(int(meta["image_size"]), count=len(reference)))
     cosine = float((vectors * reference).sum(axis=1).min())
     if cosine < MIN_FP32_COSINE:
-        raise RuntimeError(f"the fp32 ONNX graph disagrees with the torch tower (cosine {cosine:.5f})")
+        raise RuntimeError(f"the fp32 ONNX graph disagrees with its reference vectors (cosine {cosine:.5f})")
     try:
         _write_meta(folder, {**meta, "fp32": {**meta.get("fp32", {}), "min_cosine": round(cosine, 6)}})
     except OSError as exc:  # a read-only index folder: checked again next time
@@ -380,6 +462,15 @@ def effective_precision(folder: Path | None, precision: str = DEFAULT_CPU_PRECIS
     return "onnx-int8" if meta["int8"].get("recipe") else "onnx"
 
 
+def _readable_vit(card):
+    """`checkpoint_vit(card)`, or None (logged) when the tower has to be built in torch."""
+    try:
+        return checkpoint_vit(card)
+    except (ValueError, OSError) as exc:
+        log.debug("image tower of %s through torch: %s", card.spec.name, exc)
+        return None
+
+
 def build_image_encoder(model, precision: str, cache_dir: Path | None, *, on_step: Step | None = None):
     """An encoder for `model`'s image tower at `precision` on the CPU (torch fallback on failure).
 
@@ -400,12 +491,20 @@ def build_image_encoder(model, precision: str, cache_dir: Path | None, *, on_ste
             if meta.get("fingerprint") != card.fingerprint:  # else the torch weights are not even read
                 log.info("exporting the image tower of %s to ONNX (once per model)", card.spec.name)
                 if on_step:
-                    on_step("image tower: loading the torch weights (once per model)")
-                from retrieval.models.towers import IMAGE, load_tower
+                    on_step("image tower: reading the weights (once per model)")
+                readable = _readable_vit(card)
+                if readable is not None:  # from the checkpoint's arrays: neither torch nor open_clip
+                    _, session = export_checkpoint_vit(*readable, folder, card.fingerprint, on_step=on_step,
+                                                       keep_fp32=precision == "onnx")
+                    del readable
+                else:
+                    if on_step:
+                        on_step("image tower: loading the torch weights (once per model)")
+                    from retrieval.models.towers import IMAGE, load_tower
 
-                tower = load_tower(card, IMAGE)
-                _, session = export_image_tower(tower, int(card.preprocess.image_size), folder, card.fingerprint,
-                                                on_step=on_step, keep_fp32=precision == "onnx")
+                    tower = load_tower(card, IMAGE)
+                    _, session = export_image_tower(tower, int(card.preprocess.image_size), folder, card.fingerprint,
+                                                    on_step=on_step, keep_fp32=precision == "onnx")
                 meta = exported_meta(folder)
             elif "int8" not in meta and precision == "onnx-int8":
                 meta, session = upgrade_int8_choice(folder, meta, on_step=on_step)
@@ -415,12 +514,15 @@ def build_image_encoder(model, precision: str, cache_dir: Path | None, *, on_ste
                 log.warning("int8 image tower of %s drifts (cosine %s < %.3f vs fp32); using fp32 ONNX",
                             card.spec.name, meta["int8"].get("tried"), MIN_INT8_COSINE)
             if not (folder / FP32_NAME).is_file():  # not kept beside a passing int8 graph: written now, once
-                from retrieval.models.towers import IMAGE, load_tower
-
                 if on_step:
                     on_step("image tower: writing the fp32 ONNX graph (once per model)")
-                tower = tower if tower is not None else load_tower(card, IMAGE)
-                write_fp32_graph(tower, folder)
+                readable = _readable_vit(card) if tower is None else None
+                if readable is None:
+                    from retrieval.models.towers import IMAGE, load_tower
+
+                    tower = tower if tower is not None else load_tower(card, IMAGE)
+                write_fp32_graph(readable or tower, folder)
+                del readable
             return OnnxImageEncoder(checked_fp32_graph(folder, meta), card.preprocess, "onnx")
         except Exception as exc:  # noqa: BLE001 - the torch tower does the same job, slower
             log.warning("ONNX image tower unavailable (%s); using torch %s", exc,

@@ -18,12 +18,9 @@ import os
 import shutil
 from pathlib import Path
 
-from retrieval.models.onnx_text import META_NAME, ONNX_NAME
+from retrieval.models.onnx_text import DATA_NAME, LAYOUT, META_NAME, ONNX_NAME, optimising_options
 
 log = logging.getLogger(__name__)
-
-DATA_NAME = ONNX_NAME + ".data"
-LAYOUT = "ort-extended+external-data/1"
 
 
 def is_optimised(folder: Path) -> bool:
@@ -50,13 +47,7 @@ def optimise_text_export(folder: Path) -> bool:
 
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        options.optimized_model_filepath = str(staging / ONNX_NAME)
-        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", DATA_NAME)
-        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-        onnxruntime.InferenceSession(str(folder / ONNX_NAME), options, providers=["CPUExecutionProvider"])
+        onnxruntime.InferenceSession(str(folder / ONNX_NAME), optimising_options(staging), providers=["CPUExecutionProvider"])
         for name in os.listdir(folder):
             if name not in (ONNX_NAME, DATA_NAME, META_NAME):
                 shutil.copy2(folder / name, staging / name)

@@ -43,11 +43,14 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
-def hub_location(arch: str, tag: str) -> tuple[str, list[str]]:
-    """(repo id, candidate file names, safetensors first) for an open_clip ARCH:TAG."""
-    import open_clip
+def hub_location(arch: str, tag: str, pretrained_cfg: dict | None = None) -> tuple[str, list[str]]:
+    """(repo id, candidate file names, safetensors first) for an open_clip ARCH:TAG; its `pretrained_cfg`
+    (kept in a model card) when given, else open_clip's (an import of seconds)."""
+    if pretrained_cfg is None:
+        import open_clip
 
-    cfg = open_clip.get_pretrained_cfg(arch, tag) or {}
+        pretrained_cfg = open_clip.get_pretrained_cfg(arch, tag) or {}
+    cfg = pretrained_cfg
     hf_hub = cfg.get("hf_hub", "")
     if not hf_hub:
         raise ModelNotFoundError(f"{arch}:{tag} is not hosted on the model hub (open_clip knows no hf_hub entry)")
@@ -62,11 +65,12 @@ def hub_location(arch: str, tag: str) -> tuple[str, list[str]]:
     return repo_id, candidates
 
 
-def cached_weights(arch: str, tag: str, cache_dir: Path | None = None) -> Path | None:
+def cached_weights(arch: str, tag: str, cache_dir: Path | None = None, *,
+                   pretrained_cfg: dict | None = None) -> Path | None:
     """The local weights file for ARCH:TAG if already downloaded, else None (no network)."""
     from huggingface_hub import try_to_load_from_cache
 
-    repo_id, candidates = hub_location(arch, tag)
+    repo_id, candidates = hub_location(arch, tag, pretrained_cfg)
     for filename in candidates:
         found = try_to_load_from_cache(repo_id, filename, cache_dir=str(cache_dir or hub_cache_dir()))
         if isinstance(found, str) and os.path.isfile(found):
@@ -89,9 +93,10 @@ def hub_reachable(timeout_s: float = CONNECT_TIMEOUT_S) -> bool:
         return False
 
 
-def download_weights(arch: str, tag: str, cache_dir: Path | None = None, tqdm_class=None) -> Path:
+def download_weights(arch: str, tag: str, cache_dir: Path | None = None, tqdm_class=None, *,
+                     pretrained_cfg: dict | None = None) -> Path:
     """Fetch ARCH:TAG's weights into the cache (progress through tqdm_class) and return the file."""
-    found = cached_weights(arch, tag, cache_dir)
+    found = cached_weights(arch, tag, cache_dir, pretrained_cfg=pretrained_cfg)
     if found is not None:
         return found
     if offline():
@@ -103,7 +108,7 @@ def download_weights(arch: str, tag: str, cache_dir: Path | None = None, tqdm_cl
         )
     from huggingface_hub import hf_hub_download
 
-    repo_id, candidates = hub_location(arch, tag)
+    repo_id, candidates = hub_location(arch, tag, pretrained_cfg)
     errors = []
     for filename in candidates:
         try:

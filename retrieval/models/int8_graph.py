@@ -45,17 +45,19 @@ def quantise_weight(weight: np.ndarray, per_column: bool) -> tuple[np.ndarray, n
     return values.astype(np.int8), scale
 
 
-def _matmul_weight(node, values: dict, initializers: dict):
+def _matmul_weight(node, values: dict, initializers: dict, arrays: dict | None = None):
     """(K, N) float32 weight, bias name or None, when `node` multiplies by a constant weight; else None."""
-    from onnx import helper, numpy_helper
+    from onnx import helper
+
+    from retrieval.models.held_weights import array_of
 
     if node.op_type == "MatMul" and node.input[1] in initializers:
-        weight, bias = numpy_helper.to_array(initializers[node.input[1]]), None
+        weight, bias = array_of(initializers[node.input[1]], arrays), None
     elif node.op_type == "Gemm" and node.input[1] in initializers:
         attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
         if attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0 or attributes.get("transA", 0):
             return None
-        weight = numpy_helper.to_array(initializers[node.input[1]])
+        weight = array_of(initializers[node.input[1]], arrays)
         weight = weight.T if attributes.get("transB", 0) else weight
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
         if bias is not None and (bias not in values or list(values[bias].dims) != [weight.shape[-1]]):
@@ -67,8 +69,10 @@ def _matmul_weight(node, values: dict, initializers: dict):
     return weight, bias
 
 
-def quantise_matmuls(model, *, per_column: bool = False) -> int:
-    """Rewrite `model` (an onnx.ModelProto, in place) as described above; returns the layers quantised."""
+def quantise_matmuls(model, *, per_column: bool = False, arrays: dict | None = None) -> int:
+    """Rewrite `model` (an onnx.ModelProto, in place) as described above; returns the layers quantised.
+    `arrays`: the values of its held initializers (retrieval.models.held_weights), which the rewritten
+    graph then holds in the protobuf, self-contained."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -83,7 +87,7 @@ def quantise_matmuls(model, *, per_column: bool = False) -> int:
     for node in graph.node:
         if id(node) in folded:
             continue
-        found = _matmul_weight(node, values, initializers)
+        found = _matmul_weight(node, values, initializers, arrays)
         if found is None:
             nodes.append(node)
             continue
@@ -111,6 +115,10 @@ def quantise_matmuls(model, *, per_column: bool = False) -> int:
     graph.initializer.extend(kept + added)
     if len(replaced) and not any(opset.domain == MS_DOMAIN for opset in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    if arrays is not None:
+        from retrieval.models.held_weights import materialise
+
+        materialise(model, arrays)
     return len(added) // 2
 
 

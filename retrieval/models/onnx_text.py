@@ -46,6 +46,8 @@ MIN_INT8_COSINE = 0.995  # least cosine to the torch tower on INT8_CHECK_TEXTS f
 INT8_CHECK_TEXTS = CHECK_TEXTS + ("a dog", "sunset over the sea", "a red car parked in a narrow street",
                                   "two children playing football in the snow", "birthday cake", "Paris at night")
 PRECISIONS = ("fp32", "int8")
+DATA_NAME = ONNX_NAME + ".data"  # the optimised layout's weights (retrieval.models.fast_text)
+LAYOUT = "ort-extended+external-data/1"
 _CLIP_PATTERN = r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
@@ -96,6 +98,8 @@ def export_text_encoder(model, folder: Path, *, trim: bool = True, int8: bool = 
 
 
 def _write_export(model, staging: Path, trim: bool, int8: bool) -> None:
+    if trim and not int8 and _written_from_checkpoint(model, staging):
+        return
     encoder = model.text
     tokenizer = encoder.tokenizer
     text_cfg = model.card.model_cfg["text_cfg"]
@@ -148,6 +152,86 @@ def _write_export(model, staging: Path, trim: bool, int8: bool) -> None:
 
 
 _WRITER, _TRACER = "clip_text_onnx", "torch.onnx.export"  # meta["writer"] of a trimmed graph
+
+
+def optimising_options(folder: Path, threads: int | None = None):
+    """SessionOptions whose session also writes its graph, optimised (ORT_ENABLE_EXTENDED: fusions only,
+    no hardware-specific layouts) with its weights in DATA_NAME, into `folder` (retrieval.models.fast_text)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(Path(folder) / ONNX_NAME)
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", DATA_NAME)
+    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    return options
+
+
+def _written_from_checkpoint(model, staging: Path) -> bool:
+    """Write the export into `staging` from the checkpoint's arrays, with neither torch nor open_clip
+    (retrieval.models.tower_weights): a plain CLIP text tower with open_clip's default tokenizer. True when
+    written and checked; False (staging emptied) when that does not apply: the torch route then runs.
+    The graph is written in the optimised layout directly (by the session that checks it: its weights
+    never serialised into a protobuf, retrieval.models.held_weights)."""
+    from retrieval.models import held_weights
+    from retrieval.models.clip_text_onnx import held_text_graph, text_recipe_from_cfg
+    from retrieval.models.clip_vocab import clip_vocabulary
+    from retrieval.models.tower_weights import TEXT, NotReadable, tower_arrays
+
+    card = model.card
+    try:
+        if card.spec.source == "open_clip" and "siglip" in (card.spec.arch or "").lower():
+            raise ValueError("a SigLIP tokenizer")  # open_clip.get_tokenizer picks it by name
+        recipe = text_recipe_from_cfg(card.model_cfg)
+        vocabulary = clip_vocabulary(recipe.context_length)
+        if len(vocabulary.encoder) > recipe.vocab_size:
+            raise ValueError(f"{len(vocabulary.encoder)} tokens for an embedding of {recipe.vocab_size}")
+        graph, arrays = held_text_graph(recipe, tower_arrays(card, TEXT))
+    except (NotReadable, ValueError, FileNotFoundError) as exc:
+        log.debug("text export of %s through torch: %s", model.info.name, exc)
+        return False
+    (staging / TOKENIZER_NAME).write_text(_clip_tokenizer_json(vocabulary))
+    meta = {"format": FORMAT, "fingerprint": model.info.fingerprint, "dim": model.info.dim, "tokenizer": "clip",
+            "context_length": recipe.context_length,
+            "special": {"sot": vocabulary.sot_token_id, "eot": vocabulary.eot_token_id, "pad": 0},
+            "model": model.info.name, "clean": "clip-lower", "hf_clean": False, "sequence": TRIMMED, "writer": _WRITER,
+            "weights": "checkpoint", "layout": LAYOUT}
+    (staging / META_NAME).write_text(json.dumps(meta, indent=2))
+    try:
+        session = held_weights.session(graph, arrays, options=optimising_options(staging, threads=1))
+    except Exception as exc:  # noqa: BLE001 - the torch route
+        session, problem = None, f"{type(exc).__name__}: {exc}"
+    del graph, arrays  # the session holds what it runs; the optimised graph is on disk
+    if session is not None:
+        problem = _check_against_full_length(staging, session)
+    if problem is None:
+        return True
+    log.warning("text export of %s from its checkpoint rejected (%s); exporting through torch", model.info.name, problem)
+    for path in staging.iterdir():
+        path.unlink()
+    return False
+
+
+def _check_against_full_length(folder: Path, session=None) -> str | None:
+    """Why the trimmed graph in `folder` (or `session` of it) disagrees with itself run at the full context
+    length (None: it agrees), on a mixed batch and on each text alone. The writer's numbers against
+    open_clip's torch tower are what tests/test_clip_text_onnx.py checks, per configuration."""
+    try:
+        fast = OnnxTextEncoder(folder, threads=1, session=session)
+        (full,) = fast.session.run(["features"], {"tokens": fast.tokenize(CHECK_TEXTS)})
+        expected = _unit(full)
+        batch = fast.embed_texts(CHECK_TEXTS)
+        alone = np.concatenate([fast.embed_texts([text]) for text in CHECK_TEXTS])
+    except Exception as exc:  # noqa: BLE001 - any failure means: the torch route
+        return f"{type(exc).__name__}: {exc}"
+    if not np.isfinite(expected).all():
+        return "non-finite vectors"
+    error = max(float(np.abs(batch - expected).max()), float(np.abs(alone - expected).max()))
+    return None if error <= CHECK_ATOL else f"max difference {error:.2e} > {CHECK_ATOL:g}"
 
 
 def _written(tower) -> str | None:
@@ -262,7 +346,7 @@ class OnnxTextEncoder:
     """
 
     def __init__(self, folder: Path, threads: int | None = None, prepack: bool = True, precision: str = "fp32",
-                 _unchecked: bool = False, spin: bool = True):
+                 _unchecked: bool = False, spin: bool = True, session=None):
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -282,7 +366,8 @@ class OnnxTextEncoder:
         int8_file = INT8_NAME if _unchecked else (self.meta.get("int8") or {}).get("file")
         self.precision = "int8" if precision == "int8" and int8_file else "fp32"
         graph = folder / (int8_file if self.precision == "int8" else ONNX_NAME)
-        self.session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self.session = session if session is not None else \
+            onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_NAME))
         self.context_length = int(self.meta["context_length"])
         self.trims = self.meta.get("sequence") == TRIMMED

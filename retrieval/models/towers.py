@@ -164,9 +164,6 @@ def _built_for(card: ModelCard, which: str, state: dict) -> nn.Module:
     return tower
 
 
-_OLD_TEXT_KEYS = ("text_projection", "positional_embedding", "token_embedding", "transformer", "ln_final")
-
-
 def checkpoint_tower_state(path: str, which: str) -> dict:
     """One tower's weights from an open_clip safetensors checkpoint, reading only that tower's tensors
     (a first index run loads both towers: each byte is read once, not the whole file twice). The
@@ -174,17 +171,10 @@ def checkpoint_tower_state(path: str, which: str) -> dict:
     then `_tower_state` give."""
     from safetensors import safe_open
 
+    from retrieval.models.tower_weights import tower_key_names
+
     with safe_open(str(path), framework="pt", device="cpu") as handle:
-        keys = list(handle.keys())
-        strip = 7 if keys and keys[0].startswith("module") else 0  # as open_clip's load_state_dict
-        names = {key[strip:]: key for key in keys}
-        old_format = "text_projection" in names  # text keys without their "text." prefix
-        prefix, state = _PREFIX[which], {}
-        for name, key in names.items():
-            custom = "text." + name if old_format and name.startswith(_OLD_TEXT_KEYS) else name
-            if custom.startswith(prefix):
-                state[custom[len(prefix):]] = handle.get_tensor(key)
-    return state
+        return {name: handle.get_tensor(key) for name, key in tower_key_names(handle.keys(), which).items()}
 
 
 class _WholeModelText(nn.Module):
