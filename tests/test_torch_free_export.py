@@ -103,11 +103,27 @@ def test_weights_torch_must_read_are_refused(tmp_path, tiny_model, fresh_model):
     with pytest.raises(NotReadable, match="not a safetensors"):
         tower_arrays(replace(fresh_model.card, spec=ModelSpec(name="x", source="open_clip", arch=ARCH,
                                                               pretrained=str(pickled))), "image")
-    halves = tmp_path / "bf16.safetensors"
-    save_file({"visual.proj": torch.zeros(2, 2, dtype=torch.bfloat16)}, str(halves))
-    with pytest.raises(NotReadable, match="without torch"):
+    integers = tmp_path / "int.safetensors"
+    save_file({"visual.proj": torch.zeros(2, 2, dtype=torch.int32)}, str(integers))
+    with pytest.raises(NotReadable, match="int32"):
         tower_arrays(replace(fresh_model.card, spec=ModelSpec(name="y", source="open_clip", arch=ARCH,
-                                                              pretrained=str(halves))), "image")
+                                                              pretrained=str(integers))), "image")
+
+
+def test_bfloat16_weights_read_as_torch_widens_them(tmp_path, fresh_model):
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+
+    from retrieval.models.registry import ModelSpec
+    from retrieval.models.tower_weights import tower_arrays
+
+    weights = torch.randn(3, 5).to(torch.bfloat16)
+    path = tmp_path / "bf16.safetensors"
+    save_file({"visual.proj": weights}, str(path))
+    arrays = tower_arrays(replace(fresh_model.card, spec=ModelSpec(name="z", source="open_clip", arch=ARCH,
+                                                                   pretrained=str(path))), "image")
+    assert arrays["proj"].dtype == np.float32 and np.array_equal(arrays["proj"], weights.float().numpy())
 
 
 def test_the_vocabulary_is_open_clips_own():
@@ -275,3 +291,18 @@ def _text_state(whole) -> dict:
 
     state = whole.state_dict()
     return {"text." + name: state[key] for name, key in tower_key_names(state, TEXT).items()}
+
+
+def test_choosing_the_default_model_imports_no_open_clip_once_its_card_is_cached(tmp_path):
+    from retrieval.models.hub import RECOMMENDED_MODEL
+    from retrieval.models.registry import describe_model, resolve_model
+
+    describe_model(resolve_model(RECOMMENDED_MODEL))  # its card, cached in MMSEARCH_CACHE_DIR (conftest)
+    code = ("import sys; from retrieval.models.hub import choose_default_model; choice = choose_default_model(); "
+            "print(choice.name, 'open_clip' in sys.modules, 'torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1],
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path),
+                              "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["bundled", "False", "False"]  # nothing cached here: the offline model

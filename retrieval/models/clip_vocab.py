@@ -3,8 +3,8 @@
 `open_clip.tokenizer` imports torch (and the package, transformers and torchvision): seconds that a
 torch-free text export (`retrieval.models.onnx_text`) does not need. The vocabulary is the same data
 open_clip's `SimpleTokenizer` builds from its `bpe_simple_vocab_16e6.txt.gz` (tests compare the two),
-in the shape `onnx_text._clip_tokenizer_json` reads: `encoder`, `bpe_ranks`, the special ids and the
-context length.
+in the shape `clip_tokenizer_json` reads (as it reads open_clip's tokenizer): `encoder`, `bpe_ranks`,
+the special ids and the context length.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+CLIP_PATTERN = r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 MERGES = 49152 - 256 - 2  # as open_clip: the merges after the header line, up to this many
 SPECIAL = ("<start_of_text>", "<end_of_text>")
 
@@ -67,3 +68,17 @@ def clip_vocabulary(context_length: int, path: Path | None = None) -> ClipVocabu
     """The vocabulary of open_clip's default CLIP tokenizer (its packaged BPE file unless `path`)."""
     encoder, ranks = _tables(str(path or open_clip_folder() / VOCAB_FILE))
     return ClipVocabulary(encoder=encoder, bpe_ranks=ranks, context_length=int(context_length))
+
+
+def clip_tokenizer_json(simple_tokenizer) -> str:
+    """open_clip's SimpleTokenizer (or a `ClipVocabulary`) as a `tokenizers` BPE model (same vocabulary and merges)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    merges = [pair for pair, _ in sorted(simple_tokenizer.bpe_ranks.items(), key=lambda item: item[1])]
+    tokenizer = Tokenizer(models.BPE(vocab=dict(simple_tokenizer.encoder), merges=merges, end_of_word_suffix="</w>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(),  # re.findall drops the spaces between matches
+        pre_tokenizers.Split(Regex(CLIP_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    return tokenizer.to_str()

@@ -119,14 +119,26 @@ def download_weights(arch: str, tag: str, cache_dir: Path | None = None, tqdm_cl
     raise ModelNotFoundError(f"could not download {arch}:{tag}: " + "; ".join(errors))
 
 
+def _recommended_pretrained_cfg() -> dict | None:
+    """The recommended model's hub entry from its model card (cached per open_clip version: no import of
+    open_clip once a card was made), None where there is none."""
+    from retrieval.models.registry import describe_model, resolve_model
+
+    try:
+        return describe_model(resolve_model(RECOMMENDED_MODEL)).manifest.get("pretrained_cfg") or None
+    except ModelNotFoundError:
+        return None
+
+
 def choose_default_model(*, allow_download: bool = True, tqdm_class=None) -> DefaultChoice:
     """The model for a new index when the user named none (see the module docstring)."""
     arch, tag = RECOMMENDED_MODEL.split(":")
-    if cached_weights(arch, tag) is not None:
+    pretrained_cfg = _recommended_pretrained_cfg()
+    if cached_weights(arch, tag, pretrained_cfg=pretrained_cfg) is not None:
         return DefaultChoice(RECOMMENDED_MODEL, "default: recommended CLIP, weights found in the local cache")
     if allow_download and hub_reachable():
         try:
-            download_weights(arch, tag, tqdm_class=tqdm_class)
+            download_weights(arch, tag, tqdm_class=tqdm_class, pretrained_cfg=pretrained_cfg)
             return DefaultChoice(RECOMMENDED_MODEL, "default: recommended CLIP, downloaded")
         except ModelNotFoundError as exc:
             log.warning("%s", exc)

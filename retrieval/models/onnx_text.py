@@ -14,6 +14,17 @@ Each export is checked against the torch tower at full length before it is kept;
 cannot be trimmed, or fails the check, is exported at its fixed context length (`"sequence":
 "full"`). Exports made before this (no "sequence" key) have a fixed length too: they keep working
 at full length, and `ensure_exported` replaces them the next time the index is written.
+
+A plain CLIP text tower whose weights are in a safetensors checkpoint (an open_clip model from the
+hub, a model folder) is exported with neither torch nor open_clip (`_written_from_checkpoint`: the
+weights read by `retrieval.models.tower_weights`, the vocabulary by `retrieval.models.clip_vocab`,
+`"weights": "checkpoint"` in the meta), straight into the optimised layout, and checked trimmed
+against itself at full length (tests/test_clip_text_onnx.py checks the writer against torch);
+anything else, or a graph that fails that check, goes the torch route above.
+
+Kept together as one module: the export's writers, its checks and the encoder that reads it share one
+folder layout and metadata format, read and written only here (`retrieval.models.fast_text` rewrites
+an older export into the optimised layout).
 """
 from __future__ import annotations
 
@@ -30,6 +41,7 @@ from typing import Sequence
 import numpy as np
 
 from retrieval.errors import QueryError
+from retrieval.models.clip_vocab import clip_tokenizer_json
 from retrieval.models.token_length import needed_length
 
 log = logging.getLogger(__name__)
@@ -48,7 +60,6 @@ INT8_CHECK_TEXTS = CHECK_TEXTS + ("a dog", "sunset over the sea", "a red car par
 PRECISIONS = ("fp32", "int8")
 DATA_NAME = ONNX_NAME + ".data"  # the optimised layout's weights (retrieval.models.fast_text)
 LAYOUT = "ort-extended+external-data/1"
-_CLIP_PATTERN = r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
 def _whitespace(text: str) -> str:
@@ -57,20 +68,6 @@ def _whitespace(text: str) -> str:
 
 def _clip_clean(text: str) -> str:
     return _whitespace(html.unescape(html.unescape(text)).strip()).lower()
-
-
-def _clip_tokenizer_json(simple_tokenizer) -> str:
-    """open_clip's SimpleTokenizer as a `tokenizers` BPE model (same vocabulary and merges)."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
-
-    merges = [pair for pair, _ in sorted(simple_tokenizer.bpe_ranks.items(), key=lambda item: item[1])]
-    tokenizer = Tokenizer(models.BPE(vocab=dict(simple_tokenizer.encoder), merges=merges, end_of_word_suffix="</w>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.WhitespaceSplit(),  # re.findall drops the spaces between matches
-        pre_tokenizers.Split(Regex(_CLIP_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    return tokenizer.to_str()
 
 
 def export_text_encoder(model, folder: Path, *, trim: bool = True, int8: bool = False) -> Path:
@@ -105,7 +102,7 @@ def _write_export(model, staging: Path, trim: bool, int8: bool) -> None:
     text_cfg = model.card.model_cfg["text_cfg"]
     if hasattr(tokenizer, "bpe_ranks"):
         kind, context_length = "clip", int(tokenizer.context_length)
-        (staging / TOKENIZER_NAME).write_text(_clip_tokenizer_json(tokenizer))
+        (staging / TOKENIZER_NAME).write_text(clip_tokenizer_json(tokenizer))
         special = {"sot": int(tokenizer.sot_token_id), "eot": int(tokenizer.eot_token_id), "pad": 0}
     elif hasattr(tokenizer, "tokenizer") and getattr(tokenizer.tokenizer, "backend_tokenizer", None) is not None:
         kind, context_length = "hf", int(tokenizer.context_length)
@@ -194,7 +191,7 @@ def _written_from_checkpoint(model, staging: Path) -> bool:
     except (NotReadable, ValueError, FileNotFoundError) as exc:
         log.debug("text export of %s through torch: %s", model.info.name, exc)
         return False
-    (staging / TOKENIZER_NAME).write_text(_clip_tokenizer_json(vocabulary))
+    (staging / TOKENIZER_NAME).write_text(clip_tokenizer_json(vocabulary))
     meta = {"format": FORMAT, "fingerprint": model.info.fingerprint, "dim": model.info.dim, "tokenizer": "clip",
             "context_length": recipe.context_length,
             "special": {"sot": vocabulary.sot_token_id, "eot": vocabulary.eot_token_id, "pad": 0},

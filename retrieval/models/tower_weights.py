@@ -6,7 +6,7 @@ torch and open_clip (about 3 CPU-seconds on 2 cores) only to read weights that t
 safetensors (what the model hub serves for open_clip's weights, and what a fine-tuned model folder
 holds), this module reads the tensors straight into numpy, with the same key mapping as open_clip's
 loader (`retrieval.models.towers.checkpoint_tower_state` shares it). Anything else (a `.bin`/`.pt`
-checkpoint, OpenAI's TorchScript files, a text "delta", a random-weight config, bfloat16 tensors)
+checkpoint, OpenAI's TorchScript files, a text "delta", a random-weight config, integer tensors)
 raises `NotReadable`: the caller then builds the tower in torch as before.
 """
 from __future__ import annotations
@@ -67,6 +67,10 @@ def tower_arrays(card, which: str) -> dict[str, np.ndarray]:
 
     if which not in PREFIX:
         raise ValueError(f"unknown tower {which!r}")
+    try:  # numpy learns bfloat16 from it (onnx needs it anyway): such checkpoints read as the others
+        import ml_dtypes  # noqa: F401
+    except ImportError:  # pragma: no cover - a dependency of onnx
+        pass
     path, prefixed = checkpoint_file(card)
     if card.spec.source == "folder":
         manifest = card.manifest
@@ -89,6 +93,6 @@ def tower_arrays(card, which: str) -> dict[str, np.ndarray]:
 def _float32(value: np.ndarray, key: str) -> np.ndarray:
     if value.dtype == np.float32:
         return value
-    if value.dtype.kind == "f":
+    if value.dtype.kind == "f" or value.dtype.name == "bfloat16":
         return value.astype(np.float32)
     raise NotReadable(f"{key} holds {value.dtype} values")
