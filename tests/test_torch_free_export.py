@@ -149,7 +149,8 @@ def test_held_weights_run_and_quantise_as_the_graph_filled_in(fresh_model):
     assert arrays and held.ByteSize() < filled.ByteSize() / 10  # the weights are not in its protobuf
     pixels = _pixels()
     expected = held_weights.session(filled, {}).run(["features"], {"pixels": pixels})[0]
-    np.testing.assert_array_equal(held_weights.session(held, arrays).run(["features"], {"pixels": pixels})[0], expected)
+    np.testing.assert_allclose(held_weights.session(held, arrays).run(["features"], {"pixels": pixels})[0], expected,
+                               atol=1e-6)  # the same graph and weights; only the buffers differ
     one_shot = held_weights.session(held, arrays, one_shot=True)  # no pre-packing: other kernels, same numbers
     np.testing.assert_allclose(one_shot.run(["features"], {"pixels": pixels})[0], expected, atol=2e-5)
     assert quantise_matmuls(held, per_column=True, arrays=arrays) == quantise_matmuls(filled, per_column=True) > 0
@@ -164,6 +165,8 @@ def test_image_export_from_the_checkpoint_builds_no_torch_tower(tmp_path, open_c
 
     expected = _torch_image_vectors(open_clip_checkpoint[1], _pixels())
     _no_torch_towers(monkeypatch)
+    # any cosine keeps the first int8 recipe: the comparison below runs whatever this CPU measures
+    monkeypatch.setattr(fast_image, "MIN_INT8_COSINE", -1.0)
     steps = []
     folder = tmp_path / "image_encoder"
     encoder = fast_image.build_image_encoder(fresh_model, precision, folder, on_step=steps.append)
@@ -175,13 +178,12 @@ def test_image_export_from_the_checkpoint_builds_no_torch_tower(tmp_path, open_c
         np.testing.assert_allclose(encoder.embed_pixels(_pixels()), expected, atol=2e-5)
         assert (folder / fast_image.FP32_NAME).is_file()
         return
-    entry = meta["int8"]
-    if entry["recipe"]:  # kept (it is on the CPUs here): its recorded check is what torch would have measured
-        check = fast_image.check_pixels(64)
-        int8 = fast_image.OnnxImageEncoder(folder / fast_image.INT8_NAME, None, "onnx-int8").embed_pixels(check)
-        torch_cosine = float((int8 * _torch_image_vectors(open_clip_checkpoint[1], check)).sum(axis=1).min())
-        assert abs(torch_cosine - entry["min_cosine"]) < 1e-4
-        assert not (folder / fast_image.FP32_NAME).exists()
+    entry = meta["int8"]  # its recorded check (against the fp32 graph) is what torch would have measured
+    assert entry["recipe"] == "int7-per-column" and not (folder / fast_image.FP32_NAME).exists()
+    check = fast_image.check_pixels(64)
+    int8 = fast_image.OnnxImageEncoder(folder / fast_image.INT8_NAME, None, "onnx-int8").embed_pixels(check)
+    torch_cosine = float((int8 * _torch_image_vectors(open_clip_checkpoint[1], check)).sum(axis=1).min())
+    assert abs(torch_cosine - entry["min_cosine"]) < 1e-4
     # asked for fp32 ONNX later: its graph is written from the checkpoint as well, then checked
     fp32 = fast_image.build_image_encoder(fresh_model, "onnx", folder)
     assert fp32.precision == "onnx"
@@ -306,3 +308,77 @@ def test_choosing_the_default_model_imports_no_open_clip_once_its_card_is_cached
                               "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["bundled", "False", "False"]  # nothing cached here: the offline model
+
+
+def test_a_checkpoint_export_that_fails_falls_back_to_the_torch_export(tmp_path, fresh_model, monkeypatch, caplog):
+    from retrieval.models import fast_image
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("onnxruntime refused the graph (simulated)")
+
+    monkeypatch.setattr(fast_image, "export_checkpoint_vit", broken)
+    folder = tmp_path / "image_encoder"
+    with caplog.at_level("WARNING"):
+        encoder = fast_image.build_image_encoder(fresh_model, "onnx-int8", folder)
+    assert encoder.precision == fast_image.effective_precision(folder, "onnx-int8")  # an ONNX export, not torch
+    assert fast_image.exported_meta(folder)["fp32"]["reference"] == "torch"
+    assert "exporting through torch" in caplog.text and not list(tmp_path.glob("image_encoder.tmp-*"))
+
+
+def test_a_text_session_that_fails_sends_the_export_through_torch(tmp_path, fresh_model, monkeypatch):
+    from retrieval.models import held_weights, onnx_text
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("onnxruntime could not write the optimised graph (simulated)")
+
+    monkeypatch.setattr(held_weights, "session", broken)
+    folder = onnx_text.export_text_encoder(fresh_model, tmp_path / "text")
+    meta = json.loads((folder / "text_encoder.json").read_text())
+    assert "weights" not in meta and meta["writer"] == "clip_text_onnx"  # written from the torch tower instead
+
+
+def test_a_siglip_name_keeps_its_own_tokenizer_through_torch(tmp_path, fresh_model):
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from retrieval.models.onnx_text import _written_from_checkpoint
+
+    card = replace(fresh_model.card, spec=replace(fresh_model.card.spec, arch="ViT-B-16-SigLIP"))
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    assert not _written_from_checkpoint(SimpleNamespace(card=card, info=fresh_model.info), staging)
+    assert list(staging.iterdir()) == []
+
+
+def _open_clip_configs() -> list[Path]:
+    from retrieval.models.clip_vocab import open_clip_folder
+
+    return sorted((open_clip_folder() / "model_configs").glob("*.json"))
+
+
+def test_every_open_clip_config_the_readers_accept_builds_that_tower():
+    """Each of open_clip's own architecture configs that the config readers take gives the recipe and
+    the state_dict shapes of the tower open_clip builds from it (on the meta device: no weights)."""
+    from open_clip.model import _build_text_tower, _build_vision_tower
+
+    from retrieval.models.clip_text_onnx import text_recipe, text_recipe_from_cfg
+    from retrieval.models.vit_onnx import vit_recipe, vit_recipe_from_cfg
+
+    sides = (("vision_cfg", vit_recipe_from_cfg, vit_recipe, _build_vision_tower),
+             ("text_cfg", text_recipe_from_cfg, text_recipe, _build_text_tower))
+    accepted = {"vision_cfg": [], "text_cfg": []}
+    for path in _open_clip_configs():
+        cfg = json.loads(path.read_text())
+        for key, from_cfg, from_tower, build in sides:
+            try:
+                recipe = from_cfg(cfg)
+            except ValueError:
+                continue
+            with torch.device("meta"):
+                tower = build(cfg["embed_dim"], dict(cfg[key]), cfg.get("quick_gelu", False), None).eval()
+            assert recipe == from_tower(tower), path.name
+            assert recipe.weight_shapes() == {name: tuple(value.shape) for name, value in tower.state_dict().items()}, \
+                path.name
+            accepted[key].append(path.stem)
+    assert "ViT-B-32-256" in accepted["vision_cfg"] and "ViT-B-32-256" in accepted["text_cfg"]
+    assert "RN50" not in accepted["vision_cfg"] and "ViT-B-16-SigLIP" not in accepted["text_cfg"]

@@ -59,7 +59,7 @@ def test_written_graph_computes_what_the_torch_tower_does(variant):
     # the recipe read from the config alone (no torch tower: a first run's path) is the built tower's
     recipe = vit_recipe_from_cfg(_model_cfg(**VARIANTS[variant]))
     assert recipe == vit_recipe(tower)
-    assert recipe.weight_shapes(24) == {key: tuple(value.shape) for key, value in tower.state_dict().items()}
+    assert recipe.weight_shapes() == {key: tuple(value.shape) for key, value in tower.state_dict().items()}
     for graph in (tower_graph(tower), vit_graph(recipe, _weights(tower))):
         np.testing.assert_allclose(_run(graph, pixels), expected, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(_run(graph, pixels[:1]), expected[:1], rtol=1e-4, atol=1e-5)  # any batch size
@@ -113,3 +113,6 @@ def test_weights_that_do_not_fit_the_recipe_are_refused():
         vit_graph(vit_recipe_from_cfg(_model_cfg()), {**weights, "ln_pre.extra": np.zeros(3, np.float32)})
     with pytest.raises(ValueError, match="positional_embedding"):  # another image size, same keys
         vit_graph(vit_recipe_from_cfg(_model_cfg(image_size=48)), weights)
+    wider = vit_recipe_from_cfg({**_model_cfg(), "embed_dim": 40})  # the config's embed_dim, not the weights', rules
+    with pytest.raises(ValueError, match="proj"):
+        vit_graph(wider, weights)

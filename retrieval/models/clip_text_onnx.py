@@ -197,7 +197,8 @@ def held_text_graph(recipe: ClipText, weights: dict, *, held: bool = True):
     if recipe.pool == "first":
         pooled = graph.op("Gather", [x, graph.constant(np.array(0, np.int64), "index")], "pooled", axis=1)
     else:  # the first position of the largest token (argmax: CLIP's end-of-text) or of the eos token
-        keys = "tokens" if recipe.pool == "argmax" else graph.op(
+        # ArgMax on int32: onnxruntime's CPU kernels before 1.20 have none for int64 (token ids fit in 31 bits)
+        keys = graph.op("Cast", ["tokens"], "tokens_int", to=TensorProto.INT32) if recipe.pool == "argmax" else graph.op(
             "Cast", [graph.op("Equal", ["tokens", graph.constant(np.array(int(recipe.eos_id), np.int64), "eos")], "is_eos")],
             "is_eos_int", to=TensorProto.INT32)
         where = graph.op("ArgMax", [keys], "pool_at", axis=-1, keepdims=1)  # (batch, 1)

@@ -10,8 +10,8 @@ difference, documented: ftfy's mojibake repair is skipped on the fast path).
 
 The export takes any sequence length (`retrieval.models.trimmed_text`): a query runs on its real tokens
 only (8 for "a photo of a red dog" instead of CLIP's 77), the same vector for ~1/10 of the work.
-Each export is checked against the torch tower at full length before it is kept; a tower that
-cannot be trimmed, or fails the check, is exported at its fixed context length (`"sequence":
+Each export from a torch tower is checked against that tower at full length before it is kept; a
+tower that cannot be trimmed, or fails the check, is exported at its fixed context length (`"sequence":
 "full"`). Exports made before this (no "sequence" key) have a fixed length too: they keep working
 at full length, and `ensure_exported` replaces them the next time the index is written.
 
@@ -172,8 +172,8 @@ def _written_from_checkpoint(model, staging: Path) -> bool:
     """Write the export into `staging` from the checkpoint's arrays, with neither torch nor open_clip
     (retrieval.models.tower_weights): a plain CLIP text tower with open_clip's default tokenizer. True when
     written and checked; False (staging emptied) when that does not apply: the torch route then runs.
-    The graph is written in the optimised layout directly (by the session that checks it: its weights
-    never serialised into a protobuf, retrieval.models.held_weights)."""
+    The graph is written in the optimised layout directly, by a session over the held weights (never
+    serialised into a protobuf: retrieval.models.held_weights), and checked as a search opens it."""
     from retrieval.models import held_weights
     from retrieval.models.clip_text_onnx import held_text_graph, text_recipe_from_cfg
     from retrieval.models.clip_vocab import clip_vocabulary
@@ -188,23 +188,28 @@ def _written_from_checkpoint(model, staging: Path) -> bool:
         if len(vocabulary.encoder) > recipe.vocab_size:
             raise ValueError(f"{len(vocabulary.encoder)} tokens for an embedding of {recipe.vocab_size}")
         graph, arrays = held_text_graph(recipe, tower_arrays(card, TEXT))
-    except (NotReadable, ValueError, FileNotFoundError) as exc:
+    except (NotReadable, ValueError, FileNotFoundError) as exc:  # a tower or a file these readers do not take
         log.debug("text export of %s through torch: %s", model.info.name, exc)
         return False
-    (staging / TOKENIZER_NAME).write_text(clip_tokenizer_json(vocabulary))
+    except Exception as exc:  # noqa: BLE001 - anything else: the torch route, which may still work
+        log.warning("cannot write the text export of %s from its checkpoint (%s); exporting through torch",
+                    model.info.name, exc)
+        return False
     meta = {"format": FORMAT, "fingerprint": model.info.fingerprint, "dim": model.info.dim, "tokenizer": "clip",
             "context_length": recipe.context_length,
             "special": {"sot": vocabulary.sot_token_id, "eot": vocabulary.eot_token_id, "pad": 0},
             "model": model.info.name, "clean": "clip-lower", "hf_clean": False, "sequence": TRIMMED, "writer": _WRITER,
             "weights": "checkpoint", "layout": LAYOUT}
-    (staging / META_NAME).write_text(json.dumps(meta, indent=2))
     try:
-        session = held_weights.session(graph, arrays, options=optimising_options(staging, threads=1))
+        (staging / TOKENIZER_NAME).write_text(clip_tokenizer_json(vocabulary))
+        (staging / META_NAME).write_text(json.dumps(meta, indent=2))
+        # a session that only writes its optimised graph (weights in DATA_NAME) and is dropped: the check
+        # then opens the written files, as every search will
+        held_weights.session(graph, arrays, one_shot=True, options=optimising_options(staging, threads=1))
+        del graph, arrays
+        problem = _check_against_full_length(staging)
     except Exception as exc:  # noqa: BLE001 - the torch route
-        session, problem = None, f"{type(exc).__name__}: {exc}"
-    del graph, arrays  # the session holds what it runs; the optimised graph is on disk
-    if session is not None:
-        problem = _check_against_full_length(staging, session)
+        problem = f"{type(exc).__name__}: {exc}"
     if problem is None:
         return True
     log.warning("text export of %s from its checkpoint rejected (%s); exporting through torch", model.info.name, problem)
@@ -213,12 +218,12 @@ def _written_from_checkpoint(model, staging: Path) -> bool:
     return False
 
 
-def _check_against_full_length(folder: Path, session=None) -> str | None:
-    """Why the trimmed graph in `folder` (or `session` of it) disagrees with itself run at the full context
-    length (None: it agrees), on a mixed batch and on each text alone. The writer's numbers against
-    open_clip's torch tower are what tests/test_clip_text_onnx.py checks, per configuration."""
+def _check_against_full_length(folder: Path) -> str | None:
+    """Why the trimmed graph in `folder` disagrees with itself run at the full context length (None: it
+    agrees), on a mixed batch and on each text alone. The writer's numbers against open_clip's torch
+    tower are what tests/test_clip_text_onnx.py checks, per configuration."""
     try:
-        fast = OnnxTextEncoder(folder, threads=1, session=session)
+        fast = OnnxTextEncoder(folder, threads=1)
         (full,) = fast.session.run(["features"], {"tokens": fast.tokenize(CHECK_TEXTS)})
         expected = _unit(full)
         batch = fast.embed_texts(CHECK_TEXTS)
@@ -343,7 +348,7 @@ class OnnxTextEncoder:
     """
 
     def __init__(self, folder: Path, threads: int | None = None, prepack: bool = True, precision: str = "fp32",
-                 _unchecked: bool = False, spin: bool = True, session=None):
+                 _unchecked: bool = False, spin: bool = True):
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -363,8 +368,7 @@ class OnnxTextEncoder:
         int8_file = INT8_NAME if _unchecked else (self.meta.get("int8") or {}).get("file")
         self.precision = "int8" if precision == "int8" and int8_file else "fp32"
         graph = folder / (int8_file if self.precision == "int8" else ONNX_NAME)
-        self.session = session if session is not None else \
-            onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self.session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_NAME))
         self.context_length = int(self.meta["context_length"])
         self.trims = self.meta.get("sequence") == TRIMMED

@@ -50,8 +50,9 @@ class Vit:
     ln_post_eps: float
     pool: str  # "tok" | "avg"
     final_ln_after_pool: bool
+    output_dim: int  # the projection's width: the model's embed_dim
 
-    def weight_shapes(self, output_dim: int) -> dict[str, tuple[int, ...]]:
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every key of the tower's state_dict with its shape (what a strict load expects)."""
         (height, width_px), (patch_h, patch_w) = self.image_size, self.patch_size
         grid = (height // patch_h) * (width_px // patch_w)
@@ -62,7 +63,7 @@ class Vit:
             shapes.update({"ln_pre.weight": (width,), "ln_pre.bias": (width,)})
         for index, block in enumerate(self.blocks):
             shapes.update(block_shapes(f"transformer.resblocks.{index}", width, block))
-        shapes.update({"ln_post.weight": (width,), "ln_post.bias": (width,), "proj": (width, output_dim)})
+        shapes.update({"ln_post.weight": (width,), "ln_post.bias": (width,), "proj": (width, self.output_dim)})
         return shapes
 
 
@@ -158,7 +159,8 @@ def vit_recipe_from_cfg(model_cfg: dict) -> Vit:
     return Vit(image_size=_pair(cfg.get("image_size", 224)), patch_size=_pair(cfg.get("patch_size", 16)), width=width,
                ln_pre_eps=None if cfg.get("no_ln_pre", False) else eps, blocks=(block,) * int(cfg.get("layers", 12)),
                ln_post_eps=eps, pool=cfg.get("pool_type", "tok"),
-               final_ln_after_pool=bool(cfg.get("final_ln_after_pool", False)))
+               final_ln_after_pool=bool(cfg.get("final_ln_after_pool", False)),
+               output_dim=int(model_cfg.get("embed_dim") or 0))
 
 
 def vit_recipe(tower) -> Vit:
@@ -173,7 +175,7 @@ def vit_recipe(tower) -> Vit:
                ln_pre_eps=None if isinstance(tower.ln_pre, nn.Identity) else float(tower.ln_pre.eps),
                blocks=tuple(block_recipe(block) for block in tower.transformer.resblocks),
                ln_post_eps=float(tower.ln_post.eps), pool=tower.pool_type,
-               final_ln_after_pool=bool(tower.final_ln_after_pool))
+               final_ln_after_pool=bool(tower.final_ln_after_pool), output_dim=int(tower.proj.shape[1]))
 
 
 def block_recipe(block) -> Block:
@@ -369,7 +371,7 @@ def held_vit_graph(recipe: Vit, weights: dict, *, held: bool = True):
     as `arrays` (retrieval.models.held_weights); without, `arrays` is empty."""
     from onnx import TensorProto, helper
 
-    check_weights(recipe.weight_shapes(int(weights["proj"].shape[1]) if "proj" in weights else 0), weights)
+    check_weights(recipe.weight_shapes(), weights)
     width = recipe.width
     graph = _Graph()
     conv_inputs = ["pixels", graph.constant(weights["conv1.weight"], "conv1.weight")]
@@ -401,7 +403,7 @@ def held_vit_graph(recipe: Vit, weights: dict, *, held: bool = True):
     features = graph.op("MatMul", [pooled, graph.constant(weights["proj"], "proj")], "features")
     graph.nodes.append(helper.make_node("Identity", [features], ["features"], name="output"))
     inputs = [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 3, *recipe.image_size])]
-    outputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", int(weights["proj"].shape[1])])]
+    outputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", recipe.output_dim])]
     model = helper.make_model(
         helper.make_graph(graph.nodes, "open_clip_vit", inputs, outputs),
         opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)], producer_name="mmsearch")
