@@ -55,10 +55,11 @@ def build(db: Path, arch: str, items: int) -> dict:
 
 
 def refresh_export(index_dir: Path, model_name: str) -> str | None:
-    """Rewrite the text export as the current code writes it, when it is older (e.g. fixed-length); its "sequence"."""
+    """Bring the text export to what the current code writes, when it is older (e.g. fixed-length, no
+    tokenizer tables); its "sequence"."""
     from indexer.store.library import Library
     from retrieval.models.encoders import load_model
-    from retrieval.models.fast_text import optimise_text_export
+    from retrieval.models.fast_text import add_bpe_tables, optimise_text_export
     from retrieval.models.onnx_text import ensure_exported, export_sequence
 
     with Library(index_dir) as library:
@@ -66,6 +67,7 @@ def refresh_export(index_dir: Path, model_name: str) -> str | None:
     if export_sequence(folder) is None:
         ensure_exported(load_model(model_name, device="cpu"), folder)
         optimise_text_export(folder)
+    add_bpe_tables(folder)  # what an index run adds to an export made before the tables
     return export_sequence(folder)
 
 

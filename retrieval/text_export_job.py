@@ -89,19 +89,21 @@ def _export(folder: Path, model) -> tuple[bool, str | None, float]:
 def write_text_export(folder: Path, model) -> bool:
     """`model`'s text export in `folder` when missing or stale, optimised to open fast. True when a
     usable export is there afterwards (a failure is logged: text searches then use torch)."""
-    from retrieval.models.fast_text import optimise_text_export
+    from retrieval.models.fast_text import add_bpe_tables, optimise_text_export
     from retrieval.models.onnx_text import ensure_exported
 
     usable = ensure_exported(model, folder)
     if folder.is_dir():  # pre-optimised, weights mapped: opens in a third of the time
         optimise_text_export(folder)
+        add_bpe_tables(folder)  # an older CLIP export: its tokenizer opens in ms (retrieval.models.clip_bpe)
     return usable
 
 
 def text_export_needed(folder: Path, fingerprint: str) -> bool:
-    """True when `folder` holds no current, optimised text export of the model `fingerprint`."""
-    from retrieval.models.fast_text import is_optimised
+    """True when `folder` holds no current, optimised text export of the model `fingerprint` (with its
+    tokenizer tables, for a CLIP tokenizer)."""
+    from retrieval.models.fast_text import has_bpe_tables, is_optimised
     from retrieval.models.onnx_text import export_sequence, exported_fingerprint
 
     return not (exported_fingerprint(Path(folder)) == fingerprint and export_sequence(Path(folder)) is not None
-                and is_optimised(Path(folder)))
+                and is_optimised(Path(folder)) and has_bpe_tables(Path(folder)))

@@ -16,11 +16,41 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
 
-from retrieval.models.onnx_text import DATA_NAME, LAYOUT, META_NAME, ONNX_NAME, optimising_options
+from retrieval.models.clip_bpe import TABLES_NAME, write_tables
+from retrieval.models.onnx_text import DATA_NAME, LAYOUT, META_NAME, ONNX_NAME, TOKENIZER_NAME, optimising_options
 
 log = logging.getLogger(__name__)
+
+
+def has_bpe_tables(folder: Path) -> bool:
+    """True unless `folder` is a CLIP-tokenizer export without the SQLite tables of retrieval.models.clip_bpe."""
+    try:
+        meta = json.loads((Path(folder) / META_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("tokenizer") != "clip" or (Path(folder) / TABLES_NAME).is_file()
+
+
+def add_bpe_tables(folder: Path) -> bool:
+    """Write the SQLite tables of a CLIP-tokenizer export made before them, from its tokenizer file (its
+    vocabulary and merges: the same data); True when the folder has what it needs afterwards. A failure
+    is logged: searches then load the tokenizer file, as before."""
+    folder = Path(folder)
+    if has_bpe_tables(folder):
+        return True
+    try:
+        model = json.loads((folder / TOKENIZER_NAME).read_text())["model"]
+        merges = [tuple(merge.split(" ")) if isinstance(merge, str) else tuple(merge) for merge in model["merges"]]
+        write_tables(folder / TABLES_NAME, SimpleNamespace(encoder=model["vocab"],
+                                                           bpe_ranks={pair: rank for rank, pair in enumerate(merges)}))
+    except (OSError, ValueError, KeyError, sqlite3.Error) as exc:
+        log.warning("could not add the tokenizer tables to %s: %s", folder, exc)
+        return False
+    return True
 
 
 def is_optimised(folder: Path) -> bool:

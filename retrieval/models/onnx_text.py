@@ -41,6 +41,7 @@ from typing import Sequence
 import numpy as np
 
 from retrieval.errors import QueryError
+from retrieval.models.clip_bpe import TABLES_NAME, ClipBpe, write_tables
 from retrieval.models.clip_vocab import clip_tokenizer_json
 from retrieval.models.token_length import needed_length
 
@@ -103,6 +104,7 @@ def _write_export(model, staging: Path, trim: bool, int8: bool) -> None:
     if hasattr(tokenizer, "bpe_ranks"):
         kind, context_length = "clip", int(tokenizer.context_length)
         (staging / TOKENIZER_NAME).write_text(clip_tokenizer_json(tokenizer))
+        write_tables(staging / TABLES_NAME, tokenizer)
         special = {"sot": int(tokenizer.sot_token_id), "eot": int(tokenizer.eot_token_id), "pad": 0}
     elif hasattr(tokenizer, "tokenizer") and getattr(tokenizer.tokenizer, "backend_tokenizer", None) is not None:
         kind, context_length = "hf", int(tokenizer.context_length)
@@ -202,6 +204,7 @@ def _written_from_checkpoint(model, staging: Path) -> bool:
             "weights": "checkpoint", "layout": LAYOUT}
     try:
         (staging / TOKENIZER_NAME).write_text(clip_tokenizer_json(vocabulary))
+        write_tables(staging / TABLES_NAME, vocabulary)
         (staging / META_NAME).write_text(json.dumps(meta, indent=2))
         # a session that only writes its optimised graph (weights in DATA_NAME) and is dropped: the check
         # then opens the written files, as every search will
@@ -369,7 +372,11 @@ class OnnxTextEncoder:
         self.precision = "int8" if precision == "int8" and int8_file else "fp32"
         graph = folder / (int8_file if self.precision == "int8" else ONNX_NAME)
         self.session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-        self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_NAME))
+        # CLIP's BPE from its SQLite tables where the export has them (a few ms to open, against ~0.1 s for
+        # tokenizers to build its merges: retrieval.models.clip_bpe); the tokenizers file otherwise
+        self.bpe = ClipBpe(folder / TABLES_NAME) if self.meta["tokenizer"] == "clip" and \
+            (folder / TABLES_NAME).is_file() else None
+        self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_NAME)) if self.bpe is None else None
         self.context_length = int(self.meta["context_length"])
         self.trims = self.meta.get("sequence") == TRIMMED
         if self.meta["tokenizer"] == "hf":
@@ -388,7 +395,9 @@ class OnnxTextEncoder:
         special = self.meta["special"]
         out = np.zeros((len(texts), self.context_length), dtype=np.int64)
         for row, text in enumerate(texts):
-            ids = [special["sot"]] + self.tokenizer.encode(_clip_clean(text), add_special_tokens=False).ids + [special["eot"]]
+            words = self.bpe.encode(_clip_clean(text)) if self.bpe is not None else \
+                self.tokenizer.encode(_clip_clean(text), add_special_tokens=False).ids
+            ids = [special["sot"]] + words + [special["eot"]]
             if len(ids) > self.context_length:
                 ids = ids[: self.context_length]
                 ids[-1] = special["eot"]
