@@ -56,7 +56,7 @@ def test_threads_share_one_reader(tables):
     def work():
         try:
             seen.extend(bpe.encode(_clean(text)) == expected[text] for text in ORDINARY * 3)
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
