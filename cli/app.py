@@ -79,7 +79,13 @@ PLACEHOLDERS = {"path": "PATH", "dir": "DIR", "file": "FILE", "int": "N", "int r
 def _metavar(param) -> str | None:
     """A plain placeholder for an option's value, from typer's own description of its type
     (`<list[Path]>`, `<int range>`, `<auto|on|off>`): PATH, N, TEXT, [auto|on|off]."""
-    described = (param.display_type(None) or "").strip("<>")
+    if hasattr(param, "display_type"):  # typer >= 0.29 describes the annotation
+        described = (param.display_type(None) or "").strip("<>")
+    else:  # typer < 0.29: click's parameter type
+        kind = param.type
+        choices = getattr(kind, "choices", None)
+        described = "|".join(str(choice) for choice in choices) if choices else kind.name
+        described = {"integer": "int", "integer range": "int range", "text": "str", "directory": "dir"}.get(described, described)
     inner = described[5:-1] if described.startswith("list[") else described
     if "|" in inner:
         return f"[{inner}]"

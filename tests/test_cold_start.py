@@ -1,5 +1,5 @@
 """What a one-shot `mmsearch search "words"` loads: only its own command module, no Pillow, no
-SQLAlchemy, no torch, no rich.
+SQLAlchemy, no torch, no rich, no pydantic, no `tokenizers`.
 
 Each of these imports costs a cold CLI search 0.1-6 s (docs/BENCHMARKS.md, "Cold start"); the probe runs the real
 command line in a fresh interpreter and lists what it imported.
@@ -37,7 +37,10 @@ def test_text_search_imports_only_what_it_needs(tmp_path, tiny_model_config):
     assert len(json.loads(hits_line)) == 3
     loaded = set(loaded_line.split()[1:])
     top_level = {name.split(".")[0] for name in loaded}
-    assert not top_level & {"PIL", "sqlalchemy", "torch", "open_clip", "torchvision", "rich"}, top_level
+    # pydantic: typer 0.29 coerces every option through it (~0.1 s a start: pyproject pins typer < 0.29);
+    # tokenizers: a CLIP export's tokenizer opens from its SQLite tables (retrieval.models.clip_bpe)
+    assert not top_level & {"PIL", "sqlalchemy", "torch", "open_clip", "torchvision", "rich", "pydantic",
+                            "tokenizers"}, top_level
     other_commands = {target.split(":")[0] for name, target in COMMANDS.items() if name != "search"}
     assert not loaded & other_commands, loaded & other_commands
 

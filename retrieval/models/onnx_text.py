@@ -353,7 +353,6 @@ class OnnxTextEncoder:
     def __init__(self, folder: Path, threads: int | None = None, prepack: bool = True, precision: str = "fp32",
                  _unchecked: bool = False, spin: bool = True):
         import onnxruntime
-        from tokenizers import Tokenizer
 
         folder = Path(folder)
         self.meta = json.loads((folder / META_NAME).read_text())
@@ -376,7 +375,11 @@ class OnnxTextEncoder:
         # tokenizers to build its merges: retrieval.models.clip_bpe); the tokenizers file otherwise
         self.bpe = ClipBpe(folder / TABLES_NAME) if self.meta["tokenizer"] == "clip" and \
             (folder / TABLES_NAME).is_file() else None
-        self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_NAME)) if self.bpe is None else None
+        self.tokenizer = None
+        if self.bpe is None:
+            from tokenizers import Tokenizer
+
+            self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_NAME))
         self.context_length = int(self.meta["context_length"])
         self.trims = self.meta.get("sequence") == TRIMMED
         if self.meta["tokenizer"] == "hf":
