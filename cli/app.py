@@ -84,7 +84,7 @@ def _metavar(param) -> str | None:
     else:  # typer < 0.29: click's parameter type
         kind = param.type
         choices = getattr(kind, "choices", None)
-        described = "|".join(str(choice) for choice in choices) if choices else kind.name
+        described = "|".join(str(choice) for choice in choices) if choices else (kind.name or "")
         described = {"integer": "int", "integer range": "int range", "text": "str", "directory": "dir"}.get(described, described)
     inner = described[5:-1] if described.startswith("list[") else described
     if "|" in inner:

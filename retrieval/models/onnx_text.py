@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -373,8 +374,12 @@ class OnnxTextEncoder:
         self.session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         # CLIP's BPE from its SQLite tables where the export has them (a few ms to open, against ~0.1 s for
         # tokenizers to build its merges: retrieval.models.clip_bpe); the tokenizers file otherwise
-        self.bpe = ClipBpe(folder / TABLES_NAME) if self.meta["tokenizer"] == "clip" and \
-            (folder / TABLES_NAME).is_file() else None
+        self.bpe = None
+        if self.meta["tokenizer"] == "clip" and (folder / TABLES_NAME).is_file():
+            try:
+                self.bpe = ClipBpe(folder / TABLES_NAME)
+            except (sqlite3.Error, ImportError) as exc:  # a damaged file, no `regex`: the tokenizer file does it
+                log.warning("tokenizer tables in %s unusable (%s); loading %s", folder, exc, TOKENIZER_NAME)
         self.tokenizer = None
         if self.bpe is None:
             from tokenizers import Tokenizer
