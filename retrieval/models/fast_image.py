@@ -120,7 +120,7 @@ def cap_session_threads(threads: int | None) -> None:
 def _session(graph: Path | bytes, threads: int | None = None):
     """An image-tower session. Its idle intra-op threads wait without spinning: an index run's decode
     threads (JPEG decode, resize, the text test) need the same cores between the tower's operators;
-    every round of two interleaved steady re-indexes went faster so (medians 5.64 -> 5.42 s on 200
+    every round of an interleaved steady re-index went faster so (medians 5.64 -> 5.42 s on 200
     JPEGs, 2 cores), for 4-6 ms more on one image embedded alone (docs/BENCHMARKS.md "Image sessions
     without spinning")."""
     import onnxruntime

@@ -18,21 +18,18 @@ import os
 import shutil
 import sqlite3
 from pathlib import Path
-from types import SimpleNamespace
 
 from retrieval.models.clip_bpe import TABLES_NAME, write_tables
-from retrieval.models.onnx_text import DATA_NAME, LAYOUT, META_NAME, ONNX_NAME, TOKENIZER_NAME, optimising_options
+from retrieval.models.clip_vocab import ClipVocabulary
+from retrieval.models.onnx_text import DATA_NAME, LAYOUT, META_NAME, ONNX_NAME, TOKENIZER_NAME, export_meta, optimising_options
 
 log = logging.getLogger(__name__)
 
 
 def has_bpe_tables(folder: Path) -> bool:
     """True unless `folder` is a CLIP-tokenizer export without the SQLite tables of retrieval.models.clip_bpe."""
-    try:
-        meta = json.loads((Path(folder) / META_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    return meta.get("tokenizer") != "clip" or (Path(folder) / TABLES_NAME).is_file()
+    meta = export_meta(folder)
+    return bool(meta) and (meta.get("tokenizer") != "clip" or (Path(folder) / TABLES_NAME).is_file())
 
 
 def add_bpe_tables(folder: Path) -> bool:
@@ -45,8 +42,8 @@ def add_bpe_tables(folder: Path) -> bool:
     try:
         model = json.loads((folder / TOKENIZER_NAME).read_text())["model"]
         merges = [tuple(merge.split(" ")) if isinstance(merge, str) else tuple(merge) for merge in model["merges"]]
-        write_tables(folder / TABLES_NAME, SimpleNamespace(encoder=model["vocab"],
-                                                           bpe_ranks={pair: rank for rank, pair in enumerate(merges)}))
+        write_tables(folder / TABLES_NAME, ClipVocabulary(encoder=model["vocab"], context_length=0,
+                                                          bpe_ranks={pair: rank for rank, pair in enumerate(merges)}))
     except (OSError, ValueError, KeyError, sqlite3.Error) as exc:
         log.warning("could not add the tokenizer tables to %s: %s", folder, exc)
         return False
@@ -54,11 +51,7 @@ def add_bpe_tables(folder: Path) -> bool:
 
 
 def is_optimised(folder: Path) -> bool:
-    try:
-        meta = json.loads((Path(folder) / META_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    return meta.get("layout") == LAYOUT and (Path(folder) / DATA_NAME).is_file()
+    return export_meta(folder).get("layout") == LAYOUT and (Path(folder) / DATA_NAME).is_file()
 
 
 def optimise_text_export(folder: Path) -> bool:

@@ -2,7 +2,8 @@
 
 A graph written from a checkpoint (`retrieval.models.vit_onnx`) was filled with its weights (a copy),
 serialised (a second copy, 352 MB for ViT-B-32) and parsed again by onnxruntime (a third) only to
-run eight check images once and be quantised: about 2 CPU-seconds of a first index run. Held
+run eight check images once and be quantised: seconds of a first index run's model set-up
+(docs/BENCHMARKS.md, "A first run without torch or open_clip"). Held
 here, each large constant is declared as external data (`tensor.data_location = EXTERNAL`, a
 location no file has) and handed to onnxruntime as an OrtValue over the array itself
 (`SessionOptions.add_external_initializers`); quantising reads the arrays (`array_of`), and
@@ -17,7 +18,7 @@ LOCATION = "mmsearch-held-in-memory"  # never read: onnxruntime gets the arrays 
 MIN_BYTES = 1 << 16  # smaller constants (norms, biases, shapes) go into the protobuf as usual
 
 
-def hold(tensor, array: np.ndarray) -> None:
+def hold(tensor) -> None:
     """Declare `tensor` (a TensorProto with name, type and dims set) as held outside the protobuf."""
     from onnx import TensorProto
 

@@ -330,10 +330,10 @@ def exported_fingerprint(folder: Path) -> str | None:
 
 def export_sequence(folder: Path) -> str | None:
     """TRIMMED or FULL for an export with the "sequence" key; None for older ones (fixed length)."""
-    return _meta(folder).get("sequence")
+    return export_meta(folder).get("sequence")
 
 
-def _meta(folder: Path) -> dict:
+def export_meta(folder: Path) -> dict:
     try:
         return json.loads((Path(folder) / META_NAME).read_text())
     except (OSError, ValueError):
@@ -448,7 +448,7 @@ def ensure_exported(model, folder: Path, *, int8: bool = False) -> bool:
     older export when it is of this model, else the torch text tower).
     """
     if exported_fingerprint(folder) == model.info.fingerprint and export_sequence(folder) is not None \
-            and (not int8 or _meta(folder).get("int8") is not None):
+            and (not int8 or export_meta(folder).get("int8") is not None):
         return True
     try:
         export_text_encoder(model, folder, int8=int8)

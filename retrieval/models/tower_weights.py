@@ -41,12 +41,14 @@ def tower_key_names(keys, which: str) -> dict[str, str]:
     return out
 
 
-def checkpoint_file(card) -> tuple[Path, bool]:
-    """(the safetensors file holding the card's weights, whether its keys carry tower prefixes); NotReadable
-    for anything else. An open_clip model's file is downloaded here when it is not cached yet."""
+def checkpoint_file(card, which: str) -> tuple[Path, bool]:
+    """(the safetensors file holding tower `which`'s weights, whether its keys carry tower prefixes);
+    NotReadable for anything else. An open_clip model's file is downloaded here when not cached yet."""
     spec = card.spec
     if spec.source == "folder":
-        return Path(spec.path), False
+        if which == TEXT and card.manifest.get("text_weights") == "delta":
+            raise NotReadable("the text weights are a delta on a pretrained tower")
+        return Path(spec.path) / card.manifest["weights"][which], False
     if spec.source != "open_clip" or spec.pretrained == "openai":
         raise NotReadable(f"{spec.source} weights ({card.weights}) are not a safetensors checkpoint")
     if Path(spec.pretrained).is_file():
@@ -71,12 +73,7 @@ def tower_arrays(card, which: str) -> dict[str, np.ndarray]:
         import ml_dtypes  # noqa: F401
     except ImportError:  # pragma: no cover - a dependency of onnx
         pass
-    path, prefixed = checkpoint_file(card)
-    if card.spec.source == "folder":
-        manifest = card.manifest
-        if which == TEXT and manifest.get("text_weights") == "delta":
-            raise NotReadable("the text weights are a delta on a pretrained tower")
-        path = path / manifest["weights"][which]
+    path, prefixed = checkpoint_file(card, which)
     out = {}
     try:
         with safe_open(str(path), framework="np") as handle:

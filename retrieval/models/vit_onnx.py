@@ -275,7 +275,7 @@ class _Graph:
             data = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
             if held and data.nbytes >= MIN_BYTES:
                 arrays[name] = data
-                hold(tensor, data)
+                hold(tensor)
             else:
                 tensor.raw_data = data.tobytes()
         return arrays
