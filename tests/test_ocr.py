@@ -356,6 +356,116 @@ def test_schema_3_database_migrates_to_words_table(tmp_path, tiny_model_config):
         assert library.words.search("granite", 3)[0].item_id == pending[0].item_id
 
 
+# --- the confirmation under auto, and the two ways of calling Tesseract ---------------------------
+
+def lined_texture(seed: int, size=(900, 600)) -> Image.Image:
+    """Rows of random letter-sized polygons over the whole picture: marks lined up like text, which
+    the text test passes (as it passes wood grain or gravel), without a word in them."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", size, (200, 190, 170))
+    draw = ImageDraw.Draw(image)
+    for y in range(20, size[1] - 30, 34):
+        x = 15
+        while x < size[0] - 30:
+            width, height = int(rng.integers(8, 18)), int(rng.integers(14, 22))
+            corners = [(int(x + rng.integers(0, width)), int(y + rng.integers(0, height))) for _ in range(5)]
+            draw.polygon(corners, fill=tuple(int(value) for value in rng.integers(40, 90, 3)))
+            x += width + int(rng.integers(2, 8))
+    return image
+
+
+def test_a_picture_is_confirmed_by_a_sure_word_of_three_letters():
+    from indexer.media.ocr import confirms_words
+
+    assert confirms_words([("NES", 44.0), ("harbor", 96.0)], 70)
+    assert confirms_words([("4821", 90.0)], 70)  # digits count
+    assert not confirms_words([("harbor", 69.9), ("WAV", 0.0)], 70)  # not sure enough
+    assert not confirms_words([("ok", 99.0), ("a.b", 95.0), ("--", 99.0)], 70)  # too short
+    assert not confirms_words([], 70)
+
+
+def test_the_lines_read_to_confirm_are_those_of_most_marks():
+    from indexer.media.text_gate import TextScreen
+
+    lines = ((0, 0, 1, 0.5), (0, 0.5, 0.5, 0.6), (0, 0.7, 0.3, 0.75), (0, 0.8, 0.2, 0.82))
+    screen = TextScreen(40, lines, line_marks=(3, 20, 4, 13))  # the largest box holds few marks
+    assert screen.longest_lines(2) == (lines[1], lines[3])  # kept in the order of `lines`
+    assert screen.longest_lines(9) == lines
+
+
+@needs_tesseract
+def test_auto_skips_a_texture_its_lines_do_not_confirm_and_reads_a_page_they_do(tmp_path):
+    from indexer.media.ocr import READ, SKIPPED, OcrOptions, read_words
+
+    options = OcrOptions(mode="auto")
+    for seed in range(2):
+        texture = lined_texture(seed)
+        screen = screen_image(texture)
+        assert screen.has_text() and screen.coverage >= options.confirm_above and len(screen.lines) > 20
+        data = _png(texture)
+        skipped = read_words(data, options)
+        assert skipped.status == SKIPPED and skipped.seconds > 0 and skipped.text == ""  # Tesseract ran, briefly
+        read = read_words(data, OcrOptions(mode="on"))  # on reads what auto skips
+        assert read.status == READ and read.text
+        unconfirmed = read_words(data, OcrOptions(mode="auto", confirm_lines=0))
+        assert unconfirmed.status == READ  # without the confirmation, auto reads it whole
+    page = text_picture(tmp_path / "page.png", ["Quarterly harbor review", "granite 4821 shipped", "copper lantern orders",
+                                                "meadow supplies listed", "violet falcon routes", "walnut pebble totals"],
+                        font_size=44)
+    assert screen_image(Image.open(page)).coverage >= options.confirm_above  # dense text: confirmed first
+    words = read_words(page.read_bytes(), options)
+    assert words.status == READ and "granite 4821" in words.text
+
+
+def _png(image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _engine_or_skip(name: str, monkeypatch) -> None:
+    from indexer.media import tesseract
+
+    monkeypatch.setenv(tesseract.ENGINE_ENV, name)
+    problem = tesseract.problem("eng")
+    if problem is not None:
+        pytest.skip(problem)
+
+
+@pytest.mark.parametrize("engine", ["tesserocr", "pytesseract"])
+def test_both_engines_read_pages_lines_and_words_with_confidence(tmp_path, monkeypatch, engine):
+    from indexer.media import tesseract
+    from indexer.media.ocr import line_crops
+
+    _engine_or_skip(engine, monkeypatch)
+    assert tesseract.engine() == engine
+    receipt = Image.open(text_picture(tmp_path / "receipt.png", ["CORNER CAFE", "coffee 3.50", "TOTAL 5.60"]))
+    assert "CORNER CAFE" in tesseract.read_page(receipt, "eng", 3, 30)
+    crops = line_crops(receipt, screen_image(receipt).lines)
+    assert "coffee 3.50" in tesseract.read_lines(crops, "eng", 30).splitlines()
+    words = dict(tesseract.read_line_words(crops, "eng", 30))
+    assert words["CORNER"] > 80 and words["3.50"] > 80  # dark on light, clean: Tesseract is sure
+    texture = lined_texture(0)
+    sure = [conf for _, conf in tesseract.read_line_words(line_crops(texture, screen_image(texture).lines[:3]), "eng", 30)]
+    assert sure and max(sure) < 70
+    with pytest.raises(tesseract.OcrTimeout):
+        tesseract.read_page(receipt, "eng", 3, 0.0005)
+    assert tesseract.read_lines([], "eng", 30) == "" and tesseract.read_line_words([], "eng", 30) == []
+
+
+def test_tesserocr_without_the_languages_data_names_the_package(tmp_path, monkeypatch):
+    pytest.importorskip("tesserocr")
+    from indexer.media import tesseract
+
+    monkeypatch.setenv(tesseract.ENGINE_ENV, "tesserocr")
+    monkeypatch.setenv("TESSDATA_PREFIX", str(tmp_path))  # a folder without any *.traineddata
+    assert tesseract.problem("eng") == "Tesseract has no eng language data (apt install tesseract-ocr-eng)"
+    monkeypatch.delenv(tesseract.ENGINE_ENV)
+    assert tesseract.engine() == "tesserocr"  # installed and told where data lies: chosen
+
+
 # --- end to end with Tesseract ----------------------------------------------------------------------
 
 @pytest.fixture()
@@ -452,13 +562,14 @@ def test_words_are_read_by_default_and_an_indexs_mode_is_remembered(tmp_path, ti
 @needs_tesseract
 def test_auto_skips_pictures_tested_where_decoded_without_reading_them_again(tmp_path, tiny_model_config,
                                                                               text_folder, monkeypatch):
+    import indexer.media.ocr as ocr
     import indexer.pipeline.words as words_pass
     from indexer.media.ocr import OcrOptions
     from indexer.media.text_gate import NO_TEXT
 
     opened = []
-    read_file = words_pass.read_file
-    monkeypatch.setattr(words_pass, "read_file", lambda path: opened.append(path.rsplit("/", 1)[1]) or read_file(path))
+    read_file = ocr.read_file
+    monkeypatch.setattr(ocr, "read_file", lambda path: opened.append(path.rsplit("/", 1)[1]) or read_file(path))
     db, summary, _ = _indexed(tmp_path, tiny_model_config, text_folder, "--ocr", "auto")
     assert summary["words"]["read"] == 3 and summary["words"]["skipped"] == 3, summary["words"]
     assert sorted(opened) == ["receipt.png", "sign.png", "slide.png"]  # the photos were not read again
@@ -529,7 +640,10 @@ def test_ocr_failure_costs_the_words_never_the_vector(tmp_path, tiny_model_confi
 
 
 def test_missing_tesseract_is_one_note_and_on_is_one_error(tmp_path, tiny_model_config, monkeypatch):
+    from indexer.media.tesseract import ENGINE_ENV
+
     pytesseract = pytest.importorskip("pytesseract")
+    monkeypatch.setenv(ENGINE_ENV, "pytesseract")  # the engine that calls the tesseract program
     monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd", str(tmp_path / "no-tesseract-here"))
     pics = tmp_path / "pics"
     write_image(pics / "a.png", seed=1)

@@ -2,15 +2,16 @@
 
 After the vectors are written, every picture whose words were not read with these settings (new,
 changed, or read with another language) is tested for text and, when it passes, read by Tesseract
-(indexer.media.ocr), on `workers` threads (each Tesseract is a process of its own, one thread
-each). The decode threads of the run already tested the pictures they decoded: those the test
-found no text in are recorded as skipped without a second read, and the others are read with the
-lines it found. `WordsAhead` takes those answers as each batch is written (indexer.pipeline.sync's
-`on_written`) and starts Tesseract on the pictures with text at once, beside the embedding, on
-cores the model leaves idle; the pass then waits for those. A copy of a picture already read takes
-its words without reading. What was read is written in batches, each one transaction, so a run
-stopped half-way keeps what it read. A picture whose OCR fails or times out is recorded as failed
-(not retried until it changes, or `--ocr on`): it keeps its vector, and the run goes on.
+(indexer.media.ocr) on `workers` threads (tesserocr and pytesseract's processes both leave the
+GIL while Tesseract reads). The decode threads of the run already tested the pictures they
+decoded: those the test found no text in are recorded as skipped without a second read, and the
+others are read with the lines it found. `WordsAhead` takes those answers as each batch is written
+(indexer.pipeline.sync's `on_written`) and starts Tesseract on the pictures with text at once,
+beside the embedding, on cores the model leaves idle; the pass then waits for those. A copy of a
+picture already read takes its words without reading. What was read is written in batches, each
+one transaction, so a run stopped half-way keeps what it read. A picture whose OCR fails or times
+out is recorded as failed (not retried until it changes, or `--ocr on`): it keeps its vector, and
+the run goes on.
 """
 from __future__ import annotations
 
@@ -20,8 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from indexer.media.files import read_file
-from indexer.media.ocr import FAILED, READ, SKIPPED, OcrOptions, WordsOutcome, read_words
+from indexer.media.ocr import READ, SKIPPED, OcrOptions, read_path_words
 from indexer.media.text_gate import TextScreen
 from indexer.pipeline.workers import usable_cores
 from indexer.store.library import Library
@@ -48,18 +48,6 @@ class WordsReport:
                 "seconds": round(self.seconds, 3), "ocr_seconds": round(self.ocr_seconds, 3)}
 
 
-def _read_one(picture: PendingPicture, options: OcrOptions, screen=None) -> WordsOutcome:
-    try:
-        data = read_file(picture.path)
-    except Exception as exc:  # noqa: BLE001 - gone or unreadable since its vector was made: no words this time
-        return WordsOutcome(FAILED, error=f"cannot read the file for OCR: {exc}")
-    try:
-        return read_words(data, options, screen)
-    except Exception as exc:  # a bug in a reader costs the words, never the run
-        log.exception("unexpected OCR error on %s", picture.path)
-        return WordsOutcome(FAILED, error=f"unexpected OCR error: {exc!r}")
-
-
 class WordsAhead:
     """The decode threads' text test answers of an index run, by item id, and Tesseract started on
     the pictures it passed (every picture with `--ocr on`) as soon as their rows are written."""
@@ -79,8 +67,7 @@ class WordsAhead:
                 continue
             self.screens[item_id] = row.text_screen
             if self.options.mode == "on" or row.text_screen.has_text():
-                picture = PendingPicture(item_id, row.path, digest)
-                self.reading[item_id] = self._pool.submit(_read_one, picture, self.options, row.text_screen)
+                self.reading[item_id] = self._pool.submit(read_path_words, row.path, self.options, row.text_screen)
 
     def close(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
@@ -127,7 +114,8 @@ def read_pictures(library: Library, options: OcrOptions, *, workers: int | None 
     if on_progress is not None:
         on_progress(done, len(pending))
     with ThreadPoolExecutor(max_workers=workers or usable_cores(), thread_name_prefix="ocr") as pool:
-        futures = [reading.get(item.item_id) or pool.submit(_read_one, item, options, screens.get(item.item_id))
+        futures = [reading.get(item.item_id) or pool.submit(read_path_words, item.path, options,
+                                                            screens.get(item.item_id))
                    for item in to_read]
         for picture, future in zip(to_read, futures):
             outcome = future.result()
