@@ -42,6 +42,10 @@ def main() -> None:
     for path in sorted(args.folder.glob("sign-*.jpg"))[:args.pictures]:
         data = path.read_bytes()
         signs.append(line_crops(_small(data, 2000), screen_image(_small(data, GATE_SIDE)).lines))
+    count = min(len(pages), len(signs))
+    if count == 0:
+        raise SystemExit(f"no receipt-*.jpg and sign-*.jpg in {args.folder}")
+    pages, signs = pages[:count], signs[:count]
     print(f"# {benchlib.machine_line()}")
     print(f"# code {benchlib.code_version(('indexer/media/tesseract.py', 'indexer/media/ocr.py'))}, {benchlib.today()}")
     for engine in ENGINES:  # each loaded once before timing

@@ -393,6 +393,27 @@ def test_the_lines_read_to_confirm_are_those_of_most_marks():
     assert screen.longest_lines(9) == lines
 
 
+def test_the_confirmation_decides_a_whole_read_under_auto_only(monkeypatch):
+    import indexer.media.tesseract as tesseract
+    from indexer.media.ocr import READ, SKIPPED, OcrOptions, read_words
+
+    probes, answer = [], []
+    monkeypatch.setattr(tesseract, "read_line_words", lambda crops, lang, timeout: probes.append(len(crops)) or answer)
+    monkeypatch.setattr(tesseract, "read_page", lambda image, lang, psm, timeout: "the page's words")
+    data = _png(lined_texture(0))  # passed by the text test, lines over a third of it: read whole, once confirmed
+    answer[:] = [("NE", 95.0), ("harbor", 69.0)]  # sure but short; long but unsure
+    assert read_words(data, OcrOptions(mode="auto")).status == SKIPPED and probes == [3]
+    answer[:] = [("harbor", 71.0)]
+    assert read_words(data, OcrOptions(mode="auto")).text == "the page's words" and probes == [3, 3]
+    answer[:] = []
+    for options in (OcrOptions(mode="on"), OcrOptions(mode="auto", confirm_lines=0),
+                    OcrOptions(mode="auto", confirm_above=0.9), OcrOptions(mode="auto", lang="jpn"),
+                    OcrOptions(mode="auto", lang="eng+chi_sim_vert")):
+        outcome = read_words(data, options)
+        assert outcome.status == READ and outcome.text == "the page's words", options
+    assert probes == [3, 3]  # none of those asked the lines first
+
+
 @needs_tesseract
 def test_auto_skips_a_texture_its_lines_do_not_confirm_and_reads_a_page_they_do(tmp_path):
     from indexer.media.ocr import READ, SKIPPED, OcrOptions, read_words

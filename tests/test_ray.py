@@ -156,7 +156,6 @@ def test_words_are_read_by_default_and_the_actors_text_test_spares_the_driver_a_
                                                                                        tiny_model_config, monkeypatch):
     from test_ocr import needs_tesseract_here, smooth_photo, text_picture
 
-
     needs_tesseract_here()
     pics = tmp_path / "pics"
     text_picture(pics / "slide.png", ["Quarterly review", "- harbor 4821", "- next steps"])

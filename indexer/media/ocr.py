@@ -165,6 +165,16 @@ def confirms_words(words: list[tuple[str, float]], min_conf: float, min_letters:
     return any(conf >= min_conf and sum(char.isalnum() for char in word) >= min_letters for word, conf in words)
 
 
+# scripts written without spaces (and vertical text): Tesseract returns one character a word there,
+# and its confidences run lower; a page in them is read whole without a confirmation
+UNSPACED = ("chi_sim", "chi_tra", "jpn", "kor", "tha", "lao", "khm", "mya", "bod", "dzo")
+
+
+def confirmable(lang: str) -> bool:
+    """Whether `confirms_words` can judge Tesseract's words in `lang` (spaced words only)."""
+    return not any(name in UNSPACED or name.endswith("_vert") for name in lang.split("+"))
+
+
 def clean_text(text: str) -> str:
     """Tesseract's output with its empty lines and runs of spaces dropped (lines kept: snippets are lines)."""
     lines = (" ".join(line.split()) for line in text.splitlines())
@@ -193,7 +203,8 @@ def read_words(data: bytes, options: OcrOptions, screen=None) -> WordsOutcome:
         if crops:  # a sign, a label: its few lines, one by one
             text = tesseract.read_lines(crops, options.lang, options.timeout_s)
         else:  # sparse mode finds words scattered over a picture; automatic mode reads a full page
-            if options.mode != "on" and options.confirm_lines > 0 and screen.coverage >= options.confirm_above:
+            if (options.mode != "on" and options.confirm_lines > 0 and screen.coverage >= options.confirm_above
+                    and confirmable(options.lang)):
                 probe = line_crops(image, screen.longest_lines(options.confirm_lines))
                 words = tesseract.read_line_words(probe, options.lang, options.timeout_s)
                 if not confirms_words(words, options.confirm_conf):
@@ -209,7 +220,7 @@ def read_words(data: bytes, options: OcrOptions, screen=None) -> WordsOutcome:
 
 
 def read_path_words(path: str, options: OcrOptions, screen=None) -> WordsOutcome:
-    """`read_words` of the file at `path` (what an OCR worker process runs). Never raises."""
+    """`read_words` of the file at `path` (what an OCR thread of the words pass runs). Never raises."""
     try:
         data = read_file(path)
     except Exception as exc:  # noqa: BLE001 - gone or unreadable since its vector was made: no words this time

@@ -10,7 +10,12 @@ its own libtesseract, and reads the language data Debian's tesseract-ocr-LANG pa
 
 The functions here read: `read_page` (a picture in one page segmentation mode), `read_lines`
 (crops each read as one line, psm 7) and `read_line_words` (the same, as words with Tesseract's
-confidence). Past `timeout_s` they raise `OcrTimeout`.
+confidence). After `timeout_s` they raise `OcrTimeout` (tesserocr checks its deadline while it
+recognises, not while it finds the lines: a read stops a little after it).
+
+tesserocr runs Tesseract inside this process: a crash in Tesseract (none seen on the benchmark
+sets) would end the run, where pytesseract's process would cost one picture's words;
+`MMSEARCH_OCR_ENGINE=pytesseract` is the choice where that matters more than speed.
 """
 from __future__ import annotations
 
@@ -50,7 +55,7 @@ def _installed_tessdata() -> str | None:
     tesserocr = _tesserocr()
     if tesserocr is not None:
         path, languages = tesserocr.get_languages()
-        if languages:
+        if languages and os.path.isabs(path):  # not "./": the working folder's data, by chance
             return path
     for pattern in ("/usr/share/tesseract-ocr/*/tessdata", "/usr/share/tessdata", "/usr/local/share/tessdata",
                     "/opt/homebrew/share/tessdata"):
@@ -146,10 +151,15 @@ def _words_here(api) -> list[tuple[str, float]]:
     if not api.GetUTF8Text().strip():
         return []
     words = []
-    for word in iterate_level(api.GetIterator(), RIL.WORD):
-        text = word.GetUTF8Text(RIL.WORD)
-        if text and text.strip():
-            words.append((text.strip(), float(word.Confidence(RIL.WORD))))
+    try:
+        for word in iterate_level(api.GetIterator(), RIL.WORD):
+            if word.Empty(RIL.WORD):
+                continue
+            text = word.GetUTF8Text(RIL.WORD)
+            if text and text.strip():
+                words.append((text.strip(), float(word.Confidence(RIL.WORD))))
+    except RuntimeError:  # tesserocr: "no text" where the iterator stands
+        pass
     return words
 
 
@@ -197,6 +207,8 @@ def _process_timeout():
 
 def read_page(image, lang: str, psm: int, timeout_s: float) -> str:
     """Tesseract's text of a PIL image in page segmentation mode `psm`, on one thread."""
+    if timeout_s <= 0:  # pytesseract reads 0 as "no limit"
+        raise OcrTimeout("no time left")
     if engine() == "tesserocr":
         api = _api(lang)
         _recognize(api, image, psm, time.monotonic() + timeout_s)
