@@ -108,12 +108,17 @@ def scene_modes(folder: Path, rows, sample: int) -> dict[str, float]:
 def confirm_part(folders: dict[str, Path]) -> None:
     """Of the pictures the text test passes and read_words would read whole: the lines' coverage and
     the surest word of three letters or more from the lines the confirmation reads (what
-    OcrOptions.confirm_above and confirm_conf are set between)."""
+    OcrOptions.confirm_above and confirm_conf are set between), and from the largest line boxes
+    instead (the choice the confirmation does not make)."""
     from indexer.media import tesseract
-    from indexer.media.ocr import OcrOptions, _small, line_crops
+    from indexer.media.ocr import OcrOptions, _small, line_crops, reads_by_lines
     from indexer.media.text_gate import GATE_SIDE, screen_image
 
     options = OcrOptions()
+
+    def surest(words) -> float:
+        return max((conf for word, conf in words if sum(char.isalnum() for char in word) >= 3), default=-1.0)
+
     print(f"\n## Confirmation (engine {tesseract.engine()}): pictures read whole under auto, their lines' "
           f"coverage and surest word ({options.confirm_lines} lines of most marks, psm 7)")
     for label, folder in folders.items():
@@ -121,24 +126,26 @@ def confirm_part(folders: dict[str, Path]) -> None:
         for path in sorted(folder.glob("*.jpg")) + sorted(folder.glob("*.png")):
             data = path.read_bytes()
             screen = screen_image(_small(data, GATE_SIDE))
-            if not screen.has_text() or len(screen.lines) <= options.few_lines or screen.marks < options.few_marks:
+            if not screen.has_text() or reads_by_lines(screen, options):
                 continue
-            crops = line_crops(_small(data, options.side), screen.longest_lines(options.confirm_lines))
+            image = _small(data, options.side)
+            crops = line_crops(image, screen.longest_lines(options.confirm_lines))
             started = time.perf_counter()
             words = tesseract.read_line_words(crops, options.lang, 60)
             spent = time.perf_counter() - started
-            sure = max((conf for word, conf in words if sum(char.isalnum() for char in word) >= 3), default=-1.0)
-            rows.append((path.name, screen.coverage, sure, spent))
+            largest = tesseract.read_line_words(line_crops(image, screen.lines[:options.confirm_lines]), options.lang, 60)
+            rows.append((path.name, screen.coverage, surest(words), spent, surest(largest)))
         if not rows:
             print(f"{label:<7} none")
             continue
         coverages, sures = sorted(row[1] for row in rows), sorted(row[2] for row in rows)
         print(f"{label:<7} {len(rows)} pictures; coverage {coverages[0]:.3f}-{coverages[-1]:.3f}; surest word's "
               f"confidence, lowest five {[round(value) for value in sures[:5]]}, highest {round(sures[-1])}; "
-              f"confirmation median {statistics.median(row[3] for row in rows) * 1000:.0f} ms")
-        for name, coverage, sure, _ in rows:
-            if label == "photos" or sure < options.confirm_conf:
-                print(f"    {name}: coverage {coverage:.3f}, surest word {sure:.0f}")
+              f"confirmation median {statistics.median(row[3] for row in rows) * 1000:.0f} ms; from the largest "
+              f"boxes instead, lowest five {sorted(round(row[4]) for row in rows)[:5]}")
+        for name, coverage, sure, _, by_area in rows:
+            if label == "photos" or min(sure, by_area) < options.confirm_conf:
+                print(f"    {name}: coverage {coverage:.3f}, surest word {sure:.0f} (largest boxes: {by_area:.0f})")
 
 
 def gate_on(folder: Path) -> tuple[float, float]:

@@ -583,14 +583,13 @@ def test_words_are_read_by_default_and_an_indexs_mode_is_remembered(tmp_path, ti
 @needs_tesseract
 def test_auto_skips_pictures_tested_where_decoded_without_reading_them_again(tmp_path, tiny_model_config,
                                                                               text_folder, monkeypatch):
-    import indexer.media.ocr as ocr
     import indexer.pipeline.words as words_pass
     from indexer.media.ocr import OcrOptions
     from indexer.media.text_gate import NO_TEXT
 
     opened = []
-    read_file = ocr.read_file
-    monkeypatch.setattr(ocr, "read_file", lambda path: opened.append(path.rsplit("/", 1)[1]) or read_file(path))
+    read_file = words_pass.read_file
+    monkeypatch.setattr(words_pass, "read_file", lambda path: opened.append(path.rsplit("/", 1)[1]) or read_file(path))
     db, summary, _ = _indexed(tmp_path, tiny_model_config, text_folder, "--ocr", "auto")
     assert summary["words"]["read"] == 3 and summary["words"]["skipped"] == 3, summary["words"]
     assert sorted(opened) == ["receipt.png", "sign.png", "slide.png"]  # the photos were not read again

@@ -156,16 +156,16 @@ def test_words_are_read_by_default_and_the_actors_text_test_spares_the_driver_a_
                                                                                        tiny_model_config, monkeypatch):
     from test_ocr import needs_tesseract_here, smooth_photo, text_picture
 
+    import indexer.pipeline.words as words_pass
+
     needs_tesseract_here()
     pics = tmp_path / "pics"
     text_picture(pics / "slide.png", ["Quarterly review", "- harbor 4821", "- next steps"])
     for seed in range(3):
         smooth_photo(pics / f"photo{seed}.jpg", seed)
-    import indexer.media.ocr as ocr
-
     opened = []
-    read_file = ocr.read_file
-    monkeypatch.setattr(ocr, "read_file", lambda path: opened.append(os.path.basename(path)) or read_file(path))
+    read_file = words_pass.read_file
+    monkeypatch.setattr(words_pass, "read_file", lambda path: opened.append(os.path.basename(path)) or read_file(path))
     db = tmp_path / "db"
     result = runner.invoke(app, ["index", str(pics), "--db", str(db), "--model", str(tiny_model_config),
                                  "--ray", ray_head, "--json"])  # no --ocr: auto for a new index

@@ -12,9 +12,9 @@ whose lines cover a fifth of it or more (where wood grain, gravel and leaves the
 mistake land; generated receipts, screenshots and slides stayed under 17%) is confirmed before the
 whole read: its three lines of most marks are read one by one, and the picture is read whole only
 if a word of three letters or more comes back with a confidence of 70 or more (`confirms_words`),
-else it is skipped: a few ms with tesserocr, against seconds for a photo read whole. Tesseract is
-called through indexer.media.tesseract (tesserocr in this process where installed, else
-pytesseract). Every failure (no Tesseract, a timeout, a picture it cannot take) is a `WordsOutcome`
+else it is skipped: medians of 26-56 ms with tesserocr, against seconds for a photo read whole.
+Tesseract is called through indexer.media.tesseract (tesserocr in this process where installed,
+else pytesseract). Every failure (no Tesseract, a timeout, a picture it cannot take) is a `WordsOutcome`
 with an error: it costs the words, never the picture's vector or the run.
 """
 from __future__ import annotations
@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 from indexer.errors import MmsearchError
 from indexer.media import tesseract
-from indexer.media.files import read_file
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +53,8 @@ class OcrOptions:
     sparse_below: float = 0.08  # else, lines covering less of the picture than this: sparse mode
     # auto, before a whole read of a picture whose lines cover at least `confirm_above` of it (the
     # texture the test passes by mistake, wood grain, gravel, leaves, chains marks all over a photo;
-    # text lines leave gaps): its `confirm_lines` lines of most marks read first (milliseconds
-    # with tesserocr, about 0.15 s through pytesseract's process), the picture read whole only if a
+    # text lines leave gaps): its `confirm_lines` lines of most marks read first (medians 26-56 ms
+    # with tesserocr, 200-245 ms through pytesseract's process), the picture read whole only if a
     # word of three letters or more came back with at least `confirm_conf` confidence, else
     # skipped. 0 lines: no confirmation
     confirm_above: float = 0.2
@@ -181,6 +180,17 @@ def clean_text(text: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
+def reads_by_lines(screen, options: OcrOptions) -> bool:
+    """A picture of few lines or few letter marks (a sign, a label) is read by its lines, else whole."""
+    return len(screen.lines) <= options.few_lines or screen.marks < options.few_marks
+
+
+def confirms_first(screen, options: OcrOptions) -> bool:
+    """Whether a whole read waits for the confirmation (see the module docstring)."""
+    return (options.mode != "on" and options.confirm_lines > 0 and screen.coverage >= options.confirm_above
+            and confirmable(options.lang))
+
+
 def read_words(data: bytes, options: OcrOptions, screen=None) -> WordsOutcome:
     """The words of one picture's bytes (see the module docstring). Never raises for a bad picture.
     `screen`: the text test's answer when the decode threads already gave it (not tested again)."""
@@ -198,13 +208,11 @@ def read_words(data: bytes, options: OcrOptions, screen=None) -> WordsOutcome:
         return WordsOutcome(FAILED, error=f"cannot decode for OCR: {exc}")
     started = time.perf_counter()
     try:
-        few = len(screen.lines) <= options.few_lines or screen.marks < options.few_marks
-        crops = line_crops(image, screen.lines) if few else []
+        crops = line_crops(image, screen.lines) if reads_by_lines(screen, options) else []
         if crops:  # a sign, a label: its few lines, one by one
             text = tesseract.read_lines(crops, options.lang, options.timeout_s)
         else:  # sparse mode finds words scattered over a picture; automatic mode reads a full page
-            if (options.mode != "on" and options.confirm_lines > 0 and screen.coverage >= options.confirm_above
-                    and confirmable(options.lang)):
+            if confirms_first(screen, options):
                 probe = line_crops(image, screen.longest_lines(options.confirm_lines))
                 words = tesseract.read_line_words(probe, options.lang, options.timeout_s)
                 if not confirms_words(words, options.confirm_conf):
@@ -218,15 +226,3 @@ def read_words(data: bytes, options: OcrOptions, screen=None) -> WordsOutcome:
         return WordsOutcome(FAILED, error=f"OCR failed: {exc}", seconds=time.perf_counter() - started)
     return WordsOutcome(READ, clean_text(text), seconds=time.perf_counter() - started)
 
-
-def read_path_words(path: str, options: OcrOptions, screen=None) -> WordsOutcome:
-    """`read_words` of the file at `path` (what an OCR thread of the words pass runs). Never raises."""
-    try:
-        data = read_file(path)
-    except Exception as exc:  # noqa: BLE001 - gone or unreadable since its vector was made: no words this time
-        return WordsOutcome(FAILED, error=f"cannot read the file for OCR: {exc}")
-    try:
-        return read_words(data, options, screen)
-    except Exception as exc:  # a bug in a reader costs the words, never the run
-        log.exception("unexpected OCR error on %s", path)
-        return WordsOutcome(FAILED, error=f"unexpected OCR error: {exc!r}")

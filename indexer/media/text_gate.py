@@ -45,8 +45,12 @@ class TextScreen:
     lines: tuple[tuple[float, float, float, float], ...] = ()
     coverage: float = 0.0  # share of the picture's area inside the lines' boxes
     light: tuple[bool, ...] = ()  # per line: its letters are lighter than the ground (white on a sign)
-    longest: int = 0  # marks in the longest line
     line_marks: tuple[int, ...] = ()  # per line: its marks
+
+    @property
+    def longest(self) -> int:
+        """Marks in the longest line."""
+        return max(self.line_marks, default=0)
 
     def longest_lines(self, count: int) -> tuple[tuple[float, float, float, float], ...]:
         """The `count` lines of most marks (the likeliest words: on a receipt photographed on a
@@ -227,7 +231,7 @@ def screen_gray(gray: np.ndarray) -> TextScreen:
         covered[y0:y1, x0:x1] = True
     lines = tuple((x0 / width, y0 / height, x1 / width, y1 / height) for x0, y0, x1, y1, _, _ in boxes)
     return TextScreen(sum(box[4] for box in boxes), lines, float(covered.mean()), tuple(box[5] for box in boxes),
-                      max(box[4] for box in boxes), tuple(box[4] for box in boxes))
+                      tuple(box[4] for box in boxes))
 
 
 def screen_image(image) -> TextScreen:

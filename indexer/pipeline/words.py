@@ -21,7 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from indexer.media.ocr import READ, SKIPPED, OcrOptions, read_path_words
+from indexer.media.files import read_file
+from indexer.media.ocr import FAILED, READ, SKIPPED, OcrOptions, WordsOutcome, read_words
 from indexer.media.text_gate import TextScreen
 from indexer.pipeline.workers import usable_cores
 from indexer.store.library import Library
@@ -48,6 +49,18 @@ class WordsReport:
                 "seconds": round(self.seconds, 3), "ocr_seconds": round(self.ocr_seconds, 3)}
 
 
+def _read_one(picture: PendingPicture, options: OcrOptions, screen=None) -> WordsOutcome:
+    try:
+        data = read_file(picture.path)
+    except Exception as exc:  # noqa: BLE001 - gone or unreadable since its vector was made: no words this time
+        return WordsOutcome(FAILED, error=f"cannot read the file for OCR: {exc}")
+    try:
+        return read_words(data, options, screen)
+    except Exception as exc:  # a bug in a reader costs the words, never the run
+        log.exception("unexpected OCR error on %s", picture.path)
+        return WordsOutcome(FAILED, error=f"unexpected OCR error: {exc!r}")
+
+
 class WordsAhead:
     """The decode threads' text test answers of an index run, by item id, and Tesseract started on
     the pictures it passed (every picture with `--ocr on`) as soon as their rows are written."""
@@ -67,7 +80,8 @@ class WordsAhead:
                 continue
             self.screens[item_id] = row.text_screen
             if self.options.mode == "on" or row.text_screen.has_text():
-                self.reading[item_id] = self._pool.submit(read_path_words, row.path, self.options, row.text_screen)
+                picture = PendingPicture(item_id, row.path, digest)
+                self.reading[item_id] = self._pool.submit(_read_one, picture, self.options, row.text_screen)
 
     def close(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
@@ -114,8 +128,7 @@ def read_pictures(library: Library, options: OcrOptions, *, workers: int | None 
     if on_progress is not None:
         on_progress(done, len(pending))
     with ThreadPoolExecutor(max_workers=workers or usable_cores(), thread_name_prefix="ocr") as pool:
-        futures = [reading.get(item.item_id) or pool.submit(read_path_words, item.path, options,
-                                                            screens.get(item.item_id))
+        futures = [reading.get(item.item_id) or pool.submit(_read_one, item, options, screens.get(item.item_id))
                    for item in to_read]
         for picture, future in zip(to_read, futures):
             outcome = future.result()
