@@ -233,6 +233,31 @@ def test_decoding_for_the_vector_also_tests_for_text_at_the_tests_size(tmp_path)
     assert not photo.text_screen.has_text()
 
 
+def test_ocr_reads_a_picture_upright_at_its_size_and_mode(tmp_path):
+    """The words pass's decode (no copies of an upright RGB picture) turns a JPEG by its EXIF
+    orientation as the text test's decode does, shrinks it to `side`, and gives RGB whatever the mode."""
+    import io
+
+    from indexer.media.image import decode_image
+    from indexer.media.ocr import _small
+    from indexer.media.preprocess import PreprocessConfig
+
+    upright = Image.open(text_picture(tmp_path / "page.png", ["Invoice 2041"], size=(900, 500))).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: shown after a quarter turn clockwise
+    buffer = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(buffer, "JPEG", quality=95, exif=exif)
+    turned = _small(buffer.getvalue(), 2000)
+    assert turned.size == (900, 500) and turned.mode == "RGB"
+    assert np.abs(np.asarray(turned, np.int16) - np.asarray(upright)).mean() < 3  # upright, not on its side
+    assert decode_image(buffer.getvalue(), PreprocessConfig(image_size=32), screen_text=True).text_screen.has_text()
+    shrunk = _small(buffer.getvalue(), 450)
+    assert shrunk.size == (450, 250)
+    grey = io.BytesIO()
+    upright.convert("L").save(grey, "PNG")
+    assert _small(grey.getvalue(), 2000).mode == "RGB"
+
+
 def test_a_failing_text_test_costs_only_its_answer(tmp_path, monkeypatch):
     import indexer.media.text_gate as gate
     from indexer.media.image import decode_image
