@@ -43,7 +43,8 @@ def main(folders: list[str]) -> None:
         images = [decoded(Path(path).read_bytes()) for path in paths]
         for name, resize in (("Pillow LANCZOS", pillow(Image.Resampling.LANCZOS)),
                              ("Pillow BICUBIC", pillow(Image.Resampling.BICUBIC)),
-                             ("Pillow HAMMING", pillow(Image.Resampling.HAMMING)), ("OpenCV INTER_AREA", area)):
+                             ("Pillow HAMMING", pillow(Image.Resampling.HAMMING)), ("OpenCV INTER_AREA", area),
+                             ("gate_gray (ships)", gate.gate_gray)):
             started = time.perf_counter()
             grays = [resize(image) for image in images]
             spent = (time.perf_counter() - started) / len(images) * 1000

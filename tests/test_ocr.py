@@ -188,6 +188,37 @@ def test_the_text_test_on_opencv_is_the_test_on_scipy(tmp_path, monkeypatch):
     assert sum(len(marks) for marks in marks_cv) > 100
 
 
+def test_the_tests_resize_on_opencv_is_pillows_lanczos(tmp_path, monkeypatch):
+    """With OpenCV the text test's reduction (Pillow's LANCZOS kernel as a separable filter, then
+    bicubic sampling) gives nearly Pillow's pixels and the same answer, on a large picture with small
+    words, a turned sign and photos (OpenCV's INTER_AREA or bicubic alone fail the bounds); a picture
+    already small enough is not resampled at all."""
+    import importlib.util
+
+    if importlib.util.find_spec("cv2") is None:
+        pytest.skip("OpenCV is not installed (the ocr extra installs opencv-python-headless)")
+    import indexer.media.text_gate as gate
+
+    pictures = [text_picture(tmp_path / "page.png", ["Invoice 2041 coffee 3.50 total 12.00"] * 6, size=(1280, 800),
+                             font_size=30),
+                text_picture(tmp_path / "sign.png", ["HARBOR CLOSED", "NO ENTRY"], size=(1900, 1000),
+                             background=(20, 60, 30), ink=(240, 240, 240), angle=5, blur=1.0, font_size=90),
+                *[smooth_photo(tmp_path / f"photo{seed}.jpg", seed, size=(1600, 1067)) for seed in range(2)]]
+    images = [Image.open(path) for path in pictures]
+    with_cv = [gate.gate_gray(image) for image in images]
+    small = Image.open(text_picture(tmp_path / "small.png", ["fits already"], size=(640, 300)))
+    assert gate._cv2() is not None
+    np.testing.assert_array_equal(gate.gate_gray(small), np.asarray(small.convert("L")))
+    monkeypatch.setattr(gate, "_cv2", lambda: None)
+    for image, gray in zip(images, with_cv):
+        pillow = gate.gate_gray(image)
+        assert gray.shape == pillow.shape == (*reversed(gate.gate_size(*image.size)),) and gray.dtype == np.uint8
+        difference = np.abs(gray.astype(np.int16) - pillow)
+        assert difference.mean() < 0.25 and difference.max() <= 16, (difference.mean(), difference.max())
+        assert gate.screen_gray(gray).has_text() == gate.screen_gray(pillow).has_text()
+    assert [gate.screen_gray(gray).has_text() for gray in with_cv] == [True, True, False, False]
+
+
 def test_decoding_for_the_vector_also_tests_for_text_at_the_tests_size(tmp_path):
     from indexer.media.image import decode_image
     from indexer.media.preprocess import PreprocessConfig
@@ -200,6 +231,31 @@ def test_decoding_for_the_vector_also_tests_for_text_at_the_tests_size(tmp_path)
     assert decode_image(data, small_model).text_screen is None  # --ocr off: no test
     photo = decode_image(smooth_photo(tmp_path / "photo.jpg", 1).read_bytes(), small_model, screen_text=True)
     assert not photo.text_screen.has_text()
+
+
+def test_ocr_reads_a_picture_upright_at_its_size_and_mode(tmp_path):
+    """The words pass's decode (no copies of an upright RGB picture) turns a JPEG by its EXIF
+    orientation as the text test's decode does, shrinks it to `side`, and gives RGB whatever the mode."""
+    import io
+
+    from indexer.media.image import decode_image
+    from indexer.media.ocr import _small
+    from indexer.media.preprocess import PreprocessConfig
+
+    upright = Image.open(text_picture(tmp_path / "page.png", ["Invoice 2041"], size=(900, 500))).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: shown after a quarter turn clockwise
+    buffer = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(buffer, "JPEG", quality=95, exif=exif)
+    turned = _small(buffer.getvalue(), 2000)
+    assert turned.size == (900, 500) and turned.mode == "RGB"
+    assert np.abs(np.asarray(turned, np.int16) - np.asarray(upright)).mean() < 3  # upright, not on its side
+    assert decode_image(buffer.getvalue(), PreprocessConfig(image_size=32), screen_text=True).text_screen.has_text()
+    shrunk = _small(buffer.getvalue(), 450)
+    assert shrunk.size == (450, 250)
+    grey = io.BytesIO()
+    upright.convert("L").save(grey, "PNG")
+    assert _small(grey.getvalue(), 2000).mode == "RGB"
 
 
 def test_a_failing_text_test_costs_only_its_answer(tmp_path, monkeypatch):
