@@ -254,7 +254,8 @@ def gate_gray(image) -> np.ndarray:
     The test was tuned on Pillow's LANCZOS reduction (BILINEAR lost receipts). With OpenCV the same
     kernel runs as a separable filter at the input's pixels and the result is sampled at the output
     pixels' centres (bicubic): with the greyscale conversion 2.2 ms instead of 5.3 ms a photo, the
-    same answer on all but 4 of 300 photos and 1 of 260 text pictures (docs/BENCHMARKS.md "The text test's resize on OpenCV"). Without OpenCV, Pillow's."""
+    same answer on all but 4 of 300 photos and 1 of 260 text pictures (docs/BENCHMARKS.md "The
+    text test's resize on OpenCV"). Without OpenCV, Pillow's."""
     from PIL import Image
 
     small = image.convert("L") if image.mode != "L" else image
