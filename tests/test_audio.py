@@ -326,6 +326,41 @@ def test_a_clap_model_indexes_sounds_in_its_own_space(tmp_path, tiny_model_confi
     assert other.exit_code != 0 and "Traceback" not in other.output
 
 
+
+@pytest.mark.parametrize("builder", ["clap-config", "audio-tower"])
+def test_a_seeded_audio_model_is_built_alone_whatever_other_threads_draw(builder, tiny_clap):
+    """A random-start model drawn on one thread while another draws from torch's generator (an index
+    run's image tower or text export beside its audio model) is the model built alone: the build waits
+    for the other's `seeded` and no draw of the other reaches it (before, one run in two gave a CLAP
+    config an index built with one set of weights and a search another)."""
+    import threading
+
+    import torch
+
+    from retrieval.models.audio import load_audio_model
+    from retrieval.models.audio_config import AudioTowerConfig
+    from retrieval.models.audio_tower import build_audio_tower
+    from retrieval.models.seeded import seeded
+
+    def build():
+        if builder == "clap-config":
+            return load_audio_model(str(tiny_clap)).model
+        return build_audio_tower(AudioTowerConfig(channels=(4, 8, 8), hidden=16, text_width=8, embed_dim=8), seed=3)
+
+    alone = build().state_dict()
+    built = []
+    with seeded(123):
+        other = threading.Thread(target=lambda: built.append(build()))
+        other.start()
+        for _ in range(200):  # this thread's draws, while the other wants the generator
+            torch.rand(64)
+        other.join(timeout=2.0)
+        assert other.is_alive() and not built  # it waits for this build to end
+    other.join()
+    assert built[0].state_dict().keys() == alone.keys()
+    assert all(torch.equal(value, alone[key]) for key, value in built[0].state_dict().items())
+
+
 # --- kill -9 ---------------------------------------------------------------------------------------
 def test_an_audio_index_killed_mid_run_loses_nothing_committed(tmp_path, tiny_model_config):
     from test_reliability_support import CliProcess, assert_database_consistent, committed_rows, count

@@ -31,6 +31,7 @@ from indexer.media.audio_reader import AudioWindowing
 from indexer.store.records import ModelInfo
 from retrieval.errors import ModelNotFoundError
 from retrieval.models.registry import BUNDLED_DIR, BUNDLED_NAME
+from retrieval.models.seeded import seeded
 
 log = logging.getLogger(__name__)
 
@@ -227,14 +228,12 @@ class ClapAudioModel:
 
     @cached_property
     def model(self):
-        import torch
         from transformers import ClapConfig, ClapModel
 
         if self._config_file is not None:
             config = ClapConfig(**{key: value for key, value in self._config_file.items()
                                    if key not in ("seed", "feature_extractor", "tokenizer")})
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(self._config_file.get("seed", 0)))
+            with seeded(int(self._config_file.get("seed", 0))):  # not beside another thread's build
                 model = ClapModel(config)
         else:
             from retrieval.models.towers import _quiet_transformers

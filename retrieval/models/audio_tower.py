@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from retrieval.models.audio_config import AudioTowerConfig  # its config lives without torch
+from retrieval.models.seeded import seeded
 
 
 def _block(inputs: int, outputs: int, stride: int = 1) -> nn.Sequential:
@@ -55,8 +56,7 @@ class AudioTower(nn.Module):
 
 def build_audio_tower(config: AudioTowerConfig, projection: torch.Tensor | None = None, seed: int = 0) -> AudioTower:
     """A seeded tower; `projection` (embed_dim, text_width) is the text tower's, copied in."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):  # not beside another thread's build
         tower = AudioTower(config)
     if projection is not None:
         with torch.no_grad():

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from pathlib import Path
 
 import torch
@@ -15,13 +14,13 @@ from torch import nn
 
 from retrieval.errors import ModelNotFoundError
 from retrieval.models.registry import ModelCard, resolve_package_path
+from retrieval.models.seeded import seeded
 
 log = logging.getLogger(__name__)
 
 IMAGE = "image"
 TEXT = "text"
 _PREFIX = {IMAGE: "visual.", TEXT: "text."}
-_BUILD_LOCK = threading.Lock()
 
 
 def text_cfg_for_build(card: ModelCard, *, hf_pretrained: bool) -> dict:
@@ -46,11 +45,7 @@ def build_tower(card: ModelCard, which: str, *, hf_pretrained: bool = False, wei
     cfg = card.model_cfg
     quick_gelu = bool(cfg.get("quick_gelu", False))
     seed = card.seed + (0 if which == IMAGE else 1)
-    # torch's CPU generator is the process's: two towers built at once on two threads (an index run's
-    # text export beside its image tower, retrieval.text_export_job) would draw from each other's seed
-    with _BUILD_LOCK, torch.random.fork_rng(devices=[]), \
-            weights_to_follow() if weights_follow else contextlib.nullcontext():
-        torch.manual_seed(seed)
+    with seeded(seed), weights_to_follow() if weights_follow else contextlib.nullcontext():
         if which == IMAGE:
             return _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu, None)
         text_cfg = text_cfg_for_build(card, hf_pretrained=hf_pretrained)

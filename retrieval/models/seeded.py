@@ -1,0 +1,23 @@
+"""Random starts drawn from a seed, one build at a time.
+
+torch's CPU generator is the process's: two models built at once on two threads (an index run's
+image tower beside its audio model, or beside the text export's text tower) would draw from each
+other's seed and come out different from the same models built alone, so an index's vectors
+would not match the query encoder's. Every seeded build goes through `seeded`, which holds one
+process-wide lock, forks the generator (the caller's stream is left as it was) and seeds it."""
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+_LOCK = threading.RLock()  # re-entrant: a build may build a part through another seeded builder
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    import torch
+
+    with _LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
