@@ -1,8 +1,12 @@
-"""The text test's resize to 640 px: Pillow's LANCZOS (what ships) against its BICUBIC and HAMMING and OpenCV's INTER_AREA, ms a
-picture (greyscale conversion included) and how many pictures the test then passes, per folder
-(docs/BENCHMARKS.md "The text test on OpenCV").
+"""The text test's resize to 640 px: Pillow's LANCZOS (what the test was tuned on) against its BICUBIC and
+HAMMING, OpenCV's INTER_AREA and `gate_gray` (what ships: Pillow's kernel on OpenCV up to a 5x
+reduction), ms a picture (greyscale conversion included) and how many pictures the test then passes,
+per folder (docs/BENCHMARKS.md "The text test's resize on OpenCV"). With `--reductions`, the OpenCV
+path against Pillow's LANCZOS on random greyscale pictures 1.1-8x the test's size (best of 15): where
+`gate_gray` hands over to Pillow (CV_MAX_REDUCTION).
 
     python bench/text_gate_resize.py /tmp/ocrset/photos /tmp/ocrset/text /tmp/ocrset2/text
+    python bench/text_gate_resize.py --reductions
 """
 from __future__ import annotations
 
@@ -52,5 +56,34 @@ def main(folders: list[str]) -> None:
             print(f"{folder} {name:18s} {spent:5.2f} ms  passed {passed} of {len(images)}")
 
 
+def _best_ms(resize, image: Image.Image, rounds: int = 15) -> float:
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        resize(image)
+        times.append(time.perf_counter() - started)
+    return min(times) * 1000
+
+
+def _pillow_lanczos(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.resize(gate.gate_size(*image.size), Image.Resampling.LANCZOS))
+
+
+def reductions() -> None:
+    rng = np.random.default_rng(0)
+    for factor in (1.1, 1.2, 1.5, 2, 3, 4, 5, 6, 8):
+        width = int(gate.GATE_SIDE * factor)
+        image = Image.fromarray(rng.integers(0, 255, (int(width * 0.66), width), dtype=np.uint8))
+        best = functools.partial(_best_ms, image=image)
+        limit, gate.CV_MAX_REDUCTION = gate.CV_MAX_REDUCTION, float("inf")
+        try:
+            on_cv = best(gate.gate_gray)
+        finally:
+            gate.CV_MAX_REDUCTION = limit
+        on_pillow = best(_pillow_lanczos)
+        print(f"{factor:4}x {image.width}x{image.height}: OpenCV {on_cv:7.2f} ms  Pillow LANCZOS {on_pillow:7.2f} ms  "
+              f"ratio {on_cv / on_pillow:.2f}{'  (gate_gray: Pillow)' if factor > limit else ''}")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    reductions() if sys.argv[1:] == ["--reductions"] else main(sys.argv[1:])

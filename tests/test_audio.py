@@ -326,7 +326,6 @@ def test_a_clap_model_indexes_sounds_in_its_own_space(tmp_path, tiny_model_confi
     assert other.exit_code != 0 and "Traceback" not in other.output
 
 
-
 @pytest.mark.parametrize("builder", ["clap-config", "audio-tower"])
 def test_a_seeded_audio_model_is_built_alone_whatever_other_threads_draw(builder, tiny_clap):
     """A random-start model drawn on one thread while another draws from torch's generator (an index
@@ -354,9 +353,10 @@ def test_a_seeded_audio_model_is_built_alone_whatever_other_threads_draw(builder
         other.start()
         for _ in range(200):  # this thread's draws, while the other wants the generator
             torch.rand(64)
-        other.join(timeout=2.0)
+        other.join(timeout=1.0)
         assert other.is_alive() and not built  # it waits for this build to end
-    other.join()
+    other.join(timeout=60)
+    assert not other.is_alive()
     assert built[0].state_dict().keys() == alone.keys()
     assert all(torch.equal(value, alone[key]) for key, value in built[0].state_dict().items())
 

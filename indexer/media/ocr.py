@@ -112,14 +112,16 @@ def _small(data: bytes, side: int):
     """The picture as RGB, its long side at most `side` (JPEGs decoded at a reduced scale)."""
     from PIL import Image, ImageOps
 
+    from indexer.media.image import to_8bit
+
     image = Image.open(io.BytesIO(data))
     if image.format == "JPEG":  # decoded at the smallest DCT scale still at least the wanted size
         scale = min(1.0, side / max(image.size))
         image.draft("RGB", (max(1, int(image.width * scale)), max(1, int(image.height * scale))))
-    image.load()  # at the draft's scale (thumbnail() below would draft again)
     ImageOps.exif_transpose(image, in_place=True)  # upright as the text test saw it; no copy when it already is
+    image = to_8bit(image)  # a 16-bit scan scaled, not clipped to white by convert()
     if image.mode != "RGB":
-        image = image.convert("RGB")  # (a copy; the two copies of an upright RGB photo were ~20 ms of a 30 ms read)
+        image = image.convert("RGB")  # only then a copy (docs/BENCHMARKS.md: a 2000-px decode ~23 -> 18 ms)
     if max(image.size) > side:
         image.thumbnail((side, side), Image.Resampling.LANCZOS)
     return image

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 GATE_SIDE = 640  # the long side the test looks at
+CV_MAX_REDUCTION = 5.0  # the largest reduction to GATE_SIDE done on OpenCV (gate_gray)
 MIN_CHAIN = 3  # marks in a row that make a candidate line
 MIN_MARKS = 8  # marks in candidate lines that make a picture "has text"
 LONG_LINE = 8  # ... with at least one line this long
@@ -166,11 +167,11 @@ def _chains(marks: np.ndarray) -> list[np.ndarray]:
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import connected_components
 
-    left, right = left[keep], right[keep]  # `left` ascending: the pairs are already in CSR row order
+    left, right = left[keep], right[keep]  # `left` ascending: the pairs are already in CSR row order (no COO)
     starts = np.zeros(count + 1, np.int32)
     np.cumsum(np.bincount(left, minlength=count), out=starts[1:])
     pairs = csr_matrix((np.ones(len(left), np.int8), right.astype(np.int32), starts), shape=(count, count))
-    _, labels = connected_components(pairs, directed=True, connection="weak")  # = undirected, no transpose
+    _, labels = connected_components(pairs, directed=False)
     sizes = np.bincount(labels)
     by_label = np.argsort(labels, kind="stable")  # members of each component, ascending, side by side
     ends = np.cumsum(sizes)
@@ -255,7 +256,11 @@ def gate_gray(image) -> np.ndarray:
     kernel runs as a separable filter at the input's pixels and the result is sampled at the output
     pixels' centres (bicubic): with the greyscale conversion 2.2 ms instead of 5.3 ms a photo, the
     same answer on all but 4 of 300 photos and 1 of 260 text pictures (docs/BENCHMARKS.md "The
-    text test's resize on OpenCV"). Without OpenCV, Pillow's."""
+    text test's resize on OpenCV"). The filter runs at every input pixel and holds a float copy of
+    the picture, so beyond a CV_MAX_REDUCTION reduction (a picture not shrunk at decode: a large PNG,
+    TIFF or WebP) Pillow's resize, which computes only the output pixels, is the faster one and runs
+    instead (`bench/text_gate_resize.py --reductions`: 3840 px 38 ms against 36, 5120 px 173 against
+    63). Without OpenCV, Pillow's."""
     from PIL import Image
 
     small = image.convert("L") if image.mode != "L" else image
@@ -263,7 +268,7 @@ def gate_gray(image) -> np.ndarray:
     if size == small.size:
         return np.asarray(small)
     cv2 = _cv2()
-    if cv2 is None:
+    if cv2 is None or max(small.width / size[0], small.height / size[1]) > CV_MAX_REDUCTION:
         return np.asarray(small.resize(size, Image.Resampling.LANCZOS))
     gray = np.asarray(small)
     smooth = cv2.sepFilter2D(gray, cv2.CV_32F, _lanczos_taps(round(gray.shape[1] / size[0], 3)),

@@ -3,8 +3,10 @@
 torch's CPU generator is the process's: two models built at once on two threads (an index run's
 image tower beside its audio model, or beside the text export's text tower) would draw from each
 other's seed and come out different from the same models built alone, so an index's vectors
-would not match the query encoder's. Every seeded build goes through `seeded`, which holds one
-process-wide lock, forks the generator (the caller's stream is left as it was) and seeds it."""
+would not match the query encoder's. Every seeded build in mmsearch (the towers, a CLAP config, the
+bundled audio tower) goes through `seeded`, which holds one process-wide lock, forks the generator
+(the caller's stream is left as it was) and seeds it. The guarantee holds against other `seeded`
+callers only: a draw outside it on another thread (a training loop's) is not kept out."""
 from __future__ import annotations
 
 import contextlib
