@@ -65,10 +65,6 @@ def _best_ms(resize, image: Image.Image, rounds: int = 15) -> float:
     return min(times) * 1000
 
 
-def _pillow_lanczos(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.resize(gate.gate_size(*image.size), Image.Resampling.LANCZOS))
-
-
 def reductions() -> None:
     rng = np.random.default_rng(0)
     for factor in (1.1, 1.2, 1.5, 2, 3, 4, 5, 6, 8):
@@ -80,7 +76,7 @@ def reductions() -> None:
             on_cv = best(gate.gate_gray)
         finally:
             gate.CV_MAX_REDUCTION = limit
-        on_pillow = best(_pillow_lanczos)
+        on_pillow = best(gray_at)  # Pillow's LANCZOS
         print(f"{factor:4}x {image.width}x{image.height}: OpenCV {on_cv:7.2f} ms  Pillow LANCZOS {on_pillow:7.2f} ms  "
               f"ratio {on_cv / on_pillow:.2f}{'  (gate_gray: Pillow)' if factor > limit else ''}")
 

@@ -268,11 +268,11 @@ def gate_gray(image) -> np.ndarray:
     if size == small.size:
         return np.asarray(small)
     cv2 = _cv2()
-    if cv2 is None or max(small.width / size[0], small.height / size[1]) > CV_MAX_REDUCTION:
+    scale_x, scale_y = small.width / size[0], small.height / size[1]
+    if cv2 is None or max(scale_x, scale_y) > CV_MAX_REDUCTION:
         return np.asarray(small.resize(size, Image.Resampling.LANCZOS))
-    gray = np.asarray(small)
-    smooth = cv2.sepFilter2D(gray, cv2.CV_32F, _lanczos_taps(round(gray.shape[1] / size[0], 3)),
-                             _lanczos_taps(round(gray.shape[0] / size[1], 3)), borderType=cv2.BORDER_REPLICATE)
+    smooth = cv2.sepFilter2D(np.asarray(small), cv2.CV_32F, _lanczos_taps(round(scale_x, 3)),
+                             _lanczos_taps(round(scale_y, 3)), borderType=cv2.BORDER_REPLICATE)
     sampled = cv2.resize(smooth, size, interpolation=cv2.INTER_CUBIC)
     return np.clip(np.rint(sampled), 0, 255).astype(np.uint8)
 

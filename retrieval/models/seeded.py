@@ -13,7 +13,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-_LOCK = threading.RLock()  # re-entrant: a build may build a part through another seeded builder
+_LOCK = threading.RLock()  # re-entrant: a seeded builder may call another without a deadlock (none does today)
 
 
 @contextlib.contextmanager
